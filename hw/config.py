@@ -69,7 +69,7 @@ class AcceleratorConfig:
     accumulator_rows: int = 1024
     binary_width: int = 64
     binary_lanes: int = 8
-    clock_mhz: float = 100.0
+    clock_mhz: float = 105.0
     uart_baud: int = 3_000_000
 
     def __post_init__(self):
