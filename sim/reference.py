@@ -1,0 +1,466 @@
+"""NumPy golden models: the definition of every number the hardware produces.
+
+Tests compare RTL against these functions bit-exactly; the driver's CPU fallback calls them too.
+Everything is integer arithmetic on int64 intermediates, so results do not depend on the platform.
+
+INT8 path (ARCHITECTURE.md, numerics contract)::
+
+    acc = A(int8, MxK) @ W(int8, KxN) + bias(int32, N)            gemm / conv2d
+    out = clamp(requant(acc, M0[c], shift[c]) + zp_out, act_min, act_max)   requantize
+
+Requantization is bit-exact with TFLite (LiteRT) as it runs each op:
+
+* ``rounding="double"`` (CONV_2D): gemmlowp ``SaturatingRoundingDoublingHighMul(acc, M0)`` then
+  ``RoundingDivideByPOT(x, -shift)``: two roundings, both half away from zero.
+* ``rounding="single"`` (FULLY_CONNECTED in current LiteRT):
+  ``(acc * M0 + 2^(30-shift)) >> (31-shift)``: one rounding, half toward +infinity.
+
+The two differ on ties (about 0.1% of outputs), so every layer names its form.
+
+Binary (W1A1) path: values are +1/-1; bit 1 = +1, bit 0 = -1, packed little-endian along K
+(element k is bit ``k % 8`` of byte ``k // 8``, padding bits 0); ``dot = K - 2*popcount(a ^ w)``.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "INT8_MIN", "INT8_MAX", "INT32_MIN", "INT32_MAX", "ROUNDING_MODES",
+    "gemm", "fold_zero_point", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
+    "rounding_divide_by_pot", "requantize", "im2col", "conv_output_size", "same_padding",
+    "conv2d", "max_pool2x2",
+    "pack_bits", "unpack_bits", "binary_dense", "threshold_activation", "fold_batchnorm_sign",
+    "binary_conv2d",
+]
+
+INT8_MIN, INT8_MAX = -128, 127
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ROUNDING_MODES = ("double", "single")
+
+
+# Input checking ----------------------------------------------------------------------------------
+
+def _as_int_array(name, value, dtype, ndim=None):
+    """`value` as an ndarray of integer dtype `dtype`; rejects floats, bools and wrong ranks."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array ({np.dtype(dtype).name}), "
+                        f"not dtype {array.dtype}")
+    if ndim is not None and array.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"{name} must have {ndim} dimensions, not shape {array.shape}")
+    info = np.iinfo(dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise ValueError(f"{name} must hold {np.dtype(dtype).name} values in "
+                         f"[{info.min}, {info.max}], found [{array.min()}, {array.max()}]")
+    return array.astype(dtype)
+
+
+def _check_int32(name, values):
+    if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
+        raise OverflowError(f"{name} leaves int32 (range [{values.min()}, {values.max()}]); "
+                            f"the hardware accumulates in int32")
+    return values.astype(np.int32)
+
+
+def _per_channel(name, value, channels, dtype=np.int64):
+    array = _as_int_array(name, value, dtype)
+    if array.ndim == 0:
+        array = np.full(channels, array)
+    if array.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},) (one per output channel), "
+                         f"not {array.shape}")
+    return array.astype(np.int64)
+
+
+# INT8 GEMM ---------------------------------------------------------------------------------------
+
+def gemm(a, w, bias=None):
+    """``a @ w + bias`` with int8 operands and exact int32 accumulation.
+
+    a: int8 [M, K]; w: int8 [K, N]; bias: int32 [N] or None. Returns int32 [M, N]; raises
+    `OverflowError` if a result does not fit int32 (K > 131,072 could).
+    """
+    a = _as_int_array("a", a, np.int8, 2)
+    w = _as_int_array("w", w, np.int8, 2)
+    if a.shape[1] != w.shape[0]:
+        raise ValueError(f"gemm: a is {a.shape} and w is {w.shape}; a's columns (K) must equal "
+                         f"w's rows")
+    acc = a.astype(np.int64) @ w.astype(np.int64)
+    if bias is not None:
+        acc = acc + _per_channel("bias", _as_int_array("bias", bias, np.int32), w.shape[1])
+    return _check_int32("gemm result", acc)
+
+
+def fold_zero_point(bias, w, input_zero_point):
+    """Fold an input zero point into the bias: ``bias - zp * w.sum(0)`` (int32).
+
+    With it, ``(a - zp) @ w + bias == a @ w + fold_zero_point(bias, w, zp)``, so the hardware sees
+    plain int8 x int8. w is int8 [K, N]; bias int32 [N] or None.
+    """
+    w = _as_int_array("w", w, np.int8, 2)
+    zp = _check_zero_point("input_zero_point", input_zero_point)
+    base = np.zeros(w.shape[1], np.int64) if bias is None else \
+        _per_channel("bias", _as_int_array("bias", bias, np.int32), w.shape[1])
+    return _check_int32("folded bias", base - zp * w.astype(np.int64).sum(axis=0))
+
+
+def _check_zero_point(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not INT8_MIN <= value <= INT8_MAX:
+        raise ValueError(f"{name} must be in [{INT8_MIN}, {INT8_MAX}], not {value}")
+    return int(value)
+
+
+# Requantization (TFLite) -------------------------------------------------------------------------
+
+def quantize_multiplier(real_multiplier):
+    """TFLite ``QuantizeMultiplier``: ``real ~= m0 * 2^(shift - 31)`` with m0 in [2^30, 2^31).
+
+    Returns ``(m0, shift)``; ``(0, 0)`` for a zero multiplier. Like TFLite, the fraction from
+    ``frexp`` is rounded to 31 bits (``round`` = half away from zero), a rounded fraction of
+    exactly 1.0 moves to the next exponent, and shifts below -31 flush to zero.
+    """
+    if not isinstance(real_multiplier, (int, float, np.floating, np.integer)) \
+            or isinstance(real_multiplier, bool):
+        raise TypeError(f"real_multiplier must be a number, not {real_multiplier!r}")
+    real_multiplier = float(real_multiplier)
+    if not math.isfinite(real_multiplier) or real_multiplier < 0:
+        raise ValueError(f"real_multiplier must be finite and >= 0, not {real_multiplier}")
+    if real_multiplier == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(real_multiplier)
+    # std::round: half away from zero (Python's round() is half to even).
+    q = int(math.floor(fraction * (1 << 31) + 0.5))
+    if q == 1 << 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return (1 << 31) - 1, 30
+    return q, shift
+
+
+def saturating_rounding_doubling_high_mul(a, b):
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values (vectorised, int64 out).
+
+    ``(a*b + nudge) / 2^31`` truncated toward zero, nudge = 2^30 for a*b >= 0 else 1 - 2^30;
+    the only overflow, a = b = INT32_MIN, saturates to INT32_MAX.
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    product = a * b
+    nudge = np.where(product >= 0, 1 << 30, 1 - (1 << 30))
+    total = product + nudge
+    # C integer division truncates toward zero; numpy's // floors.
+    quotient = np.where(total >= 0, total >> 31, -((-total) >> 31))
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, quotient)
+
+
+def rounding_divide_by_pot(x, exponent):
+    """gemmlowp ``RoundingDivideByPOT``: ``x / 2^exponent`` rounded half away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    if np.any((exponent < 0) | (exponent > 31)):
+        raise ValueError(f"exponent must be in [0, 31], not {exponent}")
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def requantize(acc, multiplier, shift, output_zero_point=0, act_min=INT8_MIN, act_max=INT8_MAX,
+               rounding="double"):
+    """Per-output-channel int32 -> int8 requantization, bit-exact with TFLite.
+
+    acc: int32 [..., N] (bias already added); multiplier: M0 per channel in [2^30, 2^31), or 0;
+    shift: per channel in [-31, 0] (right shifts; scales >= 1.0 are not supported by the
+    hardware and rejected here); `rounding`: "double" (CONV_2D) or "single" (FULLY_CONNECTED).
+    Returns int8 [..., N] = clamp(scaled + output_zero_point, act_min, act_max).
+    """
+    acc = _as_int_array("acc", acc, np.int32)
+    if acc.ndim == 0:
+        raise ValueError("acc must have at least one dimension (channels last)")
+    channels = acc.shape[-1]
+    multiplier = _per_channel("multiplier", multiplier, channels)
+    shift = _per_channel("shift", shift, channels)
+    bad = (multiplier != 0) & ((multiplier < (1 << 30)) | (multiplier > INT32_MAX))
+    if np.any(bad):
+        raise ValueError(f"multiplier must be 0 or in [2^30, 2^31) as QuantizeMultiplier "
+                         f"produces, found {multiplier[bad][:4].tolist()}")
+    if np.any((shift < -31) | (shift > 0)):
+        raise ValueError(f"shift must be in [-31, 0] (effective scale < 1.0), found "
+                         f"{shift[(shift < -31) | (shift > 0)][:4].tolist()}")
+    zero_point = _check_zero_point("output_zero_point", output_zero_point)
+    low = _check_zero_point("act_min", act_min)
+    high = _check_zero_point("act_max", act_max)
+    if low > high:
+        raise ValueError(f"act_min ({low}) must not exceed act_max ({high})")
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, not {rounding!r}")
+
+    acc64 = acc.astype(np.int64)
+    if rounding == "double":
+        scaled = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(acc64, multiplier),
+                                        -shift)
+    else:
+        total_shift = 31 - shift
+        # acc * M0 < 2^62 in magnitude and the rounding term < 2^62: no int64 overflow.
+        scaled = (acc64 * multiplier + (np.int64(1) << (total_shift - 1))) >> total_shift
+    return np.clip(scaled + zero_point, low, high).astype(np.int8)
+
+
+# Convolution -------------------------------------------------------------------------------------
+
+def _pair(name, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if isinstance(value, tuple) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, not {value!r}")
+
+
+def _padding(value):
+    """Normalise padding to (top, bottom, left, right)."""
+    if isinstance(value, tuple) and len(value) == 4:
+        pads = value
+    elif isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, tuple) for v in value):
+        (top, bottom), (left, right) = value
+        pads = (top, bottom, left, right)
+    else:
+        ph, pw = _pair("padding", value)
+        pads = (ph, ph, pw, pw)
+    if not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0
+               for p in pads):
+        raise ValueError(f"padding must be non-negative integers (an int, (ph, pw), "
+                         f"((top, bottom), (left, right)) or (top, bottom, left, right)), "
+                         f"not {value!r}")
+    return tuple(int(p) for p in pads)
+
+
+def conv_output_size(size, kernel, stride, pad_before, pad_after):
+    """Output length of a VALID convolution over a padded axis."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def same_padding(height, width, kh, kw, stride):
+    """TFLite SAME padding as (top, bottom, left, right); the odd pixel goes bottom/right."""
+    sh, sw = _pair("stride", stride)
+    pads = []
+    for size, kernel, step in ((height, kh, sh), (width, kw, sw)):
+        out = -(-size // step)
+        total = max((out - 1) * step + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
+
+
+def im2col(x, kh, kw, stride=1, padding=0, pad_value=0):
+    """Expand NHWC `x` into patch rows for a convolution as GEMM.
+
+    x: [B, H, W, C] or [H, W, C]. Returns [B*Ho*Wo, KH*KW*C] with rows ordered (b, ho, wo) and
+    columns ordered (kh, kw, c), padded positions filled with `pad_value`.
+    """
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[np.newaxis]
+    if x.ndim != 4:
+        raise ValueError(f"x must be NHWC [B, H, W, C] or [H, W, C], not shape {x.shape}")
+    sh, sw = _pair("stride", stride)
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be >= 1, not {stride!r}")
+    for name, kernel in (("kh", kh), ("kw", kw)):
+        if not isinstance(kernel, (int, np.integer)) or kernel < 1:
+            raise ValueError(f"{name} must be a positive integer, not {kernel!r}")
+    top, bottom, left, right = _padding(padding)
+    batch, height, width, channels = x.shape
+    out_h = conv_output_size(height, kh, sh, top, bottom)
+    out_w = conv_output_size(width, kw, sw, left, right)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {kh}x{kw} kernel with stride {stride} and padding {padding} does "
+                         f"not fit a {height}x{width} input")
+    padded = np.full((batch, height + top + bottom, width + left + right, channels), pad_value,
+                     dtype=x.dtype)
+    padded[:, top:top + height, left:left + width, :] = x
+    patches = np.empty((batch, out_h, out_w, kh, kw, channels), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            patches[:, :, :, i, j, :] = padded[:, i:i + sh * (out_h - 1) + 1:sh,
+                                               j:j + sw * (out_w - 1) + 1:sw, :]
+    return patches.reshape(batch * out_h * out_w, kh * kw * channels)
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0, input_zero_point=0):
+    """INT8 NHWC convolution as im2col GEMM, returning the int32 accumulators.
+
+    x: int8 [B, H, W, Cin] or [H, W, Cin]; w: int8 HWIO [KH, KW, Cin, Cout]; bias: int32 [Cout].
+    Padding is filled with `input_zero_point` and the zero point is folded into the bias, so the
+    result is ``sum((x - zp) * w) + bias`` over every window, shaped [B, Ho, Wo, Cout] (or
+    [Ho, Wo, Cout] for an unbatched x).
+    """
+    x = _as_int_array("x", x, np.int8, (3, 4))
+    w = _as_int_array("w", w, np.int8, 4)
+    kh, kw, cin, cout = w.shape
+    if x.shape[-1] != cin:
+        raise ValueError(f"conv2d: x has {x.shape[-1]} channels but w (HWIO {w.shape}) expects "
+                         f"{cin}")
+    zp = _check_zero_point("input_zero_point", input_zero_point)
+    batched = x.ndim == 4
+    xb = x if batched else x[np.newaxis]
+    top, bottom, left, right = _padding(padding)
+    sh, sw = _pair("stride", stride)
+    out_h = conv_output_size(xb.shape[1], kh, sh, top, bottom)
+    out_w = conv_output_size(xb.shape[2], kw, sw, left, right)
+    columns = im2col(xb, kh, kw, stride, padding, pad_value=zp)
+    weights = w.reshape(kh * kw * cin, cout)
+    acc = gemm(columns, weights, fold_zero_point(bias, weights, zp))
+    acc = acc.reshape(xb.shape[0], out_h, out_w, cout)
+    return acc if batched else acc[0]
+
+
+def max_pool2x2(x):
+    """2x2 max-pool, stride 2, VALID (an odd last row/column is dropped), NHWC or HWC."""
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be NHWC or HWC, not shape {x.shape}")
+    height, width = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
+    if height == 0 or width == 0:
+        raise ValueError(f"max_pool2x2 needs at least a 2x2 input, not {x.shape}")
+    x = x[..., :height, :width, :]
+    return np.maximum.reduce([x[..., 0::2, 0::2, :], x[..., 0::2, 1::2, :],
+                              x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]])
+
+
+# Binary (W1A1) -----------------------------------------------------------------------------------
+
+def _check_plus_minus_one(name, x):
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf" or not np.all((x == 1) | (x == -1)):
+        raise ValueError(f"{name} must hold only +1 and -1 values (bit 1 = +1, bit 0 = -1)")
+    return x.astype(np.int8)
+
+
+def pack_bits(x, axis=-1):
+    """Pack +1/-1 values into uint8 bytes along `axis`: element k -> bit k%8 of byte k//8.
+
+    +1 is bit 1, -1 is bit 0; the last byte's unused high bits are 0.
+    """
+    x = _check_plus_minus_one("x", x)
+    return np.packbits(x > 0, axis=axis, bitorder="little")
+
+
+def unpack_bits(packed, k, axis=-1):
+    """Inverse of `pack_bits`: the first `k` elements along `axis` as int8 +1/-1."""
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8:
+        raise TypeError(f"packed bits must be uint8 (from pack_bits), not {packed.dtype}")
+    if not isinstance(k, (int, np.integer)) or not 0 < k <= packed.shape[axis] * 8:
+        raise ValueError(f"k must be in 1..{packed.shape[axis] * 8} for {packed.shape[axis]} "
+                         f"packed bytes, not {k!r}")
+    bits = np.unpackbits(packed, axis=axis, count=k, bitorder="little")
+    return (bits.astype(np.int8) * 2 - 1).astype(np.int8)
+
+
+def _check_packed(name, packed, k):
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise TypeError(f"{name} must be a 2-D uint8 array of packed bits (from pack_bits), "
+                        f"not {packed.dtype} with shape {packed.shape}")
+    if packed.shape[1] != -(-k // 8):
+        raise ValueError(f"{name} has {packed.shape[1]} bytes per row; K={k} needs "
+                         f"{-(-k // 8)} (ceil(K/8))")
+    spare = packed.shape[1] * 8 - k
+    if spare and np.any(packed[:, -1] >> (8 - spare)):
+        raise ValueError(f"{name} has nonzero padding bits beyond K={k}")
+    return packed
+
+
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def binary_dense(a_packed, w_packed, k):
+    """Binary dot products ``K - 2*popcount(a XOR w)`` for every (input row, neuron) pair.
+
+    a_packed: uint8 [M, ceil(K/8)]; w_packed: uint8 [N, ceil(K/8)] (one packed row per output
+    neuron). Returns int32 [M, N], each value the +1/-1 dot product of length K.
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, not {k!r}")
+    a_packed = _check_packed("a_packed", a_packed, k)
+    w_packed = _check_packed("w_packed", w_packed, k)
+    mismatches = _POPCOUNT8[a_packed[:, np.newaxis, :] ^ w_packed[np.newaxis, :, :]].sum(axis=-1)
+    return (k - 2 * mismatches).astype(np.int32)
+
+
+def threshold_activation(dot, thresholds, ascending):
+    """Per-channel threshold: +1 where ``dot >= t`` (ascending) or ``dot <= t`` (descending).
+
+    dot: int [..., N]; thresholds: int [N]; ascending: bool [N]. Returns int8 +1/-1.
+    """
+    dot = _as_int_array("dot", dot, np.int32)
+    channels = dot.shape[-1]
+    thresholds = _per_channel("thresholds", _as_int_array("thresholds", thresholds, np.int32),
+                              channels)
+    ascending = np.asarray(ascending)
+    if ascending.dtype != bool or ascending.shape != (channels,):
+        raise ValueError(f"ascending must be a bool array of shape ({channels},), "
+                         f"not {ascending.dtype} {ascending.shape}")
+    fires = np.where(ascending, dot >= thresholds, dot <= thresholds)
+    return np.where(fires, 1, -1).astype(np.int8)
+
+
+def fold_batchnorm_sign(gamma, beta, mean, var, eps=1e-5):
+    """Fold ``sign(BatchNorm(dot))`` into integer thresholds and directions (FINN style).
+
+    BatchNorm(d) = gamma * (d - mean) / sqrt(var + eps) + beta, sign(0) = +1. For gamma > 0 the
+    output is +1 iff d >= mean - beta*sigma/gamma, so t = ceil of that bound and ascending; for
+    gamma < 0 it is +1 iff d <= the bound, so t = floor and descending. gamma == 0 gives a
+    constant sign(beta), encoded with an unreachable threshold. Returns (int32 [N], bool [N]).
+    The bound is computed in float64 exactly as BatchNorm would be; for integer d it reproduces
+    the float comparison except when d lies within rounding error of the bound.
+    """
+    gamma, beta, mean, var = (np.asarray(v, dtype=np.float64) for v in (gamma, beta, mean, var))
+    shapes = {v.shape for v in (gamma, beta, mean, var)}
+    if len(shapes) != 1 or gamma.ndim != 1:
+        raise ValueError(f"gamma, beta, mean and var must be 1-D arrays of one length, "
+                         f"not shapes {[v.shape for v in (gamma, beta, mean, var)]}")
+    if np.any(var + eps <= 0):
+        raise ValueError("var + eps must be positive")
+    sigma = np.sqrt(var + eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = mean - beta * sigma / gamma
+    ascending = gamma >= 0
+    thresholds = np.where(ascending, np.ceil(bound), np.floor(bound))
+    constant = gamma == 0
+    # gamma == 0: output is sign(beta) everywhere; "always +1" is dot >= INT32_MIN.
+    thresholds = np.where(constant, np.where(beta >= 0, INT32_MIN, INT32_MAX), thresholds)
+    thresholds = np.clip(thresholds, INT32_MIN, INT32_MAX)
+    return thresholds.astype(np.int32), ascending
+
+
+def binary_conv2d(x, w, stride=1, padding=0):
+    """Binary NHWC convolution via im2col on +1/-1 values, padding with -1 (as FINN).
+
+    x: +1/-1 [B, H, W, Cin] or [H, W, Cin]; w: +1/-1 HWIO [KH, KW, Cin, Cout]. Returns the int32
+    dot products [B, Ho, Wo, Cout] (or [Ho, Wo, Cout]).
+    """
+    x = _check_plus_minus_one("x", x)
+    w = _check_plus_minus_one("w", w)
+    if x.ndim not in (3, 4) or w.ndim != 4:
+        raise ValueError(f"x must be NHWC or HWC and w HWIO, not shapes {x.shape}, {w.shape}")
+    kh, kw, cin, cout = w.shape
+    if x.shape[-1] != cin:
+        raise ValueError(f"binary_conv2d: x has {x.shape[-1]} channels but w expects {cin}")
+    batched = x.ndim == 4
+    xb = x if batched else x[np.newaxis]
+    top, bottom, left, right = _padding(padding)
+    sh, sw = _pair("stride", stride)
+    out_h = conv_output_size(xb.shape[1], kh, sh, top, bottom)
+    out_w = conv_output_size(xb.shape[2], kw, sw, left, right)
+    columns = im2col(xb, kh, kw, stride, padding, pad_value=-1)
+    k = kh * kw * cin
+    dot = binary_dense(pack_bits(columns), pack_bits(w.reshape(k, cout).T), k)
+    dot = dot.reshape(xb.shape[0], out_h, out_w, cout)
+    return dot if batched else dot[0]
