@@ -1,0 +1,347 @@
+"""XNOR-popcount engine for binary (W1A1) dense layers, with threshold activations.
+
+Computes, for each input vector ``a`` (K values +1/-1) and each neuron ``n`` of a layer::
+
+    dot[n] = K - 2 * popcount(a XOR w[n])             (bit 1 = +1, bit 0 = -1)
+    bit[n] = dot[n] >= t[n] if ascending[n] else dot[n] <= t[n]
+
+like a FINN matrix-vector unit: `width` bits per lane per cycle (SIMD) and `lanes` neurons in
+parallel (PE). A K-bit vector is consumed in ``F = ceil(K / width)`` beats (input folding) and a
+layer of N neurons is computed in ``NF = ceil(N / lanes)`` neuron folds; a vector therefore
+occupies the engine for ``F * NF`` cycles. The first neuron fold takes the vector from the
+`activations` stream and keeps a copy in an activation buffer; the other ``NF - 1`` folds replay
+it from there, so the stream sees back-pressure during those folds. The last beat of a vector is
+masked to ``K mod width`` bits: padding bits never count, whatever their value.
+
+Packing (the same as `sim.reference.pack_bits`): value k of a vector is bit k of the
+little-endian integer of its packed bytes (bit k % 8 of byte k // 8). Beat j carries bits
+``[j * width, (j + 1) * width)`` of that integer, so value k is bit ``k % width`` of beat
+``k // width``. Weights use the same order: neuron ``nf * lanes + lane`` has its beat j stored at
+weight address ``nf * F + j`` in lane `lane`.
+
+Protocol:
+
+1. Write weights (`weights` stream, one lane of one beat per transfer) and thresholds
+   (`thresholds` stream, one lane of one neuron fold per transfer; clamp them with
+   `clamp_thresholds` first). Both are always ready and take effect on the next cycle; do not
+   overwrite a neuron fold that vectors in flight still use.
+2. Send a `layer` descriptor (``k`` in 1..max_k, ``neuron_folds`` in 1..ceil(max_n/lanes)). It
+   is accepted only when the engine is `idle` (no vector partly consumed, every result
+   delivered), so send it after the previous layer's last vector; it applies to every vector that
+   follows. After reset the engine takes no activations until it has a descriptor.
+3. Stream vectors on `activations` (``last`` set on beat F-1 of each vector; a mismatch sets the
+   sticky `framing_error`). Results come out on `results`, one transfer per neuron fold:
+   ``dots[lane]`` (int32) and bit ``lane`` of ``bits`` (threshold output, 1 = +1) for neuron
+   ``nf * lanes + lane``, with ``last`` on the final neuron fold of each vector. Both are valid on
+   every transfer; a hidden layer uses ``bits``, the last layer ``dots``. Lanes beyond N in the
+   last neuron fold carry whatever that weight row holds and are to be ignored.
+
+Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycle)::
+
+    cycle   0        1              2          2+P       3+P        4+P          6+P
+          issue -> weight row,  -> mismatch -> count -> accumulate -> dot,      -> FIFO
+          beat     activation      bits       (tree)   over beats    threshold   output
+                   word, mask      (a^w)&mask                        compare
+
+Latency: a neuron fold's result is on `results` ``P + 6`` cycles after its last beat was
+accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
+cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
+output FIFO is deep enough for every result in flight; the issue stage only starts a result
+when a FIFO slot is reserved for it, so the pipeline itself never stalls.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .popcount import PopcountTree
+
+__all__ = ["BinaryEngine", "clamp_thresholds"]
+
+
+def clamp_thresholds(thresholds, k):
+    """Thresholds limited to ``[-k-1, k+1]``, the range the engine stores.
+
+    A dot product of length `k` lies in ``[-k, k]``, so clamping changes no comparison result in
+    either direction (``dot >= k+1`` and ``dot <= -k-1`` never hold, ``dot >= -k-1`` and
+    ``dot <= k+1`` always do). `sim.reference.fold_batchnorm_sign` returns int32 bounds that need
+    this before they are written to the engine.
+    """
+    return [min(max(int(threshold), -k - 1), k + 1) for threshold in thresholds]
+
+
+def _check_count(name, value, low, high=None):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"BinaryEngine {name} must be an integer, not {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"BinaryEngine {name} must be in {allowed}, not {value}")
+
+
+class BinaryEngine(wiring.Component):
+    """XNOR-popcount matrix-vector unit with a per-channel threshold unit.
+
+    Parameters
+    ----------
+    width : int
+        Input bits consumed per cycle per lane (SIMD), a power of two in 4..4096.
+    lanes : int
+        Neurons computed in parallel (PE), 1..256.
+    max_k : int
+        Longest input vector, in values (bits), 1..65536.
+    max_n : int
+        Most neurons in a layer, >= 1; the weight memory holds
+        ``ceil(max_n / lanes) * ceil(max_k / width)`` rows of ``lanes * width`` bits.
+    """
+
+    def __init__(self, *, width, lanes, max_k, max_n):
+        _check_count("width", width, 4, 4096)
+        if width & (width - 1):
+            raise ValueError(f"BinaryEngine width must be a power of two in 4..4096, not {width}")
+        _check_count("lanes", lanes, 1, 256)
+        _check_count("max_k", max_k, 1, 1 << 16)
+        _check_count("max_n", max_n, 1)
+        self.width = width
+        self.lanes = lanes
+        self.max_k = max_k
+        self.max_n = max_n
+        self.max_folds = -(-max_k // width)
+        self.max_neuron_folds = -(-max_n // lanes)
+        self.weight_depth = self.max_folds * self.max_neuron_folds
+        self.popcount_latency = PopcountTree(width=width).latency
+        # issue -> stage-1 read -> mismatch register -> tree -> accumulator -> dot -> FIFO write
+        self.fifo_write_latency = self.popcount_latency + 4
+        # Results in flight from issue until the FIFO output register frees the slot again.
+        self.fifo_depth = self.fifo_write_latency + 4
+        self.latency = self.popcount_latency + 6
+        self.dot_shape = signed(max_k.bit_length() + 1)
+        self.threshold_shape = signed((max_k + 1).bit_length() + 1)
+
+        self.threshold_entry_layout = data.StructLayout({
+            "threshold": self.threshold_shape,
+            "ascending": 1,
+        })
+        super().__init__({
+            "layer": In(stream.Signature(data.StructLayout({
+                "k": range(max_k + 1),
+                "neuron_folds": range(self.max_neuron_folds + 1),
+            }))),
+            "weights": In(stream.Signature(data.StructLayout({
+                "address": range(self.weight_depth),
+                "lane": range(lanes),
+                "bits": width,
+            }))),
+            "thresholds": In(stream.Signature(data.StructLayout({
+                "neuron_fold": range(self.max_neuron_folds),
+                "lane": range(lanes),
+                "threshold": self.threshold_shape,
+                "ascending": 1,
+            }))),
+            "activations": In(stream.Signature(data.StructLayout({
+                "bits": width,
+                "last": 1,
+            }))),
+            "results": Out(stream.Signature(data.StructLayout({
+                "dots": data.ArrayLayout(signed(32), lanes),
+                "bits": lanes,
+                "last": 1,
+            }))),
+            "idle": Out(1),
+            "framing_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width, lanes = self.width, self.lanes
+        width_log2 = width.bit_length() - 1
+
+        m.submodules.weight_memory = weight_memory = Memory(
+            shape=data.ArrayLayout(width, lanes), depth=self.weight_depth, init=[])
+        weight_write = weight_memory.write_port(granularity=1)
+        weight_read = weight_memory.read_port()
+        m.submodules.threshold_memory = threshold_memory = Memory(
+            shape=data.ArrayLayout(self.threshold_entry_layout, lanes),
+            depth=self.max_neuron_folds, init=[])
+        threshold_write = threshold_memory.write_port(granularity=1)
+        threshold_read = threshold_memory.read_port()
+        m.submodules.activation_buffer = activation_buffer = Memory(
+            shape=width, depth=self.max_folds, init=[])
+        buffer_write = activation_buffer.write_port()
+        # Transparent: the first neuron fold reads the word it writes in the same cycle.
+        buffer_read = activation_buffer.read_port(transparent_for=(buffer_write,))
+
+        # Weight and threshold loading ------------------------------------------------------------
+
+        threshold_entry = Signal(self.threshold_entry_layout)
+        m.d.comb += [
+            self.weights.ready.eq(1),
+            weight_write.addr.eq(self.weights.payload.address),
+            weight_write.data.eq(self.weights.payload.bits.replicate(lanes)),
+            weight_write.en.eq(self.weights.valid << self.weights.payload.lane),
+
+            self.thresholds.ready.eq(1),
+            threshold_entry.threshold.eq(self.thresholds.payload.threshold),
+            threshold_entry.ascending.eq(self.thresholds.payload.ascending),
+            threshold_write.addr.eq(self.thresholds.payload.neuron_fold),
+            threshold_write.data.eq(threshold_entry.as_value().replicate(lanes)),
+            threshold_write.en.eq(self.thresholds.valid << self.thresholds.payload.lane),
+        ]
+
+        # Layer descriptor --------------------------------------------------------------------------
+
+        configured = Signal()
+        k = Signal(range(self.max_k + 1))
+        last_beat = Signal(range(self.max_folds))
+        last_neuron_fold = Signal(range(self.max_neuron_folds))
+        last_beat_mask = Signal(width)
+
+        beat = Signal(range(self.max_folds))
+        neuron_fold = Signal(range(self.max_neuron_folds))
+        weight_address = Signal(range(self.weight_depth))
+        outstanding_results = Signal(range(self.fifo_depth + 1))
+
+        idle = (beat == 0) & (neuron_fold == 0) & (outstanding_results == 0)
+        accept_layer = self.layer.valid & idle
+        m.d.comb += [
+            self.idle.eq(idle),
+            self.layer.ready.eq(idle),
+        ]
+        with m.If(accept_layer):
+            layer_k = self.layer.payload.k
+            bits_in_last_beat = layer_k[:width_log2]
+            m.d.sync += [
+                configured.eq(1),
+                k.eq(layer_k),
+                last_beat.eq((layer_k - 1) >> width_log2),
+                last_neuron_fold.eq(self.layer.payload.neuron_folds - 1),
+                last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
+                                        for position in range(width)))),
+            ]
+
+        # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer --------------
+
+        is_last_beat = beat == last_beat
+        from_stream = neuron_fold == 0
+        result_slot_free = outstanding_results < self.fifo_depth
+        can_issue = configured & ~accept_layer & (~is_last_beat | result_slot_free)
+        issue = Signal()
+        m.d.comb += [
+            self.activations.ready.eq(can_issue & from_stream),
+            issue.eq(can_issue & (~from_stream | self.activations.valid)),
+
+            buffer_write.addr.eq(beat),
+            buffer_write.data.eq(self.activations.payload.bits),
+            buffer_write.en.eq(self.activations.valid & self.activations.ready),
+            buffer_read.addr.eq(beat),
+            weight_read.addr.eq(weight_address),
+        ]
+
+        with m.If(self.activations.valid & self.activations.ready &
+                  (self.activations.payload.last != is_last_beat)):
+            m.d.sync += self.framing_error.eq(1)
+
+        with m.If(issue):
+            with m.If(is_last_beat):
+                m.d.sync += beat.eq(0)
+                with m.If(neuron_fold == last_neuron_fold):
+                    m.d.sync += [neuron_fold.eq(0), weight_address.eq(0)]
+                with m.Else():
+                    m.d.sync += [neuron_fold.eq(neuron_fold + 1),
+                                 weight_address.eq(weight_address + 1)]
+            with m.Else():
+                m.d.sync += [beat.eq(beat + 1), weight_address.eq(weight_address + 1)]
+
+        result_issued = issue & is_last_beat
+        result_delivered = self.results.valid & self.results.ready
+        m.d.sync += outstanding_results.eq(outstanding_results + result_issued - result_delivered)
+
+        # Beat tags travel beside the data so the datapath needs no stall or enable.
+        tag_layout = data.StructLayout({
+            "valid": 1,
+            "first": 1,
+            "last": 1,
+            "vector_last": 1,
+            "neuron_fold": range(self.max_neuron_folds),
+        })
+        issued = Signal(tag_layout)
+        m.d.comb += [
+            issued.valid.eq(issue),
+            issued.first.eq(beat == 0),
+            issued.last.eq(is_last_beat),
+            issued.vector_last.eq(is_last_beat & (neuron_fold == last_neuron_fold)),
+            issued.neuron_fold.eq(neuron_fold),
+        ]
+
+        def delayed(value, cycles, name):
+            for stage in range(cycles):
+                register = Signal(tag_layout, name=f"{name}_{stage}")
+                m.d.sync += register.eq(value)
+                value = register
+            return value
+
+        # Stage 1: memory words arrive; XOR and padding mask -----------------------------------------
+
+        beat_mask = Signal(width, reset_less=True)
+        m.d.sync += beat_mask.eq(Mux(is_last_beat, last_beat_mask, (1 << width) - 1))
+
+        mismatch_tag = delayed(issued, 2, "mismatch_tag")
+        count_tag = delayed(mismatch_tag, self.popcount_latency, "count_tag")
+
+        total_tag = Signal(tag_layout)
+        result_tag = Signal(tag_layout)
+        m.d.sync += [
+            total_tag.eq(count_tag),
+            total_tag.valid.eq(count_tag.valid & count_tag.last),
+            result_tag.eq(total_tag),
+        ]
+        m.d.comb += threshold_read.addr.eq(total_tag.neuron_fold)
+
+        entry_layout = data.StructLayout({
+            "dots": data.ArrayLayout(self.dot_shape, lanes),
+            "bits": lanes,
+            "last": 1,
+        })
+        entry = Signal(entry_layout)
+
+        for lane in range(lanes):
+            mismatch = Signal(width, name=f"mismatch_{lane}", reset_less=True)
+            m.d.sync += mismatch.eq((buffer_read.data ^ weight_read.data[lane]) & beat_mask)
+
+            tree = PopcountTree(width=width)
+            m.submodules[f"popcount_{lane}"] = tree
+            m.d.comb += tree.bits.eq(mismatch)
+
+            mismatches = Signal(range(self.max_k + 1), name=f"mismatches_{lane}", reset_less=True)
+            with m.If(count_tag.valid):
+                m.d.sync += mismatches.eq(Mux(count_tag.first, 0, mismatches) + tree.count)
+
+            dot = Signal(self.dot_shape, name=f"dot_{lane}", reset_less=True)
+            m.d.sync += dot.eq(k - (mismatches << 1))
+
+            threshold = threshold_read.data[lane]
+            m.d.comb += [
+                entry.dots[lane].eq(dot),
+                entry.bits[lane].eq(Mux(threshold.ascending, dot >= threshold.threshold,
+                                        dot <= threshold.threshold)),
+            ]
+        m.d.comb += entry.last.eq(result_tag.vector_last)
+
+        # Output FIFO: a slot was reserved at issue, so the write is never refused ------------------
+
+        m.submodules.result_fifo = result_fifo = SyncFIFOBuffered(
+            width=entry_layout.size, depth=self.fifo_depth)
+        stored = data.View(entry_layout, result_fifo.r_data)
+        m.d.comb += [
+            result_fifo.w_data.eq(entry),
+            result_fifo.w_en.eq(result_tag.valid),
+            self.results.valid.eq(result_fifo.r_rdy),
+            result_fifo.r_en.eq(self.results.ready),
+            self.results.payload.bits.eq(stored.bits),
+            self.results.payload.last.eq(stored.last),
+        ]
+        for lane in range(lanes):
+            m.d.comb += self.results.payload.dots[lane].eq(stored.dots[lane])
+
+        return m
