@@ -1,0 +1,291 @@
+"""R x C INT8 systolic array with int32 accumulation, output- or weight-stationary.
+
+`SystolicArray(rows=R, cols=C, dataflow=..., multiplier="dsp" | "lut")` is a grid of
+`hw.systolic.pe.ProcessingElement`. Operand skew and result de-skew are inside: callers send and
+receive plain, unskewed vectors. Every stream is `amaranth.lib.stream` (valid/ready/payload).
+
+Output-stationary (``dataflow="output_stationary"``)
+    ``operands``: ``{"a": ArrayLayout(signed(8), R), "w": ArrayLayout(signed(8), C), "last": 1}``.
+    Beat k of a tile carries column k of A (``A[:, k]``) and row k of W (``W[k, :]``); ``last``
+    ends the tile, whose result is ``C_tile = A[R x K] @ W[K x C]`` for any K >= 1.
+    ``results``: ``{"data": ArrayLayout(signed(32), C), "last": 1}``: R beats per tile, row 0 of
+    ``C_tile`` first, ``last`` on row R-1.
+
+    Row i of A is delayed i cycles and column j of W j cycles, so PE(i, j) meets A[i, k] and
+    W[k, j] together; the flags ride with A. Each PE copies its finished sum into a result register
+    when the tile's ``last`` beat passes, and keeps accumulating the next tile at once. When
+    PE(R-1, j) finishes, column j loads all R result registers in parallel into a shift chain that
+    moves up one row per cycle; the top of each chain leaves through a de-skew delay of C-1-j
+    cycles, so one whole row of C results comes out per cycle::
+
+        operand beat   k0 k1 .. k(K-1)=last | next tile k0 k1 ...      (one beat per cycle)
+        PE(i,j)        sees beat k at +i+j, result register holds the sum at +i+j+3
+        column j       chain loaded at +R+j+2, row d leaves the top at +R+j+3+d
+        results        row d of the tile at +R+C+2+d, then the output FIFO
+
+    The drain of one tile overlaps the accumulation of the next. A column chain needs R cycles to
+    drain, so a tile's ``last`` beat enters the array at least R cycles after the previous one
+    (tiles shorter than R beats are throttled; output bandwidth is R rows per tile anyway). With
+    K >= R the array accepts one beat per cycle indefinitely.
+
+Weight-stationary (``dataflow="weight_stationary"``)
+    ``weights``: ``ArrayLayout(signed(8), C)``: exactly R beats per tile, rows W[0, :] ..
+    W[R-1, :] of the tile's ``W[Kt x C]`` (Kt <= R; the caller zero-pads to R rows).
+    ``activations``: ``{"a": ArrayLayout(signed(8), R), "last": 1}``: one row of A per beat
+    (zero-padded to R), ``last`` on the tile's final row.
+    ``results``: ``{"data": ArrayLayout(signed(32), C), "last": 1}``: one row ``A_row @ W`` per
+    activation beat, ``last`` copied from it. Summing across K chunks is the accumulator
+    memory's job.
+
+    PE(i, j) holds W[i, j]; partial sums flow down, A flows right, each PE adds 1 cycle, so the
+    bottom of column j emits the sum for an A row R+j+2 cycles after it entered, and the de-skew
+    aligns the columns (row out at +R+C+1). Weights are double-buffered: ``weights`` beats shift
+    into a shadow register chain (upward, so W[0] ends in row 0) while the active weights compute.
+    The first activation of a tile (after the previous ``last``) waits until R weight rows are
+    loaded and carries a swap flag through the skew, so PE(i, j) switches to the new weight
+    exactly between the two tiles' rows. New weight beats are refused until that swap has crossed
+    the whole array (R+C-2 cycles), then the next tile's weights load while this one computes.
+    With M >= R + (R+C-2) rows per tile, loading is hidden entirely.
+
+Back-pressure (both dataflows): a credit scheme, not a clock enable. The array itself never stalls
+-- valid bits travel with the data through the skew, so input bubbles are harmless, and there is
+no enable net fanning out to every DSP (better timing than a global clock enable). Every result
+row lands in an output FIFO (`SyncFIFOBuffered`, ``result_fifo_depth`` rows) that is deep enough
+for all rows in flight; a counter reserves FIFO rows when their input is accepted (R rows per
+output-stationary tile at its ``last`` beat, 1 per weight-stationary activation) and frees them as
+``results`` beats are taken, and inputs are refused while the reservation would not fit. So no
+result is lost or duplicated however long ``results`` stalls.
+
+Output-stationary inputs pass through one register (``operands.ready`` depends only on internal
+state, never on the payload); a registered ``last`` beat waits there for the throttle and the
+credits.
+
+Latency (cycles from the handshake of a tile's ``last`` operand beat / an activation beat to its
+first result beat on ``results`` with an empty pipeline and a ready consumer): ``latency``
+= R + C + 5 (output-stationary), R + C + 3 (weight-stationary). Throughput: one operand or
+activation beat per cycle (R*C MACs per cycle) when tiles are long enough (see above).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
+                            check_choice)
+
+__all__ = ["SystolicArray", "MAX_SIDE"]
+
+MAX_SIDE = 32
+
+
+def _delayed(m, value, cycles, *, shape, name, reset_less):
+    """`value` after `cycles` registers."""
+    for stage in range(cycles):
+        register = Signal(shape, name=f"{name}_d{stage + 1}", reset_less=reset_less)
+        m.d.sync += register.eq(value)
+        value = register
+    return value
+
+
+class SystolicArray(wiring.Component):
+    """R x C INT8 systolic array (see module docstring for stream layouts, latency, throughput).
+
+    Parameters (keyword-only)
+    ----------
+    rows, cols : int
+        Array shape, 1..32 each.
+    dataflow : str
+        ``"output_stationary"`` or ``"weight_stationary"``.
+    multiplier : str
+        ``"dsp"`` (one MULT18X18D per PE) or ``"lut"`` (product in fabric).
+    """
+
+    def __init__(self, *, rows, cols, dataflow, multiplier):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer in 1..{MAX_SIDE}, not {value!r}")
+            if not 1 <= value <= MAX_SIDE:
+                raise ValueError(f"{name} must be in 1..{MAX_SIDE}, not {value}")
+        check_choice("dataflow", dataflow, DATAFLOWS)
+        check_choice("multiplier", multiplier, MULTIPLIERS)
+        self.rows = rows
+        self.cols = cols
+        self.dataflow = dataflow
+        self.multiplier = multiplier
+
+        self.result_layout = data.StructLayout({
+            "data": data.ArrayLayout(ACCUMULATOR_SHAPE, cols),
+            "last": 1,
+        })
+        members = {"results": Out(stream.Signature(self.result_layout))}
+        if dataflow == "output_stationary":
+            self.operand_layout = data.StructLayout({
+                "a": data.ArrayLayout(OPERAND_SHAPE, rows),
+                "w": data.ArrayLayout(OPERAND_SHAPE, cols),
+                "last": 1,
+            })
+            members["operands"] = In(stream.Signature(self.operand_layout))
+            self.latency = rows + cols + 5
+            # Room for every row in flight while tiles of K = R beats arrive back to back.
+            self.result_fifo_depth = 3 * rows + cols + 8
+        else:
+            self.weight_layout = data.ArrayLayout(OPERAND_SHAPE, cols)
+            self.activation_layout = data.StructLayout({
+                "a": data.ArrayLayout(OPERAND_SHAPE, rows),
+                "last": 1,
+            })
+            members["weights"] = In(stream.Signature(self.weight_layout))
+            members["activations"] = In(stream.Signature(self.activation_layout))
+            self.latency = rows + cols + 3
+            self.result_fifo_depth = rows + cols + 8
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        pes = [[ProcessingElement(dataflow=self.dataflow, multiplier=self.multiplier)
+                for _ in range(cols)] for _ in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+
+        m.submodules.result_fifo = fifo = SyncFIFOBuffered(width=self.result_layout.size,
+                                                           depth=self.result_fifo_depth)
+        reserved = Signal(range(self.result_fifo_depth + 1))
+        popped = Signal()
+        m.d.comb += [
+            self.results.payload.eq(fifo.r_data),
+            self.results.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.results.ready),
+            popped.eq(self.results.valid & self.results.ready),
+        ]
+
+        launch = Signal(TileControl)
+        if self.dataflow == "output_stationary":
+            launch_a, reservation = self._elaborate_output_stationary_input(m, pes, launch,
+                                                                            reserved)
+            column_values, out_control = self._elaborate_output_stationary_drain(m, pes)
+        else:
+            launch_a, reservation = self._elaborate_weight_stationary_input(m, pes, launch,
+                                                                            reserved)
+            column_values = [pes[rows - 1][j].psum_out for j in range(cols)]
+            out_control = _delayed(m, pes[rows - 1][cols - 1].control, ProcessingElement.LATENCY,
+                                   shape=TileControl, name="out_control", reset_less=False)
+        m.d.sync += reserved.eq(reserved + reservation - popped)
+
+        # Skew: row i starts i cycles late, then hops one PE per cycle to the right.
+        for i in range(rows):
+            m.d.comb += [
+                pes[i][0].a.eq(_delayed(m, launch_a[i], i, shape=OPERAND_SHAPE,
+                                        name=f"a_skew_{i}", reset_less=True)),
+                pes[i][0].control.eq(_delayed(m, launch, i, shape=TileControl,
+                                              name=f"control_skew_{i}", reset_less=False)),
+            ]
+            for j in range(1, cols):
+                m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out),
+                             pes[i][j].control.eq(pes[i][j - 1].control_out)]
+
+        # De-skew: column j leaves C-1-j cycles after column C-1 would, so the row lines up.
+        aligned = [_delayed(m, column_values[j], cols - 1 - j, shape=ACCUMULATOR_SHAPE,
+                            name=f"deskew_{j}", reset_less=True) for j in range(cols)]
+        m.d.comb += [
+            fifo.w_data.eq(Cat(*aligned, out_control.last)),
+            fifo.w_en.eq(out_control.valid),
+        ]
+        return m
+
+    def _elaborate_output_stationary_input(self, m, pes, launch, reserved):
+        rows, cols = self.rows, self.cols
+        staged = Signal(self.operand_layout, reset_less=True)
+        staged_valid = Signal()
+        starting_tile = Signal(init=1)
+        # Cycles until the drain chains can take another tile.
+        cooldown = Signal(range(rows))
+        last_allowed = Signal()
+        advance = Signal()
+        m.d.comb += [
+            last_allowed.eq((cooldown == 0) &
+                            (reserved + rows <= self.result_fifo_depth)),
+            advance.eq(staged_valid & (~staged.last | last_allowed)),
+            self.operands.ready.eq(~staged_valid | advance),
+        ]
+        with m.If(self.operands.valid & self.operands.ready):
+            m.d.sync += [staged.eq(self.operands.payload), staged_valid.eq(1)]
+        with m.Elif(advance):
+            m.d.sync += staged_valid.eq(0)
+        with m.If(advance):
+            m.d.sync += starting_tile.eq(staged.last)
+        with m.If(advance & staged.last):
+            m.d.sync += cooldown.eq(rows - 1)
+        with m.Elif(cooldown != 0):
+            m.d.sync += cooldown.eq(cooldown - 1)
+
+        m.d.comb += [launch.valid.eq(advance), launch.first.eq(starting_tile),
+                     launch.last.eq(staged.last)]
+        for j in range(cols):
+            m.d.comb += pes[0][j].w.eq(_delayed(m, staged.w[j], j, shape=OPERAND_SHAPE,
+                                                name=f"w_skew_{j}", reset_less=True))
+            for i in range(1, rows):
+                m.d.comb += pes[i][j].w.eq(pes[i - 1][j].w_out)
+        return staged.a, Mux(advance & staged.last, rows, 0)
+
+    def _elaborate_output_stationary_drain(self, m, pes):
+        """Per column, a shift chain that takes the finished tile in parallel and moves it up."""
+        rows, cols = self.rows, self.cols
+        tops = []
+        top_control = None
+        for j in range(cols):
+            values = [Signal(ACCUMULATOR_SHAPE, name=f"drain_{i}_{j}", reset_less=True)
+                      for i in range(rows)]
+            control = [Signal(TileControl, name=f"drain_control_{i}_{j}") for i in range(rows)]
+            with m.If(pes[rows - 1][j].finished):
+                for i in range(rows):
+                    m.d.sync += [values[i].eq(pes[i][j].result),
+                                 control[i].valid.eq(1), control[i].last.eq(i == rows - 1)]
+            with m.Else():
+                for i in range(rows - 1):
+                    m.d.sync += [values[i].eq(values[i + 1]), control[i].eq(control[i + 1])]
+                m.d.sync += control[rows - 1].valid.eq(0)
+            tops.append(values[0])
+            top_control = control[0]
+        return tops, top_control
+
+    def _elaborate_weight_stationary_input(self, m, pes, launch, reserved):
+        rows, cols = self.rows, self.cols
+        loaded = Signal(range(rows + 1))
+        # Cycles until the last swap has read every shadow register.
+        swap_window = max(rows + cols - 3, 0)
+        swap_guard = Signal(range(swap_window + 1))
+        expect_first = Signal(init=1)
+        shift = Signal()
+        accept = Signal()
+        m.d.comb += [
+            self.weights.ready.eq((loaded < rows) & (swap_guard == 0)),
+            shift.eq(self.weights.valid & self.weights.ready),
+            self.activations.ready.eq((reserved < self.result_fifo_depth) &
+                                      (~expect_first | (loaded == rows))),
+            accept.eq(self.activations.valid & self.activations.ready),
+        ]
+        with m.If(accept & expect_first):
+            m.d.sync += [loaded.eq(0), swap_guard.eq(swap_window)]
+        with m.Else():
+            with m.If(shift):
+                m.d.sync += loaded.eq(loaded + 1)
+            with m.If(swap_guard != 0):
+                m.d.sync += swap_guard.eq(swap_guard - 1)
+        with m.If(accept):
+            m.d.sync += expect_first.eq(self.activations.payload.last)
+
+        m.d.comb += [launch.valid.eq(accept), launch.first.eq(expect_first),
+                     launch.last.eq(self.activations.payload.last)]
+        for j in range(cols):
+            m.d.comb += pes[rows - 1][j].shadow_in.eq(self.weights.payload[j])
+            for i in range(rows):
+                m.d.comb += pes[i][j].shift.eq(shift)
+                if i < rows - 1:
+                    m.d.comb += pes[i][j].shadow_in.eq(pes[i + 1][j].shadow_out)
+                if i > 0:
+                    m.d.comb += pes[i][j].psum_in.eq(pes[i - 1][j].psum_out)
+        return self.activations.payload.a, accept

@@ -1,0 +1,211 @@
+"""Processing element of the INT8 systolic array, and its two-stage multiplier.
+
+`Multiplier` computes a signed int8 x int8 product with a fixed latency of 2 cycles
+(operands registered, product registered)::
+
+    cycle    t        t+1            t+2
+    a, b     a0,b0    a1,b1          a2,b2
+    product  .        .              a0*b0      (one product per cycle)
+
+``mapping="dsp"`` puts the whole product on one ECP5 ``MULT18X18D`` using the DSP's own input
+registers (A, B) and output register: on this flow fabric registers around an inferred multiplier
+reached 72 MHz, the DSP's own registers 149 MHz, and yosys does not move fabric registers into the
+DSP. When elaborated without a platform (simulation) the same two registers are modelled
+behaviourally; ``tests/test_systolic_dsp.py`` proves the two equivalent with yosys.
+``mapping="lut"`` builds the product in fabric as a shift-and-add of partial products (no ``*``,
+so yosys cannot map it onto a DSP), with the same registers and latency.
+
+`ProcessingElement` is one cell of the array for either dataflow. Operands enter on the left
+(``a``) and the top (``w``, output-stationary only) and leave registered on the right/bottom, so a
+neighbour sees them one cycle later; ``control`` (valid, first, last of a tile) travels with ``a``.
+Throughput is one MAC per cycle.
+
+* ``dataflow="output_stationary"``: the PE accumulates ``a * w`` into an int32 accumulator; a beat
+  flagged ``first`` restarts the sum. The beat flagged ``last`` also copies the finished sum into
+  ``result`` and pulses ``finished`` (both visible 3 cycles after that beat entered the PE: 2 of
+  multiplier, 1 of accumulation), so the next tile can accumulate while the array drains
+  ``result``.
+* ``dataflow="weight_stationary"``: the PE holds a weight in ``active`` and computes
+  ``psum_out = psum_in + a * active`` (``psum_out`` valid 3 cycles after ``a`` entered, matching
+  ``psum_in`` from the PE above, which is 1 cycle ahead in the skew). A second, ``shadow`` weight
+  register is part of a shift chain (``shadow_in`` -> ``shadow_out`` when ``shift``), loaded while
+  ``active`` computes; a beat flagged ``first`` (start of a tile) swaps ``shadow`` into
+  ``active`` for itself and every later beat.
+
+Only the valid bits in ``control`` are reset; datapath registers are reset-less because every
+value in them is qualified by a valid bit (``first`` restarts the accumulator), which keeps reset
+nets off the wide datapath.
+"""
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DATAFLOWS, MULTIPLIERS
+
+__all__ = ["Multiplier", "ProcessingElement", "TileControl", "OPERAND_SHAPE", "PRODUCT_SHAPE",
+           "ACCUMULATOR_SHAPE", "check_choice"]
+
+OPERAND_SHAPE = signed(8)
+PRODUCT_SHAPE = signed(16)        # -128 * -128 = 16384 fits; so does -128 * 127
+ACCUMULATOR_SHAPE = signed(32)
+
+# Flags travelling with each operand beat through the skew.
+TileControl = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+
+# Parameters of the MULT18X18D: input A/B registers and the output register on CLK0, no pipeline
+# register, everything else at the primitive's defaults. The equivalence test reads these.
+MULT18X18D_PARAMETERS = {
+    "REG_INPUTA_CLK": "CLK0",
+    "REG_INPUTB_CLK": "CLK0",
+    "REG_OUTPUT_CLK": "CLK0",
+}
+DSP_WIDTH = 18
+
+
+def check_choice(name, value, allowed):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {allowed}, not {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+
+
+class Multiplier(wiring.Component):
+    """Signed int8 x int8 -> int16, latency 2, one product per cycle (see module docstring)."""
+
+    LATENCY = 2
+
+    def __init__(self, *, mapping):
+        check_choice("mapping", mapping, MULTIPLIERS)
+        self.mapping = mapping
+        super().__init__({
+            "a": In(OPERAND_SHAPE),
+            "b": In(OPERAND_SHAPE),
+            "product": Out(PRODUCT_SHAPE),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.mapping == "dsp" and platform is not None:
+            self._elaborate_mult18x18d(m)
+            return m
+
+        a = Signal(OPERAND_SHAPE, reset_less=True)
+        b = Signal(OPERAND_SHAPE, reset_less=True)
+        product = Signal(PRODUCT_SHAPE, reset_less=True)
+        m.d.sync += [a.eq(self.a), b.eq(self.b)]
+        if self.mapping == "dsp":
+            m.d.sync += product.eq(a * b)
+        else:
+            # Two's complement: the sign bit of `a` weighs -2^7, the others +2^k.
+            partials = [Mux(a[k], b << k, 0) for k in range(OPERAND_SHAPE.width - 1)]
+            sign_partial = Mux(a[-1], b << (OPERAND_SHAPE.width - 1), 0)
+            m.d.sync += product.eq(sum(partials) - sign_partial)
+        m.d.comb += self.product.eq(product)
+        return m
+
+    def _elaborate_mult18x18d(self, m):
+        a = Signal(signed(DSP_WIDTH))
+        b = Signal(signed(DSP_WIDTH))
+        p = Signal(2 * DSP_WIDTH)
+        m.d.comb += [a.eq(self.a), b.eq(self.b), self.product.eq(p[:PRODUCT_SHAPE.width])]
+        ports = {}
+        for bit in range(DSP_WIDTH):
+            ports[f"i_A{bit}"] = a[bit]
+            ports[f"i_B{bit}"] = b[bit]
+            ports[f"i_C{bit}"] = Const(0, 1)
+        for bit in range(2 * DSP_WIDTH):
+            ports[f"o_P{bit}"] = p[bit]
+        m.submodules.mult18x18d = Instance(
+            "MULT18X18D",
+            **{f"p_{name}": value for name, value in MULT18X18D_PARAMETERS.items()},
+            i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1),
+            i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+            i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+            **ports)
+
+
+class ProcessingElement(wiring.Component):
+    """One cell of the systolic array (see module docstring for both dataflows)."""
+
+    LATENCY = Multiplier.LATENCY + 1       # operands in -> accumulated / psum_out visible
+
+    def __init__(self, *, dataflow, multiplier):
+        check_choice("dataflow", dataflow, DATAFLOWS)
+        check_choice("multiplier", multiplier, MULTIPLIERS)
+        self.dataflow = dataflow
+        self.multiplier = multiplier
+        members = {
+            "a": In(OPERAND_SHAPE),
+            "control": In(TileControl),
+            "a_out": Out(OPERAND_SHAPE),
+            "control_out": Out(TileControl),
+        }
+        if dataflow == "output_stationary":
+            members.update({
+                "w": In(OPERAND_SHAPE),
+                "w_out": Out(OPERAND_SHAPE),
+                "result": Out(ACCUMULATOR_SHAPE),
+                "finished": Out(1),
+            })
+        else:
+            members.update({
+                "psum_in": In(ACCUMULATOR_SHAPE),
+                "psum_out": Out(ACCUMULATOR_SHAPE),
+                "shadow_in": In(OPERAND_SHAPE),
+                "shadow_out": Out(OPERAND_SHAPE),
+                "shift": In(1),
+            })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.multiplier = multiplier = Multiplier(mapping=self.multiplier)
+
+        a_forward = Signal(OPERAND_SHAPE, reset_less=True)
+        m.d.sync += [a_forward.eq(self.a), self.control_out.eq(self.control)]
+        m.d.comb += [self.a_out.eq(a_forward), multiplier.a.eq(self.a)]
+
+        if self.dataflow == "output_stationary":
+            self._elaborate_output_stationary(m, multiplier)
+        else:
+            self._elaborate_weight_stationary(m, multiplier)
+        return m
+
+    def _elaborate_output_stationary(self, m, multiplier):
+        # Control delayed by the multiplier latency lines up with `multiplier.product`.
+        product_control = self.control
+        for stage in range(Multiplier.LATENCY):
+            delayed = Signal(TileControl, name=f"product_control_{stage}")
+            m.d.sync += delayed.eq(product_control)
+            product_control = delayed
+
+        w_forward = Signal(OPERAND_SHAPE, reset_less=True)
+        m.d.sync += w_forward.eq(self.w)
+        m.d.comb += [self.w_out.eq(w_forward), multiplier.b.eq(self.w)]
+
+        accumulator = Signal(ACCUMULATOR_SHAPE, reset_less=True)
+        result = Signal(ACCUMULATOR_SHAPE, reset_less=True)
+        total = Signal(ACCUMULATOR_SHAPE)
+        m.d.comb += total.eq(Mux(product_control.first, 0, accumulator) + multiplier.product)
+        with m.If(product_control.valid):
+            m.d.sync += accumulator.eq(total)
+            with m.If(product_control.last):
+                m.d.sync += result.eq(total)
+        m.d.sync += self.finished.eq(product_control.valid & product_control.last)
+        m.d.comb += self.result.eq(result)
+
+    def _elaborate_weight_stationary(self, m, multiplier):
+        shadow = Signal(OPERAND_SHAPE, reset_less=True)
+        active = Signal(OPERAND_SHAPE, reset_less=True)
+        weight = Signal(OPERAND_SHAPE)
+        with m.If(self.shift):
+            m.d.sync += shadow.eq(self.shadow_in)
+        # The swapping beat itself must already multiply by the new weight.
+        m.d.comb += weight.eq(Mux(self.control.valid & self.control.first, shadow, active))
+        m.d.sync += active.eq(weight)
+        m.d.comb += [multiplier.b.eq(weight), self.shadow_out.eq(shadow)]
+
+        psum = Signal(ACCUMULATOR_SHAPE, reset_less=True)
+        m.d.sync += psum.eq(self.psum_in + multiplier.product)
+        m.d.comb += self.psum_out.eq(psum)
