@@ -172,7 +172,9 @@ class SystemClock(wiring.Component):
         m = Module()
         params = self.parameters
         m.domains += ClockDomain(self.domain)
-        clock = ClockSignal(self.domain)
+        # A named signal between CLKOP and the domain, so the platform can constrain its frequency.
+        clock = Signal(name=f"{self.domain}_pll_clk")
+        m.d.comb += ClockSignal(self.domain).eq(clock)
         m.submodules.pll = Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=f"{params.input_hz / 1e6:g}",

