@@ -135,9 +135,10 @@ def decode(samples, divisor):
     return result
 
 
-@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
-def test_bringup_echoes_and_reports_a_changing_signature(dataflow):
-    design = BringUp(rows=2, cols=3, dataflow=dataflow, multiplier="dsp", requant_lanes=1,
+@pytest.mark.parametrize("dataflow, multiplier", [("output_stationary", "dsp"),
+                                                  ("weight_stationary", "lut")])
+def test_bringup_echoes_and_reports_a_changing_signature(dataflow, multiplier):
+    design = BringUp(rows=2, cols=3, dataflow=dataflow, multiplier=multiplier, requant_lanes=1,
                      binary_width=8, binary_lanes=2, binary_max_k=32, binary_max_n=4,
                      uart_divisor=DIVISOR, heartbeat_cycles=40, led_count=8)
     echo = [random.Random(7).randrange(256) for _ in range(3)]
@@ -191,3 +192,22 @@ def test_small_build_on_12f(tmp_path, capsys):
     assert set(report["stage_seconds"]) == {"elaborate", "yosys", "nextpnr", "ecppack"}
     assert (out / "top.bit").stat().st_size > 0
     assert "[yosys" in output and "[nextpnr" in output
+
+
+BRINGUP_ARGS = dict(rows=2, cols=2, dataflow="output_stationary", multiplier="dsp",
+                    requant_lanes=1, binary_width=8, binary_lanes=2, binary_max_k=32,
+                    binary_max_n=4, uart_divisor=4, heartbeat_cycles=10, led_count=8)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("change, error, message", [
+    ({"dataflow": "diagonal"}, ValueError, "dataflow must be one of"),
+    ({"multiplier": "dsp48"}, ValueError, "multiplier must be one of"),
+    ({"heartbeat_cycles": 0}, ValueError, "heartbeat_cycles must be >= 1, not 0"),
+    ({"led_count": 2}, ValueError, "led_count must be in 3..64, not 2"),
+    ({"led_count": 8.0}, TypeError, "led_count must be an integer"),
+    ({"uart_divisor": 2}, ValueError, "divisor must be at least 4"),
+])
+def test_bringup_rejects_bad_parameters(change, error, message):
+    with pytest.raises(error, match=message):
+        BringUp(**{**BRINGUP_ARGS, **change})
