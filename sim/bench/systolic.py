@@ -43,23 +43,14 @@ class _Clock:
             self.cycle += 1
 
 
-def _reset_testbench(reset, reset_at):
-    async def testbench(ctx):
-        for _ in range(reset_at):
-            await ctx.tick()
-        ctx.set(reset, 1)
-        await ctx.tick()
-        ctx.set(reset, 0)
-    return testbench
-
-
 def simulate_output_stationary(array, tiles, *, gap_probability=0.0, stall_probability=0.0,
                                seed=0, prefix=(), reset_at=None, name="systolic_os"):
     """Run `tiles` ([(A [R x K], W [K x C]), ...]) through an output-stationary `array`.
 
     `prefix` beats (operand payload dicts) are sent first and their results are not collected:
-    with `reset_at` (a cycle count) a one-cycle reset interrupts them, and every tile sent after
-    the reset must come out exactly as from a new array. Returns (list of int64 [R x C] results,
+    with `reset_at`, a one-cycle reset hits `reset_at` cycles after the last prefix beat was
+    accepted (results of the prefix may still be in flight), and `tiles` are sent after it, so
+    they must come out exactly as from a new array. Returns (list of int64 [R x C] results,
     cycles from the first handshake of `tiles` to their last result handshake).
     """
     rows, cols = array.rows, array.cols
@@ -119,6 +110,21 @@ def _simulate(array, inputs, count, gap_probability, stall_probability, seed, re
     rng = random.Random(seed)
     start, end = [], []
     prefix_done = {stream_name: False for stream_name in inputs}
+    reset_done = [reset_at is None]
+
+    async def wait_for_reset(ctx):
+        while not reset_done[0]:
+            await ctx.tick()
+
+    async def reset_testbench(ctx):
+        while not all(prefix_done.values()):
+            await ctx.tick()
+        for _ in range(reset_at):
+            await ctx.tick()
+        ctx.set(reset, 1)
+        await ctx.tick()
+        ctx.set(reset, 0)
+        reset_done[0] = True
 
     def sender(stream_name, prefix, beats, stream_rng):
         port = getattr(array, stream_name)
@@ -126,9 +132,7 @@ def _simulate(array, inputs, count, gap_probability, stall_probability, seed, re
         async def testbench(ctx):
             await send(ctx, port, prefix, gap_probability=gap_probability, rng=stream_rng)
             prefix_done[stream_name] = True
-            # With a reset planned, the real stream starts only after it.
-            while reset_at is not None and clock.cycle <= reset_at + 1:
-                await ctx.tick()
+            await wait_for_reset(ctx)
             await send(ctx, port, beats[:1], gap_probability=gap_probability, rng=stream_rng)
             start.append(clock.cycle)
             await send(ctx, port, beats[1:], gap_probability=gap_probability, rng=stream_rng)
@@ -137,8 +141,7 @@ def _simulate(array, inputs, count, gap_probability, stall_probability, seed, re
     received = []
 
     async def receiver(ctx):
-        while reset_at is not None and clock.cycle <= reset_at + 1:
-            await ctx.tick()
+        await wait_for_reset(ctx)
         received.extend(await receive(ctx, array.results, count,
                                       stall_probability=stall_probability,
                                       rng=random.Random(rng.random())))
@@ -148,7 +151,7 @@ def _simulate(array, inputs, count, gap_probability, stall_probability, seed, re
                    for stream_name, (prefix, beats) in inputs.items()]
     testbenches.append(receiver)
     if reset_at is not None:
-        testbenches.append(_reset_testbench(reset, reset_at))
+        testbenches.append(reset_testbench)
     harness.run(dut, *testbenches, name=name, processes=[clock.process])
     return received, end[0] - min(start)
 
@@ -165,8 +168,8 @@ def add_arguments(parser):
     parser.add_argument("--reuse", type=int, action="append",
                         help="reuse dimension as a multiple of the array side (repeatable; "
                              f"default: {' '.join(map(str, DEFAULT_REUSE))})")
-    parser.add_argument("--tiles", type=int, default=4,
-                        help="back-to-back tiles per point (default: 4)")
+    parser.add_argument("--tiles", type=int, default=6,
+                        help="back-to-back tiles per point (default: 6)")
     parser.add_argument("--multiplier", choices=("dsp", "lut"), default="dsp",
                         help="multiplier mapping (pysim uses the behavioural DSP model)")
 

@@ -1,0 +1,260 @@
+"""INT8 systolic array in pysim, bit-exact against `sim.reference.gemm`.
+
+Both dataflows, both multiplier mappings (the "dsp" one runs its behavioural model here; the
+instance is checked in tests/test_systolic_dsp.py), random shapes and values (hypothesis), edge
+operands, random input gaps and output stalls, reset in the middle of a tile, and parameter checks.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hw.systolic.array import SystolicArray
+from hw.systolic.pe import Multiplier, ProcessingElement
+from sim import reference
+from sim.bench.systolic import simulate_output_stationary, simulate_weight_stationary
+from sim.harness import run
+
+SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4)]
+MULTIPLIERS = ["dsp", "lut"]
+
+
+def _int8(rng, shape):
+    return rng.integers(-128, 128, size=shape, dtype=np.int64)
+
+
+def _check_output_stationary(array, tiles, **kwargs):
+    results, cycles = simulate_output_stationary(array, tiles, **kwargs)
+    assert len(results) == len(tiles)
+    for (a, w), result in zip(tiles, results):
+        np.testing.assert_array_equal(result, reference.gemm(a, w))
+    return cycles
+
+
+def _weight_chunks(a, w, rows):
+    """Split A [M x K] @ W [K x C] into zero-padded K chunks of `rows` for the WS array."""
+    chunks = []
+    for start in range(0, a.shape[1], rows):
+        a_chunk = np.zeros((a.shape[0], rows), dtype=np.int64)
+        w_chunk = np.zeros((rows, w.shape[1]), dtype=np.int64)
+        width = min(rows, a.shape[1] - start)
+        a_chunk[:, :width] = a[:, start:start + width]
+        w_chunk[:width] = w[start:start + width]
+        chunks.append((a_chunk, w_chunk))
+    return chunks
+
+
+def _check_weight_stationary(array, problems, **kwargs):
+    """Each problem (A [M x K], W [K x C]) goes in as K chunks; check chunks and their sum."""
+    tiles, owners = [], []
+    for index, (a, w) in enumerate(problems):
+        chunks = _weight_chunks(a, w, array.rows)
+        tiles += chunks
+        owners += [index] * len(chunks)
+    results, cycles = simulate_weight_stationary(array, tiles, **kwargs)
+    totals = [np.zeros((a.shape[0], w.shape[1]), dtype=np.int64) for a, w in problems]
+    for (a_chunk, w_chunk), owner, result in zip(tiles, owners, results):
+        np.testing.assert_array_equal(result, reference.gemm(a_chunk, w_chunk))
+        totals[owner] += result
+    for (a, w), total in zip(problems, totals):
+        np.testing.assert_array_equal(total, reference.gemm(a, w))
+    return cycles
+
+
+# Random shapes and values ------------------------------------------------------------------------
+
+traffic = st.tuples(st.sampled_from([0.0, 0.3, 0.7]), st.sampled_from([0.0, 0.3, 0.8]))
+
+
+@settings(max_examples=12, deadline=None)
+@given(shape=st.sampled_from(SHAPES), multiplier=st.sampled_from(MULTIPLIERS),
+       depths=st.lists(st.integers(1, 14), min_size=1, max_size=4),
+       traffic=traffic, seed=st.integers(0, 2**32 - 1))
+def test_output_stationary_random(shape, multiplier, depths, traffic, seed):
+    rows, cols = shape
+    rng = np.random.default_rng(seed)
+    tiles = [(_int8(rng, (rows, depth)), _int8(rng, (depth, cols))) for depth in depths]
+    array = SystolicArray(rows=rows, cols=cols, dataflow="output_stationary",
+                          multiplier=multiplier)
+    _check_output_stationary(array, tiles, gap_probability=traffic[0],
+                             stall_probability=traffic[1], seed=seed)
+
+
+@settings(max_examples=12, deadline=None)
+@given(shape=st.sampled_from(SHAPES), multiplier=st.sampled_from(MULTIPLIERS),
+       sizes=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 10)), min_size=1, max_size=3),
+       traffic=traffic, seed=st.integers(0, 2**32 - 1))
+def test_weight_stationary_random(shape, multiplier, sizes, traffic, seed):
+    rows, cols = shape
+    rng = np.random.default_rng(seed)
+    problems = [(_int8(rng, (m, k)), _int8(rng, (k, cols))) for m, k in sizes]
+    array = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary",
+                          multiplier=multiplier)
+    _check_weight_stationary(array, problems, gap_probability=traffic[0],
+                             stall_probability=traffic[1], seed=seed)
+
+
+# Edge cases --------------------------------------------------------------------------------------
+
+def _constant(value, shape):
+    return np.full(shape, value, dtype=np.int64)
+
+
+EDGE_CASES = [
+    # name, rows, cols, [(M, K)]: output-stationary uses M = rows.
+    ("k1", 3, 2, [(3, 1), (3, 1), (3, 1)]),
+    ("k_not_multiple", 3, 2, [(3, 7), (3, 4)]),
+    ("n1", 3, 1, [(3, 5)]),
+    ("m1_single_pe", 1, 1, [(1, 1), (1, 3)]),
+]
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+@pytest.mark.parametrize("fill", [-128, 127, "mixed"])
+def test_extreme_operands(dataflow, fill):
+    rows, cols, depth = 3, 2, 11
+    if fill == "mixed":
+        a, w = _constant(-128, (rows, depth)), _constant(127, (depth, cols))
+    else:
+        a, w = _constant(fill, (rows, depth)), _constant(fill, (depth, cols))
+    array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier="lut")
+    if dataflow == "output_stationary":
+        _check_output_stationary(array, [(a, w), (a, w)], stall_probability=0.5)
+    else:
+        _check_weight_stationary(array, [(a, w), (a, w)], stall_probability=0.5)
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+@pytest.mark.parametrize("name, rows, cols, sizes", EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
+def test_edge_shapes(dataflow, name, rows, cols, sizes):
+    rng = np.random.default_rng(len(name))
+    problems = [(_int8(rng, (m, k)), _int8(rng, (k, cols))) for m, k in sizes]
+    array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier="dsp")
+    if dataflow == "output_stationary":
+        _check_output_stationary(array, problems, gap_probability=0.3, stall_probability=0.3)
+    else:
+        # M = 1 rows per tile as well as the listed ones.
+        problems.append((_int8(rng, (1, 2)), _int8(rng, (2, cols))))
+        _check_weight_stationary(array, problems, gap_probability=0.3, stall_probability=0.3)
+
+
+def test_long_output_stall_loses_nothing():
+    """A consumer that is mostly stalled fills the result FIFO; credits must hold inputs back."""
+    rng = np.random.default_rng(7)
+    rows, cols = 2, 3
+    os_array = SystolicArray(rows=rows, cols=cols, dataflow="output_stationary", multiplier="dsp")
+    _check_output_stationary(os_array, [(_int8(rng, (rows, 1)), _int8(rng, (1, cols)))
+                                        for _ in range(40)], stall_probability=0.95)
+    ws_array = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary", multiplier="dsp")
+    _check_weight_stationary(ws_array, [(_int8(rng, (30, 2)), _int8(rng, (2, cols)))],
+                             stall_probability=0.95)
+
+
+# Timing ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (4, 4)])
+def test_documented_latency(rows, cols):
+    rng = np.random.default_rng(0)
+    array = SystolicArray(rows=rows, cols=cols, dataflow="output_stationary", multiplier="dsp")
+    # One K=1 tile: its only beat is the last; R result rows follow one per cycle.
+    cycles = _check_output_stationary(array, [(_int8(rng, (rows, 1)), _int8(rng, (1, cols)))])
+    assert cycles == array.latency + rows - 1
+    array = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary", multiplier="dsp")
+    # R weight beats, then the single activation one cycle after the last of them.
+    cycles = _check_weight_stationary(array, [(_int8(rng, (1, rows)), _int8(rng, (rows, cols)))])
+    assert cycles == rows + array.latency
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+def test_back_to_back_tiles_take_one_cycle_per_beat(dataflow):
+    """Reuse 8x the side: every beat enters on consecutive cycles (the bench measures %)."""
+    rows, cols, tiles_count = 3, 3, 3
+    rng = np.random.default_rng(1)
+    array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier="dsp")
+    depth = 8 * rows
+    if dataflow == "output_stationary":
+        tiles = [(_int8(rng, (rows, depth)), _int8(rng, (depth, cols))) for _ in range(tiles_count)]
+        cycles = _check_output_stationary(array, tiles)
+        assert cycles == tiles_count * depth - 1 + array.latency + rows - 1
+    else:
+        problems = [(_int8(rng, (depth, rows)), _int8(rng, (rows, cols)))
+                    for _ in range(tiles_count)]
+        cycles = _check_weight_stationary(array, problems)
+        assert cycles == rows + tiles_count * depth - 1 + array.latency
+
+
+# Reset -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+@pytest.mark.parametrize("reset_at", [0, 3, 12])
+def test_reset_in_the_middle_of_a_tile(dataflow, reset_at):
+    """Beats (and results) in flight when reset hits vanish; afterwards the array is as new."""
+    rows, cols = 3, 2
+    rng = np.random.default_rng(reset_at)
+    array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier="lut")
+    if dataflow == "output_stationary":
+        prefix = [{"a": [5] * rows, "w": [7] * cols, "last": int(k == 2)} for k in range(5)]
+        tiles = [(_int8(rng, (rows, 4)), _int8(rng, (4, cols))) for _ in range(2)]
+        _check_output_stationary(array, tiles, prefix=prefix, reset_at=reset_at)
+    else:
+        # One full weight tile, two rows of it (no `last`), then half of the next weights.
+        prefix_weights = [[9] * cols] * (rows + rows // 2 + 1)
+        prefix_activations = [{"a": [3] * rows, "last": 0}] * 2
+        problems = [(_int8(rng, (4, rows)), _int8(rng, (rows, cols))) for _ in range(2)]
+        _check_weight_stationary(array, problems, prefix=(prefix_weights, prefix_activations),
+                                 reset_at=reset_at)
+
+
+# Building blocks and parameters -----------------------------------------------------------------
+
+@pytest.mark.parametrize("mapping", MULTIPLIERS)
+def test_multiplier_products_and_latency(mapping):
+    corners = [-128, -127, -1, 0, 1, 2, 64, 127]
+    rng = random.Random(mapping)
+    pairs = [(x, y) for x in corners for y in corners]
+    pairs += [(rng.randrange(-128, 128), rng.randrange(-128, 128)) for _ in range(300)]
+    dut = Multiplier(mapping=mapping)
+    products = []
+
+    async def testbench(ctx):
+        for a, b in pairs + [(0, 0)] * Multiplier.LATENCY:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            await ctx.tick()
+            products.append(ctx.get(dut.product))
+
+    run(dut, testbench, name=f"multiplier_{mapping}")
+    # After the edge of input n, the product of input n - LATENCY + 1 is visible.
+    assert products[Multiplier.LATENCY - 1:][:len(pairs)] == [a * b for a, b in pairs]
+
+
+BAD_PARAMETERS = [
+    (dict(rows=0), ValueError, "rows must be in 1..32, not 0"),
+    (dict(rows=33), ValueError, "rows must be in 1..32, not 33"),
+    (dict(cols=2.0), TypeError, "cols must be an integer in 1..32, not 2.0"),
+    (dict(cols=True), TypeError, "cols must be an integer in 1..32, not True"),
+    (dict(dataflow="row_stationary"), ValueError, "dataflow must be one of"),
+    (dict(dataflow=None), TypeError, "dataflow must be a string"),
+    (dict(multiplier="dsp48"), ValueError, "multiplier must be one of ('dsp', 'lut'), not 'dsp48'"),
+]
+
+
+@pytest.mark.parametrize("changes, error, message", BAD_PARAMETERS)
+def test_bad_array_parameters(changes, error, message):
+    parameters = dict(rows=2, cols=2, dataflow="output_stationary", multiplier="dsp", **changes) \
+        if not changes.keys() & {"rows", "cols", "dataflow", "multiplier"} else \
+        {**dict(rows=2, cols=2, dataflow="output_stationary", multiplier="dsp"), **changes}
+    with pytest.raises(error, match=None) as info:
+        SystolicArray(**parameters)
+    assert message in str(info.value)
+
+
+def test_bad_building_block_parameters():
+    with pytest.raises(ValueError, match="mapping must be one of .* not 'fabric'"):
+        Multiplier(mapping="fabric")
+    with pytest.raises(ValueError, match="dataflow must be one of .* not 'systolic'"):
+        ProcessingElement(dataflow="systolic", multiplier="dsp")
+    with pytest.raises(TypeError):
+        SystolicArray(2, 2, "output_stationary", "dsp")
