@@ -56,7 +56,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import PopcountTree
+from .popcount import PopcountTree, popcount_latency
 
 __all__ = ["BinaryEngine", "clamp_thresholds"]
 
@@ -110,11 +110,13 @@ class BinaryEngine(wiring.Component):
         self.max_folds = -(-max_k // width)
         self.max_neuron_folds = -(-max_n // lanes)
         self.weight_depth = self.max_folds * self.max_neuron_folds
-        self.popcount_latency = PopcountTree(width=width).latency
+        self.popcount_latency = popcount_latency(width)
         # issue -> stage-1 read -> mismatch register -> tree -> accumulator -> dot -> FIFO write
         self.fifo_write_latency = self.popcount_latency + 4
-        # Results in flight from issue until the FIFO output register frees the slot again.
-        self.fifo_depth = self.fifo_write_latency + 4
+        # A slot is reserved at issue and free again the cycle after the result leaves the FIFO
+        # (2 cycles through SyncFIFOBuffered + 1 for the counter): the least depth that lets one
+        # result per cycle flow (K <= width) without a bubble.
+        self.fifo_depth = self.fifo_write_latency + 3
         self.latency = self.popcount_latency + 6
         self.dot_shape = signed(max_k.bit_length() + 1)
         self.threshold_shape = signed((max_k + 1).bit_length() + 1)

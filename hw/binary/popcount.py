@@ -21,7 +21,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PopcountTree"]
+__all__ = ["PopcountTree", "popcount_latency"]
 
 _LEAF_BITS = 4
 
@@ -35,6 +35,11 @@ def _leaf_count(bits):
     return [low_pair_sum ^ high_pair_sum,
             low_pair_carry ^ high_pair_carry ^ sums_carry,
             low_pair_carry & high_pair_carry]
+
+
+def popcount_latency(width):
+    """Cycles from `bits` to `count` of a `PopcountTree` of `width` bits."""
+    return width.bit_length() - 2
 
 
 class PopcountTree(wiring.Component):
@@ -52,7 +57,7 @@ class PopcountTree(wiring.Component):
         if not (_LEAF_BITS <= width <= 4096 and width & (width - 1) == 0):
             raise ValueError(f"PopcountTree width must be a power of two in 4..4096, not {width}")
         self.width = width
-        self.latency = width.bit_length() - 2
+        self.latency = popcount_latency(width)
         super().__init__({
             "bits": In(width),
             "count": Out(range(width + 1)),
