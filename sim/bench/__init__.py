@@ -9,4 +9,5 @@ hardware counters) or tool reports, never from wall-clock asserts in tests.
 BENCHES = {
     "systolic": "sim.bench.systolic",
     "build": "sim.bench.build",
+    "binary": "sim.bench.binary",
 }
