@@ -1,0 +1,327 @@
+"""Frame engine: decodes request frames from a byte stream, runs them on the bus, encodes replies.
+
+Frames are defined in `hw.soc.protocol`. The engine is the bus initiator of `hw.soc.bridge`.
+
+Receive path (one byte per cycle at most; the UART delivers one per 10 bit times)::
+
+    HUNT --A5--> SYNC1 --5A--> HEADER (8 bytes + CRC) --> CHECK_HEADER
+      ^                                                    |  read, or error: REPLY
+      |                                                    v  write
+      |                     PAYLOAD (length bytes + CRC, into the staging buffer) --> CHECK_PAYLOAD
+      |                                                                       good CRC |
+      |                                                                                v
+      +--- FINISH <-- SEND_CRC <-- [SEND_DATA] <-- REPLY header <-------------- COMMIT
+
+* Verify, then commit: a write's payload is received into a staging buffer (`Memory`, one word
+  per 4 bytes, ``max_payload`` bytes) and copied to the bus only after its CRC checked out, so a
+  corrupted or truncated write -- register or bulk -- changes nothing. The copy runs at one word
+  per cycle (``length / 4 + 1`` cycles), far faster than the line delivers the payload, and the
+  host waits for the reply anyway (stop-and-wait), so no second buffer is needed.
+* Reads stream from the bus at line rate: the next word is fetched while the current one is
+  being sent, so ``tx`` sees a continuous byte stream from the reply header to the CRC.
+* Errors: a bad header CRC or an unknown opcode is answered at once; a write with a bad address
+  or length (but a length the staging buffer can hold) is still received to its end so that its
+  payload is not mistaken for new frames, then answered. A frame during which the line stays
+  quiet for ``frame_timeout`` cycles is answered TRUNCATED (or dropped silently if not even the
+  seq arrived). Bytes outside frames are skipped while hunting for the next sync pattern, and
+  bytes that arrive while a reply is being sent are drained and dropped.
+* A write with the same seq as the last executed write is a retry: it is answered OK and not
+  applied again. Any successful read forgets that seq.
+
+Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
+``length / 4 + 3`` cycles after the payload CRC for writes. Throughput: the line rate in both
+directions, plus the staging copy per write.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.soc.bridge import ADDRESS_WIDTH, Bus, MemoryMap, WindowKind
+from hw.soc.protocol import (CRC_INIT, CRC_POLY, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC,
+                             REQUEST_SYNC,
+                             WORD_BYTES, Opcode, RequestHeader, Status)
+
+__all__ = ["FrameEngine", "crc16_next"]
+
+HEADER_BYTES = RequestHeader.as_shape().size // 8
+REPLY_HEADER_BYTES = len(REPLY_SYNC) + REPLY_HEADER.size
+
+
+def crc16_next(crc, byte):
+    """The CRC-16/CCITT-FALSE register after shifting in `byte` (MSB first), as logic."""
+    bits = [crc[i] for i in range(16)]
+    for i in reversed(range(8)):
+        feedback = bits[15] ^ byte[i]
+        bits = [feedback] + [bits[j - 1] ^ feedback if (CRC_POLY >> j) & 1 else bits[j - 1]
+                             for j in range(1, 16)]
+    return Cat(*bits)
+
+
+class FrameEngine(wiring.Component):
+    """Request frames in on `rx`, replies out on `tx`, accesses on `bus`.
+
+    Parameters
+    ----------
+    memory_map : MemoryMap
+        The windows requests may address (the engine refuses everything else).
+    max_payload : int
+        Largest payload in bytes, a power of two in 4..`protocol.MAX_PAYLOAD`; the staging buffer
+        holds that many bytes.
+    frame_timeout : int
+        Cycles of silence on `rx` inside a frame after which it counts as truncated.
+
+    Ports
+    -----
+    rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
+        Bytes from and to the host.
+    bus : Out(Bus(address_width=30))
+        Word bus to the windows (through a `BusDecoder`).
+    frame_done : Out(1), frame_status : Out(Status)
+        A one-cycle pulse per reply sent, with its status.
+    byte_discarded : Out(1)
+        A one-cycle pulse per byte skipped outside a frame.
+    """
+
+    def __init__(self, *, memory_map, max_payload=MAX_PAYLOAD, frame_timeout):
+        if not isinstance(memory_map, MemoryMap):
+            raise TypeError(f"memory_map must be a MemoryMap, not {memory_map!r}")
+        if (not isinstance(max_payload, int) or isinstance(max_payload, bool)
+                or max_payload & (max_payload - 1) or not WORD_BYTES <= max_payload <= MAX_PAYLOAD):
+            raise ValueError(f"max_payload must be a power of two in {WORD_BYTES}..{MAX_PAYLOAD}, "
+                             f"not {max_payload!r}")
+        if not isinstance(frame_timeout, int) or isinstance(frame_timeout, bool) \
+                or frame_timeout < 1:
+            raise ValueError(f"frame_timeout must be a positive number of cycles, "
+                             f"not {frame_timeout!r}")
+        self.memory_map = memory_map
+        self.max_payload = max_payload
+        self.frame_timeout = frame_timeout
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(Bus(address_width=ADDRESS_WIDTH)),
+            "frame_done": Out(1),
+            "frame_status": Out(Status),
+            "byte_discarded": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rx, tx, bus = self.rx, self.tx, self.bus
+        max_words = self.max_payload // WORD_BYTES
+
+        m.submodules.staging = staging = Memory(shape=32, depth=max_words, init=[])
+        stage_write = staging.write_port()
+        stage_read = staging.read_port()
+
+        header = Signal(RequestHeader)
+        header_index = Signal(range(HEADER_BYTES + 2))
+        rx_crc = Signal(16, init=CRC_INIT)
+        tx_crc = Signal(16, init=CRC_INIT)
+        quiet = Signal(range(self.frame_timeout + 1))
+        status = Signal(Status)             # of the reply being sent
+        header_status = Signal(Status)      # of a write, known before its payload arrives
+        byte_count = Signal(range(self.max_payload + 3))
+        word_count = Signal(range(max_words + 1))
+        word_shift = Signal(32)
+        bus_word = Signal(ADDRESS_WIDTH)
+        reply_index = Signal(range(REPLY_HEADER_BYTES))
+        crc_byte = Signal()
+        last_write_seq = Signal(8)
+        last_write_valid = Signal()
+
+        opcode, length = header.opcode, header.length
+        words = length[2:]
+        known_opcode = Cat(opcode == op.value for op in Opcode).any()
+        writes = (opcode == Opcode.WRITE_REGISTERS.value) | (opcode == Opcode.BULK_WRITE.value)
+        bulk = (opcode == Opcode.BULK_READ.value) | (opcode == Opcode.BULK_WRITE.value)
+        length_ok = (length != 0) & (length[:2] == 0) & (length <= self.max_payload)
+        access = self.memory_map.access_status(
+            m, address=header.address, length=length, write=writes,
+            kind=Mux(bulk, WindowKind.MEMORY, WindowKind.REGISTERS))
+        returns_data = (status == Status.OK) & known_opcode & ~writes
+
+        received = Signal()
+        m.d.comb += received.eq(rx.valid & rx.ready)
+        next_rx_crc = crc16_next(rx_crc, rx.payload)
+        m.d.comb += self.frame_status.eq(status)
+
+        def receive_with_timeout():
+            m.d.comb += rx.ready.eq(1)
+            m.d.sync += quiet.eq(Mux(rx.valid, 0, quiet + 1))
+            return quiet == self.frame_timeout
+
+        def drain_rx():
+            m.d.comb += [rx.ready.eq(1), self.byte_discarded.eq(rx.valid)]
+
+        def send(byte):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
+            return tx.ready
+
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.sync += [quiet.eq(0), header_index.eq(0), rx_crc.eq(CRC_INIT),
+                             tx_crc.eq(CRC_INIT), reply_index.eq(0), crc_byte.eq(0)]
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    with m.If(rx.payload == REQUEST_SYNC[0]):
+                        m.next = "SYNC1"
+                    with m.Else():
+                        m.d.comb += self.byte_discarded.eq(1)
+
+            with m.State("SYNC1"):
+                timed_out = receive_with_timeout()
+                with m.If(rx.valid):
+                    with m.If(rx.payload == REQUEST_SYNC[1]):
+                        m.next = "HEADER"
+                    with m.Elif(rx.payload != REQUEST_SYNC[0]):
+                        m.d.comb += self.byte_discarded.eq(1)
+                        m.next = "HUNT"
+                with m.Elif(timed_out):
+                    m.next = "HUNT"
+
+            with m.State("HEADER"):
+                timed_out = receive_with_timeout()
+                with m.If(rx.valid):
+                    m.d.sync += [rx_crc.eq(next_rx_crc), header_index.eq(header_index + 1)]
+                    with m.Switch(header_index):
+                        for index in range(HEADER_BYTES):
+                            with m.Case(index):
+                                m.d.sync += header.as_value().word_select(index, 8).eq(rx.payload)
+                    with m.If(header_index == HEADER_BYTES + 1):    # the second CRC byte
+                        m.next = "CHECK_HEADER"
+                with m.Elif(timed_out):
+                    with m.If(header_index == 0):
+                        m.next = "HUNT"
+                    with m.Else():
+                        m.d.sync += status.eq(Status.TRUNCATED)
+                        m.next = "REPLY"
+
+            with m.State("CHECK_HEADER"):
+                m.d.sync += [rx_crc.eq(CRC_INIT), byte_count.eq(0), quiet.eq(0),
+                             bus_word.eq(header.address[2:])]
+                with m.If(rx_crc != 0):
+                    m.d.sync += status.eq(Status.BAD_CRC)
+                    m.next = "REPLY"
+                with m.Elif(~known_opcode):
+                    m.d.sync += status.eq(Status.BAD_OPCODE)
+                    m.next = "REPLY"
+                with m.Elif(writes & (length != 0) & (length <= self.max_payload)):
+                    m.d.sync += header_status.eq(Mux(length_ok, access, Status.BAD_LENGTH))
+                    m.next = "PAYLOAD"
+                with m.Else():
+                    m.d.sync += status.eq(Mux(length_ok, access, Status.BAD_LENGTH))
+                    m.next = "REPLY"
+
+            with m.State("PAYLOAD"):
+                timed_out = receive_with_timeout()
+                incoming_word = Cat(word_shift[8:], rx.payload)
+                m.d.comb += [
+                    stage_write.addr.eq(byte_count[2:]),
+                    stage_write.data.eq(incoming_word),
+                    stage_write.en.eq(rx.valid & (byte_count < length) & (byte_count[:2] == 3)),
+                ]
+                with m.If(rx.valid):
+                    m.d.sync += [rx_crc.eq(next_rx_crc), byte_count.eq(byte_count + 1),
+                                 word_shift.eq(incoming_word)]
+                    with m.If(byte_count == length + 1):
+                        m.next = "CHECK_PAYLOAD"
+                with m.Elif(timed_out):
+                    m.d.sync += status.eq(Status.TRUNCATED)
+                    m.next = "REPLY"
+
+            with m.State("CHECK_PAYLOAD"):
+                m.d.sync += word_count.eq(0)
+                with m.If(rx_crc != 0):
+                    m.d.sync += status.eq(Status.BAD_CRC)
+                    m.next = "REPLY"
+                with m.Elif(header_status != Status.OK):
+                    m.d.sync += status.eq(header_status)
+                    m.next = "REPLY"
+                with m.Else():
+                    m.d.sync += status.eq(Status.OK)
+                    with m.If(last_write_valid & (last_write_seq == header.seq)):
+                        m.next = "REPLY"        # a retry of a write already applied
+                    with m.Else():
+                        m.next = "COMMIT"
+
+            with m.State("COMMIT"):
+                # word_count counts staging reads; a word read in one cycle is written in the
+                # next, so `read_pending` marks the cycles with a word on stage_read.data.
+                read_pending = Signal()
+                m.d.comb += [stage_read.addr.eq(word_count), stage_read.en.eq(1)]
+                m.d.sync += read_pending.eq(word_count != words)
+                with m.If(word_count != words):
+                    m.d.sync += word_count.eq(word_count + 1)
+                with m.If(read_pending):
+                    m.d.comb += [bus.write.eq(1), bus.address.eq(bus_word),
+                                 bus.write_data.eq(stage_read.data)]
+                    m.d.sync += bus_word.eq(bus_word + 1)
+                    with m.If(bus_word == header.address[2:] + words - 1):
+                        m.d.sync += read_pending.eq(0)
+                        m.next = "REPLY"
+
+            with m.State("REPLY"):
+                drain_rx()
+                reply_header = Cat(Const(REPLY_SYNC[0], 8), Const(REPLY_SYNC[1], 8), header.seq,
+                                   status, Mux(returns_data, length, 0))
+                byte = reply_header.word_select(reply_index, 8)
+                with m.If(send(byte)):
+                    m.d.sync += reply_index.eq(reply_index + 1)
+                    with m.If(reply_index >= len(REPLY_SYNC)):
+                        m.d.sync += tx_crc.eq(crc16_next(tx_crc, byte))
+                    with m.If(reply_index == REPLY_HEADER_BYTES - 1):
+                        m.d.sync += [byte_count.eq(0), word_count.eq(0)]
+                        with m.If(returns_data):
+                            m.next = "SEND_DATA"
+                        with m.Else():
+                            m.next = "SEND_CRC"
+
+            with m.State("SEND_DATA"):
+                drain_rx()
+                self._send_data(m, length, words, bus_word, word_count, byte_count, word_shift,
+                                tx_crc)
+
+            with m.State("SEND_CRC"):
+                drain_rx()
+                with m.If(send(Mux(crc_byte, tx_crc[:8], tx_crc[8:]))):
+                    m.d.sync += crc_byte.eq(1)
+                    with m.If(crc_byte):
+                        m.next = "FINISH"
+
+            with m.State("FINISH"):
+                # Not draining: the host may start its next frame right after our last byte.
+                m.d.comb += self.frame_done.eq(1)
+                with m.If(status == Status.OK):
+                    m.d.sync += [last_write_seq.eq(header.seq), last_write_valid.eq(writes)]
+                m.next = "HUNT"
+        return m
+
+    def _send_data(self, m, length, words, bus_word, fetched, sent, word_shift, tx_crc):
+        """Stream `words` bus words out on `tx`, fetching each word while the previous is sent."""
+        tx, bus = self.tx, self.bus
+        word_valid = Signal()       # word_shift holds bytes still to send
+        fetch_pending = Signal()    # a read was issued last cycle
+        next_word = Signal(32)
+        next_ready = Signal()
+
+        m.d.comb += [tx.valid.eq(word_valid), tx.payload.eq(word_shift[:8])]
+        sent_last_of_word = Signal()
+        m.d.comb += sent_last_of_word.eq(tx.valid & tx.ready & (sent[:2] == 3))
+        with m.If(tx.valid & tx.ready):
+            m.d.sync += [tx_crc.eq(crc16_next(tx_crc, tx.payload)), sent.eq(sent + 1),
+                         word_shift.eq(word_shift >> 8)]
+            with m.If(sent_last_of_word):
+                m.d.sync += word_valid.eq(0)
+            with m.If(sent == length - 1):
+                m.next = "SEND_CRC"
+        with m.If(next_ready & (~word_valid | sent_last_of_word)):
+            m.d.sync += [word_shift.eq(next_word), word_valid.eq(1), next_ready.eq(0)]
+        with m.If(fetch_pending):
+            m.d.sync += [next_word.eq(bus.read_data), next_ready.eq(1)]
+        m.d.sync += fetch_pending.eq(0)
+        with m.If(~next_ready & ~fetch_pending & (fetched != words)):
+            m.d.comb += [bus.read.eq(1), bus.address.eq(bus_word)]
+            m.d.sync += [fetch_pending.eq(1), fetched.eq(fetched + 1), bus_word.eq(bus_word + 1)]
