@@ -1,0 +1,33 @@
+"""Driver exceptions. Every one is a `LinkError`, so callers can catch the family at once."""
+
+__all__ = ["LinkError", "LinkTimeout", "ProtocolError", "DeviceError", "DeviceMismatch",
+           "InvalidURL"]
+
+
+class LinkError(Exception):
+    """Something went wrong talking to the device."""
+
+
+class LinkTimeout(LinkError, TimeoutError):
+    """The device did not answer in time, even after the retries."""
+
+
+class ProtocolError(LinkError):
+    """The device's answers do not follow the protocol (corrupt even after the retries,
+    or not a reply at all)."""
+
+
+class DeviceError(ProtocolError):
+    """The device refused a request; `status` is the `protocol.Status` it answered with."""
+
+    def __init__(self, message, *, status):
+        super().__init__(message)
+        self.status = status
+
+
+class DeviceMismatch(LinkError):
+    """The device is not an ecpnn accelerator this driver understands (magic or version)."""
+
+
+class InvalidURL(LinkError, ValueError):
+    """A device URL that names no known transport or has bad options."""

@@ -1,0 +1,231 @@
+"""``sim://`` transport: the SoC simulated in this process, at the byte stream or the UART pins.
+
+``sim://tiny?line=uart&divisor=4`` -- the target is a config preset (default ``tiny``); options:
+
+* ``line=bytes`` (default): bytes go straight into `hw.soc.soc.SoCCore`'s streams, one per cycle
+  -- the fast way to run the driver against the real gateware.
+* ``line=uart``: bytes go through a host-side `UARTPhy` into the `SoC`'s serial pins, bit by bit,
+  at ``divisor`` cycles per bit (default 4; the config's exact divisor is realistic but slow).
+* ``max_payload`` (default the protocol's), ``frame_timeout`` (cycles, default 64 byte times).
+* ``backend=pysim`` (default, Amaranth's Python simulator). A compiled backend plugs in by
+  implementing `SimulationBackend` for a top with the same ``rx``/``tx`` byte streams.
+
+Time is simulated time at the config's clock: timeouts mean what they would on the line.
+"""
+
+import math
+from collections import deque
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from hw.config import preset
+from hw.soc.protocol import MAX_PAYLOAD, WORD_BYTES
+from hw.soc.soc import SoC, SoCCore
+from hw.soc.uart import FRAME_BITS, MIN_DIVISOR, UARTPhy
+from sw.driver.errors import InvalidURL, LinkError
+from sw.driver.transport import ByteTransport, parse_options, positive_int
+
+__all__ = ["SimTransport", "SimulationBackend", "PysimBackend", "SerialLineHarness", "LINES",
+           "BACKENDS"]
+
+LINES = ("bytes", "uart")
+_CHUNK_CYCLES = 64
+
+
+class SerialLineHarness(wiring.Component):
+    """A `SoC` seen through a host-side UART PHY wired to its pins: bytes in on `rx` leave the
+    host PHY as serial bits into the SoC; the SoC's serial replies come out on `tx`."""
+
+    rx: In(stream.Signature(8))
+    tx: Out(stream.Signature(8))
+
+    def __init__(self, *, soc):
+        self.soc = soc
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.soc = soc = self.soc
+        m.submodules.host_phy = host_phy = UARTPhy(divisor=soc.divisor)
+        wiring.connect(m, wiring.flipped(self.rx), host_phy.tx)
+        wiring.connect(m, host_phy.rx, wiring.flipped(self.tx))
+        m.d.comb += [soc.rx.eq(host_phy.txd), host_phy.rxd.eq(soc.tx)]
+        return m
+
+
+class SimulationBackend:
+    """Runs a top with byte streams ``rx`` (to the device) and ``tx`` (from it)."""
+
+    cycles = 0          # simulated so far
+
+    def push(self, data):
+        """Queue bytes to offer on ``rx``, one per cycle as it accepts them."""
+        raise NotImplementedError
+
+    def pending(self):
+        """Queued bytes ``rx`` has not accepted yet."""
+        raise NotImplementedError
+
+    def received(self):
+        """Bytes ``tx`` produced so far (a mutable buffer the caller consumes)."""
+        raise NotImplementedError
+
+    def run(self, max_cycles, stop):
+        """Simulate until `stop()` is true (checked every few cycles) or `max_cycles` passed."""
+        raise NotImplementedError
+
+
+class PysimBackend(SimulationBackend):
+    """`SimulationBackend` on Amaranth's Python simulator (about 10k cycles/s for the SoC)."""
+
+    def __init__(self, top, *, clock_hz):
+        self._top = top
+        self._to_device = deque()
+        self._from_device = bytearray()
+        self._period_fs = round(1e15 / clock_hz)
+        self.cycles = 0
+        self._simulator = Simulator(top)
+        self._simulator.add_clock(self._period_fs / 1e15)
+        self._simulator.add_testbench(self._drive_streams, background=True)
+
+    async def _drive_streams(self, ctx):
+        rx, tx = self._top.rx, self._top.tx
+        ctx.set(tx.ready, 1)
+        offering = False
+        async for _, _, rx_ready, tx_valid, tx_payload in ctx.tick().sample(
+                rx.ready, tx.valid, tx.payload):
+            if tx_valid:
+                self._from_device.append(tx_payload)
+            if offering and rx_ready:
+                self._to_device.popleft()
+            offering = bool(self._to_device)
+            ctx.set(rx.valid, offering)
+            if offering:
+                ctx.set(rx.payload, self._to_device[0])
+
+    def push(self, data):
+        self._to_device.extend(data)
+
+    def pending(self):
+        return len(self._to_device)
+
+    def received(self):
+        return self._from_device
+
+    def run(self, max_cycles, stop):
+        end = self.cycles + max_cycles
+        while self.cycles < end and not stop():
+            self.cycles = min(end, self.cycles + _CHUNK_CYCLES)
+            self._simulator.run_until(self.cycles * self._period_fs / 1e15)
+
+
+BACKENDS = {"pysim": PysimBackend}
+
+
+def _line(text):
+    if text not in LINES:
+        raise ValueError(f"must be one of {LINES}")
+    return text
+
+
+def _backend(text):
+    if text not in BACKENDS:
+        raise ValueError(f"must be one of {sorted(BACKENDS)}")
+    return text
+
+
+def _divisor(text):
+    value = int(text)
+    if value < MIN_DIVISOR:
+        raise ValueError(f"must be at least {MIN_DIVISOR} cycles per bit")
+    return value
+
+
+def _max_payload(text):
+    value = int(text)
+    if value & (value - 1) or not WORD_BYTES <= value <= MAX_PAYLOAD:
+        raise ValueError(f"must be a power of two in {WORD_BYTES}..{MAX_PAYLOAD}")
+    return value
+
+
+class SimTransport(ByteTransport):
+    """The simulated SoC as a byte pipe.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    line : str
+        ``"bytes"`` (SoCCore streams) or ``"uart"`` (serial pins at `divisor`).
+    divisor : int
+        Cycles per bit on the simulated serial line (``line="uart"`` only).
+    max_payload, frame_timeout
+        As for `hw.soc.soc.SoCCore`; frame_timeout None means 64 byte times.
+    backend : str
+        A key of `BACKENDS`.
+    """
+
+    def __init__(self, *, config, line="bytes", divisor=MIN_DIVISOR, max_payload=MAX_PAYLOAD,
+                 frame_timeout=None, backend="pysim"):
+        _line(line)
+        _backend(backend)
+        self.config = config
+        self.line = line
+        self.cycles_per_byte = FRAME_BITS * divisor if line == "uart" else 1
+        self.clock_hz = config.clock_hz
+        self.max_payload = max_payload
+        self.frame_timeout = 64 * self.cycles_per_byte if frame_timeout is None else frame_timeout
+        if line == "uart":
+            top = SerialLineHarness(soc=SoC(config=config, divisor=divisor,
+                                            max_payload=max_payload,
+                                            frame_timeout=self.frame_timeout))
+        else:
+            top = SoCCore(config=config, max_payload=max_payload,
+                          frame_timeout=self.frame_timeout)
+        self.backend = BACKENDS[backend](top, clock_hz=self.clock_hz)
+
+    @classmethod
+    def from_url(cls, url, target, query, link_options):
+        options, _ = parse_options(url, query, {
+            "line": (_line, "bytes"), "divisor": (_divisor, MIN_DIVISOR),
+            "max_payload": (_max_payload, MAX_PAYLOAD), "frame_timeout": (positive_int, None),
+            "backend": (_backend, "pysim"), **link_options})
+        try:
+            config = preset(target or "tiny")
+        except ValueError as error:
+            raise InvalidURL(f"{url!r}: {error}") from None
+        transport = cls(config=config, **{name: options.pop(name) for name in
+                                          ("line", "divisor", "max_payload", "frame_timeout",
+                                           "backend")})
+        return transport, options
+
+    def _cycles(self, seconds):
+        return max(1, math.ceil(seconds * self.clock_hz))
+
+    def write(self, data):
+        # Like a serial port's flush(): return once the bytes are on the line.
+        self.backend.push(data)
+        budget = 2 * (len(data) + 1) * self.cycles_per_byte + self.max_payload + 64
+        self.backend.run(budget, lambda: self.backend.pending() == 0)
+        if self.backend.pending():
+            raise LinkError(f"The simulated device stopped taking bytes: {self.backend.pending()} "
+                            f"of {len(data)} still queued after {budget} cycles")
+
+    def read(self, count, timeout):
+        received = self.backend.received()
+        self.backend.run(self._cycles(timeout), lambda: len(received) >= count)
+        data = bytes(received[:count])
+        del received[:count]
+        return data
+
+    def discard_input(self):
+        self.backend.received().clear()
+
+    def reply_timeout(self, byte_count):
+        # The device may first copy a whole staged payload, and answers a stalled frame only
+        # after frame_timeout.
+        cycles = (self.frame_timeout + self.max_payload // WORD_BYTES + 64
+                  + 2 * (byte_count + 16) * self.cycles_per_byte)
+        return cycles / self.clock_hz
