@@ -38,12 +38,16 @@ Protocol:
 
 Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycle)::
 
-    cycle   0        1              2          2+P       3+P        4+P          6+P
-          issue -> weight row,  -> mismatch -> count -> accumulate -> dot,      -> FIFO
-          beat     activation      bits       (tree)   over beats    threshold   output
-                   word, mask      (a^w)&mask                        compare
+    cycle   0         1            2            3+P      4+P          5+P          7+P
+          issue ->  activation -> weight row, -> count -> accumulate -> dot,      -> FIFO
+          beat      word         (a^w)&mask     (tree)   over beats    threshold   output
+                    (buffer)     registered                            compare
 
-Latency: a neuron fold's result is on `results` ``P + 6`` cycles after its last beat was
+The activation word gets its own register (stage 1) so the buffer's write-through multiplexer is
+paid once per bit, not once per bit and lane: each mismatch bit is then a single LUT4 of
+activation, weight and padding mask. The weight read is issued one cycle later to meet it.
+
+Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last beat was
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
 cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
 output FIFO is deep enough for every result in flight; the issue stage only starts a result
@@ -111,13 +115,14 @@ class BinaryEngine(wiring.Component):
         self.max_neuron_folds = -(-max_n // lanes)
         self.weight_depth = self.max_folds * self.max_neuron_folds
         self.popcount_latency = popcount_latency(width)
-        # issue -> stage-1 read -> mismatch register -> tree -> accumulator -> dot -> FIFO write
-        self.fifo_write_latency = self.popcount_latency + 4
+        # issue -> activation word -> weight row and mismatch register -> tree -> accumulator
+        # -> dot -> FIFO write
+        self.fifo_write_latency = self.popcount_latency + 5
         # A slot is reserved at issue and free again the cycle after the result leaves the FIFO
         # (2 cycles through SyncFIFOBuffered + 1 for the counter): the least depth that lets one
         # result per cycle flow (K <= width) without a bubble.
         self.fifo_depth = self.fifo_write_latency + 3
-        self.latency = self.popcount_latency + 6
+        self.latency = self.popcount_latency + 7
         self.dot_shape = signed(max_k.bit_length() + 1)
         self.threshold_shape = signed((max_k + 1).bit_length() + 1)
 
@@ -237,7 +242,6 @@ class BinaryEngine(wiring.Component):
             buffer_write.data.eq(self.activations.payload.bits),
             buffer_write.en.eq(self.activations.valid & self.activations.ready),
             buffer_read.addr.eq(beat),
-            weight_read.addr.eq(weight_address),
         ]
 
         with m.If(self.activations.valid & self.activations.ready &
@@ -283,12 +287,20 @@ class BinaryEngine(wiring.Component):
                 value = register
             return value
 
-        # Stage 1: memory words arrive; XOR and padding mask -----------------------------------------
+        # Stage 1: activation word; stage 2: weight row, XOR and padding mask ----------------------
 
+        activation_tag = delayed(issued, 1, "activation_tag")
+        activation_word = Signal(width, reset_less=True)
+        weight_read_address = Signal.like(weight_address, reset_less=True)
         beat_mask = Signal(width, reset_less=True)
-        m.d.sync += beat_mask.eq(Mux(is_last_beat, last_beat_mask, (1 << width) - 1))
+        m.d.sync += [
+            activation_word.eq(buffer_read.data),
+            weight_read_address.eq(weight_address),
+            beat_mask.eq(Mux(activation_tag.last, last_beat_mask, (1 << width) - 1)),
+        ]
+        m.d.comb += weight_read.addr.eq(weight_read_address)
 
-        mismatch_tag = delayed(issued, 2, "mismatch_tag")
+        mismatch_tag = delayed(activation_tag, 2, "mismatch_tag")
         count_tag = delayed(mismatch_tag, self.popcount_latency, "count_tag")
 
         total_tag = Signal(tag_layout)
@@ -309,7 +321,7 @@ class BinaryEngine(wiring.Component):
 
         for lane in range(lanes):
             mismatch = Signal(width, name=f"mismatch_{lane}", reset_less=True)
-            m.d.sync += mismatch.eq((buffer_read.data ^ weight_read.data[lane]) & beat_mask)
+            m.d.sync += mismatch.eq((activation_word ^ weight_read.data[lane]) & beat_mask)
 
             tree = PopcountTree(width=width)
             m.submodules[f"popcount_{lane}"] = tree
