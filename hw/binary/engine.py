@@ -43,9 +43,9 @@ Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycl
           beat      word         (a^w)&mask     (tree)   over beats    threshold   output
                     (buffer)     registered                            compare
 
-The activation word gets its own register (stage 1) so the buffer's write-through multiplexer is
-paid once per bit, not once per bit and lane: each mismatch bit is then a single LUT4 of
-activation, weight and padding mask. The weight read is issued one cycle later to meet it.
+The activation word gets its own register (stage 1), selected there from the stream word or the
+buffer, so that multiplexer is paid once per bit, not once per bit and lane. The weight read is
+issued one cycle later to meet it.
 
 Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last beat was
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
@@ -176,8 +176,7 @@ class BinaryEngine(wiring.Component):
         m.submodules.activation_buffer = activation_buffer = Memory(
             shape=width, depth=self.max_folds, init=[])
         buffer_write = activation_buffer.write_port()
-        # Transparent: the first neuron fold reads the word it writes in the same cycle.
-        buffer_read = activation_buffer.read_port(transparent_for=(buffer_write,))
+        buffer_read = activation_buffer.read_port()
 
         # Weight and threshold loading ------------------------------------------------------------
 
@@ -196,7 +195,7 @@ class BinaryEngine(wiring.Component):
             threshold_write.en.eq(self.thresholds.valid << self.thresholds.payload.lane),
         ]
 
-        # Layer descriptor --------------------------------------------------------------------------
+        # Layer descriptor -------------------------------------------------------------------------
 
         configured = Signal()
         k = Signal(range(self.max_k + 1))
@@ -227,7 +226,7 @@ class BinaryEngine(wiring.Component):
                                         for position in range(width)))),
             ]
 
-        # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer --------------
+        # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 
         is_last_beat = beat == last_beat
         from_stream = neuron_fold == 0
@@ -290,11 +289,13 @@ class BinaryEngine(wiring.Component):
         # Stage 1: activation word; stage 2: weight row, XOR and padding mask ----------------------
 
         activation_tag = delayed(issued, 1, "activation_tag")
+        stream_word = Signal(width, reset_less=True)
         activation_word = Signal(width, reset_less=True)
         weight_read_address = Signal.like(weight_address, reset_less=True)
         beat_mask = Signal(width, reset_less=True)
         m.d.sync += [
-            activation_word.eq(buffer_read.data),
+            stream_word.eq(self.activations.payload.bits),
+            activation_word.eq(Mux(activation_tag.neuron_fold == 0, stream_word, buffer_read.data)),
             weight_read_address.eq(weight_address),
             beat_mask.eq(Mux(activation_tag.last, last_beat_mask, (1 << width) - 1)),
         ]
@@ -342,7 +343,7 @@ class BinaryEngine(wiring.Component):
             ]
         m.d.comb += entry.last.eq(result_tag.vector_last)
 
-        # Output FIFO: a slot was reserved at issue, so the write is never refused ------------------
+        # Output FIFO: a slot was reserved at issue, so the write is never refused -----------------
 
         m.submodules.result_fifo = result_fifo = SyncFIFOBuffered(
             width=entry_layout.size, depth=self.fifo_depth)

@@ -51,7 +51,8 @@ def add_arguments(parser):
                         help="engine SIMD width in bits (default: the 'default' preset's, "
                              f"{config.binary_width})")
     parser.add_argument("--lanes", type=int, default=config.binary_lanes,
-                        help=f"engine lanes (default: the 'default' preset's, {config.binary_lanes})")
+                        help="engine lanes (default: the 'default' preset's, "
+                             f"{config.binary_lanes})")
     parser.add_argument("--vectors", type=int,
                         help="input vectors per layer (default: " +
                              ", ".join(f"{m} for {k}x{n}" for k, n, m in LAYER_SHAPES) + ")")
