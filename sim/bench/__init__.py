@@ -7,7 +7,9 @@ hardware counters) or tool reports, never from wall-clock asserts in tests.
 """
 
 BENCHES = {
+    "simspeed": "sim.bench.simspeed",
     "systolic": "sim.bench.systolic",
     "build": "sim.bench.build",
     "binary": "sim.bench.binary",
+    "link": "sim.bench.link",
 }

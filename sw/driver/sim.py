@@ -32,7 +32,7 @@ __all__ = ["SimTransport", "SimulationBackend", "PysimBackend", "SerialLineHarne
            "BACKENDS"]
 
 LINES = ("bytes", "uart")
-_CHUNK_CYCLES = 64
+_CHUNK_CYCLES = 16         # stop-condition granularity: small, so measured cycles are tight
 
 
 class SerialLineHarness(wiring.Component):

@@ -1,0 +1,73 @@
+"""Host link throughput: payload bytes per second of bulk writes and reads vs the UART line rate.
+
+Runs the driver's `FrameLink` against the SoC simulated at the serial pins (host-side UART PHY ->
+SoC UART PHY -> frame engine -> scratchpad and back), so every byte costs its 10 bit times.
+Efficiency = payload bytes / (simulated cycles / cycles per byte): a ratio of bytes to bit times,
+the same at any divisor, so a small divisor keeps the Python simulation short. The host answers
+instantly (no USB latency); the figures are what the gateware and the protocol allow.
+"""
+
+import random
+
+from hw.config import preset, PRESETS
+from hw.soc.protocol import REPLY_OVERHEAD, REQUEST_OVERHEAD
+from hw.soc.uart import FRAME_BITS
+from sw.driver.link import FrameLink
+from sw.driver.sim import SimTransport
+
+DESCRIPTION = "bulk write/read payload throughput vs UART line rate (SoC simulated at the pins)"
+
+
+def add_arguments(parser):
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--divisor", type=int, default=4,
+                        help="simulated cycles per UART bit (default 4)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096],
+                        help="transfer sizes in bytes (multiples of 4)")
+
+
+def run(args):
+    config = preset(args.preset)
+    transport = SimTransport(config=config, line="uart", divisor=args.divisor)
+    link = FrameLink(transport)
+    backend = transport.backend
+    window_bytes = config.scratchpad_rows * max(config.rows, config.cols)
+    rng = random.Random(0)
+    rows = []
+    for size in args.sizes:
+        if size > window_bytes:
+            raise SystemExit(f"--sizes: {size} bytes exceed the {args.preset} scratchpad "
+                             f"({window_bytes} bytes)")
+        data = bytes(rng.getrandbits(8) for _ in range(size))
+        address = 0x0100_0000
+        for operation in ("bulk_write", "bulk_read"):
+            start = backend.cycles
+            if operation == "bulk_write":
+                link.bulk_write(address, data)
+            else:
+                assert link.bulk_read(address, size) == data, "read-back mismatch"
+            cycles = backend.cycles - start
+            line_bytes = cycles / transport.cycles_per_byte
+            efficiency = size / line_bytes
+            frames = -(-size // link.max_payload)
+            rows.append({
+                "operation": operation,
+                "bytes": size,
+                "frames": frames,
+                "cycles": cycles,
+                "byte_times": round(line_bytes, 1),
+                "efficiency": efficiency,
+                f"B/s @ {config.uart_baud} baud": efficiency * config.uart_baud / FRAME_BITS,
+            })
+    link.close()
+    return {
+        "rows": rows,
+        "notes": [
+            f"UART simulated at the pins with divisor {args.divisor} ({FRAME_BITS * args.divisor} "
+            f"cycles per byte); efficiency = payload bytes / byte times on the line, the same at "
+            f"the real divisor ({config.uart_divisor} for {config.clock_mhz:g} MHz / "
+            f"{config.uart_baud} baud).",
+            f"Frame overhead: request {REQUEST_OVERHEAD} B + reply {REPLY_OVERHEAD} B, max payload "
+            f"{link.max_payload} B per frame; stop-and-wait with an instant host.",
+        ],
+    }

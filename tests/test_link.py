@@ -1,0 +1,379 @@
+"""The frame engine in the SoC, at the byte streams: bit-exact with the host encoder and an
+independent model of the memory map, recovery from corrupted lines, no side effects on errors."""
+
+import random
+import struct
+
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings, strategies as st
+
+from hw.config import PRESETS
+from hw.soc.bridge import MemoryMap, Window, WindowKind
+from hw.soc.framing import FrameEngine
+from hw.soc.protocol import Opcode, Reply, Request, Status
+from hw.soc.soc import SoCCore
+from sim.harness import receive, send, vcd_path
+
+CONFIG = PRESETS["tiny"]            # scratchpad: 256 rows x 4 bytes
+MAX_PAYLOAD = 64
+FRAME_TIMEOUT = 40
+QUIET_CYCLES = 3 * FRAME_TIMEOUT    # no reply by then: the device dropped the frame
+
+# The memory map as the protocol documents it, written out here rather than taken from the code.
+ID_BASE, ID_WORDS = 0x0000_0000, 21
+CONTROL_BASE, CONTROL_WORDS = 0x0000_0800, 2
+SCRATCHPAD_BASE, SCRATCHPAD_BYTES = 0x0100_0000, 256 * 4
+ID_HEAD = [int.from_bytes(b"ECNN", "little"), 1 << 16, MAX_PAYLOAD, SCRATCHPAD_BASE,
+           SCRATCHPAD_BYTES, 4, 4]     # MAGIC, VERSION, MAX_PAYLOAD, scratchpad, rows, cols
+
+
+class Model:
+    """What the device must do, from the protocol's rules (not from the gateware)."""
+
+    def __init__(self):
+        self.scratchpad = bytearray(SCRATCHPAD_BYTES)
+        self.scratch = 0
+        self.last_write_seq = None
+
+    def _window(self, address, length):
+        for base, size, bulk, writable in (
+                (ID_BASE, 4 * ID_WORDS, False, False),
+                (CONTROL_BASE, 4 * CONTROL_WORDS, False, True),
+                (SCRATCHPAD_BASE, SCRATCHPAD_BYTES, True, True)):
+            if base <= address and address + length <= base + size:
+                return base, bulk, writable
+        return None
+
+    def reply(self, request):
+        seq, opcode, address, length, payload = request
+        opcode = Opcode(opcode)
+        if length == 0 or length % 4 or length > MAX_PAYLOAD:
+            return Reply(seq, Status.BAD_LENGTH)
+        window = self._window(address, length) if address % 4 == 0 else None
+        if window is None or window[1] != opcode.bulk:
+            return Reply(seq, Status.BAD_ADDRESS)
+        base, _, writable = window
+        if opcode.writes and not writable:
+            return Reply(seq, Status.READ_ONLY)
+        if opcode.writes:
+            if seq != self.last_write_seq:
+                self._write(base, address, payload)
+            self.last_write_seq = seq
+            return Reply(seq, Status.OK)
+        self.last_write_seq = None
+        return Reply(seq, Status.OK, self._read(base, address, length))
+
+    def _write(self, base, address, payload):
+        if base == SCRATCHPAD_BASE:
+            offset = address - base
+            self.scratchpad[offset:offset + len(payload)] = payload
+        else:
+            for index, (word,) in enumerate(struct.iter_unpack("<I", payload)):
+                if address + 4 * index == CONTROL_BASE:
+                    self.scratch = word
+
+    def _read(self, base, address, length):
+        if base == SCRATCHPAD_BASE:
+            return bytes(self.scratchpad[address - base:address - base + length])
+        words = ID_HEAD if base == ID_BASE else [self.scratch, 0]
+        first = (address - base) // 4
+        return struct.pack(f"<{length // 4}I", *words[first:first + length // 4])
+
+
+def run_line(chunks, *, gap_probability=0.0, stall_probability=0.0, seed=0, name="link"):
+    """Feed `chunks` (bytes, or an int: that many idle cycles) into a SoCCore, stop-and-wait like
+    the host: after each chunk, until a reply is complete or the line has been quiet for
+    `QUIET_CYCLES`. Returns the replies."""
+    dut = SoCCore(config=CONFIG, max_payload=MAX_PAYLOAD, frame_timeout=FRAME_TIMEOUT)
+    received = bytearray()
+
+    async def host_sender(ctx):
+        rng = random.Random(seed)
+        for chunk in chunks:
+            if isinstance(chunk, int):
+                await ctx.tick().repeat(chunk)
+                continue
+            replies_before = count_replies(received)
+            await send(ctx, dut.rx, list(chunk), gap_probability=gap_probability, rng=rng)
+            quiet, seen = 0, len(received)
+            while count_replies(received) == replies_before and quiet < QUIET_CYCLES:
+                await ctx.tick()
+                quiet = 0 if len(received) != seen else quiet + 1
+                seen = len(received)
+
+    async def host_receiver(ctx):
+        rng = random.Random(seed + 1)
+        while True:
+            received.extend(await receive(ctx, dut.tx, 1, stall_probability=stall_probability,
+                                          rng=rng))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host_sender)
+    sim.add_testbench(host_receiver, background=True)
+    path = vcd_path(name)
+    if path:
+        with sim.write_vcd(path):
+            sim.run()
+    else:
+        sim.run()
+    return parse_replies(bytes(received))
+
+
+def count_replies(stream):
+    count = position = 0
+    while len(stream) - position >= 6:
+        end = position + 8 + (stream[position + 4] | stream[position + 5] << 8)
+        if len(stream) < end:
+            break
+        count, position = count + 1, end
+    return count
+
+
+def parse_replies(stream):
+    replies = []
+    while stream:
+        length = struct.unpack_from("<H", stream, 4)[0]
+        replies.append(Reply.decode(stream[:8 + length]))
+        stream = stream[8 + length:]
+    return replies
+
+
+# Request strategies --------------------------------------------------------------------------
+
+def _words(draw, count):
+    return draw(st.binary(min_size=4 * count, max_size=4 * count))
+
+
+@st.composite
+def good_request(draw, seq):
+    kind = draw(st.sampled_from(["bulk_write", "bulk_read", "scratch_write", "control_read",
+                                 "id_read"]))
+    if kind in ("bulk_write", "bulk_read"):
+        words = draw(st.integers(1, MAX_PAYLOAD // 4))
+        offset = 4 * draw(st.integers(0, SCRATCHPAD_BYTES // 4 - words))
+        if kind == "bulk_write":
+            return Request(seq, Opcode.BULK_WRITE, SCRATCHPAD_BASE + offset, 4 * words,
+                           _words(draw, words))
+        return Request(seq, Opcode.BULK_READ, SCRATCHPAD_BASE + offset, 4 * words)
+    if kind == "scratch_write":
+        return Request(seq, Opcode.WRITE_REGISTERS, CONTROL_BASE, 4, _words(draw, 1))
+    if kind == "control_read":
+        return Request(seq, Opcode.READ_REGISTERS, CONTROL_BASE, 8)
+    words = draw(st.integers(1, len(ID_HEAD)))
+    first = draw(st.integers(0, len(ID_HEAD) - words))
+    return Request(seq, Opcode.READ_REGISTERS, ID_BASE + 4 * first, 4 * words)
+
+
+@st.composite
+def bad_request(draw, seq):
+    """Requests the device must refuse (by address, window kind, length or read-only)."""
+    kind = draw(st.sampled_from(["unaligned", "outside", "straddle", "wrong_kind", "length",
+                                 "read_only"]))
+    opcode = draw(st.sampled_from(list(Opcode)))
+    words = draw(st.integers(1, MAX_PAYLOAD // 4))
+    if kind == "unaligned":
+        address = SCRATCHPAD_BASE + 4 * draw(st.integers(0, 16)) + draw(st.integers(1, 3))
+    elif kind == "outside":
+        address = 4 * draw(st.integers(0, 2**30 - 1))
+        if any(base <= address < base + size for base, size in
+               ((ID_BASE, 4 * ID_WORDS + MAX_PAYLOAD), (CONTROL_BASE, 8 + MAX_PAYLOAD),
+                (SCRATCHPAD_BASE - MAX_PAYLOAD, SCRATCHPAD_BYTES + MAX_PAYLOAD))):
+            address = 0x0200_0000        # the slot after the scratchpad: nothing there
+    elif kind == "straddle":
+        words = draw(st.integers(2, MAX_PAYLOAD // 4))
+        address = SCRATCHPAD_BASE + SCRATCHPAD_BYTES - 4 * draw(st.integers(1, words - 1))
+        address = draw(st.sampled_from([address, ID_BASE + 4 * ID_WORDS - 4,
+                                        CONTROL_BASE + 4]))
+    elif kind == "wrong_kind":
+        address = draw(st.sampled_from([SCRATCHPAD_BASE, CONTROL_BASE]))
+        words = 1
+        opcode = draw(st.sampled_from(
+            [Opcode.READ_REGISTERS, Opcode.WRITE_REGISTERS] if address == SCRATCHPAD_BASE
+            else [Opcode.BULK_READ, Opcode.BULK_WRITE]))
+    elif kind == "length":
+        address = SCRATCHPAD_BASE
+        opcode = draw(st.sampled_from([Opcode.BULK_READ, Opcode.BULK_WRITE]))
+        length = draw(st.sampled_from([0, 1, 2, 3, 5, 62, MAX_PAYLOAD + 4, 65535]))
+        payload = bytes(length) if opcode.writes and length <= MAX_PAYLOAD else b""
+        return Request(seq, opcode, address, length, payload)
+    else:
+        address, words = ID_BASE, draw(st.integers(1, 4))
+        opcode = Opcode.WRITE_REGISTERS
+    payload = _words(draw, words) if opcode.writes else b""
+    return Request(seq, opcode, address, 4 * words, payload)
+
+
+def encode(request):
+    """Like Request.encode, but also for lengths the host driver would never send."""
+    if request.opcode.writes and len(request.payload) != request.length:
+        header = struct.pack("<BBIH", request.seq, request.opcode.value, request.address,
+                             request.length)
+        from hw.soc.protocol import crc16
+        return bytes([0xA5, 0x5A]) + header + struct.pack(">H", crc16(header))
+    return request.encode()
+
+
+@st.composite
+def request_sequences(draw, min_size=1, max_size=6, bad=True):
+    requests = []
+    for index in range(draw(st.integers(min_size, max_size))):
+        seq = draw(st.integers(0, 255)) if draw(st.booleans()) or not requests \
+            else requests[-1].seq       # now and then a retry of the previous seq
+        strategy = st.one_of(good_request(seq), bad_request(seq)) if bad else good_request(seq)
+        requests.append(draw(strategy))
+    return requests
+
+
+# Tests -----------------------------------------------------------------------------------------
+
+@settings(max_examples=8, deadline=None)
+@given(request_sequences(), st.sampled_from([0.0, 0.3]), st.sampled_from([0.0, 0.4]),
+       st.integers(0, 99))
+def test_replies_are_bit_exact_with_the_model(requests, gaps, stalls, seed):
+    model = Model()
+    expected = [model.reply(request) for request in requests]
+    # Close with a read of the whole scratchpad: refused requests must have left it alone.
+    tail = [Request(index, Opcode.BULK_READ, SCRATCHPAD_BASE + offset, MAX_PAYLOAD)
+            for index, offset in enumerate(range(0, SCRATCHPAD_BYTES, MAX_PAYLOAD))]
+    expected += [model.reply(request) for request in tail]
+    replies = run_line([encode(request) for request in requests + tail],
+                       gap_probability=gaps, stall_probability=stalls, seed=seed)
+    assert replies == expected
+
+
+@pytest.mark.parametrize("opcode", [0x00, 0x05, 0x80, 0xFF])
+def test_unknown_opcode(opcode):
+    header = struct.pack("<BBIH", 9, opcode, SCRATCHPAD_BASE, 4)
+    from hw.soc.protocol import crc16
+    frame = bytes([0xA5, 0x5A]) + header + struct.pack(">H", crc16(header))
+    check = Request(10, Opcode.BULK_READ, SCRATCHPAD_BASE, 4).encode()
+    assert run_line([frame, check]) == [Reply(9, Status.BAD_OPCODE),
+                                        Reply(10, Status.OK, bytes(4))]
+
+
+def test_retried_write_is_applied_once_and_a_read_ends_the_retry_window():
+    first = Request(7, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"AAAA")
+    same_seq = Request(7, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"BBBB")
+    read = Request(8, Opcode.BULK_READ, SCRATCHPAD_BASE, 4)
+    replies = run_line([first.encode(), same_seq.encode(), read.encode(), same_seq.encode(),
+                        read._replace(seq=9).encode()])
+    assert replies == [Reply(7, Status.OK), Reply(7, Status.OK), Reply(8, Status.OK, b"AAAA"),
+                       Reply(7, Status.OK), Reply(9, Status.OK, b"BBBB")]
+
+
+GARBAGE = st.binary(min_size=1, max_size=12).map(lambda data: data.replace(b"\xa5", b"\x00"))
+
+
+@st.composite
+def corrupted(draw, frame):
+    """(bytes on the line, whether the device may answer with a status other than an error)."""
+    kind = draw(st.sampled_from(["flip", "drop", "insert", "truncate"]))
+    position = draw(st.integers(0, len(frame) - 1))
+    if kind == "flip":
+        bit = draw(st.integers(0, 7))
+        return frame[:position] + bytes([frame[position] ^ 1 << bit]) + frame[position + 1:]
+    if kind == "drop":
+        return frame[:position] + frame[position + 1:]
+    if kind == "insert":
+        position = max(position, 1)     # inside the frame; garbage before it is another test
+        return frame[:position] + draw(GARBAGE) + frame[position:]
+    return frame[:max(position, 1)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data(), request_sequences(max_size=2, bad=False), request_sequences(max_size=2,
+       bad=False), st.sampled_from([0.0, 0.3]))
+def test_corrupted_frames_are_refused_and_the_line_recovers(data, before, after, gaps):
+    victim = data.draw(good_request(seq=200))
+    line = data.draw(corrupted(victim.encode()))
+    model = Model()
+    expected_before = [model.reply(request) for request in before]
+    # The victim changes nothing; only what follows it counts.
+    expected_after = [model.reply(request) for request in after]
+    scratchpad_read = Request(201, Opcode.BULK_READ, SCRATCHPAD_BASE + 4 * data.draw(
+        st.integers(0, SCRATCHPAD_BYTES // 4 - MAX_PAYLOAD // 4)), MAX_PAYLOAD)
+    expected_after.append(model.reply(scratchpad_read))
+    chunks = [request.encode() for request in before] + [line, 3 * FRAME_TIMEOUT] \
+        + [request.encode() for request in after + [scratchpad_read]]
+    replies = run_line(chunks, gap_probability=gaps, seed=len(line))
+    head, middle, tail = (replies[:len(expected_before)],
+                          replies[len(expected_before):len(replies) - len(expected_after)],
+                          replies[len(replies) - len(expected_after):])
+    assert head == expected_before
+    assert tail == expected_after
+    assert len(middle) <= 2 and all(reply.status != Status.OK for reply in middle)
+    if middle:
+        assert middle[0].status in (Status.BAD_CRC, Status.TRUNCATED, Status.BAD_OPCODE,
+                                    Status.BAD_LENGTH, Status.BAD_ADDRESS, Status.READ_ONLY)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(GARBAGE, min_size=2, max_size=4), st.integers(0, 255))
+def test_garbage_between_frames_is_skipped(garbage, seq):
+    requests = [Request((seq + i) & 0xFF, Opcode.BULK_WRITE, SCRATCHPAD_BASE + 4 * i, 4,
+                        bytes([i] * 4)) for i in range(len(garbage) - 1)]
+    requests.append(Request(seq ^ 0x80, Opcode.BULK_READ, SCRATCHPAD_BASE, 4 * len(requests)))
+    chunks = [part for pair in zip(garbage, (r.encode() for r in requests)) for part in pair]
+    model = Model()
+    assert run_line(chunks) == [model.reply(request) for request in requests]
+
+
+def test_truncated_header_and_payload_are_answered_truncated():
+    write = Request(3, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 8, b"12345678").encode()
+    read = Request(4, Opcode.BULK_READ, SCRATCHPAD_BASE, 8).encode()
+    replies = run_line([write[:5], 2 * FRAME_TIMEOUT, write[:-1], 2 * FRAME_TIMEOUT,
+                        write[:2], 2 * FRAME_TIMEOUT, read])
+    assert replies == [Reply(3, Status.TRUNCATED), Reply(3, Status.TRUNCATED),
+                       Reply(4, Status.OK, bytes(8))]
+
+
+def test_bad_header_crc_is_answered_at_once():
+    frame = bytearray(Request(5, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"abcd").encode())
+    frame[10] ^= 0x01       # header CRC
+    read = Request(6, Opcode.BULK_READ, SCRATCHPAD_BASE, 4).encode()
+    assert run_line([bytes(frame[:12]), read]) == [Reply(5, Status.BAD_CRC),
+                                                   Reply(6, Status.OK, bytes(4))]
+
+
+# Parameters ------------------------------------------------------------------------------------
+
+def _map():
+    return MemoryMap([Window("memory", 0, 64, WindowKind.MEMORY, writable=True)])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"memory_map": "x"}, TypeError, "memory_map must be a MemoryMap"),
+    ({"max_payload": 48}, ValueError, "max_payload must be a power of two in 4..4096, not 48"),
+    ({"max_payload": 8192}, ValueError, "not 8192"),
+    ({"frame_timeout": 0}, ValueError, "frame_timeout must be a positive number"),
+    ({"frame_timeout": 1.5}, ValueError, "not 1.5"),
+])
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_frame_engine_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        FrameEngine(**{"memory_map": _map(), "frame_timeout": 10, **kwargs})
+
+
+@pytest.mark.parametrize("windows, error, message", [
+    ([Window("a", 0, 64, WindowKind.MEMORY, True), Window("b", 32, 64, WindowKind.MEMORY, True)],
+     ValueError, "overlap"),
+    ([Window("a", 0, 64, WindowKind.MEMORY, True), Window("a", 64, 64, WindowKind.MEMORY, True)],
+     ValueError, "unique"),
+    ([], TypeError, "non-empty"),
+])
+def test_memory_map_checks(windows, error, message):
+    with pytest.raises(error, match=message):
+        MemoryMap(windows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("w", 2, 64, WindowKind.MEMORY, True), "base must be an integer multiple of 4"),
+    (("w", 0, 0, WindowKind.MEMORY, True), "non-empty range"),
+    (("w", 2**32 - 4, 8, WindowKind.MEMORY, True), "non-empty range"),
+    (("not a name", 0, 4, WindowKind.MEMORY, True), "identifier"),
+])
+def test_window_checks(args, message):
+    with pytest.raises(ValueError, match=message):
+        Window(*args)
