@@ -178,8 +178,9 @@ class Requantizer(wiring.Component):
         rows_in_unit = Signal(range(self.fifo_depth + 1))
         first_step = step == 0
         last_step = step == self.steps - 1
-        issue = self.i.valid & (~first_step | (rows_in_unit < self.fifo_depth))
-        m.d.comb += self.i.ready.eq(last_step & (~first_step | (rows_in_unit < self.fifo_depth)))
+        may_issue = ~first_step | (rows_in_unit < self.fifo_depth)
+        issue = self.i.valid & may_issue
+        m.d.comb += self.i.ready.eq(last_step & may_issue)
         with m.If(issue):
             m.d.sync += step.eq(Mux(last_step, 0, step + 1))
 
@@ -225,8 +226,8 @@ class Requantizer(wiring.Component):
 
     def _load_parameters(self, m, write, lane):
         """Channel ``c`` lives in lane ``c % lanes`` at address ``c // lanes``."""
-        m.d.comb += write.data.eq(Cat(self.params.payload.bias, self.params.payload.multiplier,
-                                      self.params.payload.shift))
+        m.d.comb += [write.data[name].eq(self.params.payload[name])
+                     for name in self.parameter_layout.members]
         with m.Switch(self.params.payload.channel):
             for channel in range(lane, self.channels, self.lanes):
                 with m.Case(channel):
