@@ -148,7 +148,9 @@ class FrameLink(Link):
         expected = 0 if opcode.writes else length
         timeout = self.timeout or self.transport.reply_timeout(expected + len(frame))
         failures = []
-        for _ in range(1 + self.retries):
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self._wait_for_quiet()
             self.transport.discard_input()
             self.transport.write(frame)
             try:
@@ -173,6 +175,13 @@ class FrameLink(Link):
                               f"the bitstream loaded and the baud rate right?")
         raise ProtocolError(f"{opcode.name} at {address:#x} failed {len(failures)} times: "
                             f"{summary}. Line noise or a baud-rate mismatch?")
+
+    def _wait_for_quiet(self):
+        """Let the device finish whatever reply it is sending: it ignores the line meanwhile,
+        so a retry sent into a reply would be lost."""
+        quiet = self.transport.reply_timeout(0)
+        while self.transport.read(MAX_PAYLOAD, quiet):
+            pass
 
     def _read(self, count, timeout, what):
         data = self.transport.read(count, timeout)
