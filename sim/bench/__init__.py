@@ -13,4 +13,5 @@ BENCHES = {
     "build": "sim.bench.build",
     "binary": "sim.bench.binary",
     "link": "sim.bench.link",
+    "memory": "sim.bench.memory",
 }
