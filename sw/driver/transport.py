@@ -15,7 +15,8 @@ import urllib.parse
 
 from sw.driver.errors import InvalidURL
 
-__all__ = ["ByteTransport", "MappedTransport", "split_url", "parse_options"]
+__all__ = ["ByteTransport", "MappedTransport", "split_url", "parse_options", "positive_int",
+           "non_negative_int", "positive_float"]
 
 
 class ByteTransport:
