@@ -323,13 +323,12 @@ class CxxrtlSimulator:
         for slot, (prefix, payloads) in zip(source_array, sources.items()):
             valid, ready, payload = self._stream_objects(prefix)
             width = payload.contents.width
-            words = _words(width)
+            item_bytes = 4 * _words(width)
             mask = (1 << width) - 1
-            buffer = (ctypes.c_uint32 * max(1, len(payloads) * words))()
-            for index, item in enumerate(payloads):
-                item &= mask
-                for word in range(words):
-                    buffer[index * words + word] = (item >> (32 * word)) & 0xFFFF_FFFF
+            packed = b"".join((int(item) & mask).to_bytes(item_bytes, "little")
+                              for item in payloads)
+            buffer = (ctypes.c_uint32 * max(1, len(packed) // 4)).from_buffer_copy(
+                packed.ljust(4, b"\0"))
             keep_alive.append(buffer)
             slot.valid, slot.ready, slot.payload = valid, ready, payload
             slot.items = buffer
@@ -361,15 +360,13 @@ class CxxrtlSimulator:
         for slot, prefix in zip(sink_array, sinks):
             port = self.ports.get(f"{self._name(prefix)}__payload")
             width = slot.payload.contents.width
-            words = _words(width)
-            items = []
-            for index in range(slot.received):
-                value = 0
-                for word in range(words):
-                    value |= slot.items[index * words + word] << (32 * word)
-                if port is not None and port.signed and value >> (width - 1):
-                    value -= 1 << width
-                items.append(value)
+            item_bytes = 4 * _words(width)
+            raw = ctypes.string_at(slot.items, slot.received * item_bytes)
+            items = [int.from_bytes(raw[start:start + item_bytes], "little")
+                     for start in range(0, len(raw), item_bytes)]
+            if port is not None and port.signed:
+                sign = 1 << (width - 1)
+                items = [(item ^ sign) - sign for item in items]
             received[prefix] = items
         for slot, prefix in zip(source_array, sources):
             if slot.presenting:
