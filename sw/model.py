@@ -108,7 +108,11 @@ def _check_requant(layer, channels):
         raise ValueError(f"{type(layer).__name__}.rounding must be one of {ROUNDING_MODES}, "
                          f"not {layer.rounding!r}")
     # The folded bias is what the hardware adds; it must fit its int32 accumulator lanes.
-    fold_zero_point(layer.bias, layer.weight_matrix, layer.input_zero_point)
+    try:
+        fold_zero_point(layer.bias, layer.weight_matrix, layer.input_zero_point)
+    except OverflowError as error:
+        raise OverflowError(f"{type(layer).__name__}.bias with input_zero_point "
+                            f"{layer.input_zero_point} folded in: {error}") from None
 
 
 def _requantize(layer, acc):
@@ -219,7 +223,8 @@ class Conv2D:
         top, bottom, left, right = self.padding
         kh, kw = weights.shape[:2]
         if top >= kh or bottom >= kh or left >= kw or right >= kw:
-            # A window made only of padding has no input; the address generator does not emit it.
+            # TFLite SAME/VALID padding is always smaller than the kernel; more would create
+            # windows made only of padding.
             raise ValueError(f"Conv2D.padding {self.padding} must be smaller than the "
                              f"{kh}x{kw} kernel on every side")
         if not isinstance(self.pool, bool):

@@ -41,8 +41,8 @@ def dense_int(layer, x):
     out = np.zeros((len(x), n), dtype=np.int64)
     for i, row in enumerate(x.tolist()):
         for c in range(n):
-            acc = int(layer.bias[c]) + sum((row[j] - layer.input_zero_point) * int(layer.weights[j, c])
-                                           for j in range(k))
+            acc = int(layer.bias[c]) + sum((row[j] - layer.input_zero_point)
+                                           * int(layer.weights[j, c]) for j in range(k))
             out[i, c] = requant_int(acc, int(layer.multiplier[c]), int(layer.shift[c]),
                                     layer.output_zero_point, layer.act_min, layer.act_max,
                                     layer.rounding)
@@ -132,7 +132,8 @@ def random_int8_model(rng, conv):
     if conv:
         height, width = (int(v) for v in rng.integers(2, 6, 2))
         cin, cout = (int(v) for v in rng.integers(1, 4, 2))
-        kh, kw = int(rng.integers(1, min(3, height) + 1)), int(rng.integers(1, min(3, width) + 1))
+        kh = int(rng.integers(1, min(3, height) + 1))
+        kw = int(rng.integers(1, min(3, width) + 1))
         padding = tuple(int(rng.integers(0, k)) for k in (kh, kh, kw, kw))
         stride = tuple(int(v) for v in rng.integers(1, 3, 2))
         input_shape = (height, width, cin)
