@@ -1,0 +1,676 @@
+"""The accelerator core: on-chip buffers, a command queue and decoupled units running whole layers.
+
+::
+
+    host link bus --+-- control window --> command queue (FIFO) --> dispatcher (program order)
+                    |                      status, error, counters      |  validate, scoreboard
+                    |                                   +---------------+------------+
+                    |                                   v               v            v
+                    +-- scratchpad window ------> Scratchpad <---- ComputeUnit   BinaryUnit
+                    |   (row-combining writes)     ^    |  (read)      |            |
+                    |                              |    +--------------+------------+
+                    |                        StoreUnit (write)         v            v
+                    +-- accumulator window --> AccumulatorMemory <- write/acc   binary results
+                    +-- parameters window ---> requant parameters  |                 ^
+                    +-- binary_weights/thresholds -> BinaryEngine   |   binary_results window
+                                                   StoreUnit <- drain
+
+Buffers (sizes from the config): the int8 `Scratchpad` (``scratchpad_rows`` rows of
+``row_bytes = max(R, C)`` lanes, activations and weights anywhere in it), the int32
+`AccumulatorMemory` (``accumulator_rows`` rows of C lanes) split into two halves, the requant
+parameter memory (``parameter_rows`` entries), the binary engine's weight/threshold memories and
+the binary result memory (``binary_result_rows`` rows).
+
+Decoupling and ordering. The dispatcher takes commands in program order and hands each to its
+unit, which then runs on its own; the next command can go to another unit at once. The
+accumulator halves are scoreboarded (``computing[h]``, ``storing[h]``): a GEMM/CONV writing half
+h waits until no earlier REQUANT_STORE still reads h (WAR), and a REQUANT_STORE of half h waits
+until no earlier GEMM/CONV still writes it (RAW). So the store of one half overlaps the compute
+of the other (ping-pong) and a store never reads a tile being computed. Scratchpad dependencies
+(a layer reading what the previous layer's store wrote, the host reading results) are ordered by
+FENCE, which waits for every unit to be idle; the binary unit shares the scratchpad read port
+with the compute unit, so the two never run at the same time.
+
+Errors. Each command is validated before dispatch (unknown opcode, rows past the scratchpad,
+accumulator half, parameter or result memory, zero/out-of-range counts, CONV/GEMM on an
+output-stationary core). A failing command is skipped -- nothing is written anywhere -- and
+counts as completed; the first error since the last clear is kept in ``error_code``,
+``error_index`` (0-based index of the command since reset) and ``error_opcode``.
+
+Output-stationary configs build no compute unit (the WS dataflow is what makes on-chip im2col
+natural): GEMM and CONV are rejected with ``ErrorCode.UNSUPPORTED``; REQUANT_STORE and BINARY work.
+
+Bus windows (32-bit words; see `Core.windows`): ``control`` (registers, `hw.core.isa.REGISTERS`
+and `COUNTERS`), ``scratchpad`` (row r, word i at ``r*scratchpad_stride + i``, byte b of the row
+= lane b; a row is written when its last word is written, so the host writes whole rows),
+``accumulator`` (read-only, row r lane c at ``r*accumulator_stride + c``), ``parameters``
+(write-only, entry e: ``4e`` bias, ``4e+1`` multiplier M0, ``4e+2`` right shift 0..31 -- writing
+the shift stores the entry), ``binary_weights`` (write-only, engine address a, lane l, word i at
+``(a*lanes_stride + l)*weight_word_stride + i``, the beat is stored with its last word),
+``binary_thresholds`` (write-only, fold f, lane l at ``f*lanes_stride + l``: bits 0.. threshold
+(two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
+``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
+
+Latency/throughput: see `hw.core.units`; dispatch takes 4 cycles per command (fetch, two
+validation stages, decide) plus waiting for its unit.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.memory.accumulator import AccumulatorMemory
+from hw.memory.scratchpad import Scratchpad
+from hw.soc.bridge import Bus, Window, WindowKind
+
+from .im2col import conv_command_layout
+from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, COUNTERS,
+                  COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
+from .units import (BinaryUnit, ComputeUnit, StoreUnit, binary_command_layout,
+                    binary_result_layout, parameter_layout, store_command_layout)
+
+__all__ = ["Core", "core_from_config"]
+
+
+def _pow2_at_least(value):
+    return 1 << max(0, (value - 1).bit_length())
+
+
+def _check_int(name, value, low, high):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"Core {name} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"Core {name} must be in {low}..{high}, not {value}")
+    return value
+
+
+def _check_power_of_two(name, value, low, high):
+    _check_int(name, value, low, high)
+    if value & (value - 1):
+        raise ValueError(f"Core {name} must be a power of two in {low}..{high}, not {value}")
+    return value
+
+
+class Core(wiring.Component):
+    """Buffers + command queue + compute/store/binary units (see module docstring).
+
+    Parameters (keyword-only)
+    -------------------------
+    rows, cols : int                 array shape, 1..32
+    dataflow, multiplier : str       as `hw.config.AcceleratorConfig`
+    requant_lanes : int              1..cols
+    scratchpad_rows : int            power of two, 16..65536
+    accumulator_rows : int           power of two, 16..65536 (two halves)
+    binary_width, binary_lanes : int binary engine SIMD width (<= 8*max(rows, cols)) and lanes
+    binary_max_k, binary_max_n : int longest binary vector / most neurons of a binary layer
+    parameter_rows : int             requant parameter entries (power of two, >= cols)
+    binary_result_rows : int         binary result rows (power of two)
+    queue_depth : int                commands the queue holds, 2..256
+    max_pool_width : int             widest raster the 2x2 max-pool accepts, 2..1023
+    """
+
+    def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, scratchpad_rows,
+                 accumulator_rows, binary_width, binary_lanes, binary_max_k=1024,
+                 binary_max_n=256, parameter_rows=1024, binary_result_rows=1024, queue_depth=8,
+                 max_pool_width=64):
+        self.rows = _check_int("rows", rows, 1, 32)
+        self.cols = _check_int("cols", cols, 1, 32)
+        if dataflow not in DATAFLOWS:
+            raise ValueError(f"Core dataflow must be one of {DATAFLOWS}, not {dataflow!r}")
+        if multiplier not in MULTIPLIERS:
+            raise ValueError(f"Core multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
+        self.dataflow, self.multiplier = dataflow, multiplier
+        self.requant_lanes = _check_int("requant_lanes", requant_lanes, 1, cols)
+        self.scratchpad_rows = _check_power_of_two("scratchpad_rows", scratchpad_rows, 16, 1 << 16)
+        self.accumulator_rows = _check_power_of_two("accumulator_rows", accumulator_rows, 16,
+                                                    1 << 16)
+        self.row_bytes = max(rows, cols)
+        self.binary_width = _check_power_of_two("binary_width", binary_width, 8,
+                                                8 * self.row_bytes if self.row_bytes >= 1 else 8)
+        self.binary_lanes = _check_int("binary_lanes", binary_lanes, 1, 256)
+        self.binary_max_k = _check_int("binary_max_k", binary_max_k, 1, 1 << 15)
+        self.binary_max_n = _check_int("binary_max_n", binary_max_n, 1, 1 << 12)
+        self.parameter_rows = _check_power_of_two("parameter_rows", parameter_rows,
+                                                  _pow2_at_least(cols), 1 << 16)
+        self.binary_result_rows = _check_power_of_two("binary_result_rows", binary_result_rows,
+                                                      2, 1 << 16)
+        self.queue_depth = _check_int("queue_depth", queue_depth, 2, 256)
+        self.max_pool_width = _check_int("max_pool_width", max_pool_width, 2, 1023)
+
+        self.scratchpad_stride = _pow2_at_least(-(-self.row_bytes // 4))
+        self.accumulator_stride = _pow2_at_least(cols)
+        self.binary_max_neuron_folds = -(-binary_max_n // binary_lanes)
+        self.binary_weight_depth = (-(-binary_max_k // binary_width)
+                                    * self.binary_max_neuron_folds)
+        self.lanes_stride = _pow2_at_least(binary_lanes)
+        self.weight_word_stride = _pow2_at_least(-(-binary_width // 32))
+        self.result_bit_words = -(-binary_lanes // 32)
+        self.result_stride = _pow2_at_least(binary_lanes + self.result_bit_words)
+
+        self._window_words = {
+            "control": CONTROL_WORDS,
+            "scratchpad": scratchpad_rows * self.scratchpad_stride,
+            "accumulator": accumulator_rows * self.accumulator_stride,
+            "parameters": 4 * parameter_rows,
+            "binary_weights": (_pow2_at_least(self.binary_weight_depth) * self.lanes_stride
+                               * self.weight_word_stride),
+            "binary_thresholds": (_pow2_at_least(self.binary_max_neuron_folds)
+                                  * self.lanes_stride),
+            "binary_results": binary_result_rows * self.result_stride,
+        }
+        super().__init__({
+            name: In(Bus(address_width=max(1, (words - 1).bit_length())))
+            for name, words in self._window_words.items()
+        })
+
+    def windows(self, base):
+        """`hw.soc.bridge.Window`s of every bus port, each aligned to its size, from `base`."""
+        kinds = {"control": (WindowKind.REGISTERS, True), "accumulator": (WindowKind.MEMORY, False),
+                 "binary_results": (WindowKind.MEMORY, False)}
+        result = []
+        address = base
+        for name, words in self._window_words.items():
+            size = 4 * words
+            address = -(-address // size) * size
+            kind, writable = kinds.get(name, (WindowKind.MEMORY, True))
+            result.append(Window(name, address, size, kind, writable))
+            address += size
+        return result
+
+    # Elaboration ---------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        weight_stationary = self.dataflow == "weight_stationary"
+
+        m.submodules.scratchpad = scratchpad = Scratchpad(
+            row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=1)
+        m.submodules.accumulator = accumulator = AccumulatorMemory(
+            cols=cols, depth=self.accumulator_rows)
+        m.submodules.parameters = parameters = Memory(shape=parameter_layout,
+                                                      depth=self.parameter_rows, init=[])
+        parameter_write = parameters.write_port()
+        parameter_read = parameters.read_port()
+        result_shape = binary_result_layout(self.binary_lanes)
+        m.submodules.binary_results = binary_results = Memory(
+            shape=result_shape, depth=self.binary_result_rows, init=[])
+        result_write = binary_results.write_port()
+        result_read = binary_results.read_port()
+        m.submodules.queue = queue = SyncFIFOBuffered(width=COMMAND_LAYOUT.size,
+                                                      depth=self.queue_depth)
+
+        m.submodules.store = store = StoreUnit(
+            cols=cols, requant_lanes=self.requant_lanes, row_bytes=self.row_bytes,
+            accumulator_rows=self.accumulator_rows, max_pool_width=self.max_pool_width)
+        m.submodules.binary = binary = BinaryUnit(
+            width=self.binary_width, lanes=self.binary_lanes, max_k=self.binary_max_k,
+            max_n=self.binary_max_n, row_bytes=self.row_bytes,
+            result_rows=self.binary_result_rows)
+        if weight_stationary:
+            m.submodules.compute = compute = ComputeUnit(
+                rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
+                accumulator_rows=self.accumulator_rows)
+            compute_busy = compute.busy
+            wiring.connect(m, compute.acc_write, accumulator.write)
+        else:
+            compute = None
+            compute_busy = Const(0)
+
+        # Memory windows --------------------------------------------------------------------------
+        host_sp_read, host_sp_commit = self._scratchpad_window(m, scratchpad)
+        host_acc_read = self._accumulator_window(m, accumulator)
+        self._parameter_window(m, parameter_write)
+        self._binary_windows(m, binary, result_read)
+
+        # Scratchpad read port: the host, else the compute unit, else the binary unit (the
+        # dispatcher never runs those two at once).
+        read_port = scratchpad.read[0]
+        sp_row_addr_width = scratchpad.bank_addr_width
+        clients = [binary] if compute is None else [compute, binary]
+        for client in clients:
+            m.d.comb += [client.sp_data.eq(read_port.data), client.sp_blocked.eq(host_sp_read)]
+        with m.If(~host_sp_read):
+            for client in clients:
+                with m.If(client.sp_en):
+                    m.d.comb += [read_port.addr.eq(client.sp_addr[:sp_row_addr_width]),
+                                 read_port.en.eq(1)]
+        # Scratchpad write port: the host's row commit, else the store unit.
+        m.d.comb += store.sp_blocked.eq(host_sp_commit)
+        with m.If(~host_sp_commit):
+            m.d.comb += [scratchpad.write.addr.eq(store.sp_addr),
+                         scratchpad.write.data.eq(store.sp_data),
+                         scratchpad.write.en.eq(store.sp_en)]
+        # Accumulator drain port: the host, else the store unit.
+        m.d.comb += store.drain_blocked.eq(host_acc_read)
+        with m.If(~host_acc_read):
+            m.d.comb += [accumulator.drain.addr.eq(store.drain_addr),
+                         accumulator.drain.en.eq(store.drain_en)]
+        m.d.comb += [
+            store.drain_data.eq(accumulator.drain.data),
+            parameter_read.addr.eq(store.param_addr),
+            store.param_data.eq(parameter_read.data),
+            result_write.addr.eq(binary.result_addr),
+            result_write.data.eq(binary.result_data),
+            result_write.en.eq(binary.result_en),
+        ]
+
+        # Command queue, dispatcher, status, counters ---------------------------------------------
+        self._dispatcher(m, queue, compute, compute_busy, store, binary)
+        return m
+
+    def _scratchpad_window(self, m, scratchpad):
+        bus = self.scratchpad
+        word_bits = (self.scratchpad_stride - 1).bit_length()
+        words_per_row = -(-self.row_bytes // 4)
+        word = bus.address[:word_bits]
+        row = bus.address[word_bits:]
+        staged = [Signal(32, name=f"scratchpad_staged_{index}") for index in range(words_per_row)]
+        commit = Signal()
+        with m.If(bus.write):
+            with m.Switch(word):
+                for index in range(words_per_row):
+                    with m.Case(index):
+                        m.d.sync += staged[index].eq(bus.write_data)
+        m.d.comb += commit.eq(bus.write & (word == words_per_row - 1))
+        with m.If(commit):
+            m.d.comb += [
+                scratchpad.write.addr.eq(row),
+                scratchpad.write.data.eq(Cat(*staged[:-1], bus.write_data)[:8 * self.row_bytes]),
+                scratchpad.write.en.eq(1),
+            ]
+        read_word = Signal.like(word)
+        m.d.sync += read_word.eq(word)
+        with m.If(bus.read):
+            m.d.comb += [scratchpad.read[0].addr.eq(row), scratchpad.read[0].en.eq(1)]
+        row_bits = scratchpad.read[0].data.as_value()
+        with m.Switch(read_word):
+            for index in range(words_per_row):
+                with m.Case(index):
+                    m.d.comb += bus.read_data.eq(row_bits[32 * index:32 * index + 32])
+        return bus.read, commit
+
+    def _accumulator_window(self, m, accumulator):
+        bus = self.accumulator
+        lane_bits = (self.accumulator_stride - 1).bit_length()
+        lane = bus.address[:lane_bits]
+        read_lane = Signal.like(lane)
+        m.d.sync += read_lane.eq(lane)
+        with m.If(bus.read):
+            m.d.comb += [accumulator.drain.addr.eq(bus.address[lane_bits:]),
+                         accumulator.drain.en.eq(1)]
+        with m.Switch(read_lane):
+            for index in range(self.cols):
+                with m.Case(index):
+                    m.d.comb += bus.read_data.eq(accumulator.drain.data[index])
+        return bus.read
+
+    def _parameter_window(self, m, write_port):
+        bus = self.parameters
+        entry = Signal(parameter_layout)
+        with m.If(bus.write):
+            with m.Switch(bus.address[:2]):
+                with m.Case(0):
+                    m.d.sync += entry.bias.eq(bus.write_data)
+                with m.Case(1):
+                    m.d.sync += entry.multiplier.eq(bus.write_data)
+        stored = Signal(parameter_layout)
+        m.d.comb += [
+            stored.bias.eq(entry.bias),
+            stored.multiplier.eq(entry.multiplier),
+            stored.shift.eq(bus.write_data),
+            write_port.addr.eq(bus.address[2:]),
+            write_port.data.eq(stored),
+            write_port.en.eq(bus.write & (bus.address[:2] == 2)),
+        ]
+
+    def _binary_windows(self, m, binary, result_read):
+        width, lanes = self.binary_width, self.binary_lanes
+        lane_bits = (self.lanes_stride - 1).bit_length()
+
+        bus = self.binary_weights
+        word_bits = (self.weight_word_stride - 1).bit_length()
+        words = -(-width // 32)
+        word = bus.address[:word_bits]
+        lane = bus.address[word_bits:word_bits + lane_bits]
+        address = bus.address[word_bits + lane_bits:]
+        staged = [Signal(32, name=f"weight_staged_{index}") for index in range(words)]
+        with m.If(bus.write):
+            with m.Switch(word):
+                for index in range(words):
+                    with m.Case(index):
+                        m.d.sync += staged[index].eq(bus.write_data)
+        m.d.comb += [
+            binary.weights.payload.address.eq(address),
+            binary.weights.payload.lane.eq(lane),
+            binary.weights.payload.bits.eq(Cat(*staged[:-1], bus.write_data)[:width]),
+            binary.weights.valid.eq(bus.write & (word == words - 1) & (lane < lanes) &
+                                    (address < self.binary_weight_depth)),
+        ]
+
+        bus = self.binary_thresholds
+        lane = bus.address[:lane_bits]
+        fold = bus.address[lane_bits:]
+        threshold_width = len(binary.thresholds.payload.threshold)
+        m.d.comb += [
+            binary.thresholds.payload.neuron_fold.eq(fold),
+            binary.thresholds.payload.lane.eq(lane),
+            binary.thresholds.payload.threshold.eq(bus.write_data[:threshold_width]),
+            binary.thresholds.payload.ascending.eq(bus.write_data[31]),
+            binary.thresholds.valid.eq(bus.write & (lane < lanes) &
+                                       (fold < self.binary_max_neuron_folds)),
+        ]
+
+        bus = self.binary_results
+        word_bits = (self.result_stride - 1).bit_length()
+        read_word = Signal(max(1, word_bits))
+        m.d.sync += read_word.eq(bus.address[:word_bits])
+        m.d.comb += [result_read.addr.eq(bus.address[word_bits:]), result_read.en.eq(bus.read)]
+        result = result_read.data
+        with m.Switch(read_word):
+            for index in range(lanes):
+                with m.Case(index):
+                    m.d.comb += bus.read_data.eq(result.dots[index])
+            for index in range(self.result_bit_words):
+                with m.Case(lanes + index):
+                    m.d.comb += bus.read_data.eq(result.bits[32 * index:32 * index + 32])
+
+    def _dispatcher(self, m, queue, compute, compute_busy, store, binary):
+        rows, cols = self.rows, self.cols
+        bus = self.control
+        half_rows = self.accumulator_rows // 2
+        half_bits = (half_rows - 1).bit_length()
+
+        # Pushing commands ------------------------------------------------------------------------
+        staged = [Signal(32, name=f"command_staged_{index}") for index in range(COMMAND_WORDS)]
+        push = bus.write & (bus.address == COMMAND_WORDS - 1)
+        with m.If(bus.write):
+            with m.Switch(bus.address):
+                for index in range(COMMAND_WORDS - 1):
+                    with m.Case(index):
+                        m.d.sync += staged[index].eq(bus.write_data)
+        pushed_bits = Cat(*staged[:-1], bus.write_data)[:COMMAND_LAYOUT.size]
+        pushed = Signal(32)
+        m.d.comb += [queue.w_data.eq(pushed_bits), queue.w_en.eq(push)]
+        with m.If(push):
+            m.d.sync += pushed.eq(pushed + 1)
+
+        # Status ----------------------------------------------------------------------------------
+        completed = Signal(32)
+        error_code = Signal(ErrorCode)
+        error_index = Signal(32)
+        error_opcode = Signal(4)
+        new_error = Signal(ErrorCode)
+        new_error_index = Signal(32)
+        new_error_opcode = Signal(4)
+
+        # Fetch and validate ----------------------------------------------------------------------
+        command = Signal(COMMAND_LAYOUT)
+        index = Signal(32)
+        fetched = Signal(32)
+        opcode = command.opcode.as_value()
+        is_gemm = opcode == Opcode.GEMM.value
+        is_conv = opcode == Opcode.CONV.value
+        is_store = opcode == Opcode.REQUANT_STORE.value
+        is_binary = opcode == Opcode.BINARY.value
+        is_fence = opcode == Opcode.FENCE.value
+
+        layer = Signal(conv_command_layout())      # GEMM and CONV, as the compute unit sees them
+        gemm, conv = command.args.gemm, command.args.conv
+        with m.If(is_gemm):
+            m.d.comb += [
+                layer.a_base.eq(gemm.a_base), layer.w_base.eq(gemm.w_base),
+                layer.acc_base.eq(gemm.acc_base), layer.accumulate.eq(gemm.accumulate),
+                layer.in_h.eq(gemm.m), layer.in_w.eq(1), layer.cin_blocks.eq(gemm.k_blocks),
+                layer.cin_last.eq(gemm.k_last), layer.kh.eq(1), layer.kw.eq(1),
+                layer.stride.eq(1), layer.out_w.eq(1), layer.ho_count.eq(gemm.m),
+                layer.n_blocks.eq(gemm.n_blocks), layer.n_last.eq(gemm.n_last),
+            ]
+        with m.Else():
+            for name in ("a_base", "w_base", "acc_base", "accumulate", "in_h", "in_w",
+                         "cin_blocks", "cin_last", "kh", "kw", "stride", "pad_top", "pad_left",
+                         "zero_point", "out_w", "ho_start", "ho_count", "n_blocks", "n_last"):
+                m.d.comb += layer[name].eq(conv[name])
+        store_args = command.args.store
+        binary_args = command.args.binary
+
+        # Stage 1 and 2 products (registered; inputs are stable while the command is held).
+        image = Signal(40)
+        kernel = Signal(40)
+        pixels = Signal(40)
+        store_pixels = Signal(40)
+        pooled = Signal(40)
+        binary_folds = Signal(16)
+        a_rows = Signal(40)
+        w_rows = Signal(40)
+        acc_rows = Signal(40)
+        store_acc_rows = Signal(40)
+        out_last = Signal(40)
+        binary_a_rows = Signal(40)
+        binary_out_rows = Signal(40)
+        width_log2 = self.binary_width.bit_length() - 1
+        m.d.sync += [
+            image.eq(layer.in_h * layer.in_w),
+            kernel.eq(layer.kh * layer.kw * layer.cin_blocks),
+            pixels.eq(layer.ho_count * layer.out_w),
+            store_pixels.eq(store_args.height * store_args.width),
+            pooled.eq(Mux(store_args.pool, (store_args.height >> 1) * (store_args.width >> 1),
+                          store_args.height * store_args.width)),
+            binary_folds.eq((binary_args.k + (self.binary_width - 1)) >> width_log2),
+            a_rows.eq(image * layer.cin_blocks),
+            w_rows.eq(kernel * layer.n_blocks * rows),
+            acc_rows.eq(pixels * layer.n_blocks),
+            store_acc_rows.eq(store_pixels * store_args.n_blocks),
+            out_last.eq(store_args.out_base + store_args.n_blocks - 1
+                        + (pooled - 1) * store_args.out_stride),
+            binary_a_rows.eq(binary_args.vectors * binary_folds),
+            binary_out_rows.eq(binary_args.vectors * binary_args.neuron_folds),
+        ]
+
+        error = Signal(ErrorCode)
+        checks = []         # (condition, code), the first that holds is reported
+
+        def fail(condition, code):
+            checks.append((condition, code))
+
+        compute_command = is_gemm | is_conv
+        fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE)
+        if compute is None:
+            fail(compute_command, ErrorCode.UNSUPPORTED)
+        fail(compute_command & ((layer.in_h == 0) | (layer.in_w == 0) | (layer.cin_blocks == 0) |
+                                (layer.kh == 0) | (layer.kw == 0) | (layer.stride == 0) |
+                                (layer.out_w == 0) | (layer.ho_count == 0) |
+                                (layer.n_blocks == 0) | (layer.cin_last == 0) |
+                                (layer.cin_last > rows) | (layer.n_last == 0) |
+                                (layer.n_last > cols)), ErrorCode.BAD_SHAPE)
+        fail(compute_command & ((layer.a_base + a_rows > self.scratchpad_rows) |
+                                (layer.w_base + w_rows > self.scratchpad_rows)),
+             ErrorCode.SCRATCHPAD_RANGE)
+        fail(compute_command & ((layer.acc_base >= self.accumulator_rows) |
+                                (layer.acc_base[:half_bits] + acc_rows > half_rows)),
+             ErrorCode.ACCUMULATOR_RANGE)
+        fail(is_store & ((store_args.height == 0) | (store_args.width == 0) |
+                         (store_args.n_blocks == 0) |
+                         (store_args.act_min.as_signed() > store_args.act_max.as_signed()) |
+                         (store_args.pool & ((store_args.height < 2) | (store_args.width < 2) |
+                                             (store_args.width > self.max_pool_width)))),
+             ErrorCode.BAD_SHAPE)
+        fail(is_store & ((store_args.acc_base >= self.accumulator_rows) |
+                         (store_args.acc_base[:half_bits] + store_acc_rows > half_rows)),
+             ErrorCode.ACCUMULATOR_RANGE)
+        fail(is_store & (store_args.param_base + store_args.n_blocks * cols > self.parameter_rows),
+             ErrorCode.PARAMETER_RANGE)
+        fail(is_store & (out_last >= self.scratchpad_rows), ErrorCode.SCRATCHPAD_RANGE)
+        fail(is_binary & ((binary_args.k == 0) | (binary_args.k > self.binary_max_k) |
+                          (binary_args.vectors == 0) | (binary_args.neuron_folds == 0) |
+                          (binary_args.neuron_folds > self.binary_max_neuron_folds) |
+                          (binary_args.last_lanes == 0) |
+                          (binary_args.last_lanes > self.binary_lanes)), ErrorCode.BAD_SHAPE)
+        fail(is_binary & (binary_args.a_base + binary_a_rows > self.scratchpad_rows),
+             ErrorCode.SCRATCHPAD_RANGE)
+        fail(is_binary & (binary_args.out_base + binary_out_rows > self.binary_result_rows),
+             ErrorCode.RESULT_RANGE)
+        for position, (condition, code) in enumerate(checks):
+            with (m.If if position == 0 else m.Elif)(condition):
+                m.d.comb += error.eq(code)
+
+        # Scoreboard and unit state ---------------------------------------------------------------
+        computing = Signal(2)
+        storing = Signal(2)
+        compute_half = Signal()
+        store_half = Signal()
+        compute_active = Signal()
+        store_active = Signal()
+        binary_active = Signal()
+        compute_done = compute_active & ~compute_busy
+        store_done = store_active & ~store.busy
+        binary_done = binary_active & ~binary.busy
+        layer_half = layer.acc_base[half_bits]
+        store_args_half = store_args.acc_base[half_bits]
+
+        skip = Signal()
+        fence_done = Signal()
+        waiting = Signal()
+        dispatched = Signal()
+        dispatcher_idle = Signal()
+
+        if compute is not None:
+            m.d.comb += compute.command.payload.eq(layer)
+        m.d.comb += [
+            store.command.payload.acc_base.eq(store_args.acc_base),
+            binary.command.payload.eq(binary_args),
+        ]
+        for name in ("height", "width", "n_blocks", "param_base", "out_base", "out_stride",
+                     "rounding", "zero_point", "act_min", "act_max", "pool"):
+            m.d.comb += store.command.payload[name].eq(store_args[name])
+
+        with m.FSM():
+            with m.State("FETCH"):
+                m.d.comb += dispatcher_idle.eq(~queue.r_rdy)
+                m.d.comb += queue.r_en.eq(1)
+                with m.If(queue.r_rdy):
+                    m.d.sync += [command.eq(queue.r_data), index.eq(fetched),
+                                 fetched.eq(fetched + 1)]
+                    m.next = "PRODUCTS"
+            with m.State("PRODUCTS"):
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(error != ErrorCode.NONE):
+                    m.d.comb += [skip.eq(1), new_error.eq(error), new_error_index.eq(index),
+                                 new_error_opcode.eq(opcode)]
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += waiting.eq(1)
+                    if compute is not None:
+                        with m.If(compute_command):
+                            m.d.comb += compute.command.valid.eq(
+                                ~compute_active & ~binary_active & ~storing.bit_select(layer_half, 1))
+                            with m.If(compute.command.valid & compute.command.ready):
+                                m.d.comb += dispatched.eq(1)
+                                m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
+                                             computing.bit_select(layer_half, 1).eq(1)]
+                    with m.If(is_store):
+                        m.d.comb += store.command.valid.eq(
+                            ~store_active & ~computing.bit_select(store_args_half, 1))
+                        with m.If(store.command.valid & store.command.ready):
+                            m.d.comb += dispatched.eq(1)
+                            m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
+                                         storing.bit_select(store_args_half, 1).eq(1)]
+                    with m.If(is_binary):
+                        m.d.comb += binary.command.valid.eq(~binary_active & ~compute_active)
+                        with m.If(binary.command.valid & binary.command.ready):
+                            m.d.comb += dispatched.eq(1)
+                            m.d.sync += binary_active.eq(1)
+                    with m.If(is_fence):
+                        with m.If(~compute_active & ~store_active & ~binary_active):
+                            m.d.comb += [dispatched.eq(1), fence_done.eq(1)]
+                    with m.If(dispatched):
+                        m.next = "FETCH"
+
+        # Completion (a unit's busy falls) frees its scoreboard entry. A unit that finishes in
+        # the cycle it is dispatched again cannot happen: dispatch waits for *_active to clear.
+        with m.If(compute_done):
+            m.d.sync += [compute_active.eq(0), computing.bit_select(compute_half, 1).eq(0)]
+        with m.If(store_done):
+            m.d.sync += [store_active.eq(0), storing.bit_select(store_half, 1).eq(0)]
+        with m.If(binary_done):
+            m.d.sync += binary_active.eq(0)
+        retired = Signal(3)
+        m.d.comb += retired.eq(compute_done + store_done + binary_done + skip + fence_done)
+        m.d.sync += completed.eq(completed + retired)
+
+        overflow = push & ~queue.w_rdy
+        with m.If(overflow):
+            m.d.comb += [new_error.eq(ErrorCode.QUEUE_OVERFLOW), new_error_index.eq(pushed),
+                         new_error_opcode.eq(bus.write_data[:4] if COMMAND_WORDS == 1
+                                             else staged[0][:4])]
+        clear_error = bus.write & (bus.address == REGISTERS["error_code"])
+        with m.If(clear_error):
+            m.d.sync += error_code.eq(ErrorCode.NONE)
+        with m.Elif((new_error != ErrorCode.NONE) & (error_code == ErrorCode.NONE)):
+            m.d.sync += [error_code.eq(new_error), error_index.eq(new_error_index),
+                         error_opcode.eq(new_error_opcode)]
+
+        # Performance counters --------------------------------------------------------------------
+        busy_bits = Cat(compute_busy, store.busy, binary.busy, ~dispatcher_idle)
+        compute_stall = (compute_busy & ~compute.issued) if compute is not None else Const(0)
+        events = {
+            "cycles": 1,
+            "active_cycles": busy_bits.any(),
+            "compute_busy": compute_busy,
+            "compute_stall": compute_stall,
+            "store_busy": store.busy,
+            "store_stall": store.busy & ~store.drain_en & ~store.sp_en,
+            "binary_busy": binary.busy,
+            "binary_stall": binary.busy & ~binary.beats,
+            "dispatch_stall": waiting & ~dispatched,
+            "macs": compute.macs if compute is not None else 0,
+            "binary_ops": binary.ops,
+            "commands_retired": retired,
+        }
+        counter_clear = bus.write & (bus.address == REGISTERS["counter_clear"])
+        counters = {}
+        for name in COUNTERS:
+            counter = Signal(64, name=f"counter_{name}")
+            counters[name] = counter
+            with m.If(counter_clear):
+                m.d.sync += counter.eq(0)
+            with m.Else():
+                m.d.sync += counter.eq(counter + events[name])
+
+        # Register reads (one cycle latency) ------------------------------------------------------
+        readable = {
+            REGISTERS["queue_free"]: self.queue_depth - queue.level,
+            REGISTERS["completed"]: completed,
+            REGISTERS["error_code"]: error_code,
+            REGISTERS["error_index"]: error_index,
+            REGISTERS["error_opcode"]: error_opcode,
+            REGISTERS["busy"]: busy_bits,
+        }
+        for position, name in enumerate(COUNTERS):
+            readable[COUNTERS_BASE + 2 * position] = counters[name][:32]
+            readable[COUNTERS_BASE + 2 * position + 1] = counters[name][32:]
+        read_data = Signal(32)
+        with m.If(bus.read):
+            with m.Switch(bus.address):
+                for address, value in readable.items():
+                    with m.Case(address):
+                        m.d.sync += read_data.eq(value)
+                with m.Default():
+                    m.d.sync += read_data.eq(0)
+        m.d.comb += bus.read_data.eq(read_data)
+
+
+def core_from_config(config, **overrides):
+    """A `Core` with the buffer and engine sizes of an `AcceleratorConfig` (`overrides` for the
+    core-only sizes: binary_max_k, binary_max_n, parameter_rows, binary_result_rows,
+    queue_depth, max_pool_width)."""
+    return Core(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
+                multiplier=config.multiplier, requant_lanes=config.requant_lanes,
+                scratchpad_rows=config.scratchpad_rows, accumulator_rows=config.accumulator_rows,
+                binary_width=config.binary_width, binary_lanes=config.binary_lanes, **overrides)

@@ -1,0 +1,189 @@
+"""Weight-stationary beat sequence of a convolution (a GEMM is a 1x1 convolution), im2col on chip.
+
+`ConvBeatGenerator` takes one layer command and emits one beat per cycle, with no bubble at row,
+tile or block boundaries: for every output column block ``nb`` and kernel chunk
+``(kh, kw, cb)`` (one array tile, K = R input channels), first the R weight rows of the tile,
+then one activation beat per output pixel::
+
+    for nb < n_blocks: for kh < KH: for kw < KW: for cb < cin_blocks:
+        R beats   weight=1  sp_addr = w_base + tile*R + r          (sequential over the command)
+        M beats   weight=0  pixel (ho, wo), ho_start <= ho < ho_start + ho_count, wo < out_w:
+                  h = ho*stride - pad_top + kh, w = wo*stride - pad_left + kw
+                  pad = pixel outside the H x W image (the row is the input zero point)
+                  sp_addr = a_base + (h*in_w + w)*cin_blocks + cb   (only read when not pad)
+                  acc_addr = acc_base + nb*M + p (p = pixel index), accumulate = not the first
+                  kernel chunk (or the command's `accumulate`), last = final pixel of the tile
+
+The activation layout (pixel-major, ``cin_blocks`` rows per pixel) is the one the store unit
+writes, so layers chain without the host touching data; a GEMM's A is an ``M x 1`` image with
+``cin_blocks = k_blocks``. Addresses advance by additions only; the products (``stride*in_w*
+cin_blocks``, ``ho_start*stride``, ``M = ho_count*out_w`` ...) are formed once in two set-up
+cycles after a command is accepted. ``macs`` is the useful multiply-accumulates of a beat: real
+input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
+
+Latency: first beat 3 cycles after the command is accepted. Throughput: one beat per cycle while
+`beats.ready` is high.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import ADDRESS_BITS
+
+__all__ = ["ConvBeatGenerator", "conv_command_layout"]
+
+_WIDE = signed(34)      # signed image addresses: padding positions go negative before the check
+
+
+def conv_command_layout():
+    """Arguments of one layer (the fields of `hw.core.isa` CONV; GEMM maps onto them)."""
+    return data.StructLayout({
+        "a_base": ADDRESS_BITS, "w_base": ADDRESS_BITS, "acc_base": ADDRESS_BITS, "accumulate": 1,
+        "in_h": 16, "in_w": 10, "cin_blocks": 10, "cin_last": 6,
+        "kh": 4, "kw": 4, "stride": 3, "pad_top": 4, "pad_left": 4, "zero_point": 8,
+        "out_w": 10, "ho_start": 10, "ho_count": 16, "n_blocks": 10, "n_last": 6,
+    })
+
+
+class ConvBeatGenerator(wiring.Component):
+    """Beats of one weight-stationary conv/GEMM layer on an R x C array (see module docstring).
+
+    Parameters (keyword-only): rows, cols (R, C, 1..32), accumulator_rows (power of two).
+
+    Members
+    -------
+    command : In(stream.Signature(conv_command_layout()))
+    beats : Out(stream.Signature({weight, pad, sp_addr, acc_addr, accumulate, last, macs}))
+    """
+
+    def __init__(self, *, rows, cols, accumulator_rows):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32:
+                raise ValueError(f"ConvBeatGenerator {name} must be an integer in 1..32, "
+                                 f"not {value!r}")
+        self.rows, self.cols = rows, cols
+        self.acc_addr_width = (accumulator_rows - 1).bit_length()
+        self.beat_layout = data.StructLayout({
+            "weight": 1, "pad": 1, "sp_addr": ADDRESS_BITS, "acc_addr": self.acc_addr_width,
+            "accumulate": 1, "last": 1, "macs": 11,
+        })
+        super().__init__({
+            "command": In(stream.Signature(conv_command_layout())),
+            "beats": Out(stream.Signature(self.beat_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        cmd = Signal(conv_command_layout())
+        beat = self.beats.payload
+
+        # Set-up products, formed once per command.
+        h_first = Signal(signed(18))        # ho_start*stride - pad_top
+        cin_step = Signal(24)               # stride*cin_blocks: next output column
+        image_row = Signal(28)              # in_w*cin_blocks: next input row
+        pixels = Signal(26)                 # M = ho_count*out_w
+        h_step = Signal(32)                 # stride*in_w*cin_blocks: next output row
+        origin_first = Signal(_WIDE)        # address of (h_first, -pad_left), cb 0
+
+        # Loop state.
+        running = Signal()
+        weight_phase = Signal()
+        weight_row = Signal(range(rows))
+        w_addr = Signal(ADDRESS_BITS)
+        nb, kh, kw, cb = (Signal(10, name="nb"), Signal(4, name="kh"), Signal(4, name="kw"),
+                          Signal(10, name="cb"))
+        origin_kh = Signal(_WIDE)           # (kh, kw=0, cb=0) tile origin
+        origin_kw = Signal(_WIDE)           # (kh, kw, cb=0)
+        origin = Signal(_WIDE)              # this tile: pixel (ho_start, wo=0)
+        acc_block = Signal(self.acc_addr_width)
+        wo = Signal(10)
+        ho = Signal(16)
+        pixel = Signal(26)
+        h = Signal(signed(18))
+        w = Signal(signed(14))
+        tile_w_start = Signal(signed(14))   # w of the tile's first output column
+        row_addr = Signal(_WIDE)
+        addr = Signal(_WIDE)
+
+        setup = Signal(2)
+        m.d.comb += self.command.ready.eq(~running & (setup == 0))
+        with m.If(self.command.valid & self.command.ready):
+            m.d.sync += [cmd.eq(self.command.payload), setup.eq(1)]
+        with m.If(setup == 1):
+            m.d.sync += [
+                h_first.eq(cmd.ho_start * cmd.stride - cmd.pad_top),
+                cin_step.eq(cmd.stride * cmd.cin_blocks),
+                image_row.eq(cmd.in_w * cmd.cin_blocks),
+                pixels.eq(cmd.ho_count * cmd.out_w),
+                setup.eq(2),
+            ]
+        with m.If(setup == 2):
+            first = Signal(_WIDE)
+            m.d.comb += first.eq(cmd.a_base + h_first * image_row - cmd.pad_left * cmd.cin_blocks)
+            m.d.sync += [
+                h_step.eq(cmd.stride * image_row),
+                origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
+                origin.eq(first), row_addr.eq(first), addr.eq(first),
+                h.eq(h_first), w.eq(-cmd.pad_left), tile_w_start.eq(-cmd.pad_left), wo.eq(0), ho.eq(0), pixel.eq(0),
+                nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0), weight_row.eq(0), weight_phase.eq(1),
+                w_addr.eq(cmd.w_base), acc_block.eq(cmd.acc_base),
+                running.eq(1), setup.eq(0),
+            ]
+
+        last_cb = cb == cmd.cin_blocks - 1
+        last_nb = nb == cmd.n_blocks - 1
+        first_chunk = (kh == 0) & (kw == 0) & (cb == 0)
+        tile_last = ~weight_phase & (pixel == pixels - 1)
+        inside = (h >= 0) & (h < cmd.in_h) & (w >= 0) & (w < cmd.in_w)
+        m.d.comb += [
+            self.beats.valid.eq(running),
+            beat.weight.eq(weight_phase),
+            beat.pad.eq(~weight_phase & ~inside),
+            beat.sp_addr.eq(Mux(weight_phase, w_addr, addr[:ADDRESS_BITS])),
+            beat.acc_addr.eq(acc_block + pixel),
+            beat.accumulate.eq(cmd.accumulate | ~first_chunk),
+            beat.last.eq(tile_last),
+            beat.macs.eq(Mux(last_cb, cmd.cin_last, rows) * Mux(last_nb, cmd.n_last, cols)),
+        ]
+
+        def start_tile(tile_origin, h_start, w_start):
+            return [origin.eq(tile_origin), row_addr.eq(tile_origin), addr.eq(tile_origin),
+                    h.eq(h_start), w.eq(w_start), tile_w_start.eq(w_start), wo.eq(0), ho.eq(0), pixel.eq(0),
+                    weight_phase.eq(1), weight_row.eq(0)]
+
+        with m.If(self.beats.valid & self.beats.ready):
+            with m.If(weight_phase):
+                m.d.sync += [w_addr.eq(w_addr + 1), weight_row.eq(weight_row + 1)]
+                with m.If(weight_row == rows - 1):
+                    m.d.sync += weight_phase.eq(0)
+            with m.Elif(~tile_last):
+                m.d.sync += pixel.eq(pixel + 1)
+                with m.If(wo == cmd.out_w - 1):
+                    m.d.sync += [wo.eq(0), ho.eq(ho + 1), h.eq(h + cmd.stride),
+                                 w.eq(tile_w_start),
+                                 row_addr.eq(row_addr + h_step), addr.eq(row_addr + h_step)]
+                with m.Else():
+                    m.d.sync += [wo.eq(wo + 1), w.eq(w + cmd.stride), addr.eq(addr + cin_step)]
+            # The tile's last pixel: move the kernel-chunk loop nest (cb, kw, kh, nb) on.
+            with m.Elif(~last_cb):
+                m.d.sync += [cb.eq(cb + 1),
+                             *start_tile(origin + 1, h_first + kh, kw - cmd.pad_left)]
+            with m.Elif(kw != cmd.kw - 1):
+                m.d.sync += [cb.eq(0), kw.eq(kw + 1), origin_kw.eq(origin_kw + cmd.cin_blocks),
+                             *start_tile(origin_kw + cmd.cin_blocks, h_first + kh,
+                                         kw + 1 - cmd.pad_left)]
+            with m.Elif(kh != cmd.kh - 1):
+                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(kh + 1),
+                             origin_kh.eq(origin_kh + image_row),
+                             origin_kw.eq(origin_kh + image_row),
+                             *start_tile(origin_kh + image_row, h_first + kh + 1, -cmd.pad_left)]
+            with m.Elif(~last_nb):
+                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(0), nb.eq(nb + 1),
+                             acc_block.eq(acc_block + pixels),
+                             origin_kh.eq(origin_first), origin_kw.eq(origin_first),
+                             *start_tile(origin_first, h_first, -cmd.pad_left)]
+            with m.Else():
+                m.d.sync += running.eq(0)
+        return m

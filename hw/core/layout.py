@@ -1,0 +1,186 @@
+"""Host side of the core: tensors <-> scratchpad rows, and layers -> command lists.
+
+Used by the tests and the bench now and by the driver later; the layouts are the ones documented
+in `hw.core.isa` (pixel-major activations, ``cin_blocks`` rows of R lanes per pixel; weight tiles
+of R rows per (column block, kh, kw, cin block)). Every function takes explicit sizes, no config.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim import reference
+
+from .isa import Opcode, encode
+
+__all__ = ["activation_rows", "weight_rows", "rows_to_words", "words_to_rows", "output_from_rows",
+           "parameter_words", "ConvLayer", "layer_commands", "binary_activation_rows"]
+
+
+def _blocks(size, block):
+    return -(-size // block)
+
+
+def activation_rows(x, *, rows, row_bytes):
+    """HWC int8 -> [H*W*ceil(C/rows), row_bytes] int8: pixel-major, R-lane chunks, zero-filled."""
+    x = np.asarray(x, dtype=np.int8)
+    height, width, channels = x.shape
+    chunks = _blocks(channels, rows)
+    out = np.zeros((height * width, chunks, row_bytes), np.int8)
+    padded = np.zeros((height * width, chunks * rows), np.int8)
+    padded[:, :channels] = x.reshape(height * width, channels)
+    out[:, :, :rows] = padded.reshape(height * width, chunks, rows)
+    return out.reshape(-1, row_bytes)
+
+
+def weight_rows(w, *, rows, cols, row_bytes):
+    """HWIO int8 -> R rows per tile, tiles ordered (n block, kh, kw, cin block), zero-padded."""
+    w = np.asarray(w, dtype=np.int8)
+    kh, kw, cin, cout = w.shape
+    cin_blocks, n_blocks = _blocks(cin, rows), _blocks(cout, cols)
+    padded = np.zeros((kh, kw, cin_blocks * rows, n_blocks * cols), np.int8)
+    padded[:, :, :cin, :cout] = w
+    out = np.zeros((n_blocks, kh, kw, cin_blocks, rows, row_bytes), np.int8)
+    tiles = padded.reshape(kh, kw, cin_blocks, rows, n_blocks, cols).transpose(4, 0, 1, 2, 3, 5)
+    out[..., :cols] = tiles
+    return out.reshape(-1, row_bytes)
+
+
+def rows_to_words(rows_int8, *, stride):
+    """Scratchpad rows -> bus words, `stride` words per row (byte b of a row = lane b)."""
+    rows_int8 = np.asarray(rows_int8, dtype=np.int8)
+    count, row_bytes = rows_int8.shape
+    padded = np.zeros((count, stride * 4), np.uint8)
+    padded[:, :row_bytes] = rows_int8.view(np.uint8)
+    return [int(word) for word in padded.view("<u4").reshape(-1)]
+
+
+def words_to_rows(words, *, row_bytes, stride):
+    data = np.asarray(words, dtype="<u4").reshape(-1, stride).view(np.uint8)
+    return data[:, :row_bytes].view(np.int8)
+
+
+def output_from_rows(rows_int8, *, pixels, channels, cols, stride):
+    """Rows written by REQUANT_STORE (pixel p block nb at ``p*stride + nb``) -> [pixels, channels]."""
+    rows_int8 = np.asarray(rows_int8, dtype=np.int8)
+    blocks = _blocks(channels, cols)
+    out = np.zeros((pixels, blocks * cols), np.int8)
+    for block in range(blocks):
+        out[:, block * cols:(block + 1) * cols] = rows_int8[block:block + pixels * stride:stride,
+                                                            :cols]
+    return out[:, :channels]
+
+
+def parameter_words(bias, multiplier, shift, *, channels):
+    """Parameter-window words for `channels` entries (4 words each; missing channels are 0).
+
+    `shift` is TFLite's (<= 0); the hardware takes the right shift ``-shift``."""
+    words = np.zeros((channels, 4), np.uint32)
+    count = len(bias)
+    words[:count, 0] = np.asarray(bias, np.int64) & 0xFFFF_FFFF
+    words[:count, 1] = np.asarray(multiplier, np.int64)
+    words[:count, 2] = -np.asarray(shift, np.int64)
+    return [int(word) for word in words.reshape(-1)]
+
+
+def binary_activation_rows(a_packed, k, *, width, row_bytes):
+    """Packed +-1 vectors [M, ceil(k/8)] -> scratchpad rows, ceil(k/width) rows per vector."""
+    a_packed = np.asarray(a_packed, dtype=np.uint8)
+    beats = _blocks(k, width)
+    out = np.zeros((a_packed.shape[0] * beats, row_bytes), np.uint8)
+    for vector, row in enumerate(a_packed):
+        value = int.from_bytes(row.tobytes(), "little") & ((1 << k) - 1)
+        for beat in range(beats):
+            bits = (value >> (beat * width)) & ((1 << width) - 1)
+            out[vector * beats + beat, :width // 8] = np.frombuffer(
+                bits.to_bytes(width // 8, "little"), np.uint8)
+    return out.view(np.int8)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One int8 conv (or GEMM: ``in_w = kh = kw = 1``) layer placed in the core's memories."""
+    in_h: int
+    in_w: int
+    cin: int
+    cout: int
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    padding: tuple = (0, 0, 0, 0)        # top, bottom, left, right
+    zero_point: int = 0
+    a_base: int = 0
+    w_base: int = 0
+    out_base: int = 0
+    param_base: int = 0
+    rounding: str = "double"
+    output_zero_point: int = 0
+    act_min: int = -128
+    act_max: int = 127
+    pool: bool = False
+
+    @property
+    def out_h(self):
+        top, bottom, _, _ = self.padding
+        return reference.conv_output_size(self.in_h, self.kh, self.stride, top, bottom)
+
+    @property
+    def out_w(self):
+        _, _, left, right = self.padding
+        return reference.conv_output_size(self.in_w, self.kw, self.stride, left, right)
+
+
+def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_half=0):
+    """GEMM/CONV + REQUANT_STORE command pairs covering `layer`, alternating accumulator halves
+    (so a store overlaps the next compute), then FENCE. Returns (list of word lists, next half).
+
+    Each pair fills at most one half: whole column blocks of every output row when they fit,
+    else bands of output rows (an even number of them when pooling)."""
+    half_rows = accumulator_rows // 2
+    cin_blocks, n_blocks = _blocks(layer.cin, rows), _blocks(layer.cout, cols)
+    pixels = layer.out_h * layer.out_w
+    tile_rows = layer.kh * layer.kw * cin_blocks * rows
+    pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
+    bands = []
+    if pixels <= half_rows:
+        per = half_rows // pixels
+        bands = [(0, layer.out_h, nb, min(per, n_blocks - nb)) for nb in range(0, n_blocks, per)]
+    else:
+        band = half_rows // layer.out_w
+        if layer.pool:
+            band -= band % 2
+        if band == 0:
+            raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
+                             f"accumulator ({half_rows} rows)")
+        bands = [(ho, min(band, layer.out_h - ho), nb, 1)
+                 for nb in range(n_blocks) for ho in range(0, layer.out_h, band)]
+    commands = []
+    half = first_half
+    top, _, left, _ = layer.padding
+    for ho_start, ho_count, nb_start, count in bands:
+        acc_base = half * half_rows
+        n_last = cols if nb_start + count < n_blocks else layer.cout - (n_blocks - 1) * cols
+        w_base = layer.w_base + nb_start * tile_rows
+        if gemm:
+            commands.append(encode(
+                Opcode.GEMM, a_base=layer.a_base + ho_start * cin_blocks, w_base=w_base,
+                acc_base=acc_base, accumulate=0, m=ho_count, k_blocks=cin_blocks,
+                k_last=layer.cin - (cin_blocks - 1) * rows, n_blocks=count, n_last=n_last))
+        else:
+            commands.append(encode(
+                Opcode.CONV, a_base=layer.a_base, w_base=w_base, acc_base=acc_base, accumulate=0,
+                in_h=layer.in_h, in_w=layer.in_w, cin_blocks=cin_blocks,
+                cin_last=layer.cin - (cin_blocks - 1) * rows, kh=layer.kh, kw=layer.kw,
+                stride=layer.stride, pad_top=top, pad_left=left, zero_point=layer.zero_point,
+                out_w=layer.out_w, ho_start=ho_start, ho_count=ho_count, n_blocks=count,
+                n_last=n_last))
+        first_pixel = (ho_start // 2) * pooled_w if layer.pool else ho_start * layer.out_w
+        commands.append(encode(
+            Opcode.REQUANT_STORE, acc_base=acc_base, height=ho_count, width=layer.out_w,
+            n_blocks=count, param_base=layer.param_base + nb_start * cols,
+            out_base=layer.out_base + nb_start + first_pixel * n_blocks, out_stride=n_blocks,
+            rounding=("double", "single").index(layer.rounding), zero_point=layer.output_zero_point,
+            act_min=layer.act_min, act_max=layer.act_max, pool=int(layer.pool)))
+        half ^= 1
+    commands.append(encode(Opcode.FENCE))
+    return commands, half

@@ -1,0 +1,446 @@
+"""The core's execution units: compute (array), store (requant + pool) and binary.
+
+Each unit takes one command at a time on its `command` stream and raises `busy` from the cycle
+after the command is accepted until every effect of it has landed in memory (the dispatcher in
+`hw.core.core` retires the command when `busy` falls). Memory ports are plain address/enable/data
+signals because the core shares them with the host link, which always wins: a unit sees a
+``*_blocked`` input and waits (nothing is lost, see `hw.core.read_stage`).
+
+ComputeUnit (weight-stationary)::
+
+    command -> ConvBeatGenerator -> ReadStage(scratchpad) --weight rows--> SystolicArray.weights
+                                                        \\--activation rows--> .activations
+                  tag FIFO {acc_addr, accumulate}  <-- pushed per activation, popped per result
+    SystolicArray.results + tag -> acc_write (AccumulatorMemory.write: write or accumulate)
+
+    Per tile: R weight beats then M activation beats through one scratchpad read port, so a tile
+    costs R + M cycles (utilization M / (M + R) of the array on long layers).
+
+StoreUnit::
+
+    for each column block: load C requant parameters (C+2 cycles, after the previous block
+    has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
+    -> optional 2x2 max-pool (line FIFO of width/2 rows) -> scratchpad write
+    Throughput: one row per ceil(C / requant_lanes) cycles.
+
+BinaryUnit::
+
+    layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
+    `width` bits each) -> activations; every result (one neuron fold) -> binary result memory
+    Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.binary.engine import BinaryEngine
+from hw.systolic.array import SystolicArray
+from hw.systolic.requant import Requantizer
+
+from .im2col import ConvBeatGenerator, conv_command_layout
+from .isa import ADDRESS_BITS
+from .read_stage import ReadStage
+
+__all__ = ["ComputeUnit", "StoreUnit", "BinaryUnit", "store_command_layout",
+           "binary_command_layout", "parameter_layout", "binary_result_layout"]
+
+
+def store_command_layout(accumulator_rows):
+    return data.StructLayout({
+        "acc_base": (accumulator_rows - 1).bit_length(), "height": 10, "width": 10,
+        "n_blocks": 10, "param_base": ADDRESS_BITS, "out_base": ADDRESS_BITS,
+        "out_stride": ADDRESS_BITS, "rounding": 1, "zero_point": signed(8),
+        "act_min": signed(8), "act_max": signed(8), "pool": 1,
+    })
+
+
+def binary_command_layout():
+    return data.StructLayout({
+        "a_base": ADDRESS_BITS, "vectors": 16, "k": 16, "neuron_folds": 10, "last_lanes": 9,
+        "out_base": ADDRESS_BITS,
+    })
+
+
+parameter_layout = data.StructLayout({"bias": signed(32), "multiplier": 31, "shift": 5})
+
+
+def binary_result_layout(lanes):
+    return data.StructLayout({"dots": data.ArrayLayout(signed(32), lanes), "bits": lanes})
+
+
+def _row_layout(row_bytes):
+    return data.ArrayLayout(signed(8), row_bytes)
+
+
+class ComputeUnit(wiring.Component):
+    """Weight-stationary conv/GEMM layers (see module docstring).
+
+    Parameters (keyword-only): rows, cols, multiplier, row_bytes, accumulator_rows.
+    """
+
+    def __init__(self, *, rows, cols, multiplier, row_bytes, accumulator_rows):
+        self.rows, self.cols, self.multiplier = rows, cols, multiplier
+        self.row_bytes = row_bytes
+        self.accumulator_rows = accumulator_rows
+        acc_addr = (accumulator_rows - 1).bit_length()
+        super().__init__({
+            "command": In(stream.Signature(conv_command_layout())),
+            "sp_addr": Out(ADDRESS_BITS), "sp_en": Out(1), "sp_data": In(_row_layout(row_bytes)),
+            "sp_blocked": In(1),
+            "acc_write": Out(stream.Signature(data.StructLayout({
+                "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1}))),
+            "busy": Out(1),
+            "issued": Out(1),       # a weight or activation row entered the array this cycle
+            "macs": Out(11),        # useful MACs of the activation row that entered this cycle
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        m.submodules.generator = generator = ConvBeatGenerator(
+            rows=rows, cols=cols, accumulator_rows=self.accumulator_rows)
+        m.submodules.array = array = SystolicArray(rows=rows, cols=cols,
+                                                   dataflow="weight_stationary",
+                                                   multiplier=self.multiplier)
+        tag_layout = data.StructLayout({
+            "weight": 1, "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
+            "accumulate": 1, "last": 1, "macs": 11})
+        m.submodules.reader = reader = ReadStage(
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=tag_layout)
+        result_tag_layout = data.StructLayout({"acc_addr": generator.acc_addr_width,
+                                               "accumulate": 1})
+        m.submodules.result_tags = result_tags = SyncFIFOBuffered(
+            width=result_tag_layout.size, depth=array.result_fifo_depth + 2)
+
+        wiring.connect(m, wiring.flipped(self.command), generator.command)
+        zero_point = Signal(signed(8))
+        with m.If(self.command.valid & self.command.ready):
+            m.d.sync += zero_point.eq(self.command.payload.zero_point)
+
+        beat = generator.beats.payload
+        m.d.comb += [
+            reader.request.valid.eq(generator.beats.valid),
+            generator.beats.ready.eq(reader.request.ready),
+            reader.request.payload.addr.eq(beat.sp_addr),
+            reader.request.payload.read.eq(~beat.pad),
+            reader.request.payload.tag.weight.eq(beat.weight),
+            reader.request.payload.tag.pad.eq(beat.pad),
+            reader.request.payload.tag.zero_point.eq(zero_point),
+            reader.request.payload.tag.acc_addr.eq(beat.acc_addr),
+            reader.request.payload.tag.accumulate.eq(beat.accumulate),
+            reader.request.payload.tag.last.eq(beat.last),
+            reader.request.payload.tag.macs.eq(beat.macs),
+            self.sp_addr.eq(reader.port_addr),
+            self.sp_en.eq(reader.port_en),
+            reader.port_data.eq(self.sp_data),
+            reader.blocked.eq(self.sp_blocked),
+        ]
+
+        row = reader.response.payload
+        tag = row.tag
+        weight_row = array.weights.payload
+        activation = array.activations.payload
+        for lane in range(cols):
+            m.d.comb += weight_row[lane].eq(row.data[lane])
+        for lane in range(rows):
+            m.d.comb += activation.a[lane].eq(Mux(tag.pad, tag.zero_point, row.data[lane]))
+        pushed_tag = Signal(result_tag_layout)
+        m.d.comb += [
+            activation.last.eq(tag.last),
+            array.weights.valid.eq(reader.response.valid & tag.weight),
+            array.activations.valid.eq(reader.response.valid & ~tag.weight & result_tags.w_rdy),
+            reader.response.ready.eq(Mux(tag.weight, array.weights.ready,
+                                         array.activations.ready & result_tags.w_rdy)),
+            pushed_tag.acc_addr.eq(tag.acc_addr),
+            pushed_tag.accumulate.eq(tag.accumulate),
+            result_tags.w_data.eq(pushed_tag),
+            result_tags.w_en.eq(array.activations.valid & array.activations.ready),
+        ]
+
+        popped_tag = Signal(result_tag_layout)
+        m.d.comb += [
+            popped_tag.eq(result_tags.r_data),
+            self.acc_write.valid.eq(array.results.valid),
+            self.acc_write.payload.addr.eq(popped_tag.acc_addr),
+            self.acc_write.payload.accumulate.eq(popped_tag.accumulate),
+            self.acc_write.payload.data.eq(array.results.payload.data),
+            array.results.ready.eq(self.acc_write.ready),
+            result_tags.r_en.eq(array.results.valid & self.acc_write.ready),
+        ]
+
+        sent = array.activations.valid & array.activations.ready
+        written = self.acc_write.valid & self.acc_write.ready
+        outstanding = Signal(range(array.result_fifo_depth + 3))
+        m.d.sync += outstanding.eq(outstanding + sent - written)
+        m.d.comb += [
+            self.busy.eq(~generator.command.ready | generator.beats.valid | ~reader.idle |
+                         (outstanding != 0)),
+            self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
+            self.macs.eq(Mux(sent, tag.macs, 0)),
+        ]
+        return m
+
+
+class StoreUnit(wiring.Component):
+    """Accumulator -> bias + requant -> optional 2x2 max-pool -> scratchpad (module docstring).
+
+    Parameters (keyword-only): cols, requant_lanes, row_bytes, accumulator_rows, max_pool_width.
+    """
+
+    def __init__(self, *, cols, requant_lanes, row_bytes, accumulator_rows, max_pool_width):
+        self.cols, self.requant_lanes, self.row_bytes = cols, requant_lanes, row_bytes
+        self.max_pool_width = max_pool_width
+        self.acc_addr_width = (accumulator_rows - 1).bit_length()
+        super().__init__({
+            "command": In(stream.Signature(store_command_layout(accumulator_rows))),
+            "drain_addr": Out(self.acc_addr_width), "drain_en": Out(1),
+            "drain_data": In(data.ArrayLayout(signed(32), cols)), "drain_blocked": In(1),
+            "param_addr": Out(ADDRESS_BITS), "param_data": In(parameter_layout),
+            "sp_addr": Out(ADDRESS_BITS), "sp_data": Out(_row_layout(row_bytes)),
+            "sp_en": Out(1), "sp_blocked": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self.cols
+        cmd = Signal.like(self.command.payload)
+        m.submodules.requant = requant = Requantizer(channels=cols, lanes=self.requant_lanes)
+        m.submodules.reader = reader = ReadStage(
+            addr_width=self.acc_addr_width, data_shape=data.ArrayLayout(signed(32), cols),
+            tag_shape=1)
+        pool_row = data.ArrayLayout(signed(8), cols)
+        m.submodules.line = line = SyncFIFOBuffered(width=pool_row.size,
+                                                    depth=max(1, self.max_pool_width // 2))
+
+        m.d.comb += [
+            requant.settings.rounding.eq(cmd.rounding),
+            requant.settings.zero_point.eq(cmd.zero_point),
+            requant.settings.act_min.eq(cmd.act_min),
+            requant.settings.act_max.eq(cmd.act_max),
+            self.drain_addr.eq(reader.port_addr),
+            self.drain_en.eq(reader.port_en),
+            reader.port_data.eq(self.drain_data),
+            reader.blocked.eq(self.drain_blocked),
+            requant.i.valid.eq(reader.response.valid),
+            requant.i.payload.data.eq(reader.response.payload.data),
+            requant.i.payload.last.eq(reader.response.payload.tag),
+            reader.response.ready.eq(requant.i.ready),
+        ]
+
+        pixels = Signal(20)
+        out_rows = Signal(20)
+        nb = Signal(10)
+        block_acc = Signal(self.acc_addr_width)
+        block_param = Signal(ADDRESS_BITS)
+        block_out = Signal(ADDRESS_BITS)
+        issued = Signal(20)
+        written = Signal(20)
+        param_index = Signal(range(cols + 2))
+        param_valid = Signal()
+        param_channel = Signal(range(cols))
+
+        # Output side: pool stage and scratchpad write, counting rows of the current block.
+        column = Signal(10)
+        image_row = Signal(10)
+        held = Signal(pool_row)
+        out_addr = Signal(ADDRESS_BITS)
+        incoming = requant.o.payload.data
+        pair = Signal(pool_row)
+        quad = Signal(pool_row)
+        line_row = Signal(pool_row)
+        m.d.comb += line_row.eq(line.r_data)
+        for lane in range(cols):
+            m.d.comb += [
+                pair[lane].eq(Mux(held[lane] > incoming[lane], held[lane], incoming[lane])),
+                quad[lane].eq(Mux(line_row[lane] > pair[lane], line_row[lane], pair[lane])),
+            ]
+        odd_column = column[0]
+        odd_row = image_row[0]
+        emits = ~cmd.pool | (odd_column & odd_row)
+        pushes = cmd.pool & odd_column & ~odd_row & (image_row != cmd.height - 1)
+        m.d.comb += [
+            requant.o.ready.eq(Mux(emits, ~self.sp_blocked, ~pushes | line.w_rdy)),
+            self.sp_addr.eq(out_addr),
+            self.sp_en.eq(requant.o.valid & requant.o.ready & emits),
+            line.w_data.eq(pair),
+            line.w_en.eq(requant.o.valid & requant.o.ready & pushes),
+            line.r_en.eq(requant.o.valid & requant.o.ready & cmd.pool & odd_column & odd_row),
+        ]
+        for lane in range(cols):
+            m.d.comb += self.sp_data[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
+        with m.If(self.sp_en):
+            m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
+        with m.If(requant.o.valid & requant.o.ready):
+            m.d.sync += held.eq(incoming)
+            with m.If(column == cmd.width - 1):
+                m.d.sync += [column.eq(0), image_row.eq(image_row + 1)]
+            with m.Else():
+                m.d.sync += column.eq(column + 1)
+
+        # Parameters of a block: channel i - 1 is read at param_index i, written at i + 1.
+        m.d.comb += [
+            self.param_addr.eq(block_param + param_index - 1),
+            requant.params.valid.eq(param_valid),
+            requant.params.payload.channel.eq(param_channel),
+            requant.params.payload.bias.eq(self.param_data.bias),
+            requant.params.payload.multiplier.eq(self.param_data.multiplier),
+            requant.params.payload.shift.eq(self.param_data.shift),
+        ]
+        m.d.sync += param_valid.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.command.ready.eq(1)
+                with m.If(self.command.valid):
+                    m.d.sync += cmd.eq(self.command.payload)
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.sync += [
+                    pixels.eq(cmd.height * cmd.width),
+                    out_rows.eq(Mux(cmd.pool, (cmd.height >> 1) * (cmd.width >> 1),
+                                    cmd.height * cmd.width)),
+                    nb.eq(0), block_acc.eq(cmd.acc_base), block_param.eq(cmd.param_base),
+                    block_out.eq(cmd.out_base),
+                ]
+                m.next = "PARAMETERS"
+            with m.State("PARAMETERS"):
+                with m.If(param_index == 0):
+                    # The requantizer's parameters may only change while it is empty.
+                    with m.If(~requant.busy):
+                        m.d.sync += param_index.eq(1)
+                with m.Elif(param_index <= cols):
+                    m.d.sync += [param_valid.eq(1), param_channel.eq(param_index - 1),
+                                 param_index.eq(param_index + 1)]
+                with m.Else():
+                    m.d.sync += [param_index.eq(0), issued.eq(0), written.eq(0), column.eq(0),
+                                 image_row.eq(0), out_addr.eq(block_out)]
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [
+                    reader.request.valid.eq(issued != pixels),
+                    reader.request.payload.addr.eq(block_acc + issued),
+                    reader.request.payload.read.eq(1),
+                    reader.request.payload.tag.eq(issued == pixels - 1),
+                ]
+                with m.If(reader.request.valid & reader.request.ready):
+                    m.d.sync += issued.eq(issued + 1)
+                with m.If((issued == pixels) & (written == out_rows) & ~requant.busy):
+                    with m.If(nb == cmd.n_blocks - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [nb.eq(nb + 1), block_acc.eq(block_acc + pixels),
+                                     block_param.eq(block_param + cols),
+                                     block_out.eq(block_out + 1)]
+                        m.next = "PARAMETERS"
+        m.d.comb += self.busy.eq(~self.command.ready)
+        return m
+
+
+class BinaryUnit(wiring.Component):
+    """Binary (W1A1) layers on `BinaryEngine` (see module docstring).
+
+    Parameters (keyword-only): width, lanes, max_k, max_n, row_bytes, result_rows.
+    """
+
+    def __init__(self, *, width, lanes, max_k, max_n, row_bytes, result_rows):
+        if width > 8 * row_bytes:
+            raise ValueError(f"binary_width must be <= 8 * row_bytes = {8 * row_bytes} (one "
+                             f"scratchpad row per beat), not {width}")
+        self.width, self.lanes, self.row_bytes = width, lanes, row_bytes
+        self.engine = BinaryEngine(width=width, lanes=lanes, max_k=max_k, max_n=max_n)
+        self.result_addr_width = (result_rows - 1).bit_length()
+        super().__init__({
+            "command": In(stream.Signature(binary_command_layout())),
+            "weights": In(stream.Signature(self.engine.weights.payload.shape())),
+            "thresholds": In(stream.Signature(self.engine.thresholds.payload.shape())),
+            "sp_addr": Out(ADDRESS_BITS), "sp_en": Out(1), "sp_data": In(_row_layout(row_bytes)),
+            "sp_blocked": In(1),
+            "result_addr": Out(self.result_addr_width), "result_en": Out(1),
+            "result_data": Out(binary_result_layout(lanes)),
+            "busy": Out(1),
+            "beats": Out(1),        # an activation beat entered the engine this cycle
+            "ops": Out(32),         # useful binary ops (2 per XNOR-popcount bit) of a result
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        engine = self.engine
+        m.submodules.engine = engine
+        m.submodules.reader = reader = ReadStage(
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=1)
+        wiring.connect(m, wiring.flipped(self.weights), engine.weights)
+        wiring.connect(m, wiring.flipped(self.thresholds), engine.thresholds)
+
+        cmd = Signal(binary_command_layout())
+        folds_log2 = self.width.bit_length() - 1
+        folds = Signal(16)
+        beats_total = Signal(32)
+        requested = Signal(32)
+        fold = Signal(16)
+        vectors_done = Signal(16)
+        result_addr = Signal(self.result_addr_width)
+        ops_full = Signal(32)
+        ops_last = Signal(32)
+
+        m.d.comb += [
+            self.sp_addr.eq(reader.port_addr),
+            self.sp_en.eq(reader.port_en),
+            reader.port_data.eq(self.sp_data),
+            reader.blocked.eq(self.sp_blocked),
+            reader.request.payload.addr.eq(cmd.a_base + requested),
+            reader.request.payload.read.eq(1),
+            reader.request.payload.tag.eq(fold == folds - 1),
+            engine.activations.valid.eq(reader.response.valid),
+            engine.activations.payload.bits.eq(reader.response.payload.data.as_value()[:self.width]),
+            engine.activations.payload.last.eq(reader.response.payload.tag),
+            reader.response.ready.eq(engine.activations.ready),
+            self.beats.eq(engine.activations.valid & engine.activations.ready),
+            engine.layer.payload.k.eq(cmd.k),
+            engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
+        ]
+        with m.If(reader.request.valid & reader.request.ready):
+            m.d.sync += [requested.eq(requested + 1), fold.eq(Mux(fold == folds - 1, 0, fold + 1))]
+
+        result = engine.results.payload
+        m.d.comb += [
+            engine.results.ready.eq(1),
+            self.result_addr.eq(result_addr),
+            self.result_en.eq(engine.results.valid),
+            self.result_data.dots.eq(result.dots),
+            self.result_data.bits.eq(result.bits),
+        ]
+        with m.If(engine.results.valid):
+            m.d.sync += result_addr.eq(result_addr + 1)
+            with m.If(result.last):
+                m.d.sync += vectors_done.eq(vectors_done + 1)
+        m.d.comb += self.ops.eq(Mux(engine.results.valid, Mux(result.last, ops_last, ops_full), 0))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.command.ready.eq(1)
+                with m.If(self.command.valid):
+                    m.d.sync += cmd.eq(self.command.payload)
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.sync += [
+                    folds.eq((cmd.k + (self.width - 1)) >> folds_log2),
+                    ops_full.eq(2 * self.lanes * cmd.k),
+                    ops_last.eq(2 * cmd.last_lanes * cmd.k),
+                    requested.eq(0), fold.eq(0), vectors_done.eq(0),
+                    result_addr.eq(cmd.out_base),
+                ]
+                m.next = "LAYER"
+            with m.State("LAYER"):
+                m.d.comb += engine.layer.valid.eq(1)
+                m.d.sync += beats_total.eq(folds * cmd.vectors)
+                with m.If(engine.layer.ready):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += reader.request.valid.eq(requested != beats_total)
+                with m.If((vectors_done == cmd.vectors) & reader.idle):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~self.command.ready)
+        return m

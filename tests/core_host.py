@@ -1,0 +1,77 @@
+"""Drive a simulated `hw.core.Core` through its bus ports exactly as the host link does (pysim)."""
+
+import numpy as np
+
+from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS
+from hw.core.layout import rows_to_words, words_to_rows
+
+
+class PysimHost:
+    """Bus reads/writes from an async testbench (`ctx`); window names are the Core's ports."""
+
+    def __init__(self, ctx, core):
+        self.ctx, self.core = ctx, core
+        self.pushed = 0
+
+    async def write(self, window, address, value):
+        bus = getattr(self.core, window)
+        self.ctx.set(bus.address, address)
+        self.ctx.set(bus.write_data, value & 0xFFFF_FFFF)
+        self.ctx.set(bus.write, 1)
+        await self.ctx.tick()
+        self.ctx.set(bus.write, 0)
+
+    async def write_block(self, window, base, words):
+        for offset, word in enumerate(words):
+            await self.write(window, base + offset, word)
+
+    async def read(self, window, address):
+        bus = getattr(self.core, window)
+        self.ctx.set(bus.address, address)
+        self.ctx.set(bus.read, 1)
+        await self.ctx.tick()
+        self.ctx.set(bus.read, 0)
+        return self.ctx.get(bus.read_data)
+
+    async def read_block(self, window, base, count):
+        return [await self.read(window, base + offset) for offset in range(count)]
+
+    async def write_rows(self, base_row, rows_int8):
+        stride = self.core.scratchpad_stride
+        await self.write_block("scratchpad", base_row * stride, rows_to_words(rows_int8,
+                                                                               stride=stride))
+
+    async def read_rows(self, base_row, count):
+        stride = self.core.scratchpad_stride
+        words = await self.read_block("scratchpad", base_row * stride, count * stride)
+        return words_to_rows(words, row_bytes=self.core.row_bytes, stride=stride)
+
+    async def push(self, commands, *, poll=True):
+        for words in commands:
+            while poll and await self.read("control", REGISTERS["queue_free"]) == 0:
+                pass
+            await self.write_block("control", 0, words)
+            self.pushed += 1
+
+    async def register(self, name):
+        return await self.read("control", REGISTERS[name])
+
+    async def wait_done(self, limit=200_000):
+        for _ in range(limit):
+            if await self.register("completed") == self.pushed:
+                return
+            await self.ctx.tick().repeat(8)
+        raise TimeoutError(f"core did not complete {self.pushed} commands")
+
+    async def counters(self):
+        values = {}
+        for position, name in enumerate(COUNTERS):
+            low = await self.read("control", COUNTERS_BASE + 2 * position)
+            high = await self.read("control", COUNTERS_BASE + 2 * position + 1)
+            values[name] = low | high << 32
+        return values
+
+    async def read_accumulator(self, row, count):
+        stride, cols = self.core.accumulator_stride, self.core.cols
+        words = await self.read_block("accumulator", row * stride, count * stride)
+        return np.asarray(words, np.uint32).view(np.int32).reshape(count, stride)[:, :cols]
