@@ -1,0 +1,399 @@
+"""Whole layers on `hw.core.Core` in pysim, driven through its bus ports as the host does.
+
+Expected values come from `sim.reference` only. Each test runs several layers in one simulation
+(elaboration is the expensive part) on small configs: 4x4 and 3x2 arrays, small memories.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from core_host import PysimHost
+from hw.binary.encoding import threshold_writes, weight_writes
+from hw.core.core import Core, core_from_config
+from hw.core.isa import (COMMAND_WORDS, ErrorCode, Opcode, REGISTERS, decode, encode)
+from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
+                            output_from_rows, parameter_words, weight_rows)
+from hw.config import preset
+from sim import reference
+from sim.harness import run
+
+
+def make_core(rows=4, cols=4, **overrides):
+    widest = 1 << (8 * max(rows, cols)).bit_length() - 1     # one scratchpad row per beat
+    sizes = dict(dataflow="weight_stationary", multiplier="lut", requant_lanes=2,
+                 scratchpad_rows=512, accumulator_rows=64, binary_width=min(32, widest),
+                 binary_lanes=4,
+                 binary_max_k=128, binary_max_n=16, parameter_rows=64, binary_result_rows=64,
+                 queue_depth=4, max_pool_width=16)
+    sizes.update(overrides)
+    return Core(rows=rows, cols=cols, **sizes)
+
+
+def random_requant(rng, channels):
+    scales = rng.uniform(2e-4, 2e-2, channels)
+    multiplier, shift = zip(*(reference.quantize_multiplier(float(s)) for s in scales))
+    return (rng.integers(-2000, 2000, channels).astype(np.int32), np.array(multiplier),
+            np.array(shift))
+
+
+class Case:
+    """One int8 layer: its tensors, its placement, and the reference output."""
+
+    def __init__(self, rng, core, layer, *, gemm=False):
+        self.layer, self.gemm = layer, gemm
+        self.x = rng.integers(-128, 128, (layer.in_h, layer.in_w, layer.cin), dtype=np.int8)
+        self.w = rng.integers(-128, 128, (layer.kh, layer.kw, layer.cin, layer.cout),
+                              dtype=np.int8)
+        self.bias, self.multiplier, self.shift = random_requant(rng, layer.cout)
+        top, bottom, left, right = layer.padding
+        acc = reference.conv2d(self.x, self.w, self.bias, layer.stride, (top, bottom, left, right),
+                               layer.zero_point)
+        out = reference.requantize(acc, self.multiplier, self.shift, layer.output_zero_point,
+                                   layer.act_min, layer.act_max, rounding=layer.rounding)
+        self.expected = reference.max_pool2x2(out) if layer.pool else out
+        self.hardware_bias = reference.fold_zero_point(
+            self.bias, self.w.reshape(-1, layer.cout), layer.zero_point)
+
+    async def run(self, host, core, *, first_half=0):
+        layer = self.layer
+        await host.write_rows(layer.a_base, activation_rows(self.x, rows=core.rows,
+                                                            row_bytes=core.row_bytes))
+        await host.write_rows(layer.w_base, weight_rows(self.w, rows=core.rows, cols=core.cols,
+                                                        row_bytes=core.row_bytes))
+        channels = -(-layer.cout // core.cols) * core.cols
+        await host.write_block("parameters", 4 * layer.param_base,
+                               parameter_words(self.hardware_bias, self.multiplier, self.shift,
+                                               channels=channels))
+        commands, half = layer_commands(layer, rows=core.rows, cols=core.cols,
+                                        accumulator_rows=core.accumulator_rows, gemm=self.gemm,
+                                        first_half=first_half)
+        await host.push(commands)
+        await host.wait_done()
+        height, width = self.expected.shape[:2]
+        blocks = -(-layer.cout // core.cols)
+        rows = await host.read_rows(layer.out_base, height * width * blocks)
+        got = output_from_rows(rows, pixels=height * width, channels=layer.cout, cols=core.cols,
+                               stride=blocks)
+        np.testing.assert_array_equal(got.reshape(self.expected.shape), self.expected)
+        return half
+
+
+def simulate(core, body, name):
+    async def testbench(ctx):
+        await body(PysimHost(ctx, core))
+    run(core, testbench, name=name)
+
+
+def gemm_layer(m, k, n, **placement):
+    return ConvLayer(in_h=m, in_w=1, cin=k, cout=n, **placement)
+
+
+PLACEMENT = dict(a_base=0, w_base=160, out_base=400, param_base=0)
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(4, 4), (3, 2)]))
+def test_random_gemm_shapes(seed, shape):
+    """Odd sizes, smaller than the array, not multiples of it; both rounding forms."""
+    rng = np.random.default_rng(seed)
+    core = make_core(*shape)
+    cases = []
+    for rounding in ("double", "single"):
+        m, k, n = (int(v) for v in rng.integers(1, 20, 3))
+        layer = gemm_layer(m, k, n, rounding=rounding, act_min=int(rng.integers(-128, 0)),
+                           output_zero_point=int(rng.integers(-20, 20)), **PLACEMENT)
+        cases.append(Case(rng, core, layer, gemm=True))
+
+    async def body(host):
+        half = 0
+        for case in cases:
+            half = await case.run(host, core, first_half=half)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_gemm")
+
+
+CONV_CASES = {
+    "3x3_s1_p1": dict(in_h=5, in_w=6, cin=5, cout=6, kh=3, kw=3, stride=1, padding=(1, 1, 1, 1)),
+    "3x3_s2_p1": dict(in_h=7, in_w=6, cin=3, cout=5, kh=3, kw=3, stride=2, padding=(1, 1, 1, 1)),
+    "1x1_s1": dict(in_h=4, in_w=5, cin=6, cout=7, kh=1, kw=1, stride=1),
+    "1x1_s2": dict(in_h=5, in_w=5, cin=4, cout=3, kh=1, kw=1, stride=2),
+    "5x5_p2": dict(in_h=5, in_w=4, cin=2, cout=4, kh=5, kw=5, stride=1, padding=(2, 2, 2, 2)),
+    "3x3_s2_same_asymmetric": dict(in_h=6, in_w=8, cin=3, cout=4, kh=3, kw=3, stride=2,
+                                   padding=reference.same_padding(6, 8, 3, 3, 2)),
+    "3x3_same_pool": dict(in_h=6, in_w=7, cin=4, cout=5, kh=3, kw=3, stride=1,
+                          padding=(1, 1, 1, 1), pool=True),
+}
+
+
+def test_conv_padding_stride_and_pool():
+    """Common CNN geometries with a nonzero input zero point; the last one max-pools on store."""
+    rng = np.random.default_rng(7)
+    core = make_core(4, 4)
+    cases = [Case(rng, core, ConvLayer(**geometry, zero_point=int(rng.integers(-30, 30)),
+                                       rounding=("double", "single")[index % 2], **PLACEMENT))
+             for index, geometry in enumerate(CONV_CASES.values())]
+    top, bottom, left, right = CONV_CASES["3x3_s2_same_asymmetric"]["padding"]
+    assert (top, left) != (bottom, right)
+
+    async def body(host):
+        half = 0
+        for case in cases:
+            half = await case.run(host, core, first_half=half)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+        counters = await host.counters()
+        assert counters["macs"] == sum(
+            int(np.prod(case.expected.shape[:2] if not case.layer.pool else
+                        (case.layer.out_h, case.layer.out_w)))
+            * case.layer.kh * case.layer.kw * case.layer.cin * case.layer.cout for case in cases)
+    simulate(core, body, "core_conv")
+
+
+def test_binary_dense_thresholds_and_dots():
+    rng = np.random.default_rng(3)
+    core = make_core(4, 4)
+    m, k, n = 3, 45, 10
+    lanes, width = core.binary_lanes, core.binary_width
+    a = rng.choice([-1, 1], (m, k)).astype(np.int8)
+    w = rng.choice([-1, 1], (n, k)).astype(np.int8)
+    a_packed, w_packed = reference.pack_bits(a), reference.pack_bits(w)
+    thresholds = rng.integers(-k - 3, k + 3, n)
+    ascending = rng.integers(0, 2, n).astype(bool)
+    dots = reference.binary_dense(a_packed, w_packed, k)
+    signs = reference.threshold_activation(dots, thresholds, ascending)
+    folds = -(-n // lanes)
+    out_base = 5
+
+    async def body(host):
+        await host.write_rows(30, binary_activation_rows(a_packed, k, width=width,
+                                                         row_bytes=core.row_bytes))
+        words_per_beat = -(-width // 32)
+        for write in weight_writes(w_packed, k, width=width, lanes=lanes):
+            base = (write["address"] * core.lanes_stride + write["lane"]) * core.weight_word_stride
+            for word in range(words_per_beat):
+                await host.write("binary_weights", base + word, write["bits"] >> (32 * word))
+        for write in threshold_writes(thresholds, ascending, k, lanes=lanes):
+            await host.write("binary_thresholds",
+                             write["neuron_fold"] * core.lanes_stride + write["lane"],
+                             (write["threshold"] & 0x7FFF_FFFF) | write["ascending"] << 31)
+        await host.push([encode(Opcode.BINARY, a_base=30, vectors=m, k=k, neuron_folds=folds,
+                                last_lanes=n - (folds - 1) * lanes, out_base=out_base),
+                         encode(Opcode.FENCE)])
+        await host.wait_done()
+        got_dots = np.zeros((m, folds * lanes), np.int64)
+        got_signs = np.zeros((m, folds * lanes), np.int8)
+        for vector in range(m):
+            for fold in range(folds):
+                row = (out_base + vector * folds + fold) * core.result_stride
+                words = await host.read_block("binary_results", row, lanes + 1)
+                for lane in range(lanes):
+                    got_dots[vector, fold * lanes + lane] = np.int32(np.uint32(words[lane]))
+                    got_signs[vector, fold * lanes + lane] = 1 if words[lanes] >> lane & 1 else -1
+        np.testing.assert_array_equal(got_dots[:, :n], dots)
+        np.testing.assert_array_equal(got_signs[:, :n], signs)
+        counters = await host.counters()
+        assert counters["binary_ops"] == 2 * m * k * n
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_binary")
+
+
+def test_scoreboard_orders_store_after_compute_and_compute_after_store():
+    """GEMM into half 0, its store, then a second GEMM into the *same* half and its store, pushed
+    back to back. Without the RAW guard the first store reads a half still being computed; without
+    the WAR guard the second GEMM overwrites it before the first store has read it."""
+    rng = np.random.default_rng(11)
+    core = make_core(4, 4, queue_depth=8)
+    first = Case(rng, core, gemm_layer(30, 13, 4, **PLACEMENT), gemm=True)
+    second = Case(rng, core, gemm_layer(30, 13, 4, a_base=180, w_base=300, out_base=320,
+                                        param_base=8), gemm=True)
+
+    async def body(host):
+        for case in (first, second):
+            layer = case.layer
+            await host.write_rows(layer.a_base, activation_rows(case.x, rows=4, row_bytes=4))
+            await host.write_rows(layer.w_base, weight_rows(case.w, rows=4, cols=4, row_bytes=4))
+            await host.write_block("parameters", 4 * layer.param_base,
+                                   parameter_words(case.hardware_bias, case.multiplier,
+                                                   case.shift, channels=4))
+        commands = []
+        for case in (first, second):
+            pair, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64, gemm=True,
+                                     first_half=0)
+            commands += pair[:-1]           # no FENCE in between: only the scoreboard orders them
+        assert [decode(c)[1]["acc_base"] for c in commands] == [0, 0, 0, 0]
+        await host.push(commands + [encode(Opcode.FENCE)])
+        await host.wait_done()
+        for case in (first, second):
+            rows = await host.read_rows(case.layer.out_base, 30)
+            np.testing.assert_array_equal(output_from_rows(rows, pixels=30, channels=4, cols=4,
+                                                           stride=1), case.expected.reshape(30, 4))
+        assert (await host.counters())["dispatch_stall"] > 0
+    simulate(core, body, "core_scoreboard")
+
+
+def test_ping_pong_overlaps_store_with_compute_and_queue_back_pressure():
+    """A layer split over many command pairs (more than the queue holds) alternates halves; the
+    store of one half runs while the other is computed (busy cycles overlap)."""
+    rng = np.random.default_rng(5)
+    core = make_core(4, 4, queue_depth=2)
+    case = Case(rng, core, gemm_layer(60, 9, 14, a_base=0, w_base=200, out_base=260,
+                                      param_base=0), gemm=True)
+    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64, gemm=True)
+    assert len(commands) > 3 * core.queue_depth
+
+    async def body(host):
+        await host.write_block("control", REGISTERS["counter_clear"], [1])
+        await case.run(host, core)
+        counters = await host.counters()
+        assert counters["compute_busy"] + counters["store_busy"] > counters["active_cycles"]
+        assert counters["commands_retired"] == len(commands)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_ping_pong")
+
+
+def _invalid_commands(core):
+    ok_gemm = dict(a_base=0, w_base=100, acc_base=0, accumulate=0, m=4, k_blocks=1, k_last=4,
+                   n_blocks=1, n_last=4)
+    ok_store = dict(acc_base=0, height=4, width=1, n_blocks=1, param_base=0, out_base=300,
+                    out_stride=1, rounding=0, zero_point=0, act_min=-128, act_max=127, pool=0)
+    ok_binary = dict(a_base=0, vectors=1, k=32, neuron_folds=1, last_lanes=4, out_base=0)
+    conv = dict(a_base=0, w_base=100, acc_base=0, accumulate=0, in_h=3, in_w=3, cin_blocks=1,
+                cin_last=4, kh=3, kw=3, stride=1, pad_top=1, pad_left=1, zero_point=0, out_w=3,
+                ho_start=0, ho_count=3, n_blocks=1, n_last=4)
+    return [
+        ([9, 0, 0, 0, 0], ErrorCode.UNKNOWN_OPCODE, 9),
+        ([0] * COMMAND_WORDS, ErrorCode.UNKNOWN_OPCODE, 0),
+        (encode(Opcode.GEMM, **{**ok_gemm, "a_base": 509}), ErrorCode.SCRATCHPAD_RANGE, 1),
+        (encode(Opcode.GEMM, **{**ok_gemm, "w_base": 509}), ErrorCode.SCRATCHPAD_RANGE, 1),
+        (encode(Opcode.GEMM, **{**ok_gemm, "m": 33}), ErrorCode.ACCUMULATOR_RANGE, 1),
+        (encode(Opcode.GEMM, **{**ok_gemm, "acc_base": 64}), ErrorCode.ACCUMULATOR_RANGE, 1),
+        (encode(Opcode.GEMM, **{**ok_gemm, "k_last": 5}), ErrorCode.BAD_SHAPE, 1),
+        (encode(Opcode.GEMM, **{**ok_gemm, "n_blocks": 0}), ErrorCode.BAD_SHAPE, 1),
+        (encode(Opcode.CONV, **{**conv, "in_h": 200}), ErrorCode.SCRATCHPAD_RANGE, 2),
+        (encode(Opcode.CONV, **{**conv, "ho_count": 11}), ErrorCode.ACCUMULATOR_RANGE, 2),
+        (encode(Opcode.CONV, **{**conv, "stride": 0}), ErrorCode.BAD_SHAPE, 2),
+        (encode(Opcode.REQUANT_STORE, **{**ok_store, "acc_base": 30}),
+         ErrorCode.ACCUMULATOR_RANGE, 3),
+        (encode(Opcode.REQUANT_STORE, **{**ok_store, "param_base": 61}),
+         ErrorCode.PARAMETER_RANGE, 3),
+        (encode(Opcode.REQUANT_STORE, **{**ok_store, "out_base": 509}),
+         ErrorCode.SCRATCHPAD_RANGE, 3),
+        (encode(Opcode.REQUANT_STORE, **{**ok_store, "act_min": 5, "act_max": 4}),
+         ErrorCode.BAD_SHAPE, 3),
+        (encode(Opcode.REQUANT_STORE, **{**ok_store, "pool": 1}), ErrorCode.BAD_SHAPE, 3),
+        (encode(Opcode.BINARY, **{**ok_binary, "k": 129}), ErrorCode.BAD_SHAPE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "last_lanes": 5}), ErrorCode.BAD_SHAPE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "a_base": 512 - 1, "vectors": 2}),
+         ErrorCode.SCRATCHPAD_RANGE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "out_base": 64}), ErrorCode.RESULT_RANGE, 4),
+    ]
+
+
+async def _snapshot(host, core):
+    return (await host.read_block("scratchpad", 0, core.scratchpad_rows * core.scratchpad_stride),
+            await host.read_block("accumulator", 0,
+                                  core.accumulator_rows * core.accumulator_stride),
+            await host.read_block("binary_results", 0,
+                                  core.binary_result_rows * core.result_stride))
+
+
+def test_invalid_commands_are_skipped_with_error_status_and_touch_nothing():
+    rng = np.random.default_rng(2)
+    core = make_core(4, 4)
+    table = _invalid_commands(core)
+    valid = Case(rng, core, gemm_layer(6, 5, 3, **PLACEMENT), gemm=True)
+
+    async def body(host):
+        # Fill every buffer with something recognisable first.
+        await host.write_rows(0, rng.integers(-128, 128, (core.scratchpad_rows, 4), np.int8))
+        await valid.run(host, core)
+        before = await _snapshot(host, core)
+        for index, (words, code, opcode) in enumerate(table):
+            await host.push([words, encode(Opcode.FENCE)])
+            await host.wait_done()
+            assert await host.register("error_code") == code.value, (index, code)
+            assert await host.register("error_index") == host.pushed - 2
+            assert await host.register("error_opcode") == opcode
+            await host.write("control", REGISTERS["error_code"], 0)
+            assert await host.register("error_code") == ErrorCode.NONE.value
+        assert await _snapshot(host, core) == before
+        await valid.run(host, core)         # the core still works
+    simulate(core, body, "core_invalid")
+
+
+def test_queue_overflow_drops_the_command_and_reports_it():
+    core = make_core(4, 4, queue_depth=2)
+    gemm = encode(Opcode.GEMM, a_base=0, w_base=100, acc_base=0, accumulate=0, m=30,
+                  k_blocks=8, k_last=4, n_blocks=1, n_last=4)
+
+    async def body(host):
+        # One running, one held by the dispatcher, two queued, one too many.
+        await host.push([gemm] * 5, poll=False)
+        host.pushed -= 1
+        assert await host.register("error_code") == ErrorCode.QUEUE_OVERFLOW.value
+        assert await host.register("error_index") == 4
+        assert await host.register("error_opcode") == Opcode.GEMM.value
+        await host.wait_done()
+        assert await host.register("queue_free") == 2
+    simulate(core, body, "core_overflow")
+
+
+def test_output_stationary_rejects_gemm_and_conv():
+    core = make_core(4, 4, dataflow="output_stationary")
+    gemm = encode(Opcode.GEMM, a_base=0, w_base=100, acc_base=0, accumulate=0, m=4, k_blocks=1,
+                  k_last=4, n_blocks=1, n_last=4)
+
+    async def body(host):
+        await host.push([gemm, encode(Opcode.FENCE)])
+        await host.wait_done()
+        assert await host.register("error_code") == ErrorCode.UNSUPPORTED.value
+        assert await host.register("error_index") == 0
+    simulate(core, body, "core_output_stationary")
+
+
+@pytest.mark.parametrize("name, value, error", [
+    ("rows", 0, ValueError), ("rows", 2.0, TypeError), ("dataflow", "row", ValueError),
+    ("scratchpad_rows", 100, ValueError), ("binary_width", 64, ValueError),
+    ("queue_depth", 1, ValueError), ("parameter_rows", 2, ValueError),
+])
+def test_parameter_errors_name_the_parameter(name, value, error):
+    with pytest.raises(error, match=name):
+        make_core(4, 4, **{name: value}) if name != "rows" else make_core(value, 4)
+
+
+def test_core_from_config_sizes_memories_from_the_config():
+    config = preset("tiny").replace(dataflow="weight_stationary")
+    core = core_from_config(config, binary_max_k=64, binary_max_n=8)
+    assert (core.scratchpad_rows, core.accumulator_rows, core.row_bytes) == (256, 64, 4)
+    names = [window.name for window in core.windows(0x1000_0000)]
+    assert names[0] == "control" and "scratchpad" in names
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_encode_decode_round_trip(data):
+    opcode = data.draw(st.sampled_from([Opcode.GEMM, Opcode.CONV, Opcode.REQUANT_STORE,
+                                        Opcode.BINARY]))
+    from hw.core.isa import _ARGS_LAYOUT, _ARGUMENTS, _SIGNED_FIELDS
+    from amaranth.hdl import Shape
+    fields = {}
+    for name, field in _ARGS_LAYOUT.members[_ARGUMENTS[opcode]]:
+        width = Shape.cast(field.shape).width
+        low, high = ((-(1 << (width - 1)), (1 << (width - 1)) - 1) if name in _SIGNED_FIELDS
+                     else (0, (1 << width) - 1))
+        fields[name] = data.draw(st.integers(low, high))
+    words = encode(opcode, **fields)
+    assert len(words) == COMMAND_WORDS and all(0 <= word < 2**32 for word in words)
+    assert decode(words) == (opcode, fields)
+
+
+def test_encode_rejects_bad_fields():
+    with pytest.raises(ValueError, match="k_last"):
+        encode(Opcode.GEMM, a_base=0, w_base=0, acc_base=0, accumulate=0, m=1, k_blocks=1,
+               k_last=64, n_blocks=1, n_last=1)
+    with pytest.raises(ValueError, match="missing"):
+        encode(Opcode.BINARY, a_base=0)
+    with pytest.raises(ValueError, match="no fields"):
+        encode(Opcode.FENCE, a_base=0)
