@@ -12,6 +12,7 @@ BENCHES = {
     "requant": "sim.bench.requant",
     "build": "sim.bench.build",
     "binary": "sim.bench.binary",
+    "core": "sim.bench.core",
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
 }
