@@ -1,4 +1,5 @@
-"""ConvBeatGenerator: every beat against an independent loop-nest model of the documented order."""
+"""ConvBeatGenerator: both beat streams against an independent loop-nest model of the documented
+order, with gaps on the command and stalls on each output."""
 
 import random
 
@@ -11,14 +12,14 @@ from sim.harness import receive, run, send
 def expected_beats(rows, cols, command):
     c = command
     pixels = c["ho_count"] * c["out_w"]
-    beats = []
+    weights, beats = [], []
     w_addr = c["w_base"]
     for nb in range(c["n_blocks"]):
         for kh in range(c["kh"]):
             for kw in range(c["kw"]):
                 for cb in range(c["cin_blocks"]):
                     for _ in range(rows):
-                        beats.append(("w", w_addr))
+                        weights.append(w_addr)
                         w_addr += 1
                     lanes = c["cin_last"] if cb == c["cin_blocks"] - 1 else rows
                     columns = c["n_last"] if nb == c["n_blocks"] - 1 else cols
@@ -27,35 +28,41 @@ def expected_beats(rows, cols, command):
                         h = (c["ho_start"] + ho) * c["stride"] - c["pad_top"] + kh
                         w = wo * c["stride"] - c["pad_left"] + kw
                         pad = not (0 <= h < c["in_h"] and 0 <= w < c["in_w"])
-                        beats.append(("a", None if pad else
+                        beats.append((None if pad else
                                       c["a_base"] + (h * c["in_w"] + w) * c["cin_blocks"] + cb,
                                       c["acc_base"] + nb * pixels + p,
                                       int(c["accumulate"] or (kh, kw, cb) != (0, 0, 0)),
                                       int(p == pixels - 1), lanes * columns))
-    return beats
+    return weights, beats
 
 
 def observed(beat):
-    if beat.weight:
-        return ("w", int(beat.sp_addr))
-    return ("a", None if beat.pad else int(beat.sp_addr), int(beat.acc_addr), int(beat.accumulate),
+    return (None if beat.pad else int(beat.sp_addr), int(beat.acc_addr), int(beat.accumulate),
             int(beat.last), int(beat.macs))
 
 
 def simulate(rows, cols, commands, *, gap=0.0, stall=0.0, seed=0):
     dut = ConvBeatGenerator(rows=rows, cols=cols, accumulator_rows=1024)
-    expected = [b for command in commands for b in expected_beats(rows, cols, command)]
-    got = []
+    expected = [expected_beats(rows, cols, command) for command in commands]
+    expected_weights = [w for weights, _ in expected for w in weights]
+    expected_beats_ = [b for _, beats in expected for b in beats]
+    got, got_weights = [], []
 
     async def producer(ctx):
         await send(ctx, dut.command, commands, gap_probability=gap, rng=random.Random(seed))
 
     async def consumer(ctx):
-        got.extend(observed(b) for b in await receive(ctx, dut.beats, len(expected),
+        got.extend(observed(b) for b in await receive(ctx, dut.activations, len(expected_beats_),
                                                       stall_probability=stall,
                                                       rng=random.Random(seed + 1)))
-    run(dut, producer, consumer, name="core_im2col")
-    assert got == expected
+
+    async def weight_consumer(ctx):
+        got_weights.extend(int(w) for w in await receive(ctx, dut.weights, len(expected_weights),
+                                                         stall_probability=stall,
+                                                         rng=random.Random(seed + 2)))
+    run(dut, producer, consumer, weight_consumer, name="core_im2col")
+    assert got == expected_beats_
+    assert got_weights == expected_weights
 
 
 def command(**overrides):
@@ -77,7 +84,8 @@ def test_conv_3x3_same_and_gemm_back_to_back():
 @given(st.data())
 def test_random_geometry(draw):
     rows, cols = draw.draw(st.integers(1, 4)), draw.draw(st.integers(1, 4))
-    kh, kw, stride = draw.draw(st.integers(1, 3)), draw.draw(st.integers(1, 3)), draw.draw(st.integers(1, 2))
+    kh, kw = draw.draw(st.integers(1, 3)), draw.draw(st.integers(1, 3))
+    stride = draw.draw(st.integers(1, 2))
     in_h, in_w = draw.draw(st.integers(1, 5)), draw.draw(st.integers(1, 5))
     pad_top, pad_left = draw.draw(st.integers(0, 2)), draw.draw(st.integers(0, 2))
     out_h = max(1, (in_h + 2 * pad_top - kh) // stride + 1)
@@ -85,7 +93,8 @@ def test_random_geometry(draw):
     ho_start = draw.draw(st.integers(0, out_h - 1))
     simulate(rows, cols, [command(kh=kh, kw=kw, stride=stride, in_h=in_h, in_w=in_w,
                                   pad_top=pad_top, pad_left=pad_left, out_w=out_w,
-                                  ho_start=ho_start, ho_count=draw.draw(st.integers(1, out_h - ho_start)),
+                                  ho_start=ho_start,
+                                  ho_count=draw.draw(st.integers(1, out_h - ho_start)),
                                   cin_blocks=draw.draw(st.integers(1, 2)),
                                   cin_last=draw.draw(st.integers(1, rows)),
                                   n_blocks=draw.draw(st.integers(1, 2)),

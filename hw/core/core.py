@@ -188,7 +188,7 @@ class Core(wiring.Component):
         weight_stationary = self.dataflow == "weight_stationary"
 
         m.submodules.scratchpad = scratchpad = Scratchpad(
-            row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=1)
+            row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=2)
         m.submodules.accumulator = accumulator = AccumulatorMemory(
             cols=cols, depth=self.accumulator_rows)
         m.submodules.parameters = parameters = Memory(shape=parameter_layout,
@@ -221,23 +221,54 @@ class Core(wiring.Component):
             compute_busy = Const(0)
 
         # Memory windows --------------------------------------------------------------------------
-        host_sp_read, host_sp_commit = self._scratchpad_window(m, scratchpad)
+        host_sp_read, host_sp_bank, host_sp_commit = self._scratchpad_window(m, scratchpad)
         host_acc_read = self._accumulator_window(m, accumulator)
         self._parameter_window(m, parameter_write)
         self._binary_windows(m, binary, result_read)
 
-        # Scratchpad read port: the host, else the compute unit, else the binary unit (the
-        # dispatcher never runs those two at once).
-        read_port = scratchpad.read[0]
-        sp_row_addr_width = scratchpad.bank_addr_width
-        clients = [binary] if compute is None else [compute, binary]
-        for client in clients:
-            m.d.comb += [client.sp_data.eq(read_port.data), client.sp_blocked.eq(host_sp_read)]
-        with m.If(~host_sp_read):
-            for client in clients:
-                with m.If(client.sp_en):
-                    m.d.comb += [read_port.addr.eq(client.sp_addr[:sp_row_addr_width]),
-                                 read_port.en.eq(1)]
+        # Scratchpad read ports, one per bank (the top row-address bit): the host first, then the
+        # activation-side client (compute or binary, never both at once), then compute's weights.
+        bank_bits = scratchpad.bank_addr_width
+        activation_clients = [binary] if compute is None else [compute, binary]
+        activation_en = Signal()
+        activation_addr = Signal(ADDRESS_BITS)
+        for client in activation_clients:
+            with m.If(client.sp_en):
+                m.d.comb += [activation_en.eq(1), activation_addr.eq(client.sp_addr)]
+        # Later assignments win: weights first, so the activation side overrides a conflict
+        # (compute.weight_blocked tells the weight reader it lost).
+        requests = [(activation_en, activation_addr)]
+        if compute is not None:
+            requests.insert(0, (compute.weight_en, compute.weight_addr))
+        bank_read = [Signal(name=f"bank_read_{index}") for index in range(2)]
+        for bank in range(2):
+            m.d.comb += bank_read[bank].eq(host_sp_read & (host_sp_bank == bank))
+        for enable, address in requests:
+            bank = address[bank_bits]
+            with m.If(enable & ~bank_read[0] & (bank == 0)):
+                m.d.comb += [scratchpad.read[0].addr.eq(address[:bank_bits]),
+                             scratchpad.read[0].en.eq(1)]
+            with m.If(enable & ~bank_read[1] & (bank == 1)):
+                m.d.comb += [scratchpad.read[1].addr.eq(address[:bank_bits]),
+                             scratchpad.read[1].en.eq(1)]
+        for client in activation_clients:
+            read_bank = Signal(name=f"{client.__class__.__name__.lower()}_read_bank")
+            m.d.sync += read_bank.eq(client.sp_addr[bank_bits])
+            m.d.comb += [
+                client.sp_data.eq(Mux(read_bank, scratchpad.read[1].data, scratchpad.read[0].data)),
+                client.sp_blocked.eq(Mux(client.sp_addr[bank_bits], bank_read[1], bank_read[0])),
+            ]
+        if compute is not None:
+            weight_bank = compute.weight_addr[bank_bits]
+            weight_read_bank = Signal()
+            m.d.sync += weight_read_bank.eq(weight_bank)
+            m.d.comb += [
+                compute.weight_data.eq(Mux(weight_read_bank, scratchpad.read[1].data,
+                                           scratchpad.read[0].data)),
+                compute.weight_blocked.eq(Mux(weight_bank, bank_read[1], bank_read[0]) |
+                                          (activation_en &
+                                           (activation_addr[bank_bits] == weight_bank))),
+            ]
         # Scratchpad write port: the host's row commit, else the store unit.
         m.d.comb += store.sp_blocked.eq(host_sp_commit)
         with m.If(~host_sp_commit):
@@ -283,15 +314,22 @@ class Core(wiring.Component):
                 scratchpad.write.en.eq(1),
             ]
         read_word = Signal.like(word)
-        m.d.sync += read_word.eq(word)
+        bank_bits = scratchpad.bank_addr_width
+        bank = row[bank_bits]
+        read_bank = Signal()
+        m.d.sync += [read_word.eq(word), read_bank.eq(bank)]
         with m.If(bus.read):
-            m.d.comb += [scratchpad.read[0].addr.eq(row), scratchpad.read[0].en.eq(1)]
-        row_bits = scratchpad.read[0].data.as_value()
+            for index in range(2):
+                with m.If(bank == index):
+                    m.d.comb += [scratchpad.read[index].addr.eq(row[:bank_bits]),
+                                 scratchpad.read[index].en.eq(1)]
+        row_bits = Mux(read_bank, scratchpad.read[1].data.as_value(),
+                       scratchpad.read[0].data.as_value())
         with m.Switch(read_word):
             for index in range(words_per_row):
                 with m.Case(index):
                     m.d.comb += bus.read_data.eq(row_bits[32 * index:32 * index + 32])
-        return bus.read, commit
+        return bus.read, bank, commit
 
     def _accumulator_window(self, m, accumulator):
         bus = self.accumulator

@@ -1,18 +1,23 @@
 """Weight-stationary beat sequence of a convolution (a GEMM is a 1x1 convolution), im2col on chip.
 
-`ConvBeatGenerator` takes one layer command and emits one beat per cycle, with no bubble at row,
-tile or block boundaries: for every output column block ``nb`` and kernel chunk
-``(kh, kw, cb)`` (one array tile, K = R input channels), first the R weight rows of the tile,
-then one activation beat per output pixel::
+`ConvBeatGenerator` takes one layer command and emits two address streams, one beat per cycle
+each, with no bubble at row, tile or block boundaries. Tiles are ordered::
 
-    for nb < n_blocks: for kh < KH: for kw < KW: for cb < cin_blocks:
-        R beats   weight=1  sp_addr = w_base + tile*R + r          (sequential over the command)
-        M beats   weight=0  pixel (ho, wo), ho_start <= ho < ho_start + ho_count, wo < out_w:
-                  h = ho*stride - pad_top + kh, w = wo*stride - pad_left + kw
-                  pad = pixel outside the H x W image (the row is the input zero point)
-                  sp_addr = a_base + (h*in_w + w)*cin_blocks + cb   (only read when not pad)
-                  acc_addr = acc_base + nb*M + p (p = pixel index), accumulate = not the first
-                  kernel chunk (or the command's `accumulate`), last = final pixel of the tile
+    for nb < n_blocks: for kh < KH: for kw < KW: for cb < cin_blocks:      (one array tile each)
+
+`weights`: the R weight rows of every tile in that order, ``w_base + tile*R + r`` -- one
+sequential run of ``n_blocks*KH*KW*cin_blocks*R`` rows. `activations`: for every tile, one beat
+per output pixel (ho, wo), ``ho_start <= ho < ho_start + ho_count``, ``wo < out_w``::
+
+    h = ho*stride - pad_top + kh, w = wo*stride - pad_left + kw
+    pad = pixel outside the H x W image (the row is the input zero point, nothing is read)
+    sp_addr = a_base + (h*in_w + w)*cin_blocks + cb
+    acc_addr = acc_base + nb*M + p (p = pixel index), accumulate = not the first kernel chunk
+    (or the command's `accumulate`), last = final pixel of the tile
+
+The two streams are independent, so the next tile's weights are read (from another scratchpad
+bank) and shifted into the array's shadow registers while the current tile computes; the array
+itself holds a tile's first activation until its weights are in.
 
 The activation layout (pixel-major, ``cin_blocks`` rows per pixel) is the one the store unit
 writes, so layers chain without the host touching data; a GEMM's A is an ``M x 1`` image with
@@ -21,8 +26,8 @@ cin_blocks``, ``ho_start*stride``, ``M = ho_count*out_w`` ...) are formed once i
 cycles after a command is accepted. ``macs`` is the useful multiply-accumulates of a beat: real
 input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
 
-Latency: first beat 3 cycles after the command is accepted. Throughput: one beat per cycle while
-`beats.ready` is high.
+Latency: first beats 3 cycles after the command is accepted. Throughput: one beat per cycle on
+each stream while it is ready.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -54,7 +59,8 @@ class ConvBeatGenerator(wiring.Component):
     Members
     -------
     command : In(stream.Signature(conv_command_layout()))
-    beats : Out(stream.Signature({weight, pad, sp_addr, acc_addr, accumulate, last, macs}))
+    weights : Out(stream.Signature(ADDRESS_BITS))     scratchpad row of the next weight row
+    activations : Out(stream.Signature({pad, sp_addr, acc_addr, accumulate, last, macs}))
     """
 
     def __init__(self, *, rows, cols, accumulator_rows):
@@ -65,19 +71,20 @@ class ConvBeatGenerator(wiring.Component):
         self.rows, self.cols = rows, cols
         self.acc_addr_width = (accumulator_rows - 1).bit_length()
         self.beat_layout = data.StructLayout({
-            "weight": 1, "pad": 1, "sp_addr": ADDRESS_BITS, "acc_addr": self.acc_addr_width,
+            "pad": 1, "sp_addr": ADDRESS_BITS, "acc_addr": self.acc_addr_width,
             "accumulate": 1, "last": 1, "macs": 11,
         })
         super().__init__({
             "command": In(stream.Signature(conv_command_layout())),
-            "beats": Out(stream.Signature(self.beat_layout)),
+            "weights": Out(stream.Signature(ADDRESS_BITS)),
+            "activations": Out(stream.Signature(self.beat_layout)),
         })
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
         cmd = Signal(conv_command_layout())
-        beat = self.beats.payload
+        beat = self.activations.payload
 
         # Set-up products, formed once per command.
         h_first = Signal(signed(18))        # ho_start*stride - pad_top
@@ -89,9 +96,9 @@ class ConvBeatGenerator(wiring.Component):
 
         # Loop state.
         running = Signal()
-        weight_phase = Signal()
-        weight_row = Signal(range(rows))
         w_addr = Signal(ADDRESS_BITS)
+        w_end = Signal(ADDRESS_BITS + 1)        # w_base + every tile's R rows
+        weights_left = Signal()
         nb, kh, kw, cb = (Signal(10, name="nb"), Signal(4, name="kh"), Signal(4, name="kw"),
                           Signal(10, name="cb"))
         origin_kh = Signal(_WIDE)           # (kh, kw=0, cb=0) tile origin
@@ -108,7 +115,7 @@ class ConvBeatGenerator(wiring.Component):
         addr = Signal(_WIDE)
 
         setup = Signal(2)
-        m.d.comb += self.command.ready.eq(~running & (setup == 0))
+        m.d.comb += self.command.ready.eq(~running & ~weights_left & (setup == 0))
         with m.If(self.command.valid & self.command.ready):
             m.d.sync += [cmd.eq(self.command.payload), setup.eq(1)]
         with m.If(setup == 1):
@@ -117,6 +124,7 @@ class ConvBeatGenerator(wiring.Component):
                 cin_step.eq(cmd.stride * cmd.cin_blocks),
                 image_row.eq(cmd.in_w * cmd.cin_blocks),
                 pixels.eq(cmd.ho_count * cmd.out_w),
+                w_end.eq(cmd.w_base + cmd.n_blocks * cmd.kh * cmd.kw * cmd.cin_blocks * rows),
                 setup.eq(2),
             ]
         with m.If(setup == 2):
@@ -126,39 +134,41 @@ class ConvBeatGenerator(wiring.Component):
                 h_step.eq(cmd.stride * image_row),
                 origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
                 origin.eq(first), row_addr.eq(first), addr.eq(first),
-                h.eq(h_first), w.eq(-cmd.pad_left), tile_w_start.eq(-cmd.pad_left), wo.eq(0), ho.eq(0), pixel.eq(0),
-                nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0), weight_row.eq(0), weight_phase.eq(1),
-                w_addr.eq(cmd.w_base), acc_block.eq(cmd.acc_base),
+                h.eq(h_first), w.eq(-cmd.pad_left), tile_w_start.eq(-cmd.pad_left),
+                wo.eq(0), ho.eq(0), pixel.eq(0), nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0),
+                w_addr.eq(cmd.w_base), weights_left.eq(1), acc_block.eq(cmd.acc_base),
                 running.eq(1), setup.eq(0),
             ]
 
         last_cb = cb == cmd.cin_blocks - 1
         last_nb = nb == cmd.n_blocks - 1
         first_chunk = (kh == 0) & (kw == 0) & (cb == 0)
-        tile_last = ~weight_phase & (pixel == pixels - 1)
+        tile_last = pixel == pixels - 1
         inside = (h >= 0) & (h < cmd.in_h) & (w >= 0) & (w < cmd.in_w)
         m.d.comb += [
-            self.beats.valid.eq(running),
-            beat.weight.eq(weight_phase),
-            beat.pad.eq(~weight_phase & ~inside),
-            beat.sp_addr.eq(Mux(weight_phase, w_addr, addr[:ADDRESS_BITS])),
+            self.weights.valid.eq(weights_left),
+            self.weights.payload.eq(w_addr),
+            self.activations.valid.eq(running),
+            beat.pad.eq(~inside),
+            beat.sp_addr.eq(addr[:ADDRESS_BITS]),
             beat.acc_addr.eq(acc_block + pixel),
             beat.accumulate.eq(cmd.accumulate | ~first_chunk),
             beat.last.eq(tile_last),
             beat.macs.eq(Mux(last_cb, cmd.cin_last, rows) * Mux(last_nb, cmd.n_last, cols)),
         ]
 
+        with m.If(self.weights.valid & self.weights.ready):
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(w_addr + 1 == w_end):
+                m.d.sync += weights_left.eq(0)
+
         def start_tile(tile_origin, h_start, w_start):
             return [origin.eq(tile_origin), row_addr.eq(tile_origin), addr.eq(tile_origin),
-                    h.eq(h_start), w.eq(w_start), tile_w_start.eq(w_start), wo.eq(0), ho.eq(0), pixel.eq(0),
-                    weight_phase.eq(1), weight_row.eq(0)]
+                    h.eq(h_start), w.eq(w_start), tile_w_start.eq(w_start),
+                    wo.eq(0), ho.eq(0), pixel.eq(0)]
 
-        with m.If(self.beats.valid & self.beats.ready):
-            with m.If(weight_phase):
-                m.d.sync += [w_addr.eq(w_addr + 1), weight_row.eq(weight_row + 1)]
-                with m.If(weight_row == rows - 1):
-                    m.d.sync += weight_phase.eq(0)
-            with m.Elif(~tile_last):
+        with m.If(self.activations.valid & self.activations.ready):
+            with m.If(~tile_last):
                 m.d.sync += pixel.eq(pixel + 1)
                 with m.If(wo == cmd.out_w - 1):
                     m.d.sync += [wo.eq(0), ho.eq(ho + 1), h.eq(h + cmd.stride),

@@ -8,13 +8,16 @@ signals because the core shares them with the host link, which always wins: a un
 
 ComputeUnit (weight-stationary)::
 
-    command -> ConvBeatGenerator -> ReadStage(scratchpad) --weight rows--> SystolicArray.weights
-                                                        \\--activation rows--> .activations
+    command -> ConvBeatGenerator -weights-----> ReadStage(port w) -> SystolicArray.weights
+                                 \\-activations-> ReadStage(port a) -> SystolicArray.activations
                   tag FIFO {acc_addr, accumulate}  <-- pushed per activation, popped per result
     SystolicArray.results + tag -> acc_write (AccumulatorMemory.write: write or accumulate)
 
-    Per tile: R weight beats then M activation beats through one scratchpad read port, so a tile
-    costs R + M cycles (utilization M / (M + R) of the array on long layers).
+    Weight rows and activation rows are read on two scratchpad ports (two banks), so the next
+    tile's weights load into the array's shadow registers while the current tile computes: a
+    tile costs max(M, R + C - 2 + R) cycles, i.e. one activation row per cycle when M is at least
+    about 2R + C (the array's swap window, see `hw.systolic.array`). When both streams hit the
+    same bank, activations win and weights wait (correct, slower).
 
 StoreUnit::
 
@@ -89,6 +92,8 @@ class ComputeUnit(wiring.Component):
             "command": In(stream.Signature(conv_command_layout())),
             "sp_addr": Out(ADDRESS_BITS), "sp_en": Out(1), "sp_data": In(_row_layout(row_bytes)),
             "sp_blocked": In(1),
+            "weight_addr": Out(ADDRESS_BITS), "weight_en": Out(1),
+            "weight_data": In(_row_layout(row_bytes)), "weight_blocked": In(1),
             "acc_write": Out(stream.Signature(data.StructLayout({
                 "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1}))),
             "busy": Out(1),
@@ -105,10 +110,12 @@ class ComputeUnit(wiring.Component):
                                                    dataflow="weight_stationary",
                                                    multiplier=self.multiplier)
         tag_layout = data.StructLayout({
-            "weight": 1, "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
+            "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
             "accumulate": 1, "last": 1, "macs": 11})
         m.submodules.reader = reader = ReadStage(
             addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=tag_layout)
+        m.submodules.weight_reader = weight_reader = ReadStage(
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=0)
         result_tag_layout = data.StructLayout({"acc_addr": generator.acc_addr_width,
                                                "accumulate": 1})
         m.submodules.result_tags = result_tags = SyncFIFOBuffered(
@@ -119,13 +126,22 @@ class ComputeUnit(wiring.Component):
         with m.If(self.command.valid & self.command.ready):
             m.d.sync += zero_point.eq(self.command.payload.zero_point)
 
-        beat = generator.beats.payload
         m.d.comb += [
-            reader.request.valid.eq(generator.beats.valid),
-            generator.beats.ready.eq(reader.request.ready),
+            weight_reader.request.valid.eq(generator.weights.valid),
+            generator.weights.ready.eq(weight_reader.request.ready),
+            weight_reader.request.payload.addr.eq(generator.weights.payload),
+            weight_reader.request.payload.read.eq(1),
+            self.weight_addr.eq(weight_reader.port_addr),
+            self.weight_en.eq(weight_reader.port_en),
+            weight_reader.port_data.eq(self.weight_data),
+            weight_reader.blocked.eq(self.weight_blocked),
+        ]
+        beat = generator.activations.payload
+        m.d.comb += [
+            reader.request.valid.eq(generator.activations.valid),
+            generator.activations.ready.eq(reader.request.ready),
             reader.request.payload.addr.eq(beat.sp_addr),
             reader.request.payload.read.eq(~beat.pad),
-            reader.request.payload.tag.weight.eq(beat.weight),
             reader.request.payload.tag.pad.eq(beat.pad),
             reader.request.payload.tag.zero_point.eq(zero_point),
             reader.request.payload.tag.acc_addr.eq(beat.acc_addr),
@@ -143,16 +159,16 @@ class ComputeUnit(wiring.Component):
         weight_row = array.weights.payload
         activation = array.activations.payload
         for lane in range(cols):
-            m.d.comb += weight_row[lane].eq(row.data[lane])
+            m.d.comb += weight_row[lane].eq(weight_reader.response.payload.data[lane])
         for lane in range(rows):
             m.d.comb += activation.a[lane].eq(Mux(tag.pad, tag.zero_point, row.data[lane]))
         pushed_tag = Signal(result_tag_layout)
         m.d.comb += [
             activation.last.eq(tag.last),
-            array.weights.valid.eq(reader.response.valid & tag.weight),
-            array.activations.valid.eq(reader.response.valid & ~tag.weight & result_tags.w_rdy),
-            reader.response.ready.eq(Mux(tag.weight, array.weights.ready,
-                                         array.activations.ready & result_tags.w_rdy)),
+            array.weights.valid.eq(weight_reader.response.valid),
+            weight_reader.response.ready.eq(array.weights.ready),
+            array.activations.valid.eq(reader.response.valid & result_tags.w_rdy),
+            reader.response.ready.eq(array.activations.ready & result_tags.w_rdy),
             pushed_tag.acc_addr.eq(tag.acc_addr),
             pushed_tag.accumulate.eq(tag.accumulate),
             result_tags.w_data.eq(pushed_tag),
@@ -175,7 +191,7 @@ class ComputeUnit(wiring.Component):
         outstanding = Signal(range(array.result_fifo_depth + 3))
         m.d.sync += outstanding.eq(outstanding + sent - written)
         m.d.comb += [
-            self.busy.eq(~generator.command.ready | generator.beats.valid | ~reader.idle |
+            self.busy.eq(~generator.command.ready | ~reader.idle | ~weight_reader.idle |
                          (outstanding != 0)),
             self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
             self.macs.eq(Mux(sent, tag.macs, 0)),
