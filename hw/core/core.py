@@ -16,7 +16,10 @@
                                                    StoreUnit <- drain
 
 Buffers (sizes from the config): the int8 `Scratchpad` (``scratchpad_rows`` rows of
-``row_bytes = max(R, C)`` lanes, activations and weights anywhere in it), the int32
+``row_bytes = max(R, C)`` lanes) in two banks (the top row-address bit), each one DP16KD-style
+read port: the compute unit reads weight rows and activation rows as two independent streams, so
+with weights in one bank and activations in the other the next tile's weights load while the
+current tile computes (in the same bank they take turns; activations first). Then the int32
 `AccumulatorMemory` (``accumulator_rows`` rows of C lanes) split into two halves, the requant
 parameter memory (``parameter_rows`` entries), the binary engine's weight/threshold memories and
 the binary result memory (``binary_result_rows`` rows).
@@ -607,7 +610,8 @@ class Core(wiring.Component):
                     if compute is not None:
                         with m.If(compute_command):
                             m.d.comb += compute.command.valid.eq(
-                                ~compute_active & ~binary_active & ~storing.bit_select(layer_half, 1))
+                                ~compute_active & ~binary_active &
+                                ~storing.bit_select(layer_half, 1))
                             with m.If(compute.command.valid & compute.command.ready):
                                 m.d.comb += dispatched.eq(1)
                                 m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),

@@ -125,7 +125,8 @@ def encode(opcode, **fields):
         names = {name for name, _ in layout}
         if set(fields) != names:
             raise ValueError(f"{opcode.name} takes fields {sorted(names)}; missing "
-                             f"{sorted(names - set(fields))}, unknown {sorted(set(fields) - names)}")
+                             f"{sorted(names - set(fields))}, "
+                             f"unknown {sorted(set(fields) - names)}")
         for name, field in layout:
             value = int(fields[name])
             width = Shape.cast(field.shape).width

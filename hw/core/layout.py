@@ -61,7 +61,7 @@ def words_to_rows(words, *, row_bytes, stride):
 
 
 def output_from_rows(rows_int8, *, pixels, channels, cols, stride):
-    """Rows written by REQUANT_STORE (pixel p block nb at ``p*stride + nb``) -> [pixels, channels]."""
+    """REQUANT_STORE rows (pixel p, block nb at ``p*stride + nb``) -> [pixels, channels]."""
     rows_int8 = np.asarray(rows_int8, dtype=np.int8)
     blocks = _blocks(channels, cols)
     out = np.zeros((pixels, blocks * cols), np.int8)

@@ -410,7 +410,8 @@ class BinaryUnit(wiring.Component):
             reader.request.payload.read.eq(1),
             reader.request.payload.tag.eq(fold == folds - 1),
             engine.activations.valid.eq(reader.response.valid),
-            engine.activations.payload.bits.eq(reader.response.payload.data.as_value()[:self.width]),
+            engine.activations.payload.bits.eq(
+                reader.response.payload.data.as_value()[:self.width]),
             engine.activations.payload.last.eq(reader.response.payload.tag),
             reader.response.ready.eq(engine.activations.ready),
             self.beats.eq(engine.activations.valid & engine.activations.ready),

@@ -10,9 +10,12 @@ output back to check it bit-exact against `sim.reference`. Reported:
 * binary: binary_ops / (2*width*lanes*binary_busy) (ops per cycle vs peak).
 
 Simulation runs on the compiled CXXRTL backend (`sim.cxxrtl`); without it the bench stops with
-the reason (a 256^3 GEMM is ~300k cycles, hours in pysim; tests/test_core.py covers pysim). Memories are sized so each layer is
-resident at once (``scratchpad_rows=32768``; the 4096-row default would need the host to stream
-W in column chunks between commands, which does not change the per-command utilization).
+the reason (a 256^3 GEMM is ~300k cycles, hours in pysim; tests/test_core.py covers pysim).
+Memories are sized so each layer is resident at once (``scratchpad_rows=32768``; the 4096-row
+default would need the host to stream W in column chunks between commands, which does not change
+the per-command utilization).
+Weights sit in the scratchpad's upper bank and activations/outputs in the lower one, so the next
+tile's weights load while the current tile computes.
 """
 
 import time
@@ -110,6 +113,13 @@ def _host_ops(host, core):
     return write_rows, read_rows, push, wait, counters
 
 
+def pixels_out(geometry):
+    top, bottom, left, right = geometry.get("padding", (0, 0, 0, 0))
+    kh, kw, stride = geometry.get("kh", 1), geometry.get("kw", 1), geometry.get("stride", 1)
+    return (reference.conv_output_size(geometry["in_h"], kh, stride, top, bottom)
+            * reference.conv_output_size(geometry["in_w"], kw, stride, left, right))
+
+
 def _int8_layer(host, core, name, geometry, gemm, rng, state):
     write_rows, read_rows, push, wait, counters = _host_ops(host, core)
     rows, cols = core.rows, core.cols
@@ -118,8 +128,12 @@ def _int8_layer(host, core, name, geometry, gemm, rng, state):
     kh, kw = geometry.get("kh", 1), geometry.get("kw", 1)
     a_rows = geometry["in_h"] * geometry["in_w"] * cin_blocks
     w_rows = n_blocks * kh * kw * cin_blocks * rows
+    # Weights in the upper bank, activations and outputs in the lower one: the two read streams
+    # never contend for a port.
     layer = ConvLayer(**geometry, zero_point=int(rng.integers(-20, 20)), a_base=0,
-                      w_base=a_rows, out_base=a_rows + w_rows, param_base=0)
+                      w_base=core.scratchpad_rows // 2, out_base=a_rows, param_base=0)
+    assert a_rows + pixels_out(geometry) * n_blocks <= core.scratchpad_rows // 2
+    assert w_rows <= core.scratchpad_rows // 2
     x = rng.integers(-128, 128, (layer.in_h, layer.in_w, layer.cin), dtype=np.int8)
     w = rng.integers(-128, 128, (kh, kw, layer.cin, layer.cout), dtype=np.int8)
     bias = rng.integers(-5000, 5000, layer.cout).astype(np.int32)
