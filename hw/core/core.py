@@ -10,7 +10,7 @@
                     |   (row-combining writes)     ^    |  (read)      |            |
                     |                              |    +--------------+------------+
                     |                        StoreUnit (write)         v            v
-                    +-- accumulator window --> AccumulatorMemory <- write/acc   binary results
+                    +-- accumulator window --> AccumulatorMemory x2 <- write/acc  binary results
                     +-- parameters window ---> requant parameters  |                 ^
                     +-- binary_weights/thresholds -> BinaryEngine   |   binary_results window
                                                    StoreUnit <- drain
@@ -20,7 +20,8 @@ Buffers (sizes from the config): the int8 `Scratchpad` (``scratchpad_rows`` rows
 read port: the compute unit reads weight rows and activation rows as two independent streams, so
 with weights in one bank and activations in the other the next tile's weights load while the
 current tile computes (in the same bank they take turns; activations first). Then the int32
-`AccumulatorMemory` (``accumulator_rows`` rows of C lanes) split into two halves, the requant
+accumulator, two `AccumulatorMemory` halves of ``accumulator_rows / 2`` rows of C lanes (the
+top row-address bit selects one; each has its own accumulate and drain ports), the requant
 parameter memory (``parameter_rows`` entries), the binary engine's weight/threshold memories and
 the binary result memory (``binary_result_rows`` rows).
 
@@ -192,8 +193,14 @@ class Core(wiring.Component):
 
         m.submodules.scratchpad = scratchpad = Scratchpad(
             row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=2)
-        m.submodules.accumulator = accumulator = AccumulatorMemory(
-            cols=cols, depth=self.accumulator_rows)
+        # One AccumulatorMemory per half: compute writes one while the store drains the other,
+        # each on its own read-modify-write and drain ports (a shared drain port would take
+        # cycles away from the accumulate path whenever a store overlaps compute).
+        half_rows = self.accumulator_rows // 2
+        half_bits = (half_rows - 1).bit_length()
+        halves = [AccumulatorMemory(cols=cols, depth=half_rows) for _ in range(2)]
+        for index, half in enumerate(halves):
+            m.submodules[f"accumulator_{index}"] = half
         m.submodules.parameters = parameters = Memory(shape=parameter_layout,
                                                       depth=self.parameter_rows, init=[])
         parameter_write = parameters.write_port()
@@ -218,14 +225,23 @@ class Core(wiring.Component):
                 rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
                 accumulator_rows=self.accumulator_rows)
             compute_busy = compute.busy
-            wiring.connect(m, compute.acc_write, accumulator.write)
+            write_half = compute.acc_write.payload.addr[half_bits]
+            for index, half in enumerate(halves):
+                m.d.comb += [
+                    half.write.payload.addr.eq(compute.acc_write.payload.addr[:half_bits]),
+                    half.write.payload.data.eq(compute.acc_write.payload.data),
+                    half.write.payload.accumulate.eq(compute.acc_write.payload.accumulate),
+                    half.write.valid.eq(compute.acc_write.valid & (write_half == index)),
+                ]
+            m.d.comb += compute.acc_write.ready.eq(
+                Mux(write_half, halves[1].write.ready, halves[0].write.ready))
         else:
             compute = None
             compute_busy = Const(0)
 
         # Memory windows --------------------------------------------------------------------------
         host_sp_read, host_sp_bank, host_sp_commit = self._scratchpad_window(m, scratchpad)
-        host_acc_read = self._accumulator_window(m, accumulator)
+        host_acc_read, host_acc_half = self._accumulator_window(m, halves, half_bits)
         self._parameter_window(m, parameter_write)
         self._binary_windows(m, binary, result_read)
 
@@ -278,13 +294,18 @@ class Core(wiring.Component):
             m.d.comb += [scratchpad.write.addr.eq(store.sp_addr),
                          scratchpad.write.data.eq(store.sp_data),
                          scratchpad.write.en.eq(store.sp_en)]
-        # Accumulator drain port: the host, else the store unit.
-        m.d.comb += store.drain_blocked.eq(host_acc_read)
-        with m.If(~host_acc_read):
-            m.d.comb += [accumulator.drain.addr.eq(store.drain_addr),
-                         accumulator.drain.en.eq(store.drain_en)]
+        # Accumulator drain ports: the host, else the store unit.
+        store_half = store.drain_addr[half_bits]
+        store_read_half = Signal()
+        m.d.sync += store_read_half.eq(store_half)
+        m.d.comb += store.drain_blocked.eq(host_acc_read & (host_acc_half == store_half))
+        for index, half in enumerate(halves):
+            with m.If(~(host_acc_read & (host_acc_half == index)) & (store_half == index)):
+                m.d.comb += [half.drain.addr.eq(store.drain_addr[:half_bits]),
+                             half.drain.en.eq(store.drain_en)]
         m.d.comb += [
-            store.drain_data.eq(accumulator.drain.data),
+            store.drain_data.eq(Mux(store_read_half, halves[1].drain.data,
+                                    halves[0].drain.data)),
             parameter_read.addr.eq(store.param_addr),
             store.param_data.eq(parameter_read.data),
             result_write.addr.eq(binary.result_addr),
@@ -334,20 +355,24 @@ class Core(wiring.Component):
                     m.d.comb += bus.read_data.eq(row_bits[32 * index:32 * index + 32])
         return bus.read, bank, commit
 
-    def _accumulator_window(self, m, accumulator):
+    def _accumulator_window(self, m, halves, half_bits):
         bus = self.accumulator
         lane_bits = (self.accumulator_stride - 1).bit_length()
         lane = bus.address[:lane_bits]
+        row = bus.address[lane_bits:]
+        half_select = row[half_bits]
         read_lane = Signal.like(lane)
-        m.d.sync += read_lane.eq(lane)
-        with m.If(bus.read):
-            m.d.comb += [accumulator.drain.addr.eq(bus.address[lane_bits:]),
-                         accumulator.drain.en.eq(1)]
+        read_half = Signal()
+        m.d.sync += [read_lane.eq(lane), read_half.eq(half_select)]
+        for index, half in enumerate(halves):
+            with m.If(bus.read & (half_select == index)):
+                m.d.comb += [half.drain.addr.eq(row[:half_bits]), half.drain.en.eq(1)]
+        data = Mux(read_half, halves[1].drain.data.as_value(), halves[0].drain.data.as_value())
         with m.Switch(read_lane):
             for index in range(self.cols):
                 with m.Case(index):
-                    m.d.comb += bus.read_data.eq(accumulator.drain.data[index])
-        return bus.read
+                    m.d.comb += bus.read_data.eq(data[32 * index:32 * index + 32])
+        return bus.read, half_select
 
     def _parameter_window(self, m, write_port):
         bus = self.parameters
