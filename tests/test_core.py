@@ -420,3 +420,40 @@ def test_weights_in_the_other_bank_load_while_the_tile_computes():
             busy.append((await host.counters())["compute_busy"])
         assert busy[1] + tiles <= busy[0], busy
     simulate(core, body, "core_banks")
+
+
+def test_int32_accumulators_readable_and_accumulate_flag_adds_to_them():
+    """GEMM into half 1 without a store: the host reads exact int32 sums from the accumulator
+    window; a second GEMM with accumulate=1 adds A2 @ W2 onto them in place."""
+    rng = np.random.default_rng(13)
+    core = make_core(3, 2)
+    m, k, n = 7, 5, 3
+    a1, a2 = (rng.integers(-128, 128, (m, k), dtype=np.int8) for _ in range(2))
+    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    half = core.accumulator_rows // 2
+    k_blocks, n_blocks = -(-k // 3), -(-n // 2)
+
+    def gemm(a_base, accumulate):
+        return encode(Opcode.GEMM, a_base=a_base, w_base=core.scratchpad_rows // 2,
+                      acc_base=half, accumulate=accumulate, m=m, k_blocks=k_blocks, k_last=k - 3,
+                      n_blocks=n_blocks, n_last=n - 2)
+
+    async def body(host):
+        await host.write_rows(0, activation_rows(a1.reshape(m, 1, k), rows=3, row_bytes=3))
+        await host.write_rows(50, activation_rows(a2.reshape(m, 1, k), rows=3, row_bytes=3))
+        await host.write_rows(core.scratchpad_rows // 2,
+                              weight_rows(w.reshape(1, 1, k, n), rows=3, cols=2, row_bytes=3))
+        await host.push([gemm(0, 0), encode(Opcode.FENCE)])
+        await host.wait_done()
+        rows = await host.read_accumulator(half, m * n_blocks)
+        first = np.concatenate([rows[block * m:(block + 1) * m] for block in range(n_blocks)],
+                               axis=1)[:, :n]
+        np.testing.assert_array_equal(first, reference.gemm(a1, w))
+        await host.push([gemm(50, 1), encode(Opcode.FENCE)])
+        await host.wait_done()
+        rows = await host.read_accumulator(half, m * n_blocks)
+        both = np.concatenate([rows[block * m:(block + 1) * m] for block in range(n_blocks)],
+                              axis=1)[:, :n]
+        np.testing.assert_array_equal(both, reference.gemm(a1, w) + reference.gemm(a2, w))
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_accumulators")
