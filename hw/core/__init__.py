@@ -1,0 +1,10 @@
+"""The accelerator core: buffers, command queue and units that execute whole layers on chip.
+
+`hw.core.isa` is the command set (shared with the driver), `hw.core.core.Core` the component,
+`hw.core.layout` the host-side tensor layouts and command planning.
+"""
+
+from .core import Core, core_from_config
+from .isa import COMMAND_WORDS, ErrorCode, Opcode, decode, encode
+
+__all__ = ["Core", "core_from_config", "Opcode", "ErrorCode", "COMMAND_WORDS", "encode", "decode"]
