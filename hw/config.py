@@ -62,7 +62,7 @@ class AcceleratorConfig:
 
     rows: int = 8
     cols: int = 8
-    dataflow: str = "output_stationary"
+    dataflow: str = "weight_stationary"
     multiplier: str = "dsp"
     requant_lanes: int = 2
     scratchpad_rows: int = 4096

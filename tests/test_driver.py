@@ -165,7 +165,7 @@ def test_uart_line_in_simulation():
 
 def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16):
     """A file laid out like the device's BAR: the identity registers, then the scratchpad."""
-    config = [4, 4, 1, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]     # PRESETS["tiny"]
+    config = [4, 4, 0, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]     # PRESETS["tiny"]
     words = [magic, version, 4096, SCRATCHPAD, 1024, *config]
     with open(path, "wb") as file:
         file.truncate(SCRATCHPAD + 1024)
