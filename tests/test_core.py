@@ -4,8 +4,6 @@ Expected values come from `sim.reference` only. Each test runs several layers in
 (elaboration is the expensive part) on small configs: 4x4 and 3x2 arrays, small memories.
 """
 
-import random
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st

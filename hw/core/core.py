@@ -60,10 +60,10 @@ validation stages, decide) plus waiting for its unit.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.memory.accumulator import AccumulatorMemory
@@ -73,8 +73,7 @@ from hw.soc.bridge import Bus, Window, WindowKind
 from .im2col import conv_command_layout
 from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, COUNTERS,
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
-from .units import (BinaryUnit, ComputeUnit, StoreUnit, binary_command_layout,
-                    binary_result_layout, parameter_layout, store_command_layout)
+from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout
 
 __all__ = ["Core", "core_from_config"]
 
@@ -274,7 +273,8 @@ class Core(wiring.Component):
             read_bank = Signal(name=f"{client.__class__.__name__.lower()}_read_bank")
             m.d.sync += read_bank.eq(client.sp_addr[bank_bits])
             m.d.comb += [
-                client.sp_data.eq(Mux(read_bank, scratchpad.read[1].data, scratchpad.read[0].data)),
+                client.sp_data.eq(Mux(read_bank, scratchpad.read[1].data,
+                                      scratchpad.read[0].data)),
                 client.sp_blocked.eq(Mux(client.sp_addr[bank_bits], bank_read[1], bank_read[0])),
             ]
         if compute is not None:

@@ -33,7 +33,7 @@ BinaryUnit::
     Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
