@@ -4,6 +4,8 @@ Expected values come from `sim.reference` only. Each test runs several layers in
 (elaboration is the expensive part) on small configs: 4x4 and 3x2 arrays, small memories.
 """
 
+import random
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -455,3 +457,39 @@ def test_int32_accumulators_readable_and_accumulate_flag_adds_to_them():
         np.testing.assert_array_equal(both, reference.gemm(a1, w) + reference.gemm(a2, w))
         assert await host.register("error_code") == ErrorCode.NONE.value
     simulate(core, body, "core_accumulators")
+
+
+def test_host_traffic_during_a_layer_steals_ports_without_losing_data():
+    """While a conv layer (with pool) runs, the host keeps reading the scratchpad (both banks) and
+    the accumulator and writing unused scratchpad rows: every such access wins its port for a
+    cycle, so the units' readers and the store's writes see random stalls. Output stays exact."""
+    rng = np.random.default_rng(17)
+    core = make_core(4, 4)
+    case = Case(rng, core, ConvLayer(in_h=6, in_w=6, cin=5, cout=6, kh=3, kw=3,
+                                     padding=(1, 1, 1, 1), pool=True, zero_point=3, a_base=0,
+                                     w_base=core.scratchpad_rows // 2, out_base=100,
+                                     param_base=0))
+    traffic = random.Random(4)
+    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64)
+
+    async def body(host):
+        layer = case.layer
+        await host.write_rows(layer.a_base, activation_rows(case.x, rows=4, row_bytes=4))
+        await host.write_rows(layer.w_base, weight_rows(case.w, rows=4, cols=4, row_bytes=4))
+        await host.write_block("parameters", 0, parameter_words(
+            case.hardware_bias, case.multiplier, case.shift, channels=8))
+        await host.push(commands)
+        while await host.register("completed") != host.pushed:
+            for _ in range(traffic.randrange(1, 6)):
+                choice = traffic.random()
+                if choice < 0.4:
+                    await host.read("scratchpad", traffic.randrange(core.scratchpad_rows))
+                elif choice < 0.7:
+                    await host.read("accumulator", traffic.randrange(core.accumulator_rows * 4))
+                else:
+                    await host.write("scratchpad", 200 + traffic.randrange(40), 0x5A5A5A5A)
+        got = output_from_rows(await host.read_rows(layer.out_base, 9 * 2), pixels=9,
+                               channels=6, cols=4, stride=2)
+        np.testing.assert_array_equal(got.reshape(case.expected.shape), case.expected)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_host_traffic")
