@@ -204,7 +204,7 @@ def test_scoreboard_orders_store_after_compute_and_compute_after_store():
     back to back. Without the RAW guard the first store reads a half still being computed; without
     the WAR guard the second GEMM overwrites it before the first store has read it."""
     rng = np.random.default_rng(11)
-    core = make_core(4, 4, queue_depth=8)
+    core = make_core(4, 4, queue_depth=8, requant_lanes=1)     # a slow store: 4 cycles a row
     first = Case(rng, core, gemm_layer(30, 13, 4, **PLACEMENT), gemm=True)
     second = Case(rng, core, gemm_layer(30, 13, 4, a_base=180, w_base=300, out_base=320,
                                         param_base=8), gemm=True)
