@@ -493,3 +493,27 @@ def test_host_traffic_during_a_layer_steals_ports_without_losing_data():
         np.testing.assert_array_equal(got.reshape(case.expected.shape), case.expected)
         assert await host.register("error_code") == ErrorCode.NONE.value
     simulate(core, body, "core_host_traffic")
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.data())
+def test_random_conv_geometry(data):
+    """Random kernel, stride, (asymmetric) padding, sizes and channel counts, pool when possible."""
+    draw = data.draw
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    core = make_core(*draw(st.sampled_from([(4, 4), (3, 2)])))
+    kh, kw, stride = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    in_h, in_w = draw(st.integers(kh, 6)), draw(st.integers(kw, 6))
+    padding = tuple(draw(st.integers(0, 1)) for _ in range(4))
+    layer = ConvLayer(in_h=in_h, in_w=in_w, cin=draw(st.integers(1, 6)),
+                      cout=draw(st.integers(1, 5)), kh=kh, kw=kw, stride=stride,
+                      padding=padding, zero_point=draw(st.integers(-128, 127)),
+                      rounding=draw(st.sampled_from(["double", "single"])), **PLACEMENT)
+    if layer.out_h >= 2 and layer.out_w >= 2 and draw(st.booleans()):
+        layer = ConvLayer(**{**layer.__dict__, "pool": True})
+    case = Case(rng, core, layer)
+
+    async def body(host):
+        await case.run(host, core)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_random_conv")
