@@ -3,11 +3,9 @@
 import random
 
 import pytest
-from amaranth.hdl import Cat, Module, Signal
 from hypothesis import given, settings, strategies as st
 
 from hw.memory.accumulator import AccumulatorMemory
-from hw.memory.ping_pong import PingPong
 from hw.memory.scratchpad import Scratchpad
 from memory_helpers import assert_rejected
 from sim.harness import run
@@ -162,97 +160,6 @@ def test_accumulator_edge_cases(name, requests, expected_row0):
                                        drain_probability=0.0, seed=0)
     assert final[0] == expected_row0
     assert final == model
-
-
-# Ping-pong double buffering ----------------------------------------------------------------------
-
-@settings(max_examples=6, deadline=None)
-@given(tiles=st.integers(1, 6), tile_rows=st.integers(1, 4), seed=st.integers(0, 2**16))
-def test_ping_pong_overlaps_load_and_compute(tiles, tile_rows, seed):
-    """A loader fills one half of a scratchpad while a consumer reads the other; every tile is
-    read back exactly once, in order, and loads overlap computes."""
-
-    rng = random.Random(seed)
-    local_width = 2
-    scratchpad = Scratchpad(row_bytes=2, depth=2 << local_width)
-    control = PingPong()
-    top = Module()
-    top.submodules.scratchpad = scratchpad
-    top.submodules.control = control
-    load_local = Signal(local_width)
-    read_local = Signal(local_width)
-    top.d.comb += [
-        scratchpad.write.addr.eq(Cat(load_local, control.load_half)),
-        scratchpad.read[0].addr.eq(Cat(read_local, control.compute_half)),
-    ]
-    data = [[_random_row(rng, 2, 8) for _ in range(tile_rows)] for _ in range(tiles)]
-    computed = []
-    overlap_cycles = []
-    loading = [False]
-
-    async def loader(ctx):
-        for tile in data:
-            loading[0] = True
-            for index, row in enumerate(tile):
-                for _ in range(rng.randrange(3)):
-                    await ctx.tick()
-                ctx.set(load_local, index)
-                ctx.set(scratchpad.write.data, row)
-                ctx.set(scratchpad.write.en, 1)
-                await ctx.tick()
-                ctx.set(scratchpad.write.en, 0)
-            loading[0] = False
-            ctx.set(control.load_done.valid, 1)
-            await ctx.tick().until(control.load_done.ready)
-            ctx.set(control.load_done.valid, 0)
-
-    async def consumer(ctx):
-        # The first token releases the empty half the compute side starts with.
-        for tile_index in range(tiles + 1):
-            if tile_index:
-                tile = []
-                for index in range(tile_rows):
-                    ctx.set(read_local, index)
-                    ctx.set(scratchpad.read[0].en, 1)
-                    await ctx.tick()
-                    if loading[0]:
-                        overlap_cycles.append(tile_index)
-                    tile.append(list(ctx.get(scratchpad.read[0].data)))
-                    for _ in range(rng.randrange(3)):
-                        await ctx.tick()
-                computed.append(tile)
-            if tile_index == tiles:
-                break
-            ctx.set(control.compute_done.valid, 1)
-            await ctx.tick().until(control.compute_done.ready)
-            ctx.set(control.compute_done.valid, 0)
-
-    run(top, loader, consumer, name="ping_pong")
-    assert computed == data
-    if tiles >= 3:
-        assert overlap_cycles, "loads never overlapped computes"
-
-
-def test_ping_pong_swaps_only_on_both_tokens():
-    dut = PingPong()
-
-    async def testbench(ctx):
-        assert ctx.get(dut.load_half) == 0 and ctx.get(dut.compute_half) == 1
-        ctx.set(dut.load_done.valid, 1)
-        for _ in range(3):
-            _, _, ready = await ctx.tick().sample(dut.load_done.ready)
-            assert not ready and ctx.get(dut.load_half) == 0
-        ctx.set(dut.compute_done.valid, 1)
-        _, _, load_ready, compute_ready = await ctx.tick().sample(dut.load_done.ready,
-                                                                  dut.compute_done.ready)
-        assert load_ready and compute_ready
-        assert ctx.get(dut.load_half) == 1 and ctx.get(dut.compute_half) == 0
-        assert ctx.get(dut.swaps) == 1
-        ctx.set(dut.load_done.valid, 0)
-        await ctx.tick()
-        assert ctx.get(dut.load_half) == 1 and ctx.get(dut.swaps) == 1
-
-    run(dut, testbench, name="ping_pong_handshake")
 
 
 # Parameter checks --------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
 from hw.soc.bridge import Bus, Window, WindowKind
 
-from .im2col import conv_command_layout
+from hw.memory.im2col import conv_command_layout
 from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, COUNTERS,
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
 from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout

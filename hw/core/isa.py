@@ -52,10 +52,12 @@ scratchpad), and it is a queued command because it must be ordered against compu
 from amaranth.hdl import Shape
 from amaranth.lib import data, enum
 
+from hw.memory import ROW_ADDRESS_BITS
+
 __all__ = ["Opcode", "ErrorCode", "COMMAND_LAYOUT", "COMMAND_WORDS", "ADDRESS_BITS",
            "encode", "decode"]
 
-ADDRESS_BITS = 16       # scratchpad/accumulator/parameter row addresses (the core checks depth)
+ADDRESS_BITS = ROW_ADDRESS_BITS     # scratchpad/accumulator/parameter row addresses
 
 
 class Opcode(enum.Enum, shape=4):

@@ -42,7 +42,7 @@ from hw.binary.engine import BinaryEngine
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
-from .im2col import ConvBeatGenerator, conv_command_layout
+from hw.memory.im2col import ConvBeatGenerator, conv_command_layout
 from .isa import ADDRESS_BITS
 from .read_stage import ReadStage
 

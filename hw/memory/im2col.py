@@ -1,258 +1,199 @@
-"""On-chip im2col: scratchpad row addresses of every convolution window, with padding flags.
+"""Weight-stationary beat sequence of a convolution (a GEMM is a 1x1 convolution), im2col on chip.
 
-The host never expands im2col. An NHWC activation of H x W pixels and Cin channels sits in the
-scratchpad as ``CB = ceil(Cin / row_bytes)`` consecutive rows per pixel, pixels in raster order::
+`ConvBeatGenerator` takes one layer command and emits two address streams, one beat per cycle
+each, with no bubble at row, tile or block boundaries. Tiles are ordered::
 
-    row  base + (h*W + w)*CB + cb  =  x[h, w, cb*row_bytes : (cb+1)*row_bytes]  (zero-filled tail)
+    for nb < n_blocks: for kh < KH: for kw < KW: for cb < cin_blocks:      (one array tile each)
 
-For a KH x KW kernel with strides (sh, sw) and padding (top, bottom, left, right), each beat on
-`beats` names one row of one window: ``addr`` of input pixel (ho*sh - top + kh, wo*sw - left + kw)
-chunk cb, or ``pad=1`` when that pixel lies in the padding (the data path substitutes a row of the
-input zero point; ``addr`` is then 0). Concatenating the rows of one output pixel in (kh, kw, cb)
-order gives its im2col row (``sim.reference.im2col`` with channels padded to CB*row_bytes).
+`weights`: the R weight rows of every tile in that order, ``w_base + tile*R + r`` -- one
+sequential run of ``n_blocks*KH*KW*cin_blocks*R`` rows. `activations`: for every tile, one beat
+per output pixel (ho, wo), ``ho_start <= ho < ho_start + ho_count``, ``wo < out_w``::
 
-Two loop orders, fixed at elaboration::
+    h = ho*stride - pad_top + kh, w = wo*stride - pad_left + kw
+    pad = pixel outside the H x W image (the row is the input zero point, nothing is read)
+    sp_addr = a_base + (h*in_w + w)*cin_blocks + cb
+    acc_addr = acc_base + nb*M + p (p = pixel index), accumulate = not the first kernel chunk
+    (or the command's `accumulate`), last = final pixel of the tile
 
-    pixel_major   for ho: for wo: for kh: for kw: for cb     (one im2col row after another)
-    chunk_major   for kh: for kw: for cb: for ho: for wo     (one K-chunk of every pixel: the
-                                                             weight-stationary feed order)
+The two streams are independent, so the next tile's weights are read (from another scratchpad
+bank) and shifted into the array's shadow registers while the current tile computes; the array
+itself holds a tile's first activation until its weights are in.
 
-``group_last`` marks the last beat of the inner group (the last chunk of a pixel, or the last pixel
-of a chunk), ``end`` the last beat of the command. The output size needs no division: a loop over
-output rows ends when the next window would leave the padded input.
+The activation layout (pixel-major, ``cin_blocks`` rows per pixel) is the one the store unit
+writes, so layers chain without the host touching data; a GEMM's A is an ``M x 1`` image with
+``cin_blocks = k_blocks``. Addresses advance by additions only; the products (``stride*in_w*
+cin_blocks``, ``ho_start*stride``, ``M = ho_count*out_w`` ...) are formed once in two set-up
+cycles after a command is accepted. ``macs`` is the useful multiply-accumulates of a beat: real
+input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
 
-Timing: after a command is accepted a setup phase forms the strides by repeated addition
-(``W*CB``, ``sw*CB``, ``sh*W*CB``, the padding offset) in ``max(CB, sw, left) + max(sh, top) + 2``
-cycles; then one beat per cycle while `beats.ready` is high, with no bubble at any loop boundary.
-A command whose window does not fit the padded input, or with a zero field, emits nothing.
+Latency: first beats 3 cycles after the command is accepted. Throughput: one beat per cycle on
+each stream while it is ready.
 """
 
-import enum
-
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._loops import advance_loop_nest
-from ._parameters import check_choice, check_int, check_power_of_two
+from . import ROW_ADDRESS_BITS as ADDRESS_BITS
 
-__all__ = ["Im2colAddressGenerator", "LOOP_ORDERS"]
+__all__ = ["ConvBeatGenerator", "conv_command_layout"]
 
-LOOP_ORDERS = ("pixel_major", "chunk_major")
-
-
-class _State(enum.Enum):
-    IDLE = 0
-    SETUP_COLUMNS = 1
-    SETUP_ROWS = 2
-    RUN = 3
+_WIDE = signed(34)      # signed image addresses: padding positions go negative before the check
 
 
-class Im2colAddressGenerator(wiring.Component):
-    """Convolution-window address generator over an NHWC activation in the scratchpad.
+def conv_command_layout():
+    """Arguments of one layer (the fields of `hw.core.isa` CONV; GEMM maps onto them)."""
+    return data.StructLayout({
+        "a_base": ADDRESS_BITS, "w_base": ADDRESS_BITS, "acc_base": ADDRESS_BITS, "accumulate": 1,
+        "in_h": 16, "in_w": 10, "cin_blocks": 10, "cin_last": 6,
+        "kh": 4, "kw": 4, "stride": 3, "pad_top": 4, "pad_left": 4, "zero_point": 8,
+        "out_w": 10, "ho_start": 10, "ho_count": 16, "n_blocks": 10, "n_last": 6,
+    })
 
-    Parameters (keyword-only)
-    -------------------------
-    scratchpad_rows : int
-        Scratchpad depth, a power of two >= 2 (sets the address width; addresses wrap).
-    max_dimension : int
-        Largest H and W, 1..65535.
-    max_channel_blocks : int
-        Largest CB = ceil(Cin / row_bytes), 1..4096.
-    max_kernel : int
-        Largest KH and KW, 1..31.
-    max_stride : int
-        Largest stride, 1..15.
-    max_padding : int
-        Largest padding on any side, 0..max_kernel.
-    order : str
-        ``"pixel_major"`` or ``"chunk_major"``.
+
+class ConvBeatGenerator(wiring.Component):
+    """Beats of one weight-stationary conv/GEMM layer on an R x C array (see module docstring).
+
+    Parameters (keyword-only): rows, cols (R, C, 1..32), accumulator_rows (power of two).
 
     Members
     -------
-    command : In(stream.Signature(command_layout))   (build it with `make_command`)
-        {base, height, width, channel_blocks, kernel_h, kernel_w, stride_h, stride_w,
-         pad_top, pad_bottom, pad_left, pad_right}
-    beats : Out(stream.Signature({addr, pad, group_last, end}))
+    command : In(stream.Signature(conv_command_layout()))
+    weights : Out(stream.Signature(ADDRESS_BITS))     scratchpad row of the next weight row
+    activations : Out(stream.Signature({pad, sp_addr, acc_addr, accumulate, last, macs}))
     """
 
-    def __init__(self, *, scratchpad_rows, max_dimension=1024, max_channel_blocks=64,
-                 max_kernel=7, max_stride=4, max_padding=3, order="pixel_major"):
-        owner = "Im2colAddressGenerator"
-        check_power_of_two(owner, "scratchpad_rows", scratchpad_rows, 2)
-        self.max_dimension = check_int(owner, "max_dimension", max_dimension, 1, 65535)
-        self.max_channel_blocks = check_int(owner, "max_channel_blocks", max_channel_blocks,
-                                            1, 4096)
-        self.max_kernel = check_int(owner, "max_kernel", max_kernel, 1, 31)
-        self.max_stride = check_int(owner, "max_stride", max_stride, 1, 15)
-        self.max_padding = check_int(owner, "max_padding", max_padding, 0, max_kernel)
-        self.order = check_choice(owner, "order", order, LOOP_ORDERS)
-        self.addr_width = (scratchpad_rows - 1).bit_length()
-        dimension_bits = max_dimension.bit_length()
-        kernel_bits = max_kernel.bit_length()
-        padding_bits = max(1, max_padding.bit_length())
-        self.command_layout = data.StructLayout({
-            "base": self.addr_width,
-            "height": dimension_bits,
-            "width": dimension_bits,
-            "channel_blocks": max_channel_blocks.bit_length(),
-            "kernel_h": kernel_bits,
-            "kernel_w": kernel_bits,
-            "stride_h": max_stride.bit_length(),
-            "stride_w": max_stride.bit_length(),
-            "pad_top": padding_bits,
-            "pad_bottom": padding_bits,
-            "pad_left": padding_bits,
-            "pad_right": padding_bits,
-        })
+    def __init__(self, *, rows, cols, accumulator_rows):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32:
+                raise ValueError(f"ConvBeatGenerator {name} must be an integer in 1..32, "
+                                 f"not {value!r}")
+        self.rows, self.cols = rows, cols
+        self.acc_addr_width = (accumulator_rows - 1).bit_length()
         self.beat_layout = data.StructLayout({
-            "addr": self.addr_width, "pad": 1, "group_last": 1, "end": 1})
-        super().__init__({
-            "command": In(stream.Signature(self.command_layout)),
-            "beats": Out(stream.Signature(self.beat_layout)),
+            "pad": 1, "sp_addr": ADDRESS_BITS, "acc_addr": self.acc_addr_width,
+            "accumulate": 1, "last": 1, "macs": 11,
         })
-
-    def make_command(self, *, base, height, width, channel_blocks, kernel, stride=1, padding=0):
-        """A checked command dict. `kernel`/`stride` are an int or (h, w); `padding` an int,
-        (ph, pw) or (top, bottom, left, right), as in `sim.reference.im2col`."""
-        kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
-        stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
-        if isinstance(padding, int):
-            padding = (padding,) * 4
-        elif len(padding) == 2:
-            padding = (padding[0], padding[0], padding[1], padding[1])
-        top, bottom, left, right = padding
-        owner = "Im2colAddressGenerator command"
-        check_int(owner, "base", base, 0, (1 << self.addr_width) - 1)
-        for name, value in (("height", height), ("width", width)):
-            check_int(owner, name, value, 1, self.max_dimension)
-        check_int(owner, "channel_blocks", channel_blocks, 1, self.max_channel_blocks)
-        for name, value in (("kernel_h", kernel_h), ("kernel_w", kernel_w)):
-            check_int(owner, name, value, 1, self.max_kernel)
-        for name, value in (("stride_h", stride_h), ("stride_w", stride_w)):
-            check_int(owner, name, value, 1, self.max_stride)
-        for name, value in zip(("pad_top", "pad_bottom", "pad_left", "pad_right"), padding):
-            check_int(owner, name, value, 0, self.max_padding)
-        if kernel_h > height + top + bottom or kernel_w > width + left + right:
-            raise ValueError(f"{owner}: a {kernel_h}x{kernel_w} kernel does not fit a "
-                             f"{height}x{width} input padded by {padding}")
-        return dict(base=base, height=height, width=width, channel_blocks=channel_blocks,
-                    kernel_h=kernel_h, kernel_w=kernel_w, stride_h=stride_h, stride_w=stride_w,
-                    pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right)
+        super().__init__({
+            "command": In(stream.Signature(conv_command_layout())),
+            "weights": Out(stream.Signature(ADDRESS_BITS)),
+            "activations": Out(stream.Signature(self.beat_layout)),
+        })
 
     def elaborate(self, platform):
         m = Module()
-        aw = self.addr_width
-        command = Signal(self.command_layout)
-        state = Signal(_State)
-        beat = self.beats.payload
-        step = self.beats.valid & self.beats.ready
+        rows, cols = self.rows, self.cols
+        cmd = Signal(conv_command_layout())
+        beat = self.activations.payload
 
-        # Strides and offsets in scratchpad rows, formed once per command by repeated addition
-        # (no multiplier: the DSPs belong to the array).
-        line_rows = Signal(aw)        # W*CB
-        column_step = Signal(aw)      # sw*CB
-        row_step = Signal(aw)         # sh*W*CB
-        origin = Signal(aw)           # base - top*W*CB - left*CB
-        products = [  # (product, addend, command field counting the additions, phase)
-            (line_rows, command.width, "channel_blocks", _State.SETUP_COLUMNS),
-            (column_step, command.channel_blocks, "stride_w", _State.SETUP_COLUMNS),
-            (origin, -command.channel_blocks, "pad_left", _State.SETUP_COLUMNS),
-            (row_step, line_rows, "stride_h", _State.SETUP_ROWS),
-            (origin, -line_rows, "pad_top", _State.SETUP_ROWS),
-        ]
-        remaining = [Signal.like(command[field], name=f"remaining_{field}")
-                     for _, _, field, _ in products]
+        # Set-up products, formed once per command.
+        h_first = Signal(signed(18))        # ho_start*stride - pad_top
+        cin_step = Signal(24)               # stride*cin_blocks: next output column
+        image_row = Signal(28)              # in_w*cin_blocks: next input row
+        pixels = Signal(26)                 # M = ho_count*out_w
+        h_step = Signal(32)                 # stride*in_w*cin_blocks: next output row
+        origin_first = Signal(_WIDE)        # address of (h_first, -pad_left), cb 0
 
-        # Loop counters; each level keeps its share of the address as a running sum.
-        chunk = Signal(range(self.max_channel_blocks))
-        kernel_col = Signal(range(self.max_kernel))
-        kernel_row = Signal(range(self.max_kernel))
-        kernel_col_rows = Signal(aw)   # kernel_col*CB
-        kernel_row_rows = Signal(aw)   # kernel_row*W*CB
-        dimension_bits = len(command.height)
-        window_col = Signal(signed(dimension_bits + 2))   # wo*sw - left
-        window_row = Signal(signed(dimension_bits + 2))   # ho*sh - top
-        window_col_rows = Signal(aw)                      # wo*sw*CB
-        window_row_rows = Signal(aw)                      # ho*sh*W*CB
+        # Loop state.
+        running = Signal()
+        w_addr = Signal(ADDRESS_BITS)
+        w_end = Signal(ADDRESS_BITS + 1)        # w_base + every tile's R rows
+        weights_left = Signal()
+        nb, kh, kw, cb = (Signal(10, name="nb"), Signal(4, name="kh"), Signal(4, name="kw"),
+                          Signal(10, name="cb"))
+        origin_kh = Signal(_WIDE)           # (kh, kw=0, cb=0) tile origin
+        origin_kw = Signal(_WIDE)           # (kh, kw, cb=0)
+        origin = Signal(_WIDE)              # this tile: pixel (ho_start, wo=0)
+        acc_block = Signal(self.acc_addr_width)
+        wo = Signal(10)
+        ho = Signal(16)
+        pixel = Signal(26)
+        h = Signal(signed(18))
+        w = Signal(signed(14))
+        tile_w_start = Signal(signed(14))   # w of the tile's first output column
+        row_addr = Signal(_WIDE)
+        addr = Signal(_WIDE)
 
-        levels = {
-            "chunk": (chunk == command.channel_blocks - 1, [chunk.eq(0)], [chunk.eq(chunk + 1)]),
-            "kernel_col": (kernel_col == command.kernel_w - 1,
-                           [kernel_col.eq(0), kernel_col_rows.eq(0)],
-                           [kernel_col.eq(kernel_col + 1),
-                            kernel_col_rows.eq(kernel_col_rows + command.channel_blocks)]),
-            "kernel_row": (kernel_row == command.kernel_h - 1,
-                           [kernel_row.eq(0), kernel_row_rows.eq(0)],
-                           [kernel_row.eq(kernel_row + 1),
-                            kernel_row_rows.eq(kernel_row_rows + line_rows)]),
-            "window_col": (window_col + command.stride_w + command.kernel_w >
-                           command.width + command.pad_right,
-                           [window_col.eq(-command.pad_left), window_col_rows.eq(0)],
-                           [window_col.eq(window_col + command.stride_w),
-                            window_col_rows.eq(window_col_rows + column_step)]),
-            "window_row": (window_row + command.stride_h + command.kernel_h >
-                           command.height + command.pad_bottom,
-                           [window_row.eq(-command.pad_top), window_row_rows.eq(0)],
-                           [window_row.eq(window_row + command.stride_h),
-                            window_row_rows.eq(window_row_rows + row_step)]),
-        }
-        if self.order == "pixel_major":
-            inner, outer = ("chunk", "kernel_col", "kernel_row"), ("window_col", "window_row")
-        else:
-            inner, outer = ("window_col", "window_row"), ("chunk", "kernel_col", "kernel_row")
-        nest = [levels[name] for name in inner + outer]
+        setup = Signal(2)
+        m.d.comb += self.command.ready.eq(~running & ~weights_left & (setup == 0))
+        with m.If(self.command.valid & self.command.ready):
+            m.d.sync += [cmd.eq(self.command.payload), setup.eq(1)]
+        with m.If(setup == 1):
+            m.d.sync += [
+                h_first.eq(cmd.ho_start * cmd.stride - cmd.pad_top),
+                cin_step.eq(cmd.stride * cmd.cin_blocks),
+                image_row.eq(cmd.in_w * cmd.cin_blocks),
+                pixels.eq(cmd.ho_count * cmd.out_w),
+                w_end.eq(cmd.w_base + cmd.n_blocks * cmd.kh * cmd.kw * cmd.cin_blocks * rows),
+                setup.eq(2),
+            ]
+        with m.If(setup == 2):
+            first = Signal(_WIDE)
+            m.d.comb += first.eq(cmd.a_base + h_first * image_row - cmd.pad_left * cmd.cin_blocks)
+            m.d.sync += [
+                h_step.eq(cmd.stride * image_row),
+                origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
+                origin.eq(first), row_addr.eq(first), addr.eq(first),
+                h.eq(h_first), w.eq(-cmd.pad_left), tile_w_start.eq(-cmd.pad_left),
+                wo.eq(0), ho.eq(0), pixel.eq(0), nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0),
+                w_addr.eq(cmd.w_base), weights_left.eq(1), acc_block.eq(cmd.acc_base),
+                running.eq(1), setup.eq(0),
+            ]
 
-        input_row = window_row + kernel_row
-        input_col = window_col + kernel_col
-        pad = (input_row < 0) | (input_row >= command.height) | \
-              (input_col < 0) | (input_col >= command.width)
-        addr = origin + window_row_rows + window_col_rows + kernel_row_rows + kernel_col_rows + chunk
-        group_last = Cat(*(levels[name][0] for name in inner)).all()
-        last = advance_loop_nest(m, step, nest)
+        last_cb = cb == cmd.cin_blocks - 1
+        last_nb = nb == cmd.n_blocks - 1
+        first_chunk = (kh == 0) & (kw == 0) & (cb == 0)
+        tile_last = pixel == pixels - 1
+        inside = (h >= 0) & (h < cmd.in_h) & (w >= 0) & (w < cmd.in_w)
         m.d.comb += [
-            self.beats.valid.eq(state == _State.RUN),
-            beat.pad.eq(pad),
-            beat.addr.eq(Mux(pad, 0, addr)),
-            beat.group_last.eq(group_last),
-            beat.end.eq(last),
-            self.command.ready.eq(state == _State.IDLE),
+            self.weights.valid.eq(weights_left),
+            self.weights.payload.eq(w_addr),
+            self.activations.valid.eq(running),
+            beat.pad.eq(~inside),
+            beat.sp_addr.eq(addr[:ADDRESS_BITS]),
+            beat.acc_addr.eq(acc_block + pixel),
+            beat.accumulate.eq(cmd.accumulate | ~first_chunk),
+            beat.last.eq(tile_last),
+            beat.macs.eq(Mux(last_cb, cmd.cin_last, rows) * Mux(last_nb, cmd.n_last, cols)),
         ]
 
-        with m.Switch(state):
-            with m.Case(_State.IDLE):
-                payload = self.command.payload
-                fits = (payload.kernel_h <= payload.height + payload.pad_top + payload.pad_bottom) & \
-                       (payload.kernel_w <= payload.width + payload.pad_left + payload.pad_right)
-                nonzero = ~Cat(payload.height == 0, payload.width == 0,
-                               payload.channel_blocks == 0, payload.kernel_h == 0,
-                               payload.kernel_w == 0, payload.stride_h == 0,
-                               payload.stride_w == 0).any()
-                with m.If(self.command.valid & fits & nonzero):
-                    m.d.sync += [
-                        command.eq(payload),
-                        line_rows.eq(0), column_step.eq(0), row_step.eq(0),
-                        origin.eq(payload.base),
-                        state.eq(_State.SETUP_COLUMNS),
-                    ]
-                    m.d.sync += [counter.eq(payload[field])
-                                 for counter, (_, _, field, _) in zip(remaining, products)]
-            for phase, next_state in ((_State.SETUP_COLUMNS, _State.SETUP_ROWS),
-                                      (_State.SETUP_ROWS, _State.RUN)):
-                with m.Case(phase):
-                    busy = []
-                    for (product, addend, _, product_phase), counter in zip(products, remaining):
-                        if product_phase != phase:
-                            continue
-                        busy.append(counter != 0)
-                        with m.If(counter != 0):
-                            m.d.sync += [product.eq(product + addend), counter.eq(counter - 1)]
-                    with m.If(~Cat(*busy).any()):
-                        m.d.sync += state.eq(next_state)
-                        if next_state == _State.RUN:
-                            m.d.sync += [statement for _, restart, _ in nest
-                                         for statement in restart]
-            with m.Case(_State.RUN):
-                with m.If(step & last):
-                    m.d.sync += state.eq(_State.IDLE)
+        with m.If(self.weights.valid & self.weights.ready):
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(w_addr + 1 == w_end):
+                m.d.sync += weights_left.eq(0)
+
+        def start_tile(tile_origin, h_start, w_start):
+            return [origin.eq(tile_origin), row_addr.eq(tile_origin), addr.eq(tile_origin),
+                    h.eq(h_start), w.eq(w_start), tile_w_start.eq(w_start),
+                    wo.eq(0), ho.eq(0), pixel.eq(0)]
+
+        with m.If(self.activations.valid & self.activations.ready):
+            with m.If(~tile_last):
+                m.d.sync += pixel.eq(pixel + 1)
+                with m.If(wo == cmd.out_w - 1):
+                    m.d.sync += [wo.eq(0), ho.eq(ho + 1), h.eq(h + cmd.stride),
+                                 w.eq(tile_w_start),
+                                 row_addr.eq(row_addr + h_step), addr.eq(row_addr + h_step)]
+                with m.Else():
+                    m.d.sync += [wo.eq(wo + 1), w.eq(w + cmd.stride), addr.eq(addr + cin_step)]
+            # The tile's last pixel: move the kernel-chunk loop nest (cb, kw, kh, nb) on.
+            with m.Elif(~last_cb):
+                m.d.sync += [cb.eq(cb + 1),
+                             *start_tile(origin + 1, h_first + kh, kw - cmd.pad_left)]
+            with m.Elif(kw != cmd.kw - 1):
+                m.d.sync += [cb.eq(0), kw.eq(kw + 1), origin_kw.eq(origin_kw + cmd.cin_blocks),
+                             *start_tile(origin_kw + cmd.cin_blocks, h_first + kh,
+                                         kw + 1 - cmd.pad_left)]
+            with m.Elif(kh != cmd.kh - 1):
+                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(kh + 1),
+                             origin_kh.eq(origin_kh + image_row),
+                             origin_kw.eq(origin_kh + image_row),
+                             *start_tile(origin_kh + image_row, h_first + kh + 1, -cmd.pad_left)]
+            with m.Elif(~last_nb):
+                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(0), nb.eq(nb + 1),
+                             acc_block.eq(acc_block + pixels),
+                             origin_kh.eq(origin_first), origin_kw.eq(origin_first),
+                             *start_tile(origin_first, h_first, -cmd.pad_left)]
+            with m.Else():
+                m.d.sync += running.eq(0)
         return m
