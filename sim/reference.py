@@ -302,22 +302,30 @@ def conv2d(x, w, bias=None, stride=1, padding=0, input_zero_point=0):
     """
     x = _as_int_array("x", x, np.int8, (3, 4))
     w = _as_int_array("w", w, np.int8, 4)
-    kh, kw, cin, cout = w.shape
+    cin = w.shape[2]
     if x.shape[-1] != cin:
         raise ValueError(f"conv2d: x has {x.shape[-1]} channels but w (HWIO {w.shape}) expects "
                          f"{cin}")
     zp = _check_zero_point("input_zero_point", input_zero_point)
+    return _convolve(x, w, stride, padding, zp,
+                     lambda columns, weights: gemm(columns, weights,
+                                                   fold_zero_point(bias, weights, zp)))
+
+
+def _convolve(x, w, stride, padding, pad_value, matmul):
+    """Convolution as GEMM: ``matmul(im2col(x), w as [KH*KW*Cin, Cout])`` reshaped to NHWC
+    (HWC for an unbatched x)."""
     batched = x.ndim == 4
     xb = x if batched else x[np.newaxis]
+    kh, kw, cin, cout = w.shape
     top, bottom, left, right = _padding(padding)
     sh, sw = _pair("stride", stride)
     out_h = conv_output_size(xb.shape[1], kh, sh, top, bottom)
     out_w = conv_output_size(xb.shape[2], kw, sw, left, right)
-    columns = im2col(xb, kh, kw, stride, padding, pad_value=zp)
-    weights = w.reshape(kh * kw * cin, cout)
-    acc = gemm(columns, weights, fold_zero_point(bias, weights, zp))
-    acc = acc.reshape(xb.shape[0], out_h, out_w, cout)
-    return acc if batched else acc[0]
+    columns = im2col(xb, kh, kw, stride, padding, pad_value=pad_value)
+    result = matmul(columns, w.reshape(kh * kw * cin, cout))
+    result = result.reshape(xb.shape[0], out_h, out_w, cout)
+    return result if batched else result[0]
 
 
 def max_pool2x2(x):
@@ -450,17 +458,9 @@ def binary_conv2d(x, w, stride=1, padding=0):
     w = _check_plus_minus_one("w", w)
     if x.ndim not in (3, 4) or w.ndim != 4:
         raise ValueError(f"x must be NHWC or HWC and w HWIO, not shapes {x.shape}, {w.shape}")
-    kh, kw, cin, cout = w.shape
+    cin = w.shape[2]
     if x.shape[-1] != cin:
         raise ValueError(f"binary_conv2d: x has {x.shape[-1]} channels but w expects {cin}")
-    batched = x.ndim == 4
-    xb = x if batched else x[np.newaxis]
-    top, bottom, left, right = _padding(padding)
-    sh, sw = _pair("stride", stride)
-    out_h = conv_output_size(xb.shape[1], kh, sh, top, bottom)
-    out_w = conv_output_size(xb.shape[2], kw, sw, left, right)
-    columns = im2col(xb, kh, kw, stride, padding, pad_value=-1)
-    k = kh * kw * cin
-    dot = binary_dense(pack_bits(columns), pack_bits(w.reshape(k, cout).T), k)
-    dot = dot.reshape(xb.shape[0], out_h, out_w, cout)
-    return dot if batched else dot[0]
+    return _convolve(x, w, stride, padding, -1,
+                     lambda columns, weights: binary_dense(pack_bits(columns),
+                                                           pack_bits(weights.T), len(weights)))
