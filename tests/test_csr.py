@@ -17,7 +17,10 @@ ID = {name: 4 * index for index, name in enumerate(
      "CONFIG_COLS", "CONFIG_DATAFLOW", "CONFIG_MULTIPLIER", "CONFIG_REQUANT_LANES",
      "CONFIG_SCRATCHPAD_ROWS", "CONFIG_ACCUMULATOR_ROWS", "CONFIG_BINARY_WIDTH",
      "CONFIG_BINARY_LANES", "CONFIG_CLOCK_HZ", "CONFIG_UART_BAUD", "STATUS", "LAST_ERROR",
-     "FRAMES_OK", "FRAMES_BAD", "BYTES_DISCARDED"])}
+     "FRAMES_OK", "FRAMES_BAD", "BYTES_DISCARDED", "CORE_CONTROL_BASE", "ACCUMULATOR_BASE",
+     "PARAMETERS_BASE", "BINARY_WEIGHTS_BASE", "BINARY_THRESHOLDS_BASE", "BINARY_RESULTS_BASE",
+     "CORE_BINARY_MAX_K", "CORE_BINARY_MAX_N", "CORE_PARAMETER_ROWS",
+     "CORE_BINARY_RESULT_ROWS", "CORE_QUEUE_DEPTH", "CORE_MAX_POOL_WIDTH"])}
 SCRATCH, CONTROL = 0x800, 0x804
 
 
@@ -33,7 +36,8 @@ def read(link, name):
 def test_identity_and_config_registers(link):
     values = link.read_registers(0, 16)
     assert values == [
-        int.from_bytes(b"ECNN", "little"), 0x0001_0000, 128, 0x0100_0000, 16 * 12,
+        # 12-byte scratchpad rows take 4 words each (the core's power-of-two row stride).
+        int.from_bytes(b"ECNN", "little"), 0x0001_0001, 128, 0x0100_0000, 16 * 16,
         12, 12, DATAFLOWS.index(CONFIG.dataflow), MULTIPLIERS.index(CONFIG.multiplier),
         CONFIG.requant_lanes, 16, CONFIG.accumulator_rows, CONFIG.binary_width,
         CONFIG.binary_lanes, 105_000_000, 3_000_000]
@@ -42,7 +46,7 @@ def test_identity_and_config_registers(link):
 def test_counters_last_error_and_clear(link):
     assert read(link, "FRAMES_OK") == 1             # the link's connect read
     with pytest.raises(DeviceError, match="BAD_ADDRESS"):
-        link.read_registers(0x400, 1)               # reserved for perf counters
+        link.read_registers(0x500, 1)               # past the core's registers
     with pytest.raises(DeviceError, match="READ_ONLY"):
         link.write_registers(ID["MAGIC"], [0])
     assert link.read_registers(ID["STATUS"], 4) == [1, Status.READ_ONLY.value, 2, 2]
@@ -61,14 +65,14 @@ def test_scratch_is_read_write_and_control_reads_zero(link):
 
 def test_reads_past_the_identity_window_are_refused(link):
     with pytest.raises(DeviceError) as error:
-        link.transact(Opcode.READ_REGISTERS, ID["BYTES_DISCARDED"], 8)
+        link.transact(Opcode.READ_REGISTERS, ID["CORE_MAX_POOL_WIDTH"], 8)
     assert error.value.status == Status.BAD_ADDRESS
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("constants, error, message", [
     ("x", TypeError, "constants must be a dict"),
-    ({}, ValueError, "missing \\['CONFIG_ACCUMULATOR_ROWS'"),
+    ({}, ValueError, "missing \\['ACCUMULATOR_BASE', 'BINARY_RESULTS_BASE'"),
     ({**{name: 0 for name in CONSTANT_REGISTERS}, "EXTRA": 1}, ValueError, "unknown \\['EXTRA'\\]"),
     ({**{name: 0 for name in CONSTANT_REGISTERS}, "MAGIC": 1 << 32}, ValueError,
      "Register MAGIC must be an integer in 0..2\\^32-1"),

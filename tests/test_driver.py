@@ -29,7 +29,7 @@ def device():
 
 def test_open_reads_identity_from_the_device(device):
     assert device.config == TINY
-    assert device.version == (1, 0)
+    assert device.version == (1, 1)
     assert device.max_payload == 64
     assert (device.scratchpad_base, device.scratchpad_bytes) == (SCRATCHPAD, 256 * 4)
 
@@ -50,7 +50,8 @@ def test_bulk_and_register_round_trips(device, word_offset, words, seed):
     (lambda d: d.bulk_read(0x0000_0000, 4), Status.BAD_ADDRESS),
     (lambda d: d.read_registers(SCRATCHPAD, 1), Status.BAD_ADDRESS),
     (lambda d: d.write_register("MAGIC", 1), Status.READ_ONLY),
-    (lambda d: d.read_registers(0x0000_0400, 1), Status.BAD_ADDRESS),
+    (lambda d: d.read_registers(0x0000_0500, 1), Status.BAD_ADDRESS),    # past the core's
+    (lambda d: d.bulk_read(0x0700_0000, 4), Status.BAD_ADDRESS),    # after the last window
 ])
 def test_refused_requests_raise_device_error(device, operation, status):
     with pytest.raises(DeviceError) as error:
@@ -163,10 +164,13 @@ def test_uart_line_in_simulation():
 
 # pcie:// against a file-backed window ------------------------------------------------------------
 
-def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16):
+def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16 | 1):
     """A file laid out like the device's BAR: the identity registers, then the scratchpad."""
     config = [4, 4, 0, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]     # PRESETS["tiny"]
-    words = [magic, version, 4096, SCRATCHPAD, 1024, *config]
+    live = [0] * 5                      # STATUS, LAST_ERROR, FRAMES_OK/BAD, BYTES_DISCARDED
+    windows = [0x400] + [SCRATCHPAD + (i << 24) for i in range(1, 6)]     # core control, memories
+    core_sizes = [1024, 256, 1024, 1024, 8, 64]                      # core_from_config defaults
+    words = [magic, version, 4096, SCRATCHPAD, 1024, *config, *live, *windows, *core_sizes]
     with open(path, "wb") as file:
         file.truncate(SCRATCHPAD + 1024)
         file.write(struct.pack(f"<{len(words)}I", *words))
@@ -188,7 +192,8 @@ def test_pcie_file_window(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"magic": 0xFFFFFFFF}, "not an ecpnn accelerator: MAGIC reads 0xffffffff"),
-    ({"version": 2 << 16}, "speaks protocol 2.0, this driver 1.0"),
+    ({"version": 2 << 16}, "speaks protocol 2.0, this driver needs 1.1"),
+    ({"version": 1 << 16}, "speaks protocol 1.0, this driver needs 1.1"),
 ])
 def test_device_mismatch(tmp_path, kwargs, message):
     path = tmp_path / "bar0"

@@ -22,10 +22,12 @@ FRAME_TIMEOUT = 40
 QUIET_CYCLES = 3 * FRAME_TIMEOUT    # no reply by then: the device dropped the frame
 
 # The memory map as the protocol documents it, written out here rather than taken from the code.
-ID_BASE, ID_WORDS = 0x0000_0000, 21
+ID_BASE, ID_WORDS = 0x0000_0000, 33      # 21 link registers, 12 for the core's windows, sizes
+CORE_BASE, CORE_BYTES = 0x0000_0400, 256     # the core's registers: live, not modelled here
+CORE_MEMORIES_END = 0x0700_0000             # the core's memory windows, one 16 MiB slot each
 CONTROL_BASE, CONTROL_WORDS = 0x0000_0800, 2
 SCRATCHPAD_BASE, SCRATCHPAD_BYTES = 0x0100_0000, 256 * 4
-ID_HEAD = [int.from_bytes(b"ECNN", "little"), 1 << 16, MAX_PAYLOAD, SCRATCHPAD_BASE,
+ID_HEAD = [int.from_bytes(b"ECNN", "little"), 1 << 16 | 1, MAX_PAYLOAD, SCRATCHPAD_BASE,
            SCRATCHPAD_BYTES, 4, 4]     # MAGIC, VERSION, MAX_PAYLOAD, scratchpad, rows, cols
 
 
@@ -180,8 +182,10 @@ def bad_request(draw, seq):
         address = 4 * draw(st.integers(0, 2**30 - 1))
         if any(base <= address < base + size for base, size in
                ((ID_BASE, 4 * ID_WORDS + MAX_PAYLOAD), (CONTROL_BASE, 8 + MAX_PAYLOAD),
-                (SCRATCHPAD_BASE - MAX_PAYLOAD, SCRATCHPAD_BYTES + MAX_PAYLOAD))):
-            address = 0x0200_0000        # the slot after the scratchpad: nothing there
+                (CORE_BASE - MAX_PAYLOAD, CORE_BYTES + MAX_PAYLOAD),
+                (SCRATCHPAD_BASE - MAX_PAYLOAD, CORE_MEMORIES_END - SCRATCHPAD_BASE
+                 + MAX_PAYLOAD))):
+            address = CORE_MEMORIES_END      # the slot after the core's memories: nothing there
     elif kind == "straddle":
         words = draw(st.integers(2, MAX_PAYLOAD // 4))
         address = SCRATCHPAD_BASE + SCRATCHPAD_BYTES - 4 * draw(st.integers(1, words - 1))

@@ -44,8 +44,8 @@ __all__ = [
     "CRC", "CRC_INIT", "CRC_POLY",
     "REQUEST_OVERHEAD", "REPLY_OVERHEAD",
     "Opcode", "Status",
-    "WINDOW_SLOT_BYTES", "CSR_BASE", "PERF_COUNTERS_BASE", "CONTROL_BASE", "SCRATCHPAD_BASE",
-    "ID_REGISTERS", "CONTROL_REGISTERS", "CONFIG_REGISTERS", "register_address",
+    "WINDOW_SLOT_BYTES", "CSR_BASE", "CORE_CONTROL_BASE", "PERF_COUNTERS_BASE", "CONTROL_BASE",
+    "SCRATCHPAD_BASE", "CORE_MEMORY_WINDOWS", "CORE_SIZES", "core_memory_base", "ID_REGISTERS", "CONTROL_REGISTERS", "CONFIG_REGISTERS", "register_address",
     "STATUS_ERROR", "CONTROL_CLEAR_ERRORS",
     "encode_config", "decode_config", "crc16", "Request", "Reply",
 ]
@@ -55,7 +55,7 @@ REPLY_SYNC = bytes([0x5A, 0xA5])    # different from the request's, so an echoin
 
 MAGIC = int.from_bytes(b"ECNN", "little")
 VERSION_MAJOR = 1                    # incompatible frame or register map changes
-VERSION_MINOR = 0                    # compatible additions (new registers, windows)
+VERSION_MINOR = 1                    # compatible additions (new registers, windows); 1: the core
 VERSION = VERSION_MAJOR << 16 | VERSION_MINOR
 
 MAX_PAYLOAD = 4096                   # protocol limit; a device may accept less (MAX_PAYLOAD register)
@@ -112,9 +112,24 @@ class Status(enum.Enum, shape=8):
 
 WINDOW_SLOT_BYTES = 1 << 24
 CSR_BASE = 0x0000_0000               # read-only identification, config, status, counters
-PERF_COUNTERS_BASE = 0x0000_0400     # reserved for the core's performance counters (read-only)
+CORE_CONTROL_BASE = 0x0000_0400      # the core's register window (`hw.core.isa`): command
+PERF_COUNTERS_BASE = CORE_CONTROL_BASE  # register, queue and error status, performance counters
 CONTROL_BASE = 0x0000_0800           # read-write registers
-SCRATCHPAD_BASE = 0x0100_0000        # the scratchpad memory window
+SCRATCHPAD_BASE = 0x0100_0000        # the scratchpad memory window, first of the core's memories
+
+# The core's memory windows (`hw.core.Core` bus ports), one slot each from SCRATCHPAD_BASE on.
+CORE_MEMORY_WINDOWS = ("scratchpad", "accumulator", "parameters", "binary_weights",
+                       "binary_thresholds", "binary_results")
+# The core's sizes that are not AcceleratorConfig fields (`hw.core.core_from_config` overrides);
+# the device reports them in CORE_* registers.
+CORE_SIZES = ("binary_max_k", "binary_max_n", "parameter_rows", "binary_result_rows",
+              "queue_depth", "max_pool_width")
+
+
+def core_memory_base(name):
+    """Byte address of the core memory window `name` (a `CORE_MEMORY_WINDOWS` entry)."""
+    return SCRATCHPAD_BASE + WINDOW_SLOT_BYTES * CORE_MEMORY_WINDOWS.index(name)
+
 
 def _config_codecs():
     """Field name -> (register name, encode(config), decode(register value)), in field order."""
@@ -150,6 +165,9 @@ ID_REGISTERS = (
     "STATUS",           # bit 0: a frame failed since the last clear
     "LAST_ERROR",       # Status of the last failed frame (0 = none since the last clear)
     "FRAMES_OK", "FRAMES_BAD", "BYTES_DISCARDED",
+    # Version 1.1: where the core's windows are and its sizes.
+    "CORE_CONTROL_BASE", *(f"{name.upper()}_BASE" for name in CORE_MEMORY_WINDOWS[1:]),
+    *(f"CORE_{name.upper()}" for name in CORE_SIZES),
 )
 CONTROL_REGISTERS = (
     "SCRATCH",          # read-write, no effect: a link test
@@ -162,7 +180,7 @@ _REGISTER_ADDRESSES = {
     **{name: CSR_BASE + WORD_BYTES * index for index, name in enumerate(ID_REGISTERS)},
     **{name: CONTROL_BASE + WORD_BYTES * index for index, name in enumerate(CONTROL_REGISTERS)},
 }
-assert len(ID_REGISTERS) * WORD_BYTES <= PERF_COUNTERS_BASE - CSR_BASE
+assert len(ID_REGISTERS) * WORD_BYTES <= CORE_CONTROL_BASE - CSR_BASE
 
 
 def register_address(name):

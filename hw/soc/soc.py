@@ -1,19 +1,29 @@
-"""The SoC: the host link (UART PHY, frame engine, bus) with its CSRs and a scratchpad window.
+"""The SoC: the host link (UART PHY, frame engine, bus) with its CSRs and the accelerator core.
 
 ::
 
     rx pin --> UARTPhy --rx bytes--> FrameEngine --bus--> BusDecoder --+--> CsrBlock.identity
     tx pin <--         <--tx bytes--             <--                   +--> CsrBlock.control
-                                                                       +--> scratchpad (Memory)
+                                                                       +--> Core.control
+                                                                       |    (core_control)
+                                                                       +--> Core.scratchpad,
+                                                                            accumulator, ...
+
+Memory map (`memory_map`): the CSR windows and the core's register window (command register,
+queue/error status, performance counters; `hw.core.isa`) in the first slot, then one 16 MiB slot
+per core memory window (`protocol.CORE_MEMORY_WINDOWS`, from `protocol.SCRATCHPAD_BASE` on).
+The identity registers report every window's base and the core's sizes, so the driver reads them
+instead of assuming them. An access outside every window is answered BAD_ADDRESS by the frame
+engine before it reaches the bus.
+
+The core is built from the config (`hw.core.core_from_config`). An output-stationary config
+still elaborates: its core has no compute unit and answers GEMM/CONV with an UNSUPPORTED error.
 
 `SoCCore` is everything from the byte streams inward (tests and the byte-level simulation
 transport use it directly); `SoC` adds the UART PHY and has the serial pins as ports for the board
-top. The scratchpad window is a `MemoryTarget` stand-in sized like the config's scratchpad
-(``scratchpad_rows * max(rows, cols)`` bytes); the core's memories and command queue will replace
-it as more windows of `memory_map`.
-
-Latency and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus the
-UART PHY's (about 9.5 bit times from a start bit to the received byte).
+top. Latency and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus
+the UART PHY's (about 9.5 bit times from a start bit to the received byte); the core's windows
+have no wait states.
 """
 
 from amaranth.hdl import Module
@@ -21,17 +31,16 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.core import core_from_config
 from hw.soc import protocol
-from hw.soc.bridge import BusDecoder, MemoryMap, MemoryTarget, Window, WindowKind
+from hw.soc.bridge import BusDecoder, MemoryMap, Window, WindowKind
 from hw.soc.csr import CsrBlock
 from hw.soc.framing import FrameEngine
 from hw.soc.uart import UARTPhy
 
-__all__ = ["SoC", "SoCCore", "memory_map", "scratchpad_bytes", "default_frame_timeout"]
+__all__ = ["SoC", "SoCCore", "memory_map", "default_frame_timeout"]
 
-
-def scratchpad_bytes(config):
-    return config.scratchpad_rows * max(config.rows, config.cols)
+_CORE_CONTROL = "core_control"      # the core's "control" port: the CSR block has a "control"
 
 
 def default_frame_timeout(config):
@@ -40,30 +49,46 @@ def default_frame_timeout(config):
     return max(config.clock_hz // 100, 64 * 10 * config.uart_divisor)
 
 
-def memory_map(config):
-    """The windows of a SoC generated from `config`."""
-    size = scratchpad_bytes(config)
-    if size > protocol.WINDOW_SLOT_BYTES:
-        raise ValueError(f"The scratchpad ({size} bytes) does not fit its "
-                         f"{protocol.WINDOW_SLOT_BYTES}-byte address window")
-    return MemoryMap([
+def _core_window_name(port):
+    return _CORE_CONTROL if port == "control" else port
+
+
+def memory_map(core):
+    """The windows of a SoC around `core` (a `hw.core.Core`)."""
+    windows = [
         Window("identity", protocol.CSR_BASE, protocol.WORD_BYTES * len(protocol.ID_REGISTERS),
                WindowKind.REGISTERS, writable=False),
         Window("control", protocol.CONTROL_BASE,
                protocol.WORD_BYTES * len(protocol.CONTROL_REGISTERS),
                WindowKind.REGISTERS, writable=True),
-        Window("scratchpad", protocol.SCRATCHPAD_BASE, size, WindowKind.MEMORY, writable=True),
-    ])
+    ]
+    for window in core.windows(0):
+        if window.name == "control":
+            base = protocol.CORE_CONTROL_BASE
+            limit = protocol.CONTROL_BASE - protocol.CORE_CONTROL_BASE
+        else:
+            base = protocol.core_memory_base(window.name)
+            limit = protocol.WINDOW_SLOT_BYTES
+        if window.size > limit:
+            raise ValueError(f"The core's {window.name} window ({window.size} bytes) does not fit "
+                             f"its {limit}-byte address slot")
+        windows.append(Window(_core_window_name(window.name), base, window.size, window.kind,
+                              window.writable))
+    return MemoryMap(windows)
 
 
-def _constant_registers(config, max_payload):
+def _constant_registers(config, core, max_payload, memory_map):
     return {
         "MAGIC": protocol.MAGIC,
         "VERSION": protocol.VERSION,
         "MAX_PAYLOAD": max_payload,
-        "SCRATCHPAD_BASE": protocol.SCRATCHPAD_BASE,
-        "SCRATCHPAD_BYTES": scratchpad_bytes(config),
+        "SCRATCHPAD_BASE": memory_map["scratchpad"].base,
+        "SCRATCHPAD_BYTES": memory_map["scratchpad"].size,
         **protocol.encode_config(config),
+        "CORE_CONTROL_BASE": memory_map[_CORE_CONTROL].base,
+        **{f"{name.upper()}_BASE": memory_map[name].base
+           for name in protocol.CORE_MEMORY_WINDOWS[1:]},
+        **{f"CORE_{name.upper()}": getattr(core, name) for name in protocol.CORE_SIZES},
     }
 
 
@@ -73,28 +98,38 @@ class SoCCore(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-        The generated accelerator (reported in the CONFIG_* registers; sizes the scratchpad).
+        The generated accelerator (reported in the CONFIG_* registers; builds the core).
     max_payload : int
         Largest frame payload (staging buffer size), a power of two up to `protocol.MAX_PAYLOAD`.
     frame_timeout : int or None
         Inter-byte silence in cycles that truncates a frame; None: `default_frame_timeout`.
+    core_sizes : dict or None
+        Core sizes that are not config fields (`protocol.CORE_SIZES`: binary_max_k, ...), passed
+        to `hw.core.core_from_config`; None: its defaults.
     """
 
     rx: In(stream.Signature(8))
     tx: Out(stream.Signature(8))
 
-    def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD, frame_timeout=None):
+    def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD, frame_timeout=None,
+                 core_sizes=None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        core_sizes = {} if core_sizes is None else dict(core_sizes)
+        unknown = sorted(set(core_sizes) - set(protocol.CORE_SIZES))
+        if unknown:
+            raise ValueError(f"core_sizes may only give {protocol.CORE_SIZES}, not {unknown}")
         self.config = config
-        self.memory_map = memory_map(config)
+        # Built here so bad parameters raise at construction, not at elaboration.
+        self.accelerator = core_from_config(config, **core_sizes)
+        self.memory_map = memory_map(self.accelerator)
         self.max_payload = max_payload
         self.frame_timeout = default_frame_timeout(config) if frame_timeout is None \
             else frame_timeout
-        # Built here so bad parameters raise at construction, not at elaboration.
         self._engine = FrameEngine(memory_map=self.memory_map, max_payload=max_payload,
                                    frame_timeout=self.frame_timeout)
-        self._csr = CsrBlock(constants=_constant_registers(config, max_payload))
+        self._csr = CsrBlock(constants=_constant_registers(config, self.accelerator, max_payload,
+                                                           self.memory_map))
         super().__init__()
 
     def elaborate(self, platform):
@@ -102,15 +137,16 @@ class SoCCore(wiring.Component):
         m.submodules.engine = engine = self._engine
         m.submodules.decoder = decoder = BusDecoder(memory_map=self.memory_map)
         m.submodules.csr = csr = self._csr
-        scratchpad_window = self.memory_map["scratchpad"]
-        m.submodules.scratchpad = scratchpad = MemoryTarget(depth=scratchpad_window.words)
+        m.submodules.accelerator = accelerator = self.accelerator
 
         wiring.connect(m, wiring.flipped(self.rx), engine.rx)
         wiring.connect(m, engine.tx, wiring.flipped(self.tx))
         wiring.connect(m, engine.bus, decoder.bus)
         wiring.connect(m, decoder.identity, csr.identity)
         wiring.connect(m, decoder.control, csr.control)
-        wiring.connect(m, decoder.scratchpad, scratchpad.bus)
+        for port in accelerator.signature.members:
+            wiring.connect(m, getattr(decoder, _core_window_name(port)),
+                           getattr(accelerator, port))
         m.d.comb += [
             csr.frame_done.eq(engine.frame_done),
             csr.frame_status.eq(engine.frame_status),
@@ -127,7 +163,7 @@ class SoC(wiring.Component):
     config : AcceleratorConfig
     divisor : int or None
         Clock cycles per UART bit; None: the config's exact ``uart_divisor``.
-    max_payload, frame_timeout
+    max_payload, frame_timeout, core_sizes
         As for `SoCCore`.
 
     Ports
@@ -142,8 +178,9 @@ class SoC(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, config, divisor=None, max_payload=protocol.MAX_PAYLOAD,
-                 frame_timeout=None):
-        self.core = SoCCore(config=config, max_payload=max_payload, frame_timeout=frame_timeout)
+                 frame_timeout=None, core_sizes=None):
+        self.core = SoCCore(config=config, max_payload=max_payload, frame_timeout=frame_timeout,
+                            core_sizes=core_sizes)
         self.divisor = config.uart_divisor if divisor is None else divisor
         self._phy = UARTPhy(divisor=self.divisor)
         super().__init__()

@@ -1,52 +1,175 @@
-"""`Accelerator`: a connected ecpnn device, its generated config and its registers and memories.
+"""`Accelerator`: a connected ecpnn device -- its config, registers and memories, and the layer API.
 
 ::
 
     with Accelerator.open("uart:///dev/ttyUSB0?baud=3000000") as accelerator:
         print(accelerator.config)                   # read from the device's CONFIG_* registers
-        accelerator.bulk_write(accelerator.scratchpad_base, data)
+        y = accelerator.matmul(a, w, bias, multiplier=m0, shift=shift)      # int8 [M, N]
+        scores = accelerator.run(model, x)          # a whole sw.model.QuantizedModel
+        print(accelerator.perf_counters())          # the core's hardware counters
 
 On connect the driver reads the identification registers and refuses (`DeviceMismatch`) a device
-whose magic or protocol major version it does not know, so it never carries constants that can
-disagree with the bitstream: the config, the max payload and the scratchpad window all come from
-the device.
+whose magic or protocol version it does not know, so it never carries constants that can
+disagree with the bitstream: the config, the max payload, every window's base and the core's
+sizes all come from the device; the buffer geometry (row strides, lanes) is the one
+`hw.core.core_from_config` gives for them, the command encoding is `hw.core.isa`, the tensor
+layouts `hw.core.layout`.
+
+How a layer runs (host tensors -> bulk writes -> queued commands -> bulk reads): the driver
+places activations and outputs in the scratchpad's lower bank and weights in its upper bank (so
+the core loads the next weight tile while computing), requant parameters in the parameter
+memory, pushes the layer's commands (GEMM/CONV + REQUANT_STORE pairs, or BINARY, then FENCE),
+polls ``completed`` and reads the outputs back. A layer larger than the buffers is split into
+pieces that fit: output channels into groups whose weights and parameters fit, rows/images into
+groups whose activations and outputs fit; what cannot be split (one output channel's weights,
+one image) is rejected with a `ValueError` saying what does not fit. A command the core refuses
+raises `CommandError` naming the command and the error code.
+
+Every input is checked (shape, dtype, range) before anything is sent: `TypeError` for a wrong
+dtype, `ValueError` for a wrong shape or value.
 """
 
+import numpy as np
+
+from hw.core import core_from_config
+from hw.core.isa import (COMMAND_REGISTER, COUNTERS, COUNTERS_BASE, REGISTERS, ErrorCode, Opcode,
+                         decode, encode)
+from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
+                            output_from_rows, parameter_words, rows_to_words, weight_rows,
+                            words_to_rows)
+from hw.binary.encoding import threshold_writes, weight_writes
 from hw.soc import protocol
-from sw.driver.errors import DeviceMismatch
+from sim import reference
+from sw.driver.errors import CommandError, DeviceMismatch
 from sw.driver.link import open_link
 
 __all__ = ["Accelerator"]
 
+_WORD = protocol.WORD_BYTES
+_LINK_REGISTERS = protocol.ID_REGISTERS[:protocol.ID_REGISTERS.index("BYTES_DISCARDED") + 1]
+_STATUS_REGISTERS = ("queue_free", "completed", "error_code", "error_index", "error_opcode",
+                     "busy")
+assert [REGISTERS[name] for name in _STATUS_REGISTERS] == list(
+    range(REGISTERS["queue_free"], REGISTERS["queue_free"] + len(_STATUS_REGISTERS)))
+
+
+# Input checking ----------------------------------------------------------------------------------
+
+def _int_array(name, value, dtype, ndim):
+    """`value` as an array of `dtype`; TypeError for a non-integer or wrong dtype, ValueError for
+    a wrong rank or a value outside the dtype."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array ({np.dtype(dtype).name}), "
+                        f"not dtype {array.dtype}")
+    if array.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"{name} must have {ndim} dimension(s), not shape {array.shape}")
+    info = np.iinfo(dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise ValueError(f"{name} must hold {np.dtype(dtype).name} values in "
+                         f"[{info.min}, {info.max}], found [{array.min()}, {array.max()}]")
+    if 0 in array.shape:
+        raise ValueError(f"{name} must not be empty, not shape {array.shape}")
+    return array.astype(dtype)
+
+
+def _per_channel(name, value, channels, low, high):
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer or an integer array, not dtype {array.dtype}")
+    if array.ndim == 0:
+        array = np.full(channels, array)
+    if array.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},) (one per output channel), "
+                         f"not {array.shape}")
+    if array.min() < low or array.max() > high:
+        raise ValueError(f"{name} must hold values in [{low}, {high}], "
+                         f"found [{array.min()}, {array.max()}]")
+    return array.astype(np.int64)
+
+
+def _int_in(name, value, low, high):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], not {value}")
+    return int(value)
+
+
+def _requant(channels, bias, multiplier, shift, output_zero_point, act_min, act_max, rounding):
+    """Checked requant parameters of a layer with `channels` outputs."""
+    bias = (np.zeros(channels, np.int64) if bias is None else
+            _per_channel("bias", bias, channels, -2**31, 2**31 - 1))
+    multiplier = _per_channel("multiplier", multiplier, channels, 0, 2**31 - 1)
+    if np.any((multiplier != 0) & (multiplier < 2**30)):
+        raise ValueError("multiplier must be M0 in [2^30, 2^31) (or 0) per channel, as "
+                         "sim.reference.quantize_multiplier gives")
+    shift = _per_channel("shift", shift, channels, -31, 0)
+    if rounding not in reference.ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {reference.ROUNDING_MODES}, not {rounding!r}")
+    output_zero_point = _int_in("output_zero_point", output_zero_point, -128, 127)
+    act_min = _int_in("act_min", act_min, -128, 127)
+    act_max = _int_in("act_max", act_max, act_min, 127)
+    return dict(bias=bias, multiplier=multiplier, shift=shift, rounding=rounding,
+                output_zero_point=output_zero_point, act_min=act_min, act_max=act_max)
+
+
+def _blocks(size, block):
+    return -(-size // block)
+
 
 class Accelerator:
-    """A connected device. Use `Accelerator.open(url)` (also a context manager)."""
+    """A connected device. Use `Accelerator.open(url)` (also a context manager).
+
+    Attributes read from the device: `config` (`hw.config.AcceleratorConfig`), `max_payload`,
+    `version`, `windows` (window name -> byte base), `core_sizes` (`protocol.CORE_SIZES`), and
+    `core` (the `hw.core.Core` of that config and sizes: buffer geometry only, never simulated).
+    """
 
     def __init__(self, link, *, url="<link>"):
         self.link = link
         self.url = url
-        identity = dict(zip(protocol.ID_REGISTERS, link.read_registers(
-            protocol.CSR_BASE, len(protocol.ID_REGISTERS))))
+        identity = dict(zip(_LINK_REGISTERS, link.read_registers(protocol.CSR_BASE,
+                                                                 len(_LINK_REGISTERS))))
         if identity["MAGIC"] != protocol.MAGIC:
             raise DeviceMismatch(
                 f"{url} is not an ecpnn accelerator: MAGIC reads {identity['MAGIC']:#010x}, "
                 f"expected {protocol.MAGIC:#010x}. Is the right bitstream loaded and the right "
                 f"port selected?")
         major, minor = identity["VERSION"] >> 16, identity["VERSION"] & 0xFFFF
-        if major != protocol.VERSION_MAJOR:
+        if major != protocol.VERSION_MAJOR or minor < protocol.VERSION_MINOR:
             raise DeviceMismatch(
-                f"{url} speaks protocol {major}.{minor}, this driver {protocol.VERSION_MAJOR}."
-                f"{protocol.VERSION_MINOR}: use the driver that matches the bitstream, or "
-                f"rebuild the bitstream from this checkout (python -m hw.build)")
+                f"{url} speaks protocol {major}.{minor}, this driver needs "
+                f"{protocol.VERSION_MAJOR}.{protocol.VERSION_MINOR} or a later minor version: "
+                f"use the driver that matches the bitstream, or rebuild the bitstream from this "
+                f"checkout (python -m hw.build)")
         self.version = (major, minor)
+        rest = protocol.ID_REGISTERS[len(_LINK_REGISTERS):]
+        identity.update(zip(rest, link.read_registers(
+            protocol.register_address(rest[0]), len(rest))))
         try:
             self.config = protocol.decode_config(identity)
+            self.core_sizes = {name: identity[f"CORE_{name.upper()}"]
+                               for name in protocol.CORE_SIZES}
+            self.core = core_from_config(self.config, **self.core_sizes)
+            # Only its geometry is used; it is never elaborated (silences UnusedElaboratable).
+            self.core._MustUse__silence = True
         except (ValueError, TypeError) as error:
             raise DeviceMismatch(f"{url} reports a config this driver cannot read: {error}") \
                 from None
         self.max_payload = identity["MAX_PAYLOAD"]
         self.scratchpad_base = identity["SCRATCHPAD_BASE"]
         self.scratchpad_bytes = identity["SCRATCHPAD_BYTES"]
+        self.windows = {"core_control": identity["CORE_CONTROL_BASE"],
+                        **{name: identity[f"{name.upper()}_BASE"]
+                           for name in protocol.CORE_MEMORY_WINDOWS}}
+        status = self._core_status()
+        # Commands are numbered from the core's reset; an earlier session's error is not ours.
+        self._pushed = status["completed"]
+        self._queue_free = status["queue_free"]
+        self._commands = {}
+        if status["error_code"]:
+            self._write_core_register("error_code", 0)
 
     @classmethod
     def open(cls, url):
@@ -65,6 +188,8 @@ class Accelerator:
 
     def __exit__(self, *exc_info):
         self.close()
+
+    # Link-level access ---------------------------------------------------------------------------
 
     def read_register(self, name):
         return self.link.read_registers(protocol.register_address(name), 1)[0]
@@ -86,7 +211,7 @@ class Accelerator:
 
     def link_status(self):
         """The live link registers (STATUS, LAST_ERROR as a `Status`, frame and byte counters)."""
-        names = protocol.ID_REGISTERS[protocol.ID_REGISTERS.index("STATUS"):]
+        names = _LINK_REGISTERS[_LINK_REGISTERS.index("STATUS"):]
         values = dict(zip(names, self.read_registers(protocol.register_address("STATUS"),
                                                      len(names))))
         values["LAST_ERROR"] = protocol.Status(values["LAST_ERROR"])
@@ -94,3 +219,448 @@ class Accelerator:
 
     def clear_errors(self):
         self.write_register("CONTROL", protocol.CONTROL_CLEAR_ERRORS)
+
+    # Core registers and counters -----------------------------------------------------------------
+
+    def _core_address(self, word):
+        return self.windows["core_control"] + _WORD * word
+
+    def _write_core_register(self, name, value):
+        self.write_registers(self._core_address(REGISTERS[name]), [value])
+
+    def _core_status(self):
+        values = self.read_registers(self._core_address(REGISTERS["queue_free"]),
+                                     len(_STATUS_REGISTERS))
+        return dict(zip(_STATUS_REGISTERS, values))
+
+    def core_status(self):
+        """The core's queue and error registers (`hw.core.isa.REGISTERS`), error_code as an
+        `ErrorCode`."""
+        status = self._core_status()
+        status["error_code"] = ErrorCode(status["error_code"])
+        return status
+
+    def perf_counters(self):
+        """The core's performance counters (`hw.core.isa.COUNTERS`: cycles, active_cycles,
+        busy/stall cycles per unit, macs, binary_ops, commands_retired), 64-bit each."""
+        words = self.read_registers(self._core_address(COUNTERS_BASE), 2 * len(COUNTERS))
+        return {name: words[2 * index] | words[2 * index + 1] << 32
+                for index, name in enumerate(COUNTERS)}
+
+    def clear_perf_counters(self):
+        self._write_core_register("counter_clear", 1)
+
+    # Commands ------------------------------------------------------------------------------------
+
+    def _push(self, commands):
+        for words in commands:
+            while self._queue_free == 0:
+                self._queue_free = self._core_status()["queue_free"]
+            self.write_registers(self._core_address(COMMAND_REGISTER), words)
+            self._commands[self._pushed & 0xFFFF_FFFF] = words
+            self._pushed += 1
+            self._queue_free -= 1
+
+    def _finish(self):
+        """Wait until every pushed command has retired; raise `CommandError` for a refused one."""
+        while True:
+            status = self._core_status()
+            if status["completed"] == self._pushed & 0xFFFF_FFFF:
+                break
+        self._queue_free = status["queue_free"]
+        commands, self._commands = self._commands, {}
+        if status["error_code"]:
+            self._write_core_register("error_code", 0)
+            code = ErrorCode(status["error_code"])
+            words = commands.get(status["error_index"])
+            if words is None:
+                command, fields = f"opcode {status['error_opcode']}", {}
+            else:
+                opcode, fields = decode(words)
+                command = getattr(opcode, "name", f"opcode {opcode}")
+            raise CommandError(f"The core refused command #{status['error_index']} ({command} "
+                               f"{fields}): {code.name}", command=command, code=code,
+                               index=status["error_index"])
+
+    # Buffers -------------------------------------------------------------------------------------
+
+    @property
+    def _half_rows(self):
+        return self.core.scratchpad_rows // 2
+
+    def _write_rows(self, base_row, rows):
+        stride = self.core.scratchpad_stride
+        data = np.asarray(rows_to_words(rows, stride=stride), "<u4").tobytes()
+        self.bulk_write(self.windows["scratchpad"] + _WORD * stride * base_row, data)
+
+    def _read_rows(self, base_row, count):
+        stride = self.core.scratchpad_stride
+        data = self.bulk_read(self.windows["scratchpad"] + _WORD * stride * base_row,
+                              _WORD * stride * count)
+        return words_to_rows(np.frombuffer(data, "<u4"), row_bytes=self.core.row_bytes,
+                             stride=stride)
+
+    def _write_words(self, window, word, values):
+        self.bulk_write(self.windows[window] + _WORD * word,
+                        np.asarray(values, np.int64).astype("<u4").tobytes())
+
+    def _read_words(self, window, word, count):
+        return np.frombuffer(self.bulk_read(self.windows[window] + _WORD * word, _WORD * count),
+                             "<u4")
+
+    def _output_groups(self, channels, rows_per_block, what):
+        """Output channel groups (first block, block count) whose weights fit the scratchpad's
+        upper bank and whose parameters fit the parameter memory."""
+        cols = self.config.cols
+        blocks = _blocks(channels, cols)
+        per_group = min(self._half_rows // rows_per_block, self.core.parameter_rows // cols)
+        if per_group == 0:
+            raise ValueError(f"{what}: one block of {cols} output channels needs "
+                             f"{rows_per_block} weight rows, but the scratchpad's weight bank "
+                             f"holds {self._half_rows} rows (scratchpad_rows="
+                             f"{self.core.scratchpad_rows})")
+        return [(first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)]
+
+    def _load_group(self, weights_hwio, first_block, count, requant):
+        """Weights and requant parameters of output blocks [first, first+count) -> the device."""
+        cols = self.config.cols
+        low, high = first_block * cols, min(weights_hwio.shape[3], (first_block + count) * cols)
+        self._write_rows(self._half_rows, weight_rows(
+            weights_hwio[..., low:high], rows=self.config.rows, cols=cols,
+            row_bytes=self.core.row_bytes))
+        self._write_words("parameters", 0, parameter_words(
+            requant["bias"][low:high], requant["multiplier"][low:high], requant["shift"][low:high],
+            channels=count * cols))
+        return low, high
+
+    # INT8 layers ---------------------------------------------------------------------------------
+
+    def _int8_layer(self, images, weights_hwio, requant, *, stride, padding, zero_point, pool,
+                    gemm, what):
+        """images: a list of int8 HWC arrays (same width and channels); returns the list of
+        their int8 outputs [Ho', Wo', Cout] (pooled when `pool`)."""
+        kh, kw, cin, cout = weights_hwio.shape
+        rows, cols = self.config.rows, self.config.cols
+        cin_blocks = _blocks(cin, rows)
+        shapes = []
+        for image in images:
+            layer = ConvLayer(in_h=image.shape[0], in_w=image.shape[1], cin=cin, cout=cout,
+                              kh=kh, kw=kw, stride=stride, padding=padding)
+            out_h, out_w = layer.out_h, layer.out_w
+            if out_h < 1 or out_w < 1:
+                raise ValueError(f"{what}: a {kh}x{kw} kernel with stride {stride} and padding "
+                                 f"{padding} does not fit a {image.shape[0]}x{image.shape[1]} "
+                                 f"input")
+            if pool and (out_h < 2 or out_w < 2):
+                raise ValueError(f"{what}: the 2x2 max-pool needs at least a 2x2 output, "
+                                 f"not {out_h}x{out_w}")
+            if pool and out_w > self.core.max_pool_width:
+                raise ValueError(f"{what}: the max-pool takes rows of at most "
+                                 f"{self.core.max_pool_width} pixels, not {out_w}")
+            shapes.append((out_h // 2, out_w // 2) if pool else (out_h, out_w))
+        groups = self._output_groups(cout, kh * kw * cin_blocks * rows, what)
+        outputs = [np.zeros((height * width, cout), np.int8) for height, width in shapes]
+        for first_block, count in groups:
+            group_cout = min(cout - first_block * cols, count * cols)
+            # Rounds: as many images as fit the activation bank with their outputs, pushed at
+            # once (their commands alternate accumulator halves, so stores overlap compute).
+            rounds, current, used = [], [], 0
+            for index, image in enumerate(images):
+                need = image.shape[0] * image.shape[1] * cin_blocks \
+                    + shapes[index][0] * shapes[index][1] * count
+                if need > self._half_rows:
+                    raise ValueError(f"{what}: one input and its output ({need} rows) do not "
+                                     f"fit the scratchpad's activation bank "
+                                     f"({self._half_rows} rows)")
+                if used + need > self._half_rows:
+                    rounds.append(current)
+                    current, used = [], 0
+                current.append(index)
+                used += need
+            rounds.append(current)
+            plans = []
+            for members in rounds:
+                commands, half = [], 0
+                a_base = 0
+                out_base = sum(images[i].shape[0] * images[i].shape[1] for i in members) \
+                    * cin_blocks
+                placements = []
+                for index in members:
+                    image = images[index]
+                    pixels = shapes[index][0] * shapes[index][1]
+                    layer = ConvLayer(
+                        in_h=image.shape[0], in_w=image.shape[1], cin=cin, cout=group_cout,
+                        kh=kh, kw=kw, stride=stride, padding=padding, zero_point=zero_point,
+                        a_base=a_base, w_base=self._half_rows, out_base=out_base,
+                        rounding=requant["rounding"],
+                        output_zero_point=requant["output_zero_point"],
+                        act_min=requant["act_min"], act_max=requant["act_max"], pool=pool)
+                    try:
+                        more, half = layer_commands(layer, rows=rows, cols=cols,
+                                                    accumulator_rows=self.core.accumulator_rows,
+                                                    gemm=gemm, first_half=half)
+                    except ValueError as error:
+                        raise ValueError(f"{what} does not fit the core: {error}") from None
+                    commands += more
+                    placements.append((index, out_base, pixels))
+                    a_base += image.shape[0] * image.shape[1] * cin_blocks
+                    out_base += pixels * count
+                plans.append((members, placements, commands))
+            low, high = self._load_group(weights_hwio, first_block, count, requant)
+            for members, placements, commands in plans:
+                self._write_rows(0, np.concatenate([
+                    activation_rows(images[index], rows=rows, row_bytes=self.core.row_bytes)
+                    for index in members]))
+                self._push(commands)
+                self._finish()
+                first_out = placements[0][1]
+                total = placements[-1][1] + placements[-1][2] * count - first_out
+                result = self._read_rows(first_out, total)
+                for index, out_base, pixels in placements:
+                    outputs[index][:, low:high] = output_from_rows(
+                        result[out_base - first_out:], pixels=pixels, channels=high - low,
+                        cols=cols, stride=count)
+        return [output.reshape(*shape, cout) for output, shape in zip(outputs, shapes)]
+
+    def matmul(self, a, w, bias=None, *, multiplier, shift, output_zero_point=0, act_min=-128,
+               act_max=127, rounding="double"):
+        """``requantize(gemm(a, w, bias), ...)`` on the device: a int8 [M, K], w int8 [K, N],
+        bias int32 [N] or None; multiplier (M0) and shift (<= 0) per output channel (or one for
+        all); returns int8 [M, N], bit-exact with `sim.reference`."""
+        a = _int_array("a", a, np.int8, 2)
+        w = _int_array("w", w, np.int8, 2)
+        if a.shape[1] != w.shape[0]:
+            raise ValueError(f"matmul: a is [M, K] = {list(a.shape)} but w is [K, N] = "
+                             f"{list(w.shape)}: K differs")
+        requant = _requant(w.shape[1], bias, multiplier, shift, output_zero_point, act_min,
+                           act_max, rounding)
+        # A GEMM is a 1x1 convolution over M x 1 images: rows in chunks that fit the activation
+        # bank next to their outputs (and the store command's 10-bit height).
+        k_blocks = _blocks(w.shape[0], self.config.rows)
+        widest_group = max(count for _, count in self._output_groups(
+            w.shape[1], k_blocks * self.config.rows, "matmul"))
+        chunk = max(1, min(self._half_rows // (k_blocks + widest_group), 1023))
+        pieces = self._int8_layer(
+            [a[start:start + chunk, np.newaxis, :] for start in range(0, a.shape[0], chunk)],
+            w[np.newaxis, np.newaxis], requant, stride=1, padding=(0, 0, 0, 0), zero_point=0,
+            pool=False, gemm=True, what="matmul")
+        return np.concatenate(pieces).reshape(a.shape[0], w.shape[1])
+
+    def matmul_int32(self, a, w, bias=None):
+        """``gemm(a, w, bias)`` on the device, the raw int32 accumulators: a int8 [M, K], w int8
+        [K, N], bias int32 [N] or None (added on the host, as the requant stage would).
+        Raises OverflowError if a result leaves int32, like `sim.reference.gemm`."""
+        a = _int_array("a", a, np.int8, 2)
+        w = _int_array("w", w, np.int8, 2)
+        if a.shape[1] != w.shape[0]:
+            raise ValueError(f"matmul_int32: a is [M, K] = {list(a.shape)} but w is [K, N] = "
+                             f"{list(w.shape)}: K differs")
+        bias = (np.zeros(w.shape[1], np.int64) if bias is None
+                else _per_channel("bias", bias, w.shape[1], -2**31, 2**31 - 1))
+        rows, cols = self.config.rows, self.config.cols
+        (m, k), n = a.shape, w.shape[1]
+        k_blocks = _blocks(k, rows)
+        acc_half = self.core.accumulator_rows // 2
+        groups = self._output_groups(n, k_blocks * rows, "matmul_int32")
+        acc = np.zeros((m, n), np.int64)
+        for first_block, count in groups:
+            low, high = first_block * cols, min(n, (first_block + count) * cols)
+            self._write_rows(self._half_rows, weight_rows(
+                w[np.newaxis, np.newaxis, :, low:high], rows=rows, cols=cols,
+                row_bytes=self.core.row_bytes))
+            per_round = min(self._half_rows // k_blocks, acc_half // count)
+            if per_round == 0:
+                raise ValueError(f"matmul_int32: one row of a ({k_blocks} rows) or "
+                                 f"{count} column blocks do not fit the buffers")
+            for start in range(0, m, per_round):
+                m_here = min(per_round, m - start)
+                self._write_rows(0, activation_rows(a[start:start + m_here, np.newaxis, :],
+                                                    rows=rows, row_bytes=self.core.row_bytes))
+                self._push([encode(Opcode.GEMM, a_base=0, w_base=self._half_rows, acc_base=0,
+                                   accumulate=0, m=m_here, k_blocks=k_blocks,
+                                   k_last=k - (k_blocks - 1) * rows, n_blocks=count,
+                                   n_last=high - low - (count - 1) * cols),
+                            encode(Opcode.FENCE)])
+                self._finish()
+                stride = self.core.accumulator_stride
+                words = self._read_words("accumulator", 0, count * m_here * stride)
+                tiles = words.view(np.int32).reshape(count, m_here, stride)[:, :, :cols]
+                acc[start:start + m_here, low:high] = tiles.transpose(1, 0, 2).reshape(
+                    m_here, count * cols)[:, :high - low]
+        acc += bias
+        if acc.min() < -2**31 or acc.max() > 2**31 - 1:
+            raise OverflowError(f"matmul_int32: a result leaves int32 (range [{acc.min()}, "
+                                f"{acc.max()}])")
+        return acc.astype(np.int32)
+
+    def conv2d(self, x, w, bias=None, *, stride=1, padding=0, input_zero_point=0, multiplier,
+               shift, output_zero_point=0, act_min=-128, act_max=127, rounding="double",
+               pool=False):
+        """``requantize(conv2d(x, w, bias, stride, padding, input_zero_point), ...)`` on the
+        device, then an optional 2x2 max-pool: x int8 NHWC [B, H, W, Cin] or [H, W, Cin], w
+        int8 HWIO; padding as `sim.reference.conv2d` takes it (filled with the input zero
+        point); the im2col expansion happens on chip. Returns int8 NHWC (unbatched for an
+        unbatched x), bit-exact with `sim.reference`."""
+        x = _int_array("x", x, np.int8, (3, 4))
+        w = _int_array("w", w, np.int8, 4)
+        batched = x.ndim == 4
+        images = x if batched else x[np.newaxis]
+        if images.shape[3] != w.shape[2]:
+            raise ValueError(f"conv2d: x has {images.shape[3]} channels but w (HWIO "
+                             f"{list(w.shape)}) expects {w.shape[2]}")
+        stride_h, stride_w = reference._pair("stride", stride)
+        if stride_h != stride_w:
+            raise ValueError(f"conv2d: the core takes one stride for both axes, not {stride!r}")
+        padding = reference._padding(padding)
+        zero_point = _int_in("input_zero_point", input_zero_point, -128, 127)
+        if not isinstance(pool, bool):
+            raise TypeError(f"pool must be a bool, not {pool!r}")
+        cout = w.shape[3]
+        requant = _requant(cout, bias, multiplier, shift, output_zero_point, act_min, act_max,
+                           rounding)
+        requant["bias"] = reference.fold_zero_point(requant["bias"], w.reshape(-1, cout),
+                                                    zero_point).astype(np.int64)
+        y = np.stack(self._int8_layer(list(images), w, requant, stride=stride_h, padding=padding,
+                                      zero_point=zero_point, pool=pool, gemm=False,
+                                      what="conv2d"))
+        return y if batched else y[0]
+
+    # Binary layers -------------------------------------------------------------------------------
+
+    def binary_dense(self, a_bits, w_bits, k, thresholds=None, ascending=None):
+        """W1A1 dense on the XNOR-popcount engine: a_bits uint8 [M, ceil(k/8)] and w_bits uint8
+        [N, ceil(k/8)] packed as `sim.reference.pack_bits`; returns the int32 dots
+        ``k - 2*popcount(a XOR w)`` [M, N], or with thresholds (int [N]) and ascending (bool [N])
+        the +1/-1 int8 activations `sim.reference.threshold_activation` gives."""
+        k = _int_in("k", k, 1, self.core.binary_max_k)
+        packed_bytes = _blocks(k, 8)
+        a_bits = _int_array("a_bits", a_bits, np.uint8, 2)
+        w_bits = _int_array("w_bits", w_bits, np.uint8, 2)
+        for name, array in (("a_bits", a_bits), ("w_bits", w_bits)):
+            if array.shape[1] != packed_bytes:
+                raise ValueError(f"{name} must have {packed_bytes} bytes per row for k={k}, "
+                                 f"not shape {array.shape}")
+        n = w_bits.shape[0]
+        if (thresholds is None) != (ascending is None):
+            raise ValueError("thresholds and ascending must both be given or both be None")
+        if thresholds is not None:
+            thresholds = _per_channel("thresholds", thresholds, n, -2**31, 2**31 - 1)
+            ascending = np.asarray(ascending)
+            if ascending.dtype != bool or ascending.shape != (n,):
+                raise ValueError(f"ascending must be a bool array of shape ({n},), not "
+                                 f"{ascending.dtype} {ascending.shape}")
+        m = a_bits.shape[0]
+        width, lanes = self.config.binary_width, self.config.binary_lanes
+        beats = _blocks(k, width)
+        per_group = self.core.binary_max_n // lanes * lanes
+        folds_max = _blocks(per_group, lanes)
+        per_round = min(self.core.scratchpad_rows // beats,
+                        self.core.binary_result_rows // folds_max, 2**16 - 1)
+        if per_round == 0:
+            raise ValueError(f"binary_dense: one vector of k={k} bits does not fit the binary "
+                             f"result memory ({self.core.binary_result_rows} rows)")
+        dots = np.zeros((m, n), np.int32)
+        signs = np.zeros((m, n), np.int8)
+        for low in range(0, n, per_group):
+            high = min(n, low + per_group)
+            folds = _blocks(high - low, lanes)
+            self._write_binary_weights(w_bits[low:high], k)
+            if thresholds is not None:
+                self._write_binary_thresholds(thresholds[low:high], ascending[low:high], k)
+            for start in range(0, m, per_round):
+                vectors = min(per_round, m - start)
+                self._write_rows(0, binary_activation_rows(
+                    a_bits[start:start + vectors], k, width=width, row_bytes=self.core.row_bytes))
+                self._push([encode(Opcode.BINARY, a_base=0, vectors=vectors, k=k,
+                                   neuron_folds=folds, last_lanes=high - low - (folds - 1) * lanes,
+                                   out_base=0),
+                            encode(Opcode.FENCE)])
+                self._finish()
+                stride = self.core.result_stride
+                words = self._read_words("binary_results", 0, vectors * folds * stride)
+                words = words.reshape(vectors, folds, stride)
+                fold_dots = words[:, :, :lanes].view(np.int32).reshape(vectors, folds * lanes)
+                dots[start:start + vectors, low:high] = fold_dots[:, :high - low]
+                bit_words = words[:, :, lanes:lanes + self.core.result_bit_words]
+                bits = np.stack([(bit_words[:, :, lane // 32] >> (lane % 32)) & 1
+                                 for lane in range(lanes)], axis=-1).reshape(vectors, -1)
+                signs[start:start + vectors, low:high] = np.where(bits[:, :high - low], 1, -1)
+        return dots if thresholds is None else signs
+
+    def _write_binary_weights(self, w_bits, k):
+        core = self.core
+        width = self.config.binary_width
+        words_per_beat = _blocks(width, 32)
+        writes = weight_writes(w_bits, k, width=width, lanes=self.config.binary_lanes)
+        depth = max(item["address"] for item in writes) + 1
+        words = np.zeros(depth * core.lanes_stride * core.weight_word_stride, np.int64)
+        for item in writes:
+            base = (item["address"] * core.lanes_stride + item["lane"]) * core.weight_word_stride
+            for word in range(words_per_beat):
+                words[base + word] = (item["bits"] >> (32 * word)) & 0xFFFF_FFFF
+        self._write_words("binary_weights", 0, words)
+
+    def _write_binary_thresholds(self, thresholds, ascending, k):
+        core = self.core
+        writes = threshold_writes(thresholds, ascending, k, lanes=self.config.binary_lanes)
+        folds = max(item["neuron_fold"] for item in writes) + 1
+        words = np.zeros(folds * core.lanes_stride, np.int64)
+        for item in writes:
+            words[item["neuron_fold"] * core.lanes_stride + item["lane"]] = (
+                (int(item["threshold"]) & 0x7FFF_FFFF) | item["ascending"] << 31)
+        self._write_words("binary_thresholds", 0, words)
+
+    # Models --------------------------------------------------------------------------------------
+
+    def run(self, model, x):
+        """Run every layer of `model` (a `sw.model.QuantizedModel`) on the device.
+
+        x: [M, *model.input_shape] int8 (INT8 models) or +1/-1 int8 (binary models; uint8
+        packed bits [M, ceil(K/8)] accepted). Returns the last layer's output, equal to
+        `sw.model.run_reference` (int8, or the int32 dots of a binary model's last layer). A
+        batch runs as one call per layer (M images = M rows of the GEMM)."""
+        from sw.model import Conv2D, Dense, Flatten, QuantizedModel
+        if not isinstance(model, QuantizedModel):
+            raise TypeError(f"model must be a sw.model.QuantizedModel, not {type(model).__name__}")
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"x must be an integer array, not dtype {x.dtype}; quantize floats "
+                            f"with model.quantize_input")
+        if model.is_binary:
+            k = model.input_shape[0]
+            if x.dtype == np.uint8:
+                if x.ndim != 2 or x.shape[1] != _blocks(k, 8):
+                    raise ValueError(f"packed input must have shape [M, {_blocks(k, 8)}], "
+                                     f"not {x.shape}")
+                activations = x
+            else:
+                if x.ndim != 2 or x.shape[1] != k or not np.all((x == 1) | (x == -1)):
+                    raise ValueError(f"a binary model's input must be +1/-1 of shape [M, {k}] "
+                                     f"(or uint8 packed bits), not {x.dtype} {x.shape}")
+                activations = reference.pack_bits(x.astype(np.int8))
+            for layer in model.layers:
+                y = self.binary_dense(activations, layer.packed_weights, layer.k,
+                                      layer.thresholds, layer.ascending)
+                activations = y if layer.is_output else reference.pack_bits(y)
+            return y
+        if x.shape[1:] != model.input_shape or x.ndim != len(model.input_shape) + 1:
+            raise ValueError(f"x must have shape [M, {', '.join(map(str, model.input_shape))}], "
+                             f"not {x.shape}")
+        y = _int_array("x", x, np.int8, x.ndim)
+        for layer in model.layers:
+            if isinstance(layer, Flatten):
+                y = y.reshape(y.shape[0], -1)
+            elif isinstance(layer, Dense):
+                y = self.matmul(y, layer.weights, layer.folded_bias, multiplier=layer.multiplier,
+                                shift=layer.shift, output_zero_point=layer.output_zero_point,
+                                act_min=layer.act_min, act_max=layer.act_max,
+                                rounding=layer.rounding)
+            elif isinstance(layer, Conv2D):
+                y = self.conv2d(y, layer.weights, layer.bias, stride=layer.stride,
+                                padding=layer.padding, input_zero_point=layer.input_zero_point,
+                                multiplier=layer.multiplier, shift=layer.shift,
+                                output_zero_point=layer.output_zero_point, act_min=layer.act_min,
+                                act_max=layer.act_max, rounding=layer.rounding, pool=layer.pool)
+            else:
+                raise TypeError(f"run: no device mapping for {type(layer).__name__}")
+        return y

@@ -1,7 +1,7 @@
 """Driver exceptions. Every one is a `LinkError`, so callers can catch the family at once."""
 
 __all__ = ["LinkError", "LinkTimeout", "ProtocolError", "DeviceError", "DeviceMismatch",
-           "InvalidURL"]
+           "InvalidURL", "CommandError"]
 
 
 class LinkError(Exception):
@@ -31,3 +31,12 @@ class DeviceMismatch(LinkError):
 
 class InvalidURL(LinkError, ValueError):
     """A device URL that names no known transport or has bad options."""
+
+
+class CommandError(LinkError):
+    """The core refused a command (its error status): `command` is the opcode's name, `code`
+    the `hw.core.isa.ErrorCode`, `index` the command's number since the core's reset."""
+
+    def __init__(self, message, *, command, code, index):
+        super().__init__(message)
+        self.command, self.code, self.index = command, code, index

@@ -7,8 +7,13 @@
 * ``line=uart``: bytes go through a host-side `UARTPhy` into the `SoC`'s serial pins, bit by bit,
   at ``divisor`` cycles per bit (default 4; the config's exact divisor is realistic but slow).
 * ``max_payload`` (default the protocol's), ``frame_timeout`` (cycles, default 64 byte times).
-* ``backend=pysim`` (default, Amaranth's Python simulator). A compiled backend plugs in by
-  implementing `SimulationBackend` for a top with the same ``rx``/``tx`` byte streams.
+* ``scratchpad_rows``, ``accumulator_rows`` (the preset's buffer sizes) and the core sizes of
+  `hw.soc.protocol.CORE_SIZES` (``binary_result_rows``, ...): a bigger simulated device without
+  a new preset, e.g. ``sim://tiny?scratchpad_rows=4096&backend=cxxrtl``.
+* ``backend=pysim`` (default, Amaranth's Python simulator) or ``backend=cxxrtl`` (the same top
+  compiled by yosys CXXRTL, `sim.cxxrtl`; the model is cached, so only the first run of a
+  design compiles, ~20-60 s). Both implement `SimulationBackend` for a top with ``rx``/``tx``
+  byte streams and give identical replies, cycle for cycle.
 
 Time is simulated time at the config's clock: timeouts mean what they would on the line.
 """
@@ -22,17 +27,20 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.config import preset
-from hw.soc.protocol import MAX_PAYLOAD, WORD_BYTES
+from hw.soc.protocol import CORE_SIZES, MAX_PAYLOAD, WORD_BYTES
 from hw.soc.soc import SoC, SoCCore
 from hw.soc.uart import FRAME_BITS, MIN_DIVISOR, UARTPhy
 from sw.driver.errors import InvalidURL, LinkError
 from sw.driver.transport import ByteTransport, parse_options, positive_int
 
-__all__ = ["SimTransport", "SimulationBackend", "PysimBackend", "SerialLineHarness", "LINES",
-           "BACKENDS"]
+__all__ = ["SimTransport", "SimulationBackend", "PysimBackend", "CxxrtlBackend",
+           "SerialLineHarness", "LINES", "BACKENDS"]
 
 LINES = ("bytes", "uart")
+# Config fields a URL may change in the preset (buffer sizes: the array stays the preset's).
+_SIZE_OPTIONS = ("scratchpad_rows", "accumulator_rows")
 _CHUNK_CYCLES = 16         # stop-condition granularity: small, so measured cycles are tight
+_CXXRTL_CHUNK_CYCLES = 256  # a compiled run costs a ctypes call: check the stop condition less often
 
 
 class SerialLineHarness(wiring.Component):
@@ -76,6 +84,9 @@ class SimulationBackend:
     def run(self, max_cycles, stop):
         """Simulate until `stop()` is true (checked every few cycles) or `max_cycles` passed."""
         raise NotImplementedError
+
+    def close(self):
+        pass
 
 
 class PysimBackend(SimulationBackend):
@@ -122,7 +133,45 @@ class PysimBackend(SimulationBackend):
             self._simulator.run_until(self.cycles * self._period_fs / 1e15)
 
 
-BACKENDS = {"pysim": PysimBackend}
+class CxxrtlBackend(SimulationBackend):
+    """`SimulationBackend` on the compiled CXXRTL model of `top` (`sim.cxxrtl.CxxrtlSimulator`):
+    the byte streams are moved inside the C++ harness, `_CXXRTL_CHUNK_CYCLES` at a time."""
+
+    def __init__(self, top, *, clock_hz):
+        from sim import cxxrtl
+        if not cxxrtl.available():
+            raise LinkError(f"backend=cxxrtl is not usable here: {cxxrtl.unavailable_reason()}; "
+                            f"use backend=pysim")
+        self._simulator = cxxrtl.CxxrtlSimulator(top, name="sim_transport")
+        self._simulator.reset()
+        self._to_device = []
+        self._from_device = bytearray()
+        self.cycles = 0
+
+    def push(self, data):
+        self._to_device.extend(data)
+
+    def pending(self):
+        return len(self._to_device)
+
+    def received(self):
+        return self._from_device
+
+    def run(self, max_cycles, stop):
+        end = self.cycles + max_cycles
+        while self.cycles < end and not stop():
+            chunk = min(end - self.cycles, _CXXRTL_CHUNK_CYCLES)
+            result = self._simulator.run_streams({"rx": self._to_device}, {"tx": None},
+                                                 max_cycles=chunk, allow_timeout=True)
+            del self._to_device[:result.sent["rx"]]
+            self._from_device += bytes(result.received["tx"])
+            self.cycles += chunk
+
+    def close(self):
+        self._simulator.close()
+
+
+BACKENDS = {"pysim": PysimBackend, "cxxrtl": CxxrtlBackend}
 
 
 def _line(text):
@@ -165,10 +214,12 @@ class SimTransport(ByteTransport):
         As for `hw.soc.soc.SoCCore`; frame_timeout None means 64 byte times.
     backend : str
         A key of `BACKENDS`.
+    core_sizes : dict or None
+        As for `hw.soc.soc.SoCCore`.
     """
 
     def __init__(self, *, config, line="bytes", divisor=MIN_DIVISOR, max_payload=MAX_PAYLOAD,
-                 frame_timeout=None, backend="pysim"):
+                 frame_timeout=None, backend="pysim", core_sizes=None):
         _line(line)
         _backend(backend)
         self.config = config
@@ -180,10 +231,11 @@ class SimTransport(ByteTransport):
         if line == "uart":
             top = SerialLineHarness(soc=SoC(config=config, divisor=divisor,
                                             max_payload=max_payload,
-                                            frame_timeout=self.frame_timeout))
+                                            frame_timeout=self.frame_timeout,
+                                            core_sizes=core_sizes))
         else:
             top = SoCCore(config=config, max_payload=max_payload,
-                          frame_timeout=self.frame_timeout)
+                          frame_timeout=self.frame_timeout, core_sizes=core_sizes)
         self.backend = BACKENDS[backend](top, clock_hz=self.clock_hz)
 
     @classmethod
@@ -191,14 +243,24 @@ class SimTransport(ByteTransport):
         options, _ = parse_options(url, query, {
             "line": (_line, "bytes"), "divisor": (_divisor, MIN_DIVISOR),
             "max_payload": (_max_payload, MAX_PAYLOAD), "frame_timeout": (positive_int, None),
-            "backend": (_backend, "pysim"), **link_options})
+            "backend": (_backend, "pysim"),
+            **{name: (positive_int, None) for name in _SIZE_OPTIONS + CORE_SIZES},
+            **link_options})
         try:
-            config = preset(target or "tiny")
-        except ValueError as error:
+            config = preset(target or "tiny").replace(**{
+                name: options.pop(name) for name in _SIZE_OPTIONS if options[name] is not None})
+        except (ValueError, TypeError) as error:
             raise InvalidURL(f"{url!r}: {error}") from None
-        transport = cls(config=config, **{name: options.pop(name) for name in
-                                          ("line", "divisor", "max_payload", "frame_timeout",
-                                           "backend")})
+        core_sizes = {name: options.pop(name) for name in CORE_SIZES
+                      if options[name] is not None}
+        for name in _SIZE_OPTIONS + CORE_SIZES:
+            options.pop(name, None)
+        try:
+            transport = cls(config=config, core_sizes=core_sizes, **{
+                name: options.pop(name) for name in ("line", "divisor", "max_payload",
+                                                     "frame_timeout", "backend")})
+        except (ValueError, TypeError) as error:
+            raise InvalidURL(f"{url!r}: {error}") from None
         return transport, options
 
     def _cycles(self, seconds):
@@ -222,6 +284,9 @@ class SimTransport(ByteTransport):
 
     def discard_input(self):
         self.backend.received().clear()
+
+    def close(self):
+        self.backend.close()
 
     def reply_timeout(self, byte_count):
         # The device may first copy a whole staged payload, and answers a stalled frame only
