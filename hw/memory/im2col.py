@@ -21,13 +21,17 @@ itself holds a tile's first activation until its weights are in.
 
 The activation layout (pixel-major, ``cin_blocks`` rows per pixel) is the one the store unit
 writes, so layers chain without the host touching data; a GEMM's A is an ``M x 1`` image with
-``cin_blocks = k_blocks``. Addresses advance by additions only; the products (``stride*in_w*
-cin_blocks``, ``ho_start*stride``, ``M = ho_count*out_w`` ...) are formed once in two set-up
-cycles after a command is accepted. ``macs`` is the useful multiply-accumulates of a beat: real
-input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
+``cin_blocks = k_blocks``. Addresses advance by additions only; the set-up values (``stride*in_w*
+cin_blocks``, ``ho_start*stride``, ``M = ho_count*out_w``, the weight row count, ...) are formed
+once per command on one shift-and-add `SequentialMultiplier` (2 bits per cycle, no DSP block: the
+array and the requantizer need them all). ``macs`` is the useful multiply-accumulates of a beat:
+real input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
 
-Latency: first beats 3 cycles after the command is accepted. Throughput: one beat per cycle on
-each stream while it is ready.
+Latency: the set-up runs 11 products of ``2 + ceil(bits(b)/2)`` cycles each, ``b`` being the small
+operand (stride, in_w, out_w, kw, cin_blocks, n_blocks, n_last, at most 10 bits); the first beats
+come 2 cycles after the last one: about 40 cycles after the command is accepted for a 3x3,
+stride 1 conv of a 16x16 image with a few blocks, at most 66 cycles. Throughput: one beat per cycle on each stream while it
+is ready; the next command is accepted when both streams of this one have ended.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -35,10 +39,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import ROW_ADDRESS_BITS as ADDRESS_BITS
+from .sequential_multiplier import SequentialMultiplier, multiply_by_constant, sequence_products
 
 __all__ = ["ConvBeatGenerator", "conv_command_layout"]
 
 _WIDE = signed(34)      # signed image addresses: padding positions go negative before the check
+_SETUP_BITS = 34        # set-up products are exact up to here (addresses need only 16 bits)
 
 
 def conv_command_layout():
@@ -86,13 +92,22 @@ class ConvBeatGenerator(wiring.Component):
         cmd = Signal(conv_command_layout())
         beat = self.activations.payload
 
-        # Set-up products, formed once per command.
+        # Set-up values, formed once per command on the shared shift-and-add multiplier.
+        m.submodules.multiplier = multiplier = SequentialMultiplier(
+            a_width=_SETUP_BITS, b_width=16, product_width=_SETUP_BITS, bits_per_cycle=2)
+        ho_stride = Signal(14)              # ho_start*stride
         h_first = Signal(signed(18))        # ho_start*stride - pad_top
         cin_step = Signal(24)               # stride*cin_blocks: next output column
         image_row = Signal(28)              # in_w*cin_blocks: next input row
         pixels = Signal(26)                 # M = ho_count*out_w
         h_step = Signal(32)                 # stride*in_w*cin_blocks: next output row
-        origin_first = Signal(_WIDE)        # address of (h_first, -pad_left), cb 0
+        first_pixel = Signal(_WIDE)         # h_first*in_w: pixel index of (h_first, 0)
+        origin_first = Signal(_WIDE)        # address of (h_first, -pad_left), cb 0 (without
+                                            # a_base until the set-up is done)
+        kernel_taps = Signal(8)             # kh*kw
+        kernel_rows = Signal(18)            # kh*kw*cin_blocks
+        tiles = Signal(_SETUP_BITS)         # n_blocks*kh*kw*cin_blocks
+        macs_both_last = Signal(11)         # cin_last*n_last (the last chunk of the last block)
 
         # Loop state.
         running = Signal()
@@ -114,30 +129,38 @@ class ConvBeatGenerator(wiring.Component):
         row_addr = Signal(_WIDE)
         addr = Signal(_WIDE)
 
-        setup = Signal(2)
-        m.d.comb += self.command.ready.eq(~running & ~weights_left & (setup == 0))
-        with m.If(self.command.valid & self.command.ready):
-            m.d.sync += [cmd.eq(self.command.payload), setup.eq(1)]
-        with m.If(setup == 1):
-            m.d.sync += [
-                h_first.eq(cmd.ho_start * cmd.stride - cmd.pad_top),
-                cin_step.eq(cmd.stride * cmd.cin_blocks),
-                image_row.eq(cmd.in_w * cmd.cin_blocks),
-                pixels.eq(cmd.ho_count * cmd.out_w),
-                w_end.eq(cmd.w_base + cmd.n_blocks * cmd.kh * cmd.kw * cmd.cin_blocks * rows),
-                setup.eq(2),
-            ]
-        with m.If(setup == 2):
+        accept = self.command.valid & self.command.ready
+        setup_busy, setup_done = sequence_products(m, multiplier, [
+            (ho_stride, cmd.ho_start, cmd.stride),
+            (cin_step, cmd.cin_blocks, cmd.stride),
+            (image_row, cmd.cin_blocks, cmd.in_w),
+            (pixels, cmd.ho_count, cmd.out_w),
+            (h_step, image_row, cmd.stride),
+            # Signed a: products are modulo 2**_SETUP_BITS and addresses use only their low
+            # ADDRESS_BITS, so the two's complement operand gives the right address.
+            (first_pixel, ho_stride - cmd.pad_top, cmd.in_w),
+            (origin_first, first_pixel - cmd.pad_left, cmd.cin_blocks),
+            (kernel_taps, cmd.kh, cmd.kw),
+            (kernel_rows, kernel_taps, cmd.cin_blocks),
+            (tiles, kernel_rows, cmd.n_blocks),
+            (macs_both_last, cmd.cin_last, cmd.n_last),
+        ], start=accept)
+        m.d.comb += self.command.ready.eq(~running & ~weights_left & ~setup_busy & ~setup_done)
+        with m.If(accept):
+            m.d.sync += cmd.eq(self.command.payload)
+        with m.If(setup_done):
             first = Signal(_WIDE)
-            m.d.comb += first.eq(cmd.a_base + h_first * image_row - cmd.pad_left * cmd.cin_blocks)
+            m.d.comb += first.eq(cmd.a_base + origin_first)
             m.d.sync += [
-                h_step.eq(cmd.stride * image_row),
+                h_first.eq(ho_stride - cmd.pad_top),
+                w_end.eq(cmd.w_base + multiply_by_constant(tiles, rows)),
                 origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
                 origin.eq(first), row_addr.eq(first), addr.eq(first),
-                h.eq(h_first), w.eq(-cmd.pad_left), tile_w_start.eq(-cmd.pad_left),
+                h.eq(ho_stride - cmd.pad_top), w.eq(-cmd.pad_left),
+                tile_w_start.eq(-cmd.pad_left),
                 wo.eq(0), ho.eq(0), pixel.eq(0), nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0),
                 w_addr.eq(cmd.w_base), weights_left.eq(1), acc_block.eq(cmd.acc_base),
-                running.eq(1), setup.eq(0),
+                running.eq(1),
             ]
 
         last_cb = cb == cmd.cin_blocks - 1
@@ -154,7 +177,9 @@ class ConvBeatGenerator(wiring.Component):
             beat.acc_addr.eq(acc_block + pixel),
             beat.accumulate.eq(cmd.accumulate | ~first_chunk),
             beat.last.eq(tile_last),
-            beat.macs.eq(Mux(last_cb, cmd.cin_last, rows) * Mux(last_nb, cmd.n_last, cols)),
+            beat.macs.eq(Mux(last_cb,
+                             Mux(last_nb, macs_both_last, multiply_by_constant(cmd.cin_last, cols)),
+                             Mux(last_nb, multiply_by_constant(cmd.n_last, rows), rows * cols))),
         ]
 
         with m.If(self.weights.valid & self.weights.ready):
