@@ -1,7 +1,8 @@
 """Serve the simulated SoC on a pseudo-terminal: ``python -m sim.serve --pty``.
 
-Prints the pty's path; then ``uart:///dev/pts/N`` (the driver), pyserial or a terminal talks to
-the simulated gateware byte for byte. The simulation runs while bytes are in flight and otherwise
+Prints the pty's path; then ``uart:///dev/pts/N`` (the driver, with the whole layer API: the SoC
+includes the accelerator core), pyserial or a terminal talks to the simulated gateware byte for
+byte. ``--backend cxxrtl`` serves the compiled model instead of pysim. The simulation runs while bytes are in flight and otherwise
 advances slowly (so the device's truncation timeout still fires); the server stops by itself after
 ``--seconds`` of wall-clock time (or on Ctrl-C).
 """
@@ -14,7 +15,7 @@ import time
 import tty
 
 from hw.config import PRESETS, preset
-from sw.driver.sim import LINES, SimTransport
+from sw.driver.sim import BACKENDS, LINES, SimTransport
 
 __all__ = ["serve_pty", "main"]
 
@@ -63,10 +64,13 @@ def main(argv=None):
     parser.add_argument("--line", default="bytes", choices=LINES,
                         help="simulate the byte streams or the UART pins")
     parser.add_argument("--divisor", type=int, default=4, help="cycles per bit with --line uart")
+    parser.add_argument("--backend", default="pysim", choices=sorted(BACKENDS),
+                        help="simulator (default pysim; cxxrtl compiles the SoC once, cached)")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="stop after this many seconds (default 60)")
     args = parser.parse_args(argv)
-    transport = SimTransport(config=preset(args.preset), line=args.line, divisor=args.divisor)
+    transport = SimTransport(config=preset(args.preset), line=args.line, divisor=args.divisor,
+                             backend=args.backend)
 
     def announce(path):
         print(path, flush=True)

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -16,6 +17,7 @@ from sw.driver import (Accelerator, DeviceError, DeviceMismatch, InvalidURL, Lin
 from sw.driver.link import FrameLink
 from sw.driver.sim import SimTransport
 from hw.soc.protocol import Status
+from sim import reference
 
 SCRATCHPAD = 0x0100_0000
 TINY = PRESETS["tiny"]
@@ -256,6 +258,10 @@ def test_pty_server_end_to_end():
             data = bytes(range(256)) * 2
             device.bulk_write(SCRATCHPAD, data)
             assert device.bulk_read(SCRATCHPAD, len(data)) == data
+            # The layer API through the pty: the served SoC has the core.
+            a = np.array([[3, -1], [0, 2]], np.int8)
+            w = np.array([[1, 2, 3], [-4, 5, 6]], np.int8)
+            np.testing.assert_array_equal(device.matmul_int32(a, w), reference.gemm(a, w))
     finally:
         server.terminate()
         server.wait(timeout=10)
