@@ -2,9 +2,9 @@
 
 Prints the pty's path; then ``uart:///dev/pts/N`` (the driver, with the whole layer API: the SoC
 includes the accelerator core), pyserial or a terminal talks to the simulated gateware byte for
-byte. ``--backend cxxrtl`` serves the compiled model instead of pysim. The simulation runs while bytes are in flight and otherwise
-advances slowly (so the device's truncation timeout still fires); the server stops by itself after
-``--seconds`` of wall-clock time (or on Ctrl-C).
+byte. ``--backend cxxrtl`` serves the compiled model instead of pysim. The simulation runs while
+bytes are in flight and otherwise advances slowly (so the device's truncation timeout still
+fires); the server stops by itself after ``--seconds`` of wall-clock time (or on Ctrl-C).
 """
 
 import argparse

@@ -4,12 +4,13 @@ Two bus targets, one per register window of `hw.soc.protocol`:
 
 * ``identity`` (read-only, `protocol.ID_REGISTERS` at `protocol.CSR_BASE`): MAGIC, VERSION,
   MAX_PAYLOAD, the scratchpad window, every AcceleratorConfig field (CONFIG_*), then the live
-  link registers STATUS, LAST_ERROR, FRAMES_OK, FRAMES_BAD, BYTES_DISCARDED.
+  link registers STATUS, LAST_ERROR, FRAMES_OK, FRAMES_BAD, BYTES_DISCARDED, then (constant
+  again) the bases of the core's windows and the core's sizes (CORE_*).
 * ``control`` (read-write, `protocol.CONTROL_REGISTERS` at `protocol.CONTROL_BASE`): SCRATCH and
   CONTROL (write `CONTROL_CLEAR_ERRORS` to clear STATUS, LAST_ERROR and the counters; reads 0).
 
-The core's performance counters will be a third read-only window at
-`protocol.PERF_COUNTERS_BASE`, served by the core itself.
+The core's queue, error status and performance counters are not here: the core serves them in
+its own register window at `protocol.CORE_CONTROL_BASE` (`hw.core.isa.REGISTERS`, `COUNTERS`).
 
 The constant registers are given as numbers (the SoC derives them from its config), so the
 block does not depend on the config type. Counters wrap at 2^32. The frame that clears the

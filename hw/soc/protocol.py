@@ -25,9 +25,12 @@ checks for zero instead of comparing)::
   applying it again. The host's first frame after connecting is a read, which forgets the last
   write's seq.
 
-Address space: byte addresses, 32-bit words, one 16 MiB slot per window. Register operations
-must target register windows, bulk operations memory windows; an access must lie entirely inside
-one window, otherwise the reply is BAD_ADDRESS and nothing happens.
+Address space: byte addresses, 32-bit words, one 16 MiB slot per memory window: the identity,
+core and control register windows share the first slot (`CSR_BASE`, `CORE_CONTROL_BASE`,
+`CONTROL_BASE`), the core's memories follow from `SCRATCHPAD_BASE` (`CORE_MEMORY_WINDOWS`),
+and the identity registers report every base (version 1.1). Register operations must target
+register windows, bulk operations memory windows; an access must lie entirely inside one window,
+otherwise the reply is BAD_ADDRESS and nothing happens.
 """
 
 import dataclasses
@@ -45,7 +48,8 @@ __all__ = [
     "REQUEST_OVERHEAD", "REPLY_OVERHEAD",
     "Opcode", "Status",
     "WINDOW_SLOT_BYTES", "CSR_BASE", "CORE_CONTROL_BASE", "PERF_COUNTERS_BASE", "CONTROL_BASE",
-    "SCRATCHPAD_BASE", "CORE_MEMORY_WINDOWS", "CORE_SIZES", "core_memory_base", "ID_REGISTERS", "CONTROL_REGISTERS", "CONFIG_REGISTERS", "register_address",
+    "SCRATCHPAD_BASE", "CORE_MEMORY_WINDOWS", "CORE_SIZES", "core_memory_base", "ID_REGISTERS",
+    "CONTROL_REGISTERS", "CONFIG_REGISTERS", "register_address",
     "STATUS_ERROR", "CONTROL_CLEAR_ERRORS",
     "encode_config", "decode_config", "crc16", "Request", "Reply",
 ]

@@ -40,7 +40,7 @@ LINES = ("bytes", "uart")
 # Config fields a URL may change in the preset (buffer sizes: the array stays the preset's).
 _SIZE_OPTIONS = ("scratchpad_rows", "accumulator_rows")
 _CHUNK_CYCLES = 16         # stop-condition granularity: small, so measured cycles are tight
-_CXXRTL_CHUNK_CYCLES = 256  # a compiled run costs a ctypes call: check the stop condition less often
+_CXXRTL_CHUNK_CYCLES = 256  # a compiled run costs a ctypes call: check `stop` less often
 
 
 class SerialLineHarness(wiring.Component):
