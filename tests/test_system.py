@@ -125,7 +125,9 @@ def test_conv2d_random(device):
     check()
 
 
-def test_layers_larger_than_the_buffers_are_split(device):
+@pytest.mark.parametrize("backend", [pytest.param("pysim", marks=pytest.mark.slow), "cxxrtl"])
+def test_layers_larger_than_the_buffers_are_split(backend):
+    device = _device(backend)
     # Weights of 40 x 20 need 200 rows (the weight bank has 128): 2 groups of output channels;
     # 12 rows of A with their outputs do not fit the activation bank at once: row chunks.
     rng = np.random.default_rng(7)
@@ -248,6 +250,8 @@ _REQUANT = dict(multiplier=1 << 30, shift=-1)
                         **_REQUANT), ValueError, "x has 2 channels but w"),
     (lambda d: d.conv2d(np.zeros((4, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8),
                         stride=(1, 2), **_REQUANT), ValueError, "one stride for both axes"),
+    (lambda d: d.conv2d(np.zeros((4, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8),
+                        padding=(1, -1), **_REQUANT), ValueError, "padding must be in \\[0, 15"),
     (lambda d: d.conv2d(np.zeros((1, 4, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8),
                         pool=True, **_REQUANT), ValueError, "max-pool needs at least a 2x2"),
     (lambda d: d.conv2d(np.zeros((16, 16, 1), np.int8), np.zeros((1, 1, 1, 1), np.int8),

@@ -114,6 +114,30 @@ def _requant(channels, bias, multiplier, shift, output_zero_point, act_min, act_
                 output_zero_point=output_zero_point, act_min=act_min, act_max=act_max)
 
 
+def _stride(value):
+    """One stride for both axes (an int or an equal pair): the core's CONV takes one."""
+    pair = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, value)
+    stride = _int_in("stride", pair[0], 1, 7)
+    if _int_in("stride", pair[1], 1, 7) != stride:
+        raise ValueError(f"conv2d: the core takes one stride for both axes, not {value!r}")
+    return stride
+
+
+def _padding(value):
+    """(top, bottom, left, right) from an int, (ph, pw), ((top, bottom), (left, right)) or a
+    4-tuple, as `sim.reference.conv2d` takes it."""
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        pads = tuple(value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in value):
+        pads = (*value[0], *value[1])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pads = (value[0], value[0], value[1], value[1])
+    else:
+        pads = (value,) * 4
+    return tuple(_int_in("padding", pad, 0, 15) for pad in pads)
+
+
 def _blocks(size, block):
     return -(-size // block)
 
@@ -508,10 +532,8 @@ class Accelerator:
         if images.shape[3] != w.shape[2]:
             raise ValueError(f"conv2d: x has {images.shape[3]} channels but w (HWIO "
                              f"{list(w.shape)}) expects {w.shape[2]}")
-        stride_h, stride_w = reference._pair("stride", stride)
-        if stride_h != stride_w:
-            raise ValueError(f"conv2d: the core takes one stride for both axes, not {stride!r}")
-        padding = reference._padding(padding)
+        stride = _stride(stride)
+        padding = _padding(padding)
         zero_point = _int_in("input_zero_point", input_zero_point, -128, 127)
         if not isinstance(pool, bool):
             raise TypeError(f"pool must be a bool, not {pool!r}")
@@ -520,7 +542,7 @@ class Accelerator:
                            rounding)
         requant["bias"] = reference.fold_zero_point(requant["bias"], w.reshape(-1, cout),
                                                     zero_point).astype(np.int64)
-        y = np.stack(self._int8_layer(list(images), w, requant, stride=stride_h, padding=padding,
+        y = np.stack(self._int8_layer(list(images), w, requant, stride=stride, padding=padding,
                                       zero_point=zero_point, pool=pool, gemm=False,
                                       what="conv2d"))
         return y if batched else y[0]
