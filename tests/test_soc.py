@@ -32,7 +32,8 @@ WINDOWS = {   # name: (base, bytes)
 
 @pytest.fixture(scope="module")
 def device():
-    with Accelerator.open("sim://tiny?max_payload=256&queue_depth=4") as accelerator:
+    with Accelerator.open("sim://tiny?max_payload=256&queue_depth=4&binary_max_n=8") \
+            as accelerator:
         yield accelerator
 
 
@@ -47,7 +48,7 @@ def test_memory_map_has_every_core_window():
 def test_identity_reports_windows_and_core_sizes(device):
     assert device.version == (1, 1)
     assert device.windows == {name: base for name, (base, _) in WINDOWS.items()}
-    assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 256,
+    assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 8,
                                  "parameter_rows": 1024, "binary_result_rows": 1024,
                                  "queue_depth": 4, "max_pool_width": 64}
     assert device.core_status()["queue_free"] == 4
@@ -96,6 +97,18 @@ def test_counters_and_queue_back_pressure(device):
     assert counters["cycles"] >= counters["active_cycles"] >= counters["compute_busy"] > 0
     device.clear_perf_counters()
     assert device.perf_counters()["macs"] == 0
+
+
+def test_binary_layers_wider_than_the_engine_are_split(device):
+    # 19 neurons on an engine that holds 8 per layer: three weight loads.
+    rng = np.random.default_rng(6)
+    a = reference.pack_bits(rng.choice([-1, 1], (3, 45)).astype(np.int8))
+    w = reference.pack_bits(rng.choice([-1, 1], (19, 45)).astype(np.int8))
+    thresholds, ascending = rng.integers(-9, 10, 19), rng.integers(0, 2, 19).astype(bool)
+    dots = reference.binary_dense(a, w, 45)
+    np.testing.assert_array_equal(device.binary_dense(a, w, 45), dots)
+    np.testing.assert_array_equal(device.binary_dense(a, w, 45, thresholds, ascending),
+                                  reference.threshold_activation(dots, thresholds, ascending))
 
 
 def test_output_stationary_soc_rejects_gemm_and_conv_but_runs_binary():

@@ -574,7 +574,8 @@ class Accelerator:
         m = a_bits.shape[0]
         width, lanes = self.config.binary_width, self.config.binary_lanes
         beats = _blocks(k, width)
-        per_group = self.core.binary_max_n // lanes * lanes
+        # Neurons per weight load: whole folds, as many as the engine's weight memory holds.
+        per_group = self.core.binary_max_n // lanes * lanes or self.core.binary_max_n
         folds_max = _blocks(per_group, lanes)
         per_round = min(self.core.scratchpad_rows // beats,
                         self.core.binary_result_rows // folds_max, 2**16 - 1)
