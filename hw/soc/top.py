@@ -2,9 +2,12 @@
 with the design's UART line and LEDs wired to the board's pins.
 
 `BoardTop(board=..., config=..., design=...)` is what ``python -m hw.build`` elaborates. The
-design is chosen by name from `DESIGNS`; today that is only ``"bringup"`` (`hw.soc.bringup`), the
-self-test SoC, which the full SoC replaces as the default when it lands. A design is a component
-with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the accelerator config.
+design is chosen by name from `DESIGNS`: ``"soc"`` is the full SoC (`hw.soc.soc.SoC`: UART link,
+CSRs, accelerator core) that the host driver talks to; ``"bringup"`` (`hw.soc.bringup`) is the
+self-test design that drives the engines from LFSRs and reports a signature. The default stays
+``"bringup"`` until a full-SoC build of the default preset has been placed, routed and timed. A
+design is a component with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the
+accelerator config.
 
 ::
 
@@ -13,13 +16,15 @@ with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the acceler
     design.leds --> led pins
 """
 
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import io
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
 
 from boards.budget import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 
 from .bringup import BringUp
 from .pll import SystemClock
+from .soc import SoC
 
 __all__ = ["BoardTop", "DESIGNS", "DEFAULT_DESIGN", "make_design"]
 
@@ -31,7 +36,33 @@ def _bringup(config, *, led_count):
                                led_count=led_count)
 
 
-DESIGNS = {"bringup": _bringup}
+class BoardSoC(wiring.Component):
+    """The full SoC with the board-top ports: ``txd``/``rxd`` to the host UART and LEDs showing a
+    ~1 Hz heartbeat (clock and PLL alive) and the UART line activity (LEDs 1 and 2 light while
+    the receive / transmit line is low, i.e. during traffic)."""
+
+    def __init__(self, *, config, led_count):
+        self.soc = SoC(config=config)
+        self.heartbeat_bits = max(1, (config.clock_hz // 2).bit_length())
+        super().__init__({"txd": Out(1, init=1), "rxd": In(1, init=1), "leds": Out(led_count)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.soc = soc = self.soc
+        heartbeat = Signal(self.heartbeat_bits)
+        m.d.sync += heartbeat.eq(heartbeat + 1)
+        m.d.comb += [soc.rx.eq(self.rxd), self.txd.eq(soc.tx)]
+        indicators = [heartbeat[-1], ~self.rxd, ~soc.tx]
+        for led, value in zip(self.leds, indicators):
+            m.d.comb += led.eq(value)
+        return m
+
+
+def _soc(config, *, led_count):
+    return BoardSoC(config=config, led_count=led_count)
+
+
+DESIGNS = {"bringup": _bringup, "soc": _soc}
 DEFAULT_DESIGN = "bringup"
 
 
