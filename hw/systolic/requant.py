@@ -23,9 +23,13 @@ mode and ``v = t`` in SINGLE mode both become ``(v >> (shift + 1)) + round_up``,
 ``round_up`` is the bit just below the cut; DOUBLE additionally rounds negative exact ties down
 (half away from zero), i.e. ``round_up`` also needs ``v >= 0`` or a nonzero bit further below.
 
-Structure: ``lanes`` identical lanes are time-shared over the ``channels`` of a row. A row is
-issued in ``steps = ceil(channels / lanes)`` consecutive cycles; in step ``s`` lane ``l`` handles
-channel ``s * lanes + l`` (lanes past the last channel compute a discarded value). Each lane is a
+Structure: an accepted row is first captured whole in an input register, before any logic, so
+that whatever drives ``i`` (in practice a block RAM read port without an output register: the
+array's result FIFO, the accumulator memory's drain port) only drives flip-flops and its slow
+clock-to-out never meets a channel mux (it costs ``32 * channels + 1`` flip-flops and a cycle).
+``lanes`` identical lanes are time-shared over the ``channels`` of the held row. A row is issued
+in ``steps = ceil(channels / lanes)`` consecutive cycles; in step ``s`` lane ``l`` handles channel
+``s * lanes + l`` (lanes past the last channel compute a discarded value). Each lane is a
 12-stage pipeline that never stalls; no stage is deeper than one ~32-bit add or compare or a 4:1
 mux level, and the 32x31-bit product is split into four partial products of at most 18x18 bits
 (one ``MULT18X18D`` each)::
@@ -43,32 +47,35 @@ guaranteed to have room for it (credit counter over rows started but not yet rea
 is deep enough to keep the unit at full rate when ``o.ready`` stays high.
 
 Throughput: one row per ``steps`` cycles (every cycle when ``lanes == channels``), gaps on ``i``
-and stalls on ``o`` permitting. Latency: ``latency = steps + 13`` cycles from the cycle the first
-step of a row is issued (``i.valid`` high with a free credit) to ``o.valid`` for that row; the
-input transfer (``i.ready``) happens in the row's last step, ``steps - 1`` cycles after the first::
+and stalls on ``o`` permitting: the input register takes the next row in the cycle the last step
+of the held one is issued. Latency: ``latency = steps + 14`` cycles from a row's transfer on ``i``
+to ``o.valid`` for that row, when it need not wait for the input register or an output FIFO
+credit (an idle unit takes a row at once: ``i.ready`` is high while the input register is
+empty)::
 
-    cycle   0        1        ..  steps-1              ..  steps+11            steps+13
-    i       step 0   step 1       last step, i.ready
-    lanes   issue ----------------------- 12 stages -------> last step result
-    o                                                          FIFO write          o.valid
+    cycle   0         1        2       ..  steps                ..  steps+12        steps+14
+    i       transfer                       next row's transfer
+    held              step 0   step 1      last step
+    lanes             issue ----------------------- 12 stages -------> last step result
+    o                                                                  FIFO write      o.valid
 
 Interfaces:
 
-* ``i``: stream of ``{"data": ArrayLayout(signed(32), channels), "last": 1}``; the payload is
-  read in place over the row's steps (stream payloads are stable while ``valid`` waits for
-  ``ready``), ``last`` is passed through to the output row.
+* ``i``: stream of ``{"data": ArrayLayout(signed(32), channels), "last": 1}``; ``i.ready``
+  depends on registers only (not on ``i.valid``), ``last`` is passed through to the output row.
 * ``o``: stream of ``{"data": ArrayLayout(signed(8), channels), "last": 1}``.
 * ``params``: stream (``ready`` is always high) of ``{"channel", "bias", "multiplier", "shift"}``, one channel
   per cycle, stored in per-lane memories. Load while ``busy`` is low; indices >= ``channels`` are
   ignored. Parameters survive reset.
 * ``settings``: per-layer ``{"rounding", "zero_point", "act_min", "act_max"}`` (int8 values,
   ``act_min <= act_max``), plain signals that must stay constant while ``busy`` is high.
-* ``busy``: a row is being issued, is in the pipeline or waits in the output FIFO.
+* ``busy``: a row is held in the input register (waiting or being issued), is in the pipeline
+  or waits in the output FIFO.
 
 Synchronous reset drops every row in flight (also one that is half issued) and leaves the unit
-ready for the first step of a new row. Only the step counter, the credit counter, the valid bits
-beside the lanes and the FIFO pointers are reset: every datapath register is qualified by a valid
-bit, which keeps reset nets off the wide datapath.
+ready for a new row. Only the input register's valid bit, the step counter, the credit counter,
+the valid bits beside the lanes and the FIFO pointers are reset: every datapath register is
+qualified by a valid bit, which keeps reset nets off the wide datapath.
 """
 
 from amaranth import *
@@ -124,7 +131,7 @@ class Requantizer(wiring.Component):
     steps : int
         Cycles per row, ``ceil(channels / lanes)``.
     latency : int
-        Cycles from the first step of a row to ``o.valid`` for it (see the module docstring).
+        Cycles from a row's transfer on ``i`` to ``o.valid`` for it (see the module docstring).
     fifo_depth : int
         Rows the output FIFO holds (and at most rows in the unit at once).
     """
@@ -138,10 +145,12 @@ class Requantizer(wiring.Component):
         self.channels = channels
         self.lanes = lanes
         self.steps = -(-channels // lanes)
-        self.latency = self.steps - 1 + PIPELINE_STAGES + _FIFO_LATENCY
-        # Rows started but not yet read, in steady state at full rate: a credit returns `latency`
-        # cycles after the row's first step, plus one cycle for the registered credit count.
-        self.fifo_depth = -(-(self.latency + 1) // self.steps)
+        issue_latency = self.steps - 1 + PIPELINE_STAGES + _FIFO_LATENCY
+        self.latency = 1 + issue_latency        # the input register
+        # Rows started but not yet read, in steady state at full rate: a credit returns
+        # `issue_latency` cycles after the row's first step, plus one cycle for the registered
+        # credit count.
+        self.fifo_depth = -(-(issue_latency + 1) // self.steps)
 
         self.parameter_layout = data.StructLayout({
             "bias": signed(32),
@@ -173,21 +182,30 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # Issue: walk the steps of the row waiting on `i`; a new row needs a free FIFO credit.
+        # Input register: the source of `i` drives flip-flops only (module docstring). Its data
+        # is loaded whenever it may take a row, valid or not, so that its clock enable does not
+        # depend on `i.valid`; `held_valid` qualifies it.
+        held = Signal(self.i.payload.shape(), reset_less=True)
+        held_valid = Signal()
+        with m.If(self.i.ready):
+            m.d.sync += [held.eq(self.i.payload), held_valid.eq(self.i.valid)]
+
+        # Issue: walk the steps of the held row; a new row needs a free FIFO credit.
         step = Signal(range(self.steps))
         rows_in_unit = Signal(range(self.fifo_depth + 1))
         first_step = step == 0
         last_step = step == self.steps - 1
         may_issue = ~first_step | (rows_in_unit < self.fifo_depth)
-        issue = self.i.valid & may_issue
-        m.d.comb += self.i.ready.eq(last_step & may_issue)
+        issue = held_valid & may_issue
+        m.d.comb += self.i.ready.eq(~held_valid | (issue & last_step))
         with m.If(issue):
             m.d.sync += step.eq(Mux(last_step, 0, step + 1))
 
         row_started = issue & first_step
         row_read = self.o.valid & self.o.ready
         m.d.sync += rows_in_unit.eq(rows_in_unit + row_started - row_read)
-        m.d.comb += self.busy.eq((rows_in_unit != 0) | ~first_step)
+        # A row part-way through its steps is still held, so `held_valid` covers it.
+        m.d.comb += self.busy.eq(held_valid | (rows_in_unit != 0))
 
         # Row bookkeeping travels beside the lanes, one register per stage.
         control_layout = data.StructLayout({"valid": 1, "row_end": 1, "last": 1})
@@ -195,7 +213,7 @@ class Requantizer(wiring.Component):
         m.d.comb += [
             control.valid.eq(issue),
             control.row_end.eq(last_step),
-            control.last.eq(self.i.payload.last),
+            control.last.eq(held.last),
         ]
         for stage in range(PIPELINE_STAGES):
             delayed = Signal(control_layout, name=f"control_{stage}")
@@ -218,7 +236,7 @@ class Requantizer(wiring.Component):
                     channel = index * self.lanes + lane
                     if channel < self.channels:
                         with m.Case(index):
-                            m.d.sync += accumulator.eq(self.i.payload.data[channel])
+                            m.d.sync += accumulator.eq(held.data[channel])
             lane_results.append(self._lane(m, lane, accumulator, read.data))
 
         self._collect_rows(m, control, lane_results)

@@ -7,8 +7,13 @@ row entering to the last row leaving, rows per cycle against the ideal ``1 / ste
 latency of the first row. Every run is checked bit-exact against `sim.reference.requantize`.
 
 Build (``--build``): each point is converted to RTLIL, synthesized with ``synth_ecp5`` and placed
-and routed out of context on an LFE5U-85F by ``nextpnr-ecp5`` (the unit alone, no I/O);
-reported are the LUT4/FF/MULT18X18D counts and nextpnr's Fmax. About 20 s per point.
+and routed out of context on an LFE5U-85F by ``nextpnr-ecp5`` (no I/O); reported are the
+LUT4/FF/MULT18X18D/DP16KD counts and nextpnr's Fmax. Out of context, paths from the top-level
+ports are not timed, so by default (``--source block-ram``) the unit's ``i`` is driven straight
+from a block RAM read port without an output register, as the systolic array's result FIFO and the
+accumulator memory's drain port drive it in the real designs (yosys puts the same FF + LUT mux
+behind it to emulate the read port's enable and initial value); that RAM (``DP16KD``) is counted.
+``--source ports`` builds the unit alone. About 30 s per point; ``--point CxL`` picks points.
 """
 
 import json
@@ -22,6 +27,9 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
 
 from hw.config import preset
 from hw.systolic.requant import Requantizer, Rounding
@@ -34,9 +42,20 @@ DESCRIPTION = ("Bias + requantization unit: rows/cycle vs ideal and latency (pys
                "checked); --build: LUT/FF/DSP and out-of-context Fmax from yosys + nextpnr")
 
 
+SOURCES = ("block-ram", "ports")
+
+
 def _points():
     points = [(preset(name).cols, preset(name).requant_lanes) for name in ("tiny", "default")]
     return points + [(12, 1), (12, 5), (12, 12)]
+
+
+def _point(text):
+    """``CxL`` -> (channels, lanes); checked by constructing the unit when the point runs."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise ValueError(f"--point must be CHANNELSxLANES such as 12x2, not {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def add_arguments(parser):
@@ -46,6 +65,11 @@ def add_arguments(parser):
     parser.add_argument("--build", action="store_true",
                         help="also synthesize and place-and-route each point (slow)")
     parser.add_argument("--freq", type=float, default=125.0, help="nextpnr target clock, MHz")
+    parser.add_argument("--source", choices=SOURCES, default="block-ram",
+                        help="--build: what drives the unit's input rows (module docstring)")
+    parser.add_argument("--point", type=_point, action="append", metavar="CxL",
+                        help="channels x lanes point to run, repeatable (default: "
+                             + ", ".join(f"{c}x{l}" for c, l in _points()) + ")")
 
 
 def measure(channels, lanes, rows, stall_probability=0.0, seed=0):
@@ -110,12 +134,58 @@ def _yowasp(tool, argv, cwd):
                           text=True, check=True)
 
 
-def build(channels, lanes, freq_mhz):
-    """synth_ecp5 cell counts and out-of-context nextpnr Fmax of one point."""
+class _BlockRamFed(wiring.Component):
+    """A `Requantizer` whose ``i.payload`` is a block RAM's read data (no output register) and
+    whose read advances with ``i.ready``, like a FIFO; the RAM is filled through ``fill``."""
+
+    _DEPTH = 512        # deep enough to be mapped to DP16KD block RAMs, not LUT RAM
+
+    def __init__(self, requantizer):
+        self._requantizer = requantizer
+        members = dict(requantizer.signature.members)
+        del members["i"]
+        super().__init__({
+            **members,
+            "i_valid": In(1),
+            "fill": In(data.StructLayout({
+                "addr": range(self._DEPTH), "data": requantizer.i.payload.shape(), "en": 1})),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.requant = requant = self._requantizer
+        wiring.connect(m, wiring.flipped(self.o), requant.o)
+        wiring.connect(m, wiring.flipped(self.params), requant.params)
+        m.d.comb += [requant.settings.eq(self.settings), self.busy.eq(requant.busy)]
+
+        m.submodules.rows = rows = Memory(shape=requant.i.payload.shape(), depth=self._DEPTH,
+                                          init=[])
+        write = rows.write_port()
+        m.d.comb += [write.addr.eq(self.fill.addr), write.data.eq(self.fill.data),
+                     write.en.eq(self.fill.en)]
+        read = rows.read_port()
+        address = Signal(range(self._DEPTH))
+        with m.If(requant.i.ready):
+            m.d.sync += address.eq(address + 1)
+        m.d.comb += [
+            read.addr.eq(address),
+            read.en.eq(requant.i.ready),
+            requant.i.payload.eq(read.data),
+            requant.i.valid.eq(self.i_valid),
+        ]
+        return m
+
+
+def build(channels, lanes, freq_mhz, source="block-ram"):
+    """synth_ecp5 cell counts and out-of-context nextpnr Fmax of one point (module docstring)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    top = Requantizer(channels=channels, lanes=lanes)
+    if source == "block-ram":
+        top = _BlockRamFed(top)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder)
-        (path / "requant.il").write_text(
-            rtlil.convert(Requantizer(channels=channels, lanes=lanes), name="top"))
+        (path / "requant.il").write_text(rtlil.convert(top, name="top"))
         _yowasp("yosys", ["-q", "-p", "read_rtlil requant.il; synth_ecp5 -top top "
                           "-json requant.json; tee -q -o stat.txt stat"], path)
         cells = dict((name, int(count)) for count, name in re.findall(
@@ -128,20 +198,23 @@ def build(channels, lanes, freq_mhz):
     fmax = min(clock["achieved"] for clock in report["fmax"].values())
     return {"LUT4": cells.get("LUT4", 0), "FF": cells.get("TRELLIS_FF", 0),
             "CCU2C": cells.get("CCU2C", 0), "DPR16X4": cells.get("TRELLIS_DPR16X4", 0),
-            "MULT18X18D": cells.get("MULT18X18D", 0), "fmax_MHz": fmax,
+            "MULT18X18D": cells.get("MULT18X18D", 0), "DP16KD": cells.get("DP16KD", 0),
+            "source": source, "fmax_MHz": fmax,
             "meets": fmax >= freq_mhz}
 
 
 def run(args):
     rows = []
-    for channels, lanes in _points():
+    for channels, lanes in args.point or _points():
         row = measure(channels, lanes, args.rows, args.stall)
         if args.build:
-            row.update(build(channels, lanes, args.freq))
+            row.update(build(channels, lanes, args.freq, args.source))
         rows.append(row)
     notes = ["cycles: first row entering to last row leaving; latency: first row in -> out "
-             "(documented latency = steps + 13)."]
+             "(documented latency = steps + 14)."]
     if args.build:
-        notes.append(f"Fmax: nextpnr-ecp5 --85k --out-of-context (unit alone, seed 1) at a "
+        source = {"block-ram": "input rows from an unregistered block RAM read port",
+                  "ports": "unit alone; input port paths untimed"}[args.source]
+        notes.append(f"Fmax: nextpnr-ecp5 --85k --out-of-context ({source}, seed 1) at a "
                      f"{args.freq:g} MHz target.")
     return {"rows": rows, "notes": notes}
