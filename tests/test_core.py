@@ -99,7 +99,8 @@ PLACEMENT = dict(a_base=0, w_base=160, out_base=400, param_base=0)
 def test_random_gemm_shapes(seed, shape):
     """Odd sizes, smaller than the array, not multiples of it; both rounding forms."""
     rng = np.random.default_rng(seed)
-    core = make_core(*shape)
+    # 1024 rows: the largest output (m = 19, ten 2-column blocks) ends at row 400 + 18*10 + 9.
+    core = make_core(*shape, scratchpad_rows=1024)
     cases = []
     for rounding in ("double", "single"):
         m, k, n = (int(v) for v in rng.integers(1, 20, 3))
@@ -329,8 +330,12 @@ def test_queue_overflow_drops_the_command_and_reports_it():
                   k_blocks=8, k_last=4, n_blocks=1, n_last=4)
 
     async def body(host):
-        # One running, one held by the dispatcher, two queued, one too many.
-        await host.push([gemm] * 5, poll=False)
+        # One running, one held by the dispatcher, two queued, one too many (the first must be
+        # running before the others come: validating a command takes tens of cycles).
+        await host.push([gemm], poll=False)
+        while not (await host.register("busy")) & 1:
+            pass
+        await host.push([gemm] * 4, poll=False)
         host.pushed -= 1
         assert await host.register("error_code") == ErrorCode.QUEUE_OVERFLOW.value
         assert await host.register("error_index") == 4

@@ -55,8 +55,12 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 (two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
 ``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
 
-Latency/throughput: see `hw.core.units`; dispatch takes 4 cycles per command (fetch, two
-validation stages, decide) plus waiting for its unit.
+Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + decide, plus
+waiting for its unit: the products of the command's sizes (row counts of every buffer it
+touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.SequentialMultiplier`
+(the array and the requantizer need every DSP block), 2 + ceil(bits/2) cycles per product of the
+command's opcode (its narrower operand's bits) and one cycle per other product: about 40 cycles
+for a small conv, 16 for a FENCE, at most about 60.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -71,6 +75,8 @@ from hw.memory.scratchpad import Scratchpad
 from hw.soc.bridge import Bus, Window, WindowKind
 
 from hw.memory.im2col import conv_command_layout
+from hw.memory.sequential_multiplier import (SequentialMultiplier, multiply_by_constant,
+                                             sequence_products)
 from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, COUNTERS,
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
 from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout
@@ -503,38 +509,45 @@ class Core(wiring.Component):
         store_args = command.args.store
         binary_args = command.args.binary
 
-        # Stage 1 and 2 products (registered; inputs are stable while the command is held).
-        image = Signal(40)
-        kernel = Signal(40)
-        pixels = Signal(40)
-        store_pixels = Signal(40)
-        pooled = Signal(40)
-        binary_folds = Signal(16)
-        a_rows = Signal(40)
-        w_rows = Signal(40)
-        acc_rows = Signal(40)
-        store_acc_rows = Signal(40)
-        out_last = Signal(40)
-        binary_a_rows = Signal(40)
-        binary_out_rows = Signal(40)
+        # Products of the command's sizes, on one shift-and-add multiplier (no DSP block) while
+        # the command is held: only those of its opcode, 2 + ceil(bits(b)/2) cycles each. Each
+        # is exact (as wide as its operands together), so a huge command cannot wrap into range.
+        compute_command = is_gemm | is_conv
+        layer_products = compute_command if compute is not None else Const(0)
         width_log2 = self.binary_width.bit_length() - 1
-        m.d.sync += [
-            image.eq(layer.in_h * layer.in_w),
-            kernel.eq(layer.kh * layer.kw * layer.cin_blocks),
-            pixels.eq(layer.ho_count * layer.out_w),
-            store_pixels.eq(store_args.height * store_args.width),
-            pooled.eq(Mux(store_args.pool, (store_args.height >> 1) * (store_args.width >> 1),
-                          store_args.height * store_args.width)),
-            binary_folds.eq((binary_args.k + (self.binary_width - 1)) >> width_log2),
-            a_rows.eq(image * layer.cin_blocks),
-            w_rows.eq(kernel * layer.n_blocks * rows),
-            acc_rows.eq(pixels * layer.n_blocks),
-            store_acc_rows.eq(store_pixels * store_args.n_blocks),
-            out_last.eq(store_args.out_base + store_args.n_blocks - 1
-                        + (pooled - 1) * store_args.out_stride),
-            binary_a_rows.eq(binary_args.vectors * binary_folds),
-            binary_out_rows.eq(binary_args.vectors * binary_args.neuron_folds),
-        ]
+        binary_folds = (binary_args.k + (self.binary_width - 1)) >> width_log2
+        pool = store_args.pool
+        steps = []
+
+        def product(name, a, b, condition):
+            target = Signal(len(a) + len(b), name=name)
+            steps.append((target, a, b, condition))
+            return target
+
+        image = product("image", layer.in_h, layer.in_w, layer_products)
+        a_rows = product("a_rows", image, layer.cin_blocks, layer_products)
+        kernel = product("kernel", layer.kh, layer.kw, layer_products)
+        kernel_chunks = product("kernel_chunks", kernel, layer.cin_blocks, layer_products)
+        w_tiles = product("w_tiles", kernel_chunks, layer.n_blocks, layer_products)
+        pixels = product("pixels", layer.ho_count, layer.out_w, layer_products)
+        acc_rows = product("acc_rows", pixels, layer.n_blocks, layer_products)
+        store_pixels = product("store_pixels", store_args.height, store_args.width, is_store)
+        store_acc_rows = product("store_acc_rows", store_pixels, store_args.n_blocks, is_store)
+        pooled = product("pooled", Mux(pool, store_args.height >> 1, store_args.height),
+                         Mux(pool, store_args.width >> 1, store_args.width), is_store)
+        # pooled >= 1 whenever this is used: a store with pooled == 0 fails BAD_SHAPE first.
+        pooled_span = product("pooled_span", pooled - 1, store_args.out_stride, is_store)
+        binary_a_rows = product("binary_a_rows", binary_args.vectors, binary_folds, is_binary)
+        binary_out_rows = product("binary_out_rows", binary_args.vectors,
+                                  binary_args.neuron_folds, is_binary)
+        m.submodules.multiplier = multiplier = SequentialMultiplier(
+            a_width=max(len(a) for _, a, _, _ in steps),
+            b_width=max(len(b) for _, _, b, _ in steps),
+            product_width=max(len(target) for target, _, _, _ in steps), bits_per_cycle=2)
+        fetch = Signal()
+        _, products_done = sequence_products(m, multiplier, steps, start=fetch)
+        w_rows = multiply_by_constant(w_tiles, rows)
+        out_last = store_args.out_base + store_args.n_blocks - 1 + pooled_span
 
         error = Signal(ErrorCode)
         checks = []         # (condition, code), the first that holds is reported
@@ -542,7 +555,6 @@ class Core(wiring.Component):
         def fail(condition, code):
             checks.append((condition, code))
 
-        compute_command = is_gemm | is_conv
         fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE)
         if compute is None:
             fail(compute_command, ErrorCode.UNSUPPORTED)
@@ -567,7 +579,8 @@ class Core(wiring.Component):
         fail(is_store & ((store_args.acc_base >= self.accumulator_rows) |
                          (store_args.acc_base[:half_bits] + store_acc_rows > half_rows)),
              ErrorCode.ACCUMULATOR_RANGE)
-        fail(is_store & (store_args.param_base + store_args.n_blocks * cols > self.parameter_rows),
+        fail(is_store & (store_args.param_base + multiply_by_constant(store_args.n_blocks, cols)
+                         > self.parameter_rows),
              ErrorCode.PARAMETER_RANGE)
         fail(is_store & (out_last >= self.scratchpad_rows), ErrorCode.SCRATCHPAD_RANGE)
         fail(is_binary & ((binary_args.k == 0) | (binary_args.k > self.binary_max_k) |
@@ -618,13 +631,13 @@ class Core(wiring.Component):
                 m.d.comb += dispatcher_idle.eq(~queue.r_rdy)
                 m.d.comb += queue.r_en.eq(1)
                 with m.If(queue.r_rdy):
+                    m.d.comb += fetch.eq(1)
                     m.d.sync += [command.eq(queue.r_data), index.eq(fetched),
                                  fetched.eq(fetched + 1)]
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                m.next = "CHECK"
-            with m.State("CHECK"):
-                m.next = "DECIDE"
+                with m.If(products_done):
+                    m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(error != ErrorCode.NONE):
                     m.d.comb += [skip.eq(1), new_error.eq(error), new_error_index.eq(index),

@@ -21,6 +21,8 @@ ComputeUnit (weight-stationary)::
 
 StoreUnit::
 
+    set-up: M = height*width and the output row count on a shift-and-add multiplier (no DSP),
+    2 + ceil(bits(width)/2) cycles each (at most 16 cycles), then
     for each column block: load C requant parameters (C+2 cycles, after the previous block
     has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
     -> optional 2x2 max-pool (line FIFO of width/2 rows) -> scratchpad write
@@ -30,6 +32,8 @@ BinaryUnit::
 
     layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
     `width` bits each) -> activations; every result (one neuron fold) -> binary result memory
+    Set-up: the beat count (vectors*F) and the last fold's op count on a shift-and-add
+    multiplier (no DSP), 2 + ceil(bits/2) cycles each (at most 17 cycles).
     Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
 """
 
@@ -43,6 +47,8 @@ from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
 from hw.memory.im2col import ConvBeatGenerator, conv_command_layout
+from hw.memory.sequential_multiplier import (SequentialMultiplier, multiply_by_constant,
+                                             sequence_products)
 from .isa import ADDRESS_BITS
 from .read_stage import ReadStage
 
@@ -71,6 +77,15 @@ parameter_layout = data.StructLayout({"bias": signed(32), "multiplier": 31, "shi
 
 def binary_result_layout(lanes):
     return data.StructLayout({"dots": data.ArrayLayout(signed(32), lanes), "bits": lanes})
+
+
+def _idle_state(m, command, cmd):
+    """The IDLE state of a unit's FSM: take the next command into `cmd`, go to SETUP."""
+    with m.State("IDLE"):
+        m.d.comb += command.ready.eq(1)
+        with m.If(command.valid):
+            m.d.sync += cmd.eq(command.payload)
+            m.next = "SETUP"
 
 
 def _row_layout(row_bytes):
@@ -246,8 +261,16 @@ class StoreUnit(wiring.Component):
             reader.response.ready.eq(requant.i.ready),
         ]
 
+        # The block's sizes, formed once per command without a DSP block (they are all taken).
+        m.submodules.multiplier = multiplier = SequentialMultiplier(
+            a_width=10, b_width=10, product_width=20, bits_per_cycle=2)
         pixels = Signal(20)
         out_rows = Signal(20)
+        _, setup_done = sequence_products(m, multiplier, [
+            (pixels, cmd.height, cmd.width),
+            (out_rows, Mux(cmd.pool, cmd.height >> 1, cmd.height),
+             Mux(cmd.pool, cmd.width >> 1, cmd.width)),
+        ], start=self.command.valid & self.command.ready)
         nb = Signal(10)
         block_acc = Signal(self.acc_addr_width)
         block_param = Signal(ADDRESS_BITS)
@@ -308,20 +331,12 @@ class StoreUnit(wiring.Component):
         m.d.sync += param_valid.eq(0)
 
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.command.ready.eq(1)
-                with m.If(self.command.valid):
-                    m.d.sync += cmd.eq(self.command.payload)
-                    m.next = "SETUP"
+            _idle_state(m, self.command, cmd)
             with m.State("SETUP"):
-                m.d.sync += [
-                    pixels.eq(cmd.height * cmd.width),
-                    out_rows.eq(Mux(cmd.pool, (cmd.height >> 1) * (cmd.width >> 1),
-                                    cmd.height * cmd.width)),
-                    nb.eq(0), block_acc.eq(cmd.acc_base), block_param.eq(cmd.param_base),
-                    block_out.eq(cmd.out_base),
-                ]
-                m.next = "PARAMETERS"
+                m.d.sync += [nb.eq(0), block_acc.eq(cmd.acc_base),
+                             block_param.eq(cmd.param_base), block_out.eq(cmd.out_base)]
+                with m.If(setup_done):
+                    m.next = "PARAMETERS"
             with m.State("PARAMETERS"):
                 with m.If(param_index == 0):
                     # The requantizer's parameters may only change while it is empty.
@@ -400,6 +415,14 @@ class BinaryUnit(wiring.Component):
         result_addr = Signal(self.result_addr_width)
         ops_full = Signal(32)
         ops_last = Signal(32)
+        m.d.comb += folds.eq((cmd.k + (self.width - 1)) >> folds_log2)
+        # Per-command sizes without a DSP block (the array and the requantizer take them all).
+        m.submodules.multiplier = multiplier = SequentialMultiplier(
+            a_width=17, b_width=16, product_width=32, bits_per_cycle=2)
+        _, setup_done = sequence_products(m, multiplier, [
+            (beats_total, cmd.vectors, folds),
+            (ops_last, cmd.k << 1, cmd.last_lanes),
+        ], start=self.command.valid & self.command.ready)
 
         m.d.comb += [
             self.sp_addr.eq(reader.port_addr),
@@ -436,23 +459,17 @@ class BinaryUnit(wiring.Component):
         m.d.comb += self.ops.eq(Mux(engine.results.valid, Mux(result.last, ops_last, ops_full), 0))
 
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.command.ready.eq(1)
-                with m.If(self.command.valid):
-                    m.d.sync += cmd.eq(self.command.payload)
-                    m.next = "SETUP"
+            _idle_state(m, self.command, cmd)
             with m.State("SETUP"):
                 m.d.sync += [
-                    folds.eq((cmd.k + (self.width - 1)) >> folds_log2),
-                    ops_full.eq(2 * self.lanes * cmd.k),
-                    ops_last.eq(2 * cmd.last_lanes * cmd.k),
+                    ops_full.eq(multiply_by_constant(cmd.k, 2 * self.lanes)),
                     requested.eq(0), fold.eq(0), vectors_done.eq(0),
                     result_addr.eq(cmd.out_base),
                 ]
-                m.next = "LAYER"
+                with m.If(setup_done):
+                    m.next = "LAYER"
             with m.State("LAYER"):
                 m.d.comb += engine.layer.valid.eq(1)
-                m.d.sync += beats_total.eq(folds * cmd.vectors)
                 with m.If(engine.layer.ready):
                     m.next = "RUN"
             with m.State("RUN"):

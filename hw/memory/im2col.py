@@ -94,7 +94,7 @@ class ConvBeatGenerator(wiring.Component):
 
         # Set-up values, formed once per command on the shared shift-and-add multiplier.
         m.submodules.multiplier = multiplier = SequentialMultiplier(
-            a_width=_SETUP_BITS, b_width=16, product_width=_SETUP_BITS, bits_per_cycle=2)
+            a_width=_SETUP_BITS, b_width=10, product_width=_SETUP_BITS, bits_per_cycle=2)
         ho_stride = Signal(14)              # ho_start*stride
         h_first = Signal(signed(18))        # ho_start*stride - pad_top
         cin_step = Signal(24)               # stride*cin_blocks: next output column
