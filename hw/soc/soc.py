@@ -24,6 +24,12 @@ transport use it directly); `SoC` adds the UART PHY and has the serial pins as p
 top. Latency and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus
 the UART PHY's (about 9.5 bit times from a start bit to the received byte); the core's windows
 have no wait states.
+
+`BusSoC` is the same decoder, CSRs and core with the word bus as its port instead of the frame
+engine -- what a memory-mapped host interface (a PCIe BAR) would drive. It has no frames, so it
+does not check accesses: one outside every window is dropped (reads 0), as `BusDecoder` does, and
+the initiator checks `memory_map` itself. Bus timing is `hw.soc.bridge.Bus`: one access per
+cycle, read data one cycle after the read; the link counters stay 0.
 """
 
 from amaranth.hdl import Module
@@ -33,12 +39,12 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AcceleratorConfig
 from hw.core import core_from_config
 from hw.soc import protocol
-from hw.soc.bridge import BusDecoder, MemoryMap, Window, WindowKind
+from hw.soc.bridge import ADDRESS_WIDTH, Bus, BusDecoder, MemoryMap, Window, WindowKind
 from hw.soc.csr import CsrBlock
 from hw.soc.framing import FrameEngine
 from hw.soc.uart import UARTPhy
 
-__all__ = ["SoC", "SoCCore", "memory_map", "default_frame_timeout"]
+__all__ = ["SoC", "SoCCore", "BusSoC", "memory_map", "default_frame_timeout"]
 
 _CORE_CONTROL = "core_control"      # the core's "control" port: the CSR block has a "control"
 
@@ -92,6 +98,36 @@ def _constant_registers(config, core, max_payload, memory_map):
     }
 
 
+def _build_targets(soc, *, config, core_sizes, max_payload):
+    """Check the parameters and build `soc`'s core, memory map and CSR block (at construction,
+    so bad parameters raise there, not at elaboration)."""
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    core_sizes = {} if core_sizes is None else dict(core_sizes)
+    unknown = sorted(set(core_sizes) - set(protocol.CORE_SIZES))
+    if unknown:
+        raise ValueError(f"core_sizes may only give {protocol.CORE_SIZES}, not {unknown}")
+    soc.config = config
+    soc.accelerator = core_from_config(config, **core_sizes)
+    soc.memory_map = memory_map(soc.accelerator)
+    soc.max_payload = max_payload
+    soc._csr = CsrBlock(constants=_constant_registers(config, soc.accelerator, max_payload,
+                                                      soc.memory_map))
+
+
+def _add_targets(m, soc):
+    """The decoder, CSR block and core of `soc` as submodules of `m`, every window wired;
+    returns (decoder, csr) for the caller to drive the bus and the link events."""
+    m.submodules.decoder = decoder = BusDecoder(memory_map=soc.memory_map)
+    m.submodules.csr = csr = soc._csr
+    m.submodules.accelerator = accelerator = soc.accelerator
+    wiring.connect(m, decoder.identity, csr.identity)
+    wiring.connect(m, decoder.control, csr.control)
+    for port in accelerator.signature.members:
+        wiring.connect(m, getattr(decoder, _core_window_name(port)), getattr(accelerator, port))
+    return decoder, csr
+
+
 class SoCCore(wiring.Component):
     """The SoC behind the UART PHY: byte streams in and out.
 
@@ -113,45 +149,56 @@ class SoCCore(wiring.Component):
 
     def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD, frame_timeout=None,
                  core_sizes=None):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        core_sizes = {} if core_sizes is None else dict(core_sizes)
-        unknown = sorted(set(core_sizes) - set(protocol.CORE_SIZES))
-        if unknown:
-            raise ValueError(f"core_sizes may only give {protocol.CORE_SIZES}, not {unknown}")
-        self.config = config
-        # Built here so bad parameters raise at construction, not at elaboration.
-        self.accelerator = core_from_config(config, **core_sizes)
-        self.memory_map = memory_map(self.accelerator)
-        self.max_payload = max_payload
+        _build_targets(self, config=config, core_sizes=core_sizes, max_payload=max_payload)
         self.frame_timeout = default_frame_timeout(config) if frame_timeout is None \
             else frame_timeout
         self._engine = FrameEngine(memory_map=self.memory_map, max_payload=max_payload,
                                    frame_timeout=self.frame_timeout)
-        self._csr = CsrBlock(constants=_constant_registers(config, self.accelerator, max_payload,
-                                                           self.memory_map))
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = engine = self._engine
-        m.submodules.decoder = decoder = BusDecoder(memory_map=self.memory_map)
-        m.submodules.csr = csr = self._csr
-        m.submodules.accelerator = accelerator = self.accelerator
-
+        decoder, csr = _add_targets(m, self)
         wiring.connect(m, wiring.flipped(self.rx), engine.rx)
         wiring.connect(m, engine.tx, wiring.flipped(self.tx))
         wiring.connect(m, engine.bus, decoder.bus)
-        wiring.connect(m, decoder.identity, csr.identity)
-        wiring.connect(m, decoder.control, csr.control)
-        for port in accelerator.signature.members:
-            wiring.connect(m, getattr(decoder, _core_window_name(port)),
-                           getattr(accelerator, port))
         m.d.comb += [
             csr.frame_done.eq(engine.frame_done),
             csr.frame_status.eq(engine.frame_status),
             csr.byte_discarded.eq(engine.byte_discarded),
         ]
+        return m
+
+
+class BusSoC(wiring.Component):
+    """The SoC's targets (decoder, CSRs, core) with the word bus as the port: no frame engine.
+
+    Parameters
+    ----------
+    config, core_sizes
+        As for `SoCCore`.
+    max_payload : int
+        Reported in the MAX_PAYLOAD register. A mapped link has no frames; the default (the
+        protocol's limit) does not throttle a driver that sizes its transfers by it.
+
+    Ports
+    -----
+    bus : In(Bus(address_width=ADDRESS_WIDTH))
+        Word addresses of the 32-bit byte address space (byte address // 4); timing as
+        `hw.soc.bridge.Bus`. Accesses outside every window are dropped: check `memory_map`.
+    """
+
+    bus: In(Bus(address_width=ADDRESS_WIDTH))
+
+    def __init__(self, *, config, core_sizes=None, max_payload=protocol.MAX_PAYLOAD):
+        _build_targets(self, config=config, core_sizes=core_sizes, max_payload=max_payload)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        decoder, _ = _add_targets(m, self)
+        wiring.connect(m, wiring.flipped(self.bus), decoder.bus)
         return m
 
 

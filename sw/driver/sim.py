@@ -1,4 +1,5 @@
-"""``sim://`` transport: the SoC simulated in this process, at the byte stream or the UART pins.
+"""``sim://`` transport: the SoC simulated in this process, at the byte stream, the UART pins or
+its word bus.
 
 ``sim://tiny?line=uart&divisor=4`` -- the target is a config preset (default ``tiny``); options:
 
@@ -6,6 +7,12 @@
   -- the fast way to run the driver against the real gateware.
 * ``line=uart``: bytes go through a host-side `UARTPhy` into the `SoC`'s serial pins, bit by bit,
   at ``divisor`` cycles per bit (default 4; the config's exact divisor is realistic but slow).
+* ``line=bus``: no frames -- `SimBusTransport`, a `MappedTransport` whose every 32-bit load or
+  store is one access on `hw.soc.soc.BusSoC`'s bus (2 cycles of pysim), the way a PCIe BAR
+  reaches the device's bus, so the driver runs its `MappedLink` (the ``pcie://`` code path)
+  against the real gateware; open it with `open_sim_link`. An access outside every window (or a
+  store into a read-only one) raises `DeviceError` (BAD_ADDRESS, READ_ONLY), as the frame engine
+  would answer. Takes the size options below; ``backend=pysim`` only.
 * ``max_payload`` (default the protocol's), ``frame_timeout`` (cycles, default 64 byte times).
 * ``scratchpad_rows``, ``accumulator_rows`` (the preset's buffer sizes) and the core sizes of
   `hw.soc.protocol.CORE_SIZES` (``binary_result_rows``, ...): a bigger simulated device without
@@ -27,16 +34,18 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.config import preset
-from hw.soc.protocol import CORE_SIZES, MAX_PAYLOAD, WORD_BYTES
-from hw.soc.soc import SoC, SoCCore
+from hw.soc.protocol import CORE_SIZES, MAX_PAYLOAD, WORD_BYTES, Status
+from hw.soc.soc import BusSoC, SoC, SoCCore
 from hw.soc.uart import FRAME_BITS, MIN_DIVISOR, UARTPhy
-from sw.driver.errors import InvalidURL, LinkError
-from sw.driver.transport import ByteTransport, parse_options, positive_int
+from sw.driver.errors import DeviceError, InvalidURL, LinkError
+from sw.driver.transport import (ByteTransport, MappedTransport, parse_options, positive_int,
+                                 split_url)
 
-__all__ = ["SimTransport", "SimulationBackend", "PysimBackend", "CxxrtlBackend",
-           "SerialLineHarness", "LINES", "BACKENDS"]
+__all__ = ["SimTransport", "SimBusTransport", "open_sim_link", "SimulationBackend",
+           "PysimBackend", "CxxrtlBackend", "SerialLineHarness", "LINES", "BACKENDS"]
 
-LINES = ("bytes", "uart")
+LINES = ("bytes", "uart")           # the lines `SimTransport` carries frames over
+_URL_LINES = LINES + ("bus",)       # "bus": `SimBusTransport`, no frames
 # Config fields a URL may change in the preset (buffer sizes: the array stays the preset's).
 _SIZE_OPTIONS = ("scratchpad_rows", "accumulator_rows")
 _CHUNK_CYCLES = 16         # stop-condition granularity: small, so measured cycles are tight
@@ -175,8 +184,8 @@ BACKENDS = {"pysim": PysimBackend, "cxxrtl": CxxrtlBackend}
 
 
 def _line(text):
-    if text not in LINES:
-        raise ValueError(f"must be one of {LINES}")
+    if text not in _URL_LINES:
+        raise ValueError(f"must be one of {_URL_LINES}")
     return text
 
 
@@ -200,6 +209,21 @@ def _max_payload(text):
     return value
 
 
+# URL options that size the simulated device (any line).
+_DEVICE_OPTIONS = {name: (positive_int, None) for name in _SIZE_OPTIONS + CORE_SIZES}
+
+
+def _device(url, target, options):
+    """(config, core_sizes) of the device a ``sim://`` URL names; pops the size options."""
+    sizes = {name: options.pop(name) for name in _SIZE_OPTIONS + CORE_SIZES}
+    try:
+        config = preset(target or "tiny").replace(**{
+            name: sizes[name] for name in _SIZE_OPTIONS if sizes[name] is not None})
+    except (ValueError, TypeError) as error:
+        raise InvalidURL(f"{url!r}: {error}") from None
+    return config, {name: sizes[name] for name in CORE_SIZES if sizes[name] is not None}
+
+
 class SimTransport(ByteTransport):
     """The simulated SoC as a byte pipe.
 
@@ -207,7 +231,8 @@ class SimTransport(ByteTransport):
     ----------
     config : AcceleratorConfig
     line : str
-        ``"bytes"`` (SoCCore streams) or ``"uart"`` (serial pins at `divisor`).
+        ``"bytes"`` (SoCCore streams) or ``"uart"`` (serial pins at `divisor`); ``"bus"`` is
+        `SimBusTransport`.
     divisor : int
         Cycles per bit on the simulated serial line (``line="uart"`` only).
     max_payload, frame_timeout
@@ -220,7 +245,9 @@ class SimTransport(ByteTransport):
 
     def __init__(self, *, config, line="bytes", divisor=MIN_DIVISOR, max_payload=MAX_PAYLOAD,
                  frame_timeout=None, backend="pysim", core_sizes=None):
-        _line(line)
+        if line not in LINES:
+            raise ValueError(f"line must be one of {LINES} for a byte pipe, not {line!r} "
+                             f"(line='bus' is SimBusTransport)")
         _backend(backend)
         self.config = config
         self.line = line
@@ -243,18 +270,11 @@ class SimTransport(ByteTransport):
         options, _ = parse_options(url, query, {
             "line": (_line, "bytes"), "divisor": (_divisor, MIN_DIVISOR),
             "max_payload": (_max_payload, MAX_PAYLOAD), "frame_timeout": (positive_int, None),
-            "backend": (_backend, "pysim"),
-            **{name: (positive_int, None) for name in _SIZE_OPTIONS + CORE_SIZES},
-            **link_options})
-        try:
-            config = preset(target or "tiny").replace(**{
-                name: options.pop(name) for name in _SIZE_OPTIONS if options[name] is not None})
-        except (ValueError, TypeError) as error:
-            raise InvalidURL(f"{url!r}: {error}") from None
-        core_sizes = {name: options.pop(name) for name in CORE_SIZES
-                      if options[name] is not None}
-        for name in _SIZE_OPTIONS + CORE_SIZES:
-            options.pop(name, None)
+            "backend": (_backend, "pysim"), **_DEVICE_OPTIONS, **link_options})
+        if options["line"] == "bus":
+            raise InvalidURL(f"{url!r}: line=bus is a memory-mapped link without frames; open it "
+                             f"with sw.driver.sim.open_sim_link (MappedLink), not as a byte pipe")
+        config, core_sizes = _device(url, target, options)
         try:
             transport = cls(config=config, core_sizes=core_sizes, **{
                 name: options.pop(name) for name in ("line", "divisor", "max_payload",
@@ -294,3 +314,119 @@ class SimTransport(ByteTransport):
         cycles = (self.frame_timeout + self.max_payload // WORD_BYTES + 64
                   + 2 * (byte_count + 16) * self.cycles_per_byte)
         return cycles / self.clock_hz
+
+
+class SimBusTransport(MappedTransport):
+    """The simulated SoC's word bus as a memory-mapped window (`hw.soc.soc.BusSoC` in pysim).
+
+    Each `read32`/`write32` is one bus access, run to completion before it returns: the strobe
+    is driven for one cycle and a read's data taken the cycle after, as `hw.soc.bridge.Bus`
+    times it, so 2 simulated cycles per access. Simulated time runs only during accesses, so a
+    driver polling the core's status registers is what lets the core compute.
+
+    Accesses are checked against the SoC's `memory_map` first, as the frame engine checks a
+    frame: unaligned or outside every window -> `DeviceError` with status BAD_ADDRESS, a store
+    into a read-only window -> READ_ONLY. (The bus itself would drop them silently.)
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    core_sizes : dict or None
+        As for `hw.soc.soc.BusSoC`.
+    """
+
+    size = 1 << 32      # the bus's byte address space; `memory_map` says what answers
+
+    def __init__(self, *, config, core_sizes=None):
+        self.config = config
+        self.soc = BusSoC(config=config, core_sizes=core_sizes)
+        self.memory_map = self.soc.memory_map
+        self.cycles = 0
+        self._period_fs = round(1e15 / config.clock_hz)
+        self._access = None         # (word address, value to store or None for a load)
+        self._loaded = None
+        self._simulator = Simulator(self.soc)
+        self._simulator.add_clock(self._period_fs / 1e15)
+        self._simulator.add_testbench(self._serve, background=True)
+
+    @classmethod
+    def from_url(cls, url, target, query, link_options):
+        options, _ = parse_options(url, query, {
+            "line": (_line, "bus"), "backend": (_pysim_only, "pysim"), **_DEVICE_OPTIONS,
+            **link_options})
+        config, core_sizes = _device(url, target, options)
+        for name in ("line", "backend"):
+            options.pop(name)
+        try:
+            transport = cls(config=config, core_sizes=core_sizes)
+        except (ValueError, TypeError) as error:
+            raise InvalidURL(f"{url!r}: {error}") from None
+        return transport, options
+
+    async def _serve(self, ctx):
+        bus = self.soc.bus
+        while True:
+            await ctx.tick()
+            if self._access is None:
+                continue
+            word, value = self._access
+            ctx.set(bus.address, word)
+            if value is None:
+                ctx.set(bus.read, 1)
+            else:
+                ctx.set(bus.write_data, value)
+                ctx.set(bus.write, 1)
+            await ctx.tick()
+            ctx.set(bus.read, 0)
+            ctx.set(bus.write, 0)
+            if value is None:
+                self._loaded = ctx.get(bus.read_data)
+            self._access = None
+
+    def _run(self, address, value):
+        window = next((window for window in self.memory_map.windows
+                       if window.base <= address < window.base + window.size), None)
+        what = "Load from" if value is None else "Store to"
+        if address % WORD_BYTES or window is None:
+            windows = ", ".join(f"{w.name} {w.base:#x}+{w.size:#x}"
+                                for w in self.memory_map.windows)
+            raise DeviceError(f"{what} {address:#x} refused: BAD_ADDRESS (not an aligned word "
+                              f"inside a window of the simulated SoC: {windows})",
+                              status=Status.BAD_ADDRESS)
+        if value is not None and not window.writable:
+            raise DeviceError(f"{what} {address:#x} refused: READ_ONLY (the {window.name} "
+                              f"window is read-only)", status=Status.READ_ONLY)
+        if value is not None and not (isinstance(value, int) and 0 <= value < 1 << 32):
+            raise ValueError(f"A stored word must be an integer in 0..2^32-1, not {value!r}")
+        self._access = (address // WORD_BYTES, value)
+        # The testbench takes the access at the next edge and completes it at the one after.
+        for _ in range(3):
+            self.cycles += 1
+            self._simulator.run_until(self.cycles * self._period_fs / 1e15)
+            if self._access is None:
+                return self._loaded
+        raise LinkError(f"{what} {address:#x}: the simulated bus did not complete the access")
+
+    def read32(self, address):
+        return self._run(address, None)
+
+    def write32(self, address, value):
+        self._run(address, value)
+
+
+def _pysim_only(text):
+    if text != "pysim":
+        raise ValueError("line=bus runs on pysim only (the CXXRTL harness moves byte streams)")
+    return text
+
+
+def open_sim_link(url):
+    """The `Link` a ``sim://`` URL names: `MappedLink` over `SimBusTransport` for ``line=bus``,
+    otherwise `FrameLink` over `SimTransport` (as `sw.driver.link.open_link`)."""
+    from sw.driver.link import MappedLink, open_link
+    scheme, target, query = split_url(url)
+    options, _ = parse_options(url, query, {"line": (_line, "bytes")}, passthrough=True)
+    if scheme != "sim" or options["line"] != "bus":
+        return open_link(url)
+    transport, _ = SimBusTransport.from_url(url, target, query, {})
+    return MappedLink(transport)

@@ -5,7 +5,8 @@ Two kinds, because the two physical links differ:
 * `ByteTransport` -- a byte pipe carrying the frame protocol of `hw.soc.protocol` (UART, the
   simulated SoC). `sw.driver.link.FrameLink` runs the protocol over it.
 * `MappedTransport` -- a memory-mapped window with 32-bit accesses at the protocol's bus
-  addresses (a PCIe BAR). `sw.driver.link.MappedLink` uses it directly.
+  addresses (a PCIe BAR; in simulation `sw.driver.sim.SimBusTransport`, the SoC's word bus).
+  `sw.driver.link.MappedLink` uses it directly.
 
 Times are seconds of the transport's own clock: wall-clock for real links, simulated time for a
 simulation, so that a simulated device behaves as it would on the line.
