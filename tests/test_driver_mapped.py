@@ -11,7 +11,8 @@ from hw.soc.protocol import Status
 from sim import reference
 from sw.driver import Accelerator, DeviceError, InvalidURL
 from sw.driver.link import FrameLink, MappedLink
-from sw.driver.sim import SimBusTransport, open_sim_link
+from sw.driver.link import open_link
+from sw.driver.sim import SimBusTransport
 
 URL = "sim://tiny?line=bus"
 TINY = PRESETS["tiny"]
@@ -24,7 +25,7 @@ WINDOW_BASES = {"core_control": 0x400, "scratchpad": SCRATCHPAD, "accumulator": 
 
 @pytest.fixture(scope="module")
 def device():
-    with Accelerator(open_sim_link(URL), url=URL) as accelerator:
+    with Accelerator.open(URL) as accelerator:
         yield accelerator
 
 
@@ -135,11 +136,11 @@ def test_stores_are_word_by_word(device):
 
 def test_size_options_and_dispatch():
     url = "sim://tiny?line=bus&scratchpad_rows=512&queue_depth=4"
-    with Accelerator(open_sim_link(url), url=url) as device:
+    with Accelerator.open(url) as device:
         assert device.config == TINY.replace(scratchpad_rows=512)
         assert device.core_sizes["queue_depth"] == 4
         assert device.core_status()["queue_free"] == 4
-    with open_sim_link("sim://tiny?max_payload=64") as link:
+    with open_link("sim://tiny?max_payload=64") as link:
         assert isinstance(link, FrameLink)
 
 
@@ -152,4 +153,4 @@ def test_size_options_and_dispatch():
 ])
 def test_bus_url_errors(url, message):
     with pytest.raises(InvalidURL, match=message):
-        open_sim_link(url)
+        open_link(url)

@@ -265,8 +265,21 @@ def _open_pcie(url, target, query):
 _FRAME_LINK_OPTIONS = {"timeout": (positive_float, None),
                        "retries": (non_negative_int, DEFAULT_RETRIES)}
 
+_open_sim_frames = _frame_transport("sw.driver.sim", "SimTransport")
+
+
+def _open_sim(url, target, query):
+    """``sim://``: frames over `SimTransport`, or for ``line=bus`` the `MappedLink` (the
+    ``pcie://`` code path) over `SimBusTransport`, the simulated SoC's bus itself."""
+    sim = importlib.import_module("sw.driver.sim")
+    if sim.requests_bus_line(url, query):
+        transport, _ = sim.SimBusTransport.from_url(url, target, query, {})
+        return MappedLink(transport)
+    return _open_sim_frames(url, target, query)
+
+
 SCHEMES = {
-    "sim": _frame_transport("sw.driver.sim", "SimTransport"),
+    "sim": _open_sim,
     "uart": _frame_transport("sw.driver.uart", "UartTransport"),
     "pcie": _open_pcie,
 }

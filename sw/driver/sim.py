@@ -10,7 +10,7 @@ its word bus.
 * ``line=bus``: no frames -- `SimBusTransport`, a `MappedTransport` whose every 32-bit load or
   store is one access on `hw.soc.soc.BusSoC`'s bus (2 cycles of pysim), the way a PCIe BAR
   reaches the device's bus, so the driver runs its `MappedLink` (the ``pcie://`` code path)
-  against the real gateware; open it with `open_sim_link`. An access outside every window (or a
+  against the real gateware (`sw.driver.link.open_link` picks it). An access outside every window (or a
   store into a read-only one) raises `DeviceError` (BAD_ADDRESS, READ_ONLY), as the frame engine
   would answer. Takes the size options below; ``backend=pysim`` only.
 * ``max_payload`` (default the protocol's), ``frame_timeout`` (cycles, default 64 byte times).
@@ -38,10 +38,9 @@ from hw.soc.protocol import CORE_SIZES, MAX_PAYLOAD, WORD_BYTES, Status
 from hw.soc.soc import BusSoC, SoC, SoCCore
 from hw.soc.uart import FRAME_BITS, MIN_DIVISOR, UARTPhy
 from sw.driver.errors import DeviceError, InvalidURL, LinkError
-from sw.driver.transport import (ByteTransport, MappedTransport, parse_options, positive_int,
-                                 split_url)
+from sw.driver.transport import ByteTransport, MappedTransport, parse_options, positive_int
 
-__all__ = ["SimTransport", "SimBusTransport", "open_sim_link", "SimulationBackend",
+__all__ = ["SimTransport", "SimBusTransport", "requests_bus_line", "SimulationBackend",
            "PysimBackend", "CxxrtlBackend", "SerialLineHarness", "LINES", "BACKENDS"]
 
 LINES = ("bytes", "uart")           # the lines `SimTransport` carries frames over
@@ -273,7 +272,7 @@ class SimTransport(ByteTransport):
             "backend": (_backend, "pysim"), **_DEVICE_OPTIONS, **link_options})
         if options["line"] == "bus":
             raise InvalidURL(f"{url!r}: line=bus is a memory-mapped link without frames; open it "
-                             f"with sw.driver.sim.open_sim_link (MappedLink), not as a byte pipe")
+                             f"with sw.driver.link.open_link (MappedLink), not as a byte pipe")
         config, core_sizes = _device(url, target, options)
         try:
             transport = cls(config=config, core_sizes=core_sizes, **{
@@ -420,13 +419,7 @@ def _pysim_only(text):
     return text
 
 
-def open_sim_link(url):
-    """The `Link` a ``sim://`` URL names: `MappedLink` over `SimBusTransport` for ``line=bus``,
-    otherwise `FrameLink` over `SimTransport` (as `sw.driver.link.open_link`)."""
-    from sw.driver.link import MappedLink, open_link
-    scheme, target, query = split_url(url)
+def requests_bus_line(url, query):
+    """Whether a ``sim://`` URL asks for ``line=bus`` (the memory-mapped link)."""
     options, _ = parse_options(url, query, {"line": (_line, "bytes")}, passthrough=True)
-    if scheme != "sim" or options["line"] != "bus":
-        return open_link(url)
-    transport, _ = SimBusTransport.from_url(url, target, query, {})
-    return MappedLink(transport)
+    return options["line"] == "bus"
