@@ -81,7 +81,12 @@ from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, CO
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
 from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout
 
-__all__ = ["Core", "core_from_config"]
+__all__ = ["Core", "core_from_config", "scratchpad_stride_words"]
+
+
+def scratchpad_stride_words(row_bytes):
+    """Words between consecutive scratchpad rows in the bus window (a power of two)."""
+    return _pow2_at_least(-(-row_bytes // 4))
 
 
 def _pow2_at_least(value):
@@ -149,7 +154,7 @@ class Core(wiring.Component):
         self.queue_depth = _check_int("queue_depth", queue_depth, 2, 256)
         self.max_pool_width = _check_int("max_pool_width", max_pool_width, 2, 1023)
 
-        self.scratchpad_stride = _pow2_at_least(-(-self.row_bytes // 4))
+        self.scratchpad_stride = scratchpad_stride_words(self.row_bytes)
         self.accumulator_stride = _pow2_at_least(cols)
         self.binary_max_neuron_folds = -(-binary_max_n // binary_lanes)
         self.binary_weight_depth = (-(-binary_max_k // binary_width)

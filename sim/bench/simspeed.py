@@ -23,6 +23,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from hw.config import preset
+from hw.core.core import scratchpad_stride_words
 from hw.soc import protocol
 from hw.soc.soc import SoC
 from hw.systolic.array import SystolicArray
@@ -90,7 +91,10 @@ def soc_workload(preset_name, size, rng):
     def factory():
         return SerialLineHarness(soc=SoC(config=config))
 
-    payload = rng.integers(0, 256, size=size, dtype=np.uint8).tobytes()
+    # Bytes past a row's lanes in its stride slot of the scratchpad window are not stored.
+    slot_bytes = 4 * scratchpad_stride_words(max(config.rows, config.cols))
+    lanes = np.arange(size) % slot_bytes < max(config.rows, config.cols)
+    payload = np.where(lanes, rng.integers(0, 256, size=size), 0).astype(np.uint8).tobytes()
     write = protocol.Request(1, protocol.Opcode.BULK_WRITE, protocol.SCRATCHPAD_BASE, size,
                              payload)
     read = protocol.Request(2, protocol.Opcode.BULK_READ, protocol.SCRATCHPAD_BASE, size)
