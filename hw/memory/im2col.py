@@ -30,8 +30,9 @@ real input lanes of the chunk (``cin_last`` in the last one) times real output c
 Latency: the set-up runs 11 products of ``2 + ceil(bits(b)/2)`` cycles each, ``b`` being the small
 operand (stride, in_w, out_w, kw, cin_blocks, n_blocks, n_last, at most 10 bits); the first beats
 come 2 cycles after the last one: about 40 cycles after the command is accepted for a 3x3,
-stride 1 conv of a 16x16 image with a few blocks, at most 66 cycles. Throughput: one beat per cycle on each stream while it
-is ready; the next command is accepted when both streams of this one have ended.
+stride 1 conv of a 16x16 image with a few blocks, at most 66 cycles. Throughput: one beat per
+cycle on each stream while it is ready; the next command is accepted when both streams of this
+one have ended.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
