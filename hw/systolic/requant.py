@@ -78,7 +78,7 @@ the valid bits beside the lanes and the FIFO pointers are reset: every datapath 
 qualified by a valid bit, which keeps reset nets off the wide datapath.
 """
 
-from amaranth import *
+from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
