@@ -73,21 +73,24 @@ class SerialLineHarness(wiring.Component):
 
 
 class SimulationBackend:
-    """Runs a top with byte streams ``rx`` (to the device) and ``tx`` (from it)."""
+    """Runs a top with byte streams ``rx`` (to the device) and ``tx`` (from it).
+
+    Subclasses keep the bytes still to offer in ``_to_device`` and the bytes produced in
+    ``_from_device`` (a bytearray)."""
 
     cycles = 0          # simulated so far
 
     def push(self, data):
         """Queue bytes to offer on ``rx``, one per cycle as it accepts them."""
-        raise NotImplementedError
+        self._to_device.extend(data)
 
     def pending(self):
         """Queued bytes ``rx`` has not accepted yet."""
-        raise NotImplementedError
+        return len(self._to_device)
 
     def received(self):
         """Bytes ``tx`` produced so far (a mutable buffer the caller consumes)."""
-        raise NotImplementedError
+        return self._from_device
 
     def run(self, max_cycles, stop):
         """Simulate until `stop()` is true (checked every few cycles) or `max_cycles` passed."""
@@ -125,15 +128,6 @@ class PysimBackend(SimulationBackend):
             if offering:
                 ctx.set(rx.payload, self._to_device[0])
 
-    def push(self, data):
-        self._to_device.extend(data)
-
-    def pending(self):
-        return len(self._to_device)
-
-    def received(self):
-        return self._from_device
-
     def run(self, max_cycles, stop):
         end = self.cycles + max_cycles
         while self.cycles < end and not stop():
@@ -155,15 +149,6 @@ class CxxrtlBackend(SimulationBackend):
         self._to_device = []
         self._from_device = bytearray()
         self.cycles = 0
-
-    def push(self, data):
-        self._to_device.extend(data)
-
-    def pending(self):
-        return len(self._to_device)
-
-    def received(self):
-        return self._from_device
 
     def run(self, max_cycles, stop):
         end = self.cycles + max_cycles
