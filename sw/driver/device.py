@@ -42,6 +42,7 @@ from hw.soc import protocol
 from sim import reference
 from sw.driver.errors import CommandError, DeviceMismatch
 from sw.driver.link import open_link
+from sw.driver.transport import Closable
 
 __all__ = ["Accelerator"]
 
@@ -142,7 +143,7 @@ def _blocks(size, block):
     return -(-size // block)
 
 
-class Accelerator:
+class Accelerator(Closable):
     """A connected device. Use `Accelerator.open(url)` (also a context manager).
 
     Attributes read from the device: `config` (`hw.config.AcceleratorConfig`), `max_payload`,
@@ -206,12 +207,6 @@ class Accelerator:
 
     def close(self):
         self.link.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     # Link-level access ---------------------------------------------------------------------------
 

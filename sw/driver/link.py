@@ -21,7 +21,7 @@ from hw.soc import protocol
 from hw.soc.protocol import (CRC, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC, WORD_BYTES, Opcode,
                              Request, Status, crc16)
 from sw.driver.errors import (DeviceError, InvalidURL, LinkTimeout, ProtocolError)
-from sw.driver.transport import non_negative_int, positive_float, split_url
+from sw.driver.transport import Closable, non_negative_int, positive_float, split_url
 
 __all__ = ["Link", "FrameLink", "MappedLink", "open_link", "SCHEMES"]
 
@@ -55,7 +55,7 @@ def _check_bytes(address, length):
                          f"length {length} must be positive multiples of {WORD_BYTES}")
 
 
-class Link:
+class Link(Closable):
     """Register and memory access to one device."""
 
     def read_registers(self, address, count):
@@ -74,12 +74,6 @@ class Link:
 
     def close(self):
         self.transport.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 class FrameLink(Link):

@@ -16,11 +16,24 @@ import urllib.parse
 
 from sw.driver.errors import InvalidURL
 
-__all__ = ["ByteTransport", "MappedTransport", "split_url", "parse_options", "positive_int",
-           "non_negative_int", "positive_float"]
+__all__ = ["Closable", "ByteTransport", "MappedTransport", "split_url", "parse_options",
+           "positive_int", "non_negative_int", "positive_float"]
 
 
-class ByteTransport:
+class Closable:
+    """Closed by `close()`, and a context manager that closes on exit."""
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class ByteTransport(Closable):
     """A byte pipe to a device."""
 
     def write(self, data):
@@ -39,17 +52,8 @@ class ByteTransport:
         """How long to wait for `byte_count` bytes of a reply before calling it lost."""
         raise NotImplementedError
 
-    def close(self):
-        pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-
-class MappedTransport:
+class MappedTransport(Closable):
     """A memory-mapped window of `size` bytes with 32-bit accesses."""
 
     size = 0
@@ -62,12 +66,6 @@ class MappedTransport:
 
     def close(self):
         pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def split_url(url):
