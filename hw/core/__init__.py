@@ -4,7 +4,8 @@
 `hw.core.layout` the host-side tensor layouts and command planning.
 """
 
-from .core import Core, core_from_config
+from .core import Core, CoreGeometry, core_from_config, geometry_from_config
 from .isa import COMMAND_WORDS, ErrorCode, Opcode, decode, encode
 
-__all__ = ["Core", "core_from_config", "Opcode", "ErrorCode", "COMMAND_WORDS", "encode", "decode"]
+__all__ = ["Core", "CoreGeometry", "core_from_config", "geometry_from_config", "Opcode", "ErrorCode",
+           "COMMAND_WORDS", "encode", "decode"]

@@ -81,7 +81,8 @@ from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, CO
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
 from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout
 
-__all__ = ["Core", "core_from_config", "scratchpad_stride_words"]
+__all__ = ["Core", "CoreGeometry", "core_from_config", "geometry_from_config",
+           "scratchpad_stride_words"]
 
 
 def scratchpad_stride_words(row_bytes):
@@ -108,8 +109,10 @@ def _check_power_of_two(name, value, low, high):
     return value
 
 
-class Core(wiring.Component):
-    """Buffers + command queue + compute/store/binary units (see module docstring).
+class CoreGeometry:
+    """The checked sizes of a core and the buffer geometry derived from them (row strides, bus
+    window sizes): everything the host needs to lay data out, without building any hardware.
+    `Core` is built on it; the driver uses it alone.
 
     Parameters (keyword-only)
     -------------------------
@@ -164,7 +167,7 @@ class Core(wiring.Component):
         self.result_bit_words = -(-binary_lanes // 32)
         self.result_stride = _pow2_at_least(binary_lanes + self.result_bit_words)
 
-        self._window_words = {
+        self.window_words = {
             "control": CONTROL_WORDS,
             "scratchpad": scratchpad_rows * self.scratchpad_stride,
             "accumulator": accumulator_rows * self.accumulator_stride,
@@ -175,10 +178,6 @@ class Core(wiring.Component):
                                   * self.lanes_stride),
             "binary_results": binary_result_rows * self.result_stride,
         }
-        super().__init__({
-            name: In(Bus(address_width=max(1, (words - 1).bit_length())))
-            for name, words in self._window_words.items()
-        })
 
     def windows(self, base):
         """`hw.soc.bridge.Window`s of every bus port, each aligned to its size, from `base`."""
@@ -186,13 +185,27 @@ class Core(wiring.Component):
                  "binary_results": (WindowKind.MEMORY, False)}
         result = []
         address = base
-        for name, words in self._window_words.items():
+        for name, words in self.window_words.items():
             size = 4 * words
             address = -(-address // size) * size
             kind, writable = kinds.get(name, (WindowKind.MEMORY, True))
             result.append(Window(name, address, size, kind, writable))
             address += size
         return result
+
+
+class Core(CoreGeometry, wiring.Component):
+    """Buffers + command queue + compute/store/binary units (see module docstring).
+
+    Parameters (keyword-only): those of `CoreGeometry`. One bus port per window.
+    """
+
+    def __init__(self, **parameters):
+        CoreGeometry.__init__(self, **parameters)
+        wiring.Component.__init__(self, {
+            name: In(Bus(address_width=max(1, (words - 1).bit_length())))
+            for name, words in self.window_words.items()
+        })
 
     # Elaboration ---------------------------------------------------------------------------------
 
@@ -751,11 +764,20 @@ class Core(wiring.Component):
         m.d.comb += bus.read_data.eq(read_data)
 
 
+def _config_parameters(config, overrides):
+    return dict(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
+                multiplier=config.multiplier, requant_lanes=config.requant_lanes,
+                scratchpad_rows=config.scratchpad_rows, accumulator_rows=config.accumulator_rows,
+                binary_width=config.binary_width, binary_lanes=config.binary_lanes, **overrides)
+
+
 def core_from_config(config, **overrides):
     """A `Core` with the buffer and engine sizes of an `AcceleratorConfig` (`overrides` for the
     core-only sizes: binary_max_k, binary_max_n, parameter_rows, binary_result_rows,
     queue_depth, max_pool_width)."""
-    return Core(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
-                multiplier=config.multiplier, requant_lanes=config.requant_lanes,
-                scratchpad_rows=config.scratchpad_rows, accumulator_rows=config.accumulator_rows,
-                binary_width=config.binary_width, binary_lanes=config.binary_lanes, **overrides)
+    return Core(**_config_parameters(config, overrides))
+
+
+def geometry_from_config(config, **overrides):
+    """The `CoreGeometry` of `core_from_config(config, **overrides)`, without the hardware."""
+    return CoreGeometry(**_config_parameters(config, overrides))

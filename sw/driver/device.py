@@ -12,7 +12,7 @@ On connect the driver reads the identification registers and refuses (`DeviceMis
 whose magic or protocol version it does not know, so it never carries constants that can
 disagree with the bitstream: the config, the max payload, every window's base and the core's
 sizes all come from the device; the buffer geometry (row strides, lanes) is the one
-`hw.core.core_from_config` gives for them, the command encoding is `hw.core.isa`, the tensor
+`hw.core.geometry_from_config` gives for them, the command encoding is `hw.core.isa`, the tensor
 layouts `hw.core.layout`.
 
 How a layer runs (host tensors -> bulk writes -> queued commands -> bulk reads): the driver
@@ -31,7 +31,7 @@ dtype, `ValueError` for a wrong shape or value.
 
 import numpy as np
 
-from hw.core import core_from_config
+from hw.core import geometry_from_config
 from hw.core.isa import (COMMAND_REGISTER, COUNTERS, COUNTERS_BASE, REGISTERS, ErrorCode, Opcode,
                          decode, encode)
 from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
@@ -176,9 +176,7 @@ class Accelerator(Closable):
             self.config = protocol.decode_config(identity)
             self.core_sizes = {name: identity[f"CORE_{name.upper()}"]
                                for name in protocol.CORE_SIZES}
-            self.core = core_from_config(self.config, **self.core_sizes)
-            # Only its geometry is used; it is never elaborated (silences UnusedElaboratable).
-            self.core._MustUse__silence = True
+            self.core = geometry_from_config(self.config, **self.core_sizes)
         except (ValueError, TypeError) as error:
             raise DeviceMismatch(f"{url} reports a config this driver cannot read: {error}") \
                 from None
