@@ -70,7 +70,7 @@ def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probabilit
 
     Returns (drain observations [(got, expected)], final contents read back through `drain`) and
     the model's final contents. Model timing: a request accepted in cycle t is written at the end
-    of cycle t+1, so a drain read issued in cycle d sees requests accepted up to cycle d-2.
+    of cycle t+2, so a drain read issued in cycle d sees requests accepted up to cycle d-3.
     """
     dut = AccumulatorMemory(cols=cols, depth=depth)
     rng = random.Random(seed)
@@ -105,11 +105,15 @@ def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probabilit
                 index += 1
             if drain:
                 observations.append((list(ctx.get(dut.drain.data)),
-                                     model_after(cycle - 2)[drain_addr]))
+                                     model_after(cycle - 3)[drain_addr]))
             cycle += 1
         ctx.set(dut.write.valid, 0)
         ctx.set(dut.drain.en, 0)
-        await ctx.tick().repeat(2)
+        # The last request was accepted in the cycle before; `idle` rises 3 cycles after that.
+        for _ in range(2):
+            assert not ctx.get(dut.idle)
+            await ctx.tick()
+        assert ctx.get(dut.idle)
         for addr in range(depth):
             ctx.set(dut.drain.en, 1)
             ctx.set(dut.drain.addr, addr)

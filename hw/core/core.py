@@ -247,7 +247,8 @@ class Core(CoreGeometry, wiring.Component):
             m.submodules.compute = compute = ComputeUnit(
                 rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
                 accumulator_rows=self.accumulator_rows)
-            compute_busy = compute.busy
+            # A GEMM/CONV is done when its last row is written, not just accepted.
+            compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
             write_half = compute.acc_write.payload.addr[half_bits]
             for index, half in enumerate(halves):
                 m.d.comb += [

@@ -3,22 +3,27 @@
 Rows of `cols` int32 words (one output row of the array) in ECP5 block RAM. Each transfer on the
 `write` stream either stores its row (``accumulate=0``) or adds it lane-wise to the row already at
 that address (``accumulate=1``), so the K-chunks of a weight-stationary GEMM sum in place. The
-read-modify-write is a two-stage pipeline that sustains one row per cycle, including back-to-back
-accumulations into the same address::
+read-modify-write is a three-stage pipeline that sustains one row per cycle, including
+back-to-back accumulations into the same address::
 
-    cycle          t                     t+1
-    write stream   accept {addr, data}   -
-    memory read    issue read(addr)      old = forwarded row if the row written at t had the same
-                                         address (a non-transparent read misses it), else read data
-    memory write   -                     mem[addr] <- old + data (or data)
+    cycle          t                  t+1                      t+2
+    write stream   accept {addr,...}  -                        -
+    memory read    issue read(addr)   read data -> register    -
+    forwarding     -                  compare addr with the    old = the newer matching row, else
+                                      rows written at t, t+1   the registered read data
+    memory write   -                  -                        mem[addr] <- old + data (or data)
 
-Only the row written in the cycle before is invisible to a read, so one forwarding register is
-enough. Additions wrap modulo 2^32 (the golden model guarantees the true sums fit int32).
+The block RAM's read data (about 5.6 ns clock-to-out on the ECP5, which has no output register
+mapping in yosys) drives only flip-flops; the adder works from registers. A read misses the rows
+written in the two cycles before its write, so two forwarding registers hold them. Additions wrap
+modulo 2^32 (the golden model guarantees the true sums fit int32).
 
 The `drain` port reads rows out for requantization through the same physical read port (the other
 DP16KD port is the RMW write, so the memory is never replicated). A drain read has priority: in a
 cycle with ``drain.en`` high, ``write.ready`` is low. ``drain.data`` is valid exactly one cycle
-after ``drain.en`` and shows the contents before any write of that same cycle.
+after ``drain.en`` and shows the contents before any write of that same cycle. A row accepted in
+cycle t is written at the end of cycle t+2; ``idle`` is high when no accepted row is still in the
+pipeline, i.e. every accepted row is visible to a drain read issued now.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -44,6 +49,7 @@ class AccumulatorMemory(wiring.Component):
     -------
     write : In(stream.Signature(StructLayout{addr, data: ArrayLayout(signed(32), cols), accumulate}))
     drain : Out(Signature{en: In(1), addr: In(addr_width), data: Out(row_layout)})
+    idle : Out(1)
     """
 
     def __init__(self, *, cols, depth):
@@ -64,6 +70,7 @@ class AccumulatorMemory(wiring.Component):
                 "addr": In(self.addr_width),
                 "data": Out(self.row_layout),
             })),
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -80,32 +87,55 @@ class AccumulatorMemory(wiring.Component):
             self.drain.data.eq(read_port.data),
         ]
 
-        pending = Signal(self.write_layout)
-        pending_valid = Signal()
-        m.d.sync += pending_valid.eq(self.write.valid & self.write.ready)
+        # Stage 1: the accepted row waits for its read data.
+        fetch = Signal(self.write_layout)
+        fetch_valid = Signal()
+        m.d.sync += fetch_valid.eq(self.write.valid & self.write.ready)
         with m.If(self.write.ready):
-            m.d.sync += pending.eq(self.write.payload)
+            m.d.sync += fetch.eq(self.write.payload)
 
-        last_addr = Signal(self.addr_width)
-        last_row = Signal(self.row_layout)
-        last_valid = Signal()
-        forward = last_valid & (last_addr == pending.addr)
+        # Stage 2: read data registered, forwarding decided.
+        update = Signal(self.write_layout)
+        update_valid = Signal()
+        read_row = Signal(self.row_layout)
+        # Rows written in the previous cycle (newer) and the one before.
+        newer_row, older_row = Signal(self.row_layout), Signal(self.row_layout)
+        newer_addr, older_addr = Signal(self.addr_width), Signal(self.addr_width)
+        newer_valid, older_valid = Signal(), Signal()
+        use_newer, use_older = Signal(), Signal()
+        m.d.sync += [
+            update.eq(fetch),
+            update_valid.eq(fetch_valid),
+            read_row.eq(read_port.data),
+            # The row written this cycle becomes `newer` and the current `newer` becomes
+            # `older` when `fetch` reaches stage 2.
+            use_newer.eq(update_valid & (update.addr == fetch.addr)),
+            use_older.eq(newer_valid & (newer_addr == fetch.addr)),
+        ]
         old_row = Signal(self.row_layout)
-        m.d.comb += old_row.eq(Mux(forward, last_row, read_port.data))
-
+        with m.If(use_newer):
+            m.d.comb += old_row.eq(newer_row)
+        with m.Elif(use_older):
+            m.d.comb += old_row.eq(older_row)
+        with m.Else():
+            m.d.comb += old_row.eq(read_row)
         new_row = Signal(self.row_layout)
         for lane in range(self.cols):
             m.d.comb += new_row[lane].eq(
-                Mux(pending.accumulate, old_row[lane] + pending.data[lane], pending.data[lane]))
+                Mux(update.accumulate, old_row[lane] + update.data[lane], update.data[lane]))
 
         m.d.comb += [
-            write_port.addr.eq(pending.addr),
+            write_port.addr.eq(update.addr),
             write_port.data.eq(new_row),
-            write_port.en.eq(pending_valid),
+            write_port.en.eq(update_valid),
+            self.idle.eq(~fetch_valid & ~update_valid),
         ]
         m.d.sync += [
-            last_valid.eq(pending_valid),
-            last_addr.eq(pending.addr),
-            last_row.eq(new_row),
+            newer_valid.eq(update_valid),
+            newer_addr.eq(update.addr),
+            newer_row.eq(new_row),
+            older_valid.eq(newer_valid),
+            older_addr.eq(newer_addr),
+            older_row.eq(newer_row),
         ]
         return m
