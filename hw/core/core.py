@@ -55,15 +55,17 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 (two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
 ``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
 
-Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + decide, plus
-waiting for its unit: the products of the command's sizes (row counts of every buffer it
-touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.SequentialMultiplier`
+Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
+to register the validation result + decide, plus waiting for its unit: the products of the
+command's sizes (row counts of every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.SequentialMultiplier`
 (the array and the requantizer need every DSP block), 2 + ceil(bits/2) cycles per product of the
 command's opcode (its narrower operand's bits) and one cycle per other product: about 40 cycles
-for a small conv, 16 for a FENCE, at most about 60.
+for a small conv, 17 for a FENCE, at most about 60. Retirements and the performance-counter
+events are registered before they are counted, so ``completed`` and the counters trail the units
+by one cycle (timing: no unit's control logic feeds a 32- or 64-bit adder in the same cycle).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -309,9 +311,12 @@ class Core(CoreGeometry, wiring.Component):
             m.d.comb += [
                 compute.weight_data.eq(Mux(weight_read_bank, scratchpad.read[1].data,
                                            scratchpad.read[0].data)),
+                # Only compute's own activation reads compete with its weights: the binary unit
+                # never runs alongside compute (and leaving it out keeps its read logic off the
+                # weight path).
                 compute.weight_blocked.eq(Mux(weight_bank, bank_read[1], bank_read[0]) |
-                                          (activation_en &
-                                           (activation_addr[bank_bits] == weight_bank))),
+                                          (compute.sp_en &
+                                           (compute.sp_addr[bank_bits] == weight_bank))),
             ]
         # Scratchpad write port: the host's row commit, else the store unit.
         m.d.comb += store.sp_blocked.eq(host_sp_commit)
@@ -614,6 +619,8 @@ class Core(CoreGeometry, wiring.Component):
         for position, (condition, code) in enumerate(checks):
             with (m.If if position == 0 else m.Elif)(condition):
                 m.d.comb += error.eq(code)
+        # Registered in the CHECK state, so the decision logic starts from flip-flops.
+        checked_error = Signal(ErrorCode)
 
         # Scoreboard and unit state ---------------------------------------------------------------
         computing = Signal(2)
@@ -656,10 +663,14 @@ class Core(CoreGeometry, wiring.Component):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 with m.If(products_done):
-                    m.next = "DECIDE"
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += checked_error.eq(error)
+                m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(error != ErrorCode.NONE):
-                    m.d.comb += [skip.eq(1), new_error.eq(error), new_error_index.eq(index),
+                with m.If(checked_error != ErrorCode.NONE):
+                    m.d.comb += [skip.eq(1), new_error.eq(checked_error),
+                                 new_error_index.eq(index),
                                  new_error_opcode.eq(opcode)]
                     m.next = "FETCH"
                 with m.Else():
@@ -700,7 +711,7 @@ class Core(CoreGeometry, wiring.Component):
         with m.If(binary_done):
             m.d.sync += binary_active.eq(0)
         retired = Signal(3)
-        m.d.comb += retired.eq(compute_done + store_done + binary_done + skip + fence_done)
+        m.d.sync += retired.eq(compute_done + store_done + binary_done + skip + fence_done)
         m.d.sync += completed.eq(completed + retired)
 
         overflow = push & ~queue.w_rdy
@@ -736,11 +747,13 @@ class Core(CoreGeometry, wiring.Component):
         counters = {}
         for name in COUNTERS:
             counter = Signal(64, name=f"counter_{name}")
+            event = Signal(Value.cast(events[name]).shape(), name=f"event_{name}")
             counters[name] = counter
+            m.d.sync += event.eq(events[name])
             with m.If(counter_clear):
                 m.d.sync += counter.eq(0)
             with m.Else():
-                m.d.sync += counter.eq(counter + events[name])
+                m.d.sync += counter.eq(counter + event)
 
         # Register reads (one cycle latency) ------------------------------------------------------
         readable = {
