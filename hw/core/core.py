@@ -57,10 +57,10 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the validation result + decide, plus waiting for its unit: the products of the
-command's sizes (row counts of every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.SequentialMultiplier`
-(the array and the requantizer need every DSP block), 2 + ceil(bits/2) cycles per product of the
-command's opcode (its narrower operand's bits) and one cycle per other product: about 40 cycles
-for a small conv, 17 for a FENCE, at most about 60. Retirements and the performance-counter
+command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
+`hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
+DSP block), 2 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
+bits) and one cycle per other product: about 40 cycles for a small conv, 17 for a FENCE, at most about 60. Retirements and the performance-counter
 events are registered before they are counted, so ``completed`` and the counters trail the units
 by one cycle (timing: no unit's control logic feeds a 32- or 64-bit adder in the same cycle).
 """
