@@ -100,3 +100,30 @@ def test_random_geometry(draw):
                                   n_blocks=draw.draw(st.integers(1, 2)),
                                   n_last=draw.draw(st.integers(1, cols)))],
              gap=0.2, stall=0.2, seed=draw.draw(st.integers(0, 99)))
+
+
+def test_one_beat_per_cycle_without_back_pressure():
+    """Always-ready consumers: every weight row and every activation beat of a command (across
+    pixel, tile and block boundaries) leaves in consecutive cycles."""
+    dut = ConvBeatGenerator(rows=3, cols=2, accumulator_rows=1024)
+    layer = command()
+    weights, beats = expected_beats(3, 2, layer)
+    cycles = {"weights": [], "activations": []}
+
+    async def bench(ctx):
+        await send(ctx, dut.command, [layer])
+        ctx.set(dut.weights.ready, 1)
+        ctx.set(dut.activations.ready, 1)
+        cycle = 0
+        while len(cycles["activations"]) < len(beats):
+            _, _, weight_valid, beat_valid = await ctx.tick().sample(dut.weights.valid,
+                                                                     dut.activations.valid)
+            if weight_valid:
+                cycles["weights"].append(cycle)
+            if beat_valid:
+                cycles["activations"].append(cycle)
+            cycle += 1
+    run(dut, bench, name="core_im2col_throughput")
+    for name, count in (("weights", len(weights)), ("activations", len(beats))):
+        first = cycles[name][0]
+        assert cycles[name] == list(range(first, first + count)), name

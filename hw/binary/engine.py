@@ -51,7 +51,8 @@ Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last 
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
 cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
 output FIFO is deep enough for every result in flight; the issue stage only starts a result
-when a FIFO slot is reserved for it, so the pipeline itself never stalls.
+when a FIFO slot is reserved for it, so the pipeline itself never stalls. The free slots are a
+registered credit count (`hw.credit`), so the issue decision starts from flip-flops.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
@@ -59,6 +60,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from hw.credit import credit_counter
 
 from .popcount import PopcountTree, popcount_latency
 
@@ -206,9 +209,15 @@ class BinaryEngine(wiring.Component):
         beat = Signal(range(self.max_folds))
         neuron_fold = Signal(range(self.max_neuron_folds))
         weight_address = Signal(range(self.weight_depth))
-        outstanding_results = Signal(range(self.fifo_depth + 1))
+        issue = Signal()
+        is_last_beat = beat == last_beat
+        result_issued = issue & is_last_beat
+        result_delivered = self.results.valid & self.results.ready
+        # Output FIFO slots not yet promised to a result, as registered flags.
+        result_slot_free, no_result_outstanding = credit_counter(
+            m, slots=self.fifo_depth, take=result_issued, give=result_delivered, name="result")
 
-        idle = (beat == 0) & (neuron_fold == 0) & (outstanding_results == 0)
+        idle = (beat == 0) & (neuron_fold == 0) & no_result_outstanding
         accept_layer = self.layer.valid & idle
         m.d.comb += [
             self.idle.eq(idle),
@@ -228,11 +237,8 @@ class BinaryEngine(wiring.Component):
 
         # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 
-        is_last_beat = beat == last_beat
         from_stream = neuron_fold == 0
-        result_slot_free = outstanding_results < self.fifo_depth
         can_issue = configured & ~accept_layer & (~is_last_beat | result_slot_free)
-        issue = Signal()
         m.d.comb += [
             self.activations.ready.eq(can_issue & from_stream),
             issue.eq(can_issue & (~from_stream | self.activations.valid)),
@@ -257,10 +263,6 @@ class BinaryEngine(wiring.Component):
                                  weight_address.eq(weight_address + 1)]
             with m.Else():
                 m.d.sync += [beat.eq(beat + 1), weight_address.eq(weight_address + 1)]
-
-        result_issued = issue & is_last_beat
-        result_delivered = self.results.valid & self.results.ready
-        m.d.sync += outstanding_results.eq(outstanding_results + result_issued - result_delivered)
 
         # Beat tags travel beside the data so the datapath needs no stall or enable.
         tag_layout = data.StructLayout({

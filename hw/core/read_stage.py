@@ -4,16 +4,20 @@
 responses (``data``, ``tag``). A request with ``read=0`` passes its tag without reading (e.g. a
 padding row). The memory port has one cycle of read latency and is shared: while ``blocked`` is
 high (the host link reads the same port, it has fixed latency and always wins) no request is
-accepted. Responses land in a small FIFO; a request is only accepted while the FIFO is sure to have
-room for it (entries + the read in flight < depth), so back-pressure on ``response`` never loses a
-read::
+accepted. Responses land in a small FIFO; a request is only accepted while a FIFO entry is
+promised to it, so back-pressure on ``response`` never loses a read. The free entries are a
+registered credit count (`hw.credit`), so ``request.ready`` is ``~blocked`` and one flip-flop,
+and ``port_en`` one LUT of the request's ``valid``/``read`` and those two::
 
     cycle     t                         t+1
     request   accept, port addr/en     -
     port      -                         data -> FIFO (with the tag registered at t)
+    credits   -                         one fewer (one more the cycle after a response leaves)
 
 Latency: a response is valid 3 cycles after its request is accepted (1 read + 2 through
-`SyncFIFOBuffered`). Throughput: one request per cycle while not blocked and ``response`` is ready.
+`SyncFIFOBuffered`). Throughput: one request per cycle while not blocked and ``response`` is ready
+with the default `depth` of 4 (an entry is promised from its accept until the cycle after its
+response leaves: 4 cycles).
 """
 
 from amaranth.hdl import Module, Signal
@@ -21,11 +25,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from hw.credit import credit_counter
+
 __all__ = ["ReadStage"]
 
 
 class ReadStage(wiring.Component):
-    """Parameters (keyword-only): addr_width, data_shape, tag_shape (any layout), depth (>= 3)."""
+    """Parameters (keyword-only): addr_width, data_shape, tag_shape (any layout), depth (>= 3).
+
+    ``idle`` (registered) is high when no read is in flight and the FIFO is empty.
+    """
 
     def __init__(self, *, addr_width, data_shape, tag_shape, depth=4):
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 3:
@@ -50,8 +59,11 @@ class ReadStage(wiring.Component):
         in_flight = Signal()
         tag = Signal.like(self.request.payload.tag)
         accept = Signal()
+        has_credit, all_free = credit_counter(
+            m, slots=self.depth, take=accept, give=self.response.valid & self.response.ready,
+            name="fifo")
         m.d.comb += [
-            self.request.ready.eq(~self.blocked & (fifo.level + in_flight < self.depth)),
+            self.request.ready.eq(~self.blocked & has_credit),
             accept.eq(self.request.valid & self.request.ready),
             self.port_addr.eq(self.request.payload.addr),
             self.port_en.eq(accept & self.request.payload.read),
@@ -66,6 +78,6 @@ class ReadStage(wiring.Component):
             self.response.payload.eq(fifo.r_data),
             self.response.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.response.ready),
-            self.idle.eq(~in_flight & (fifo.level == 0)),
+            self.idle.eq(all_free),
         ]
         return m

@@ -17,23 +17,31 @@ ComputeUnit (weight-stationary)::
     tile's weights load into the array's shadow registers while the current tile computes: a
     tile costs max(M, R + C - 2 + R) cycles, i.e. one activation row per cycle when M is at least
     about 2R + C (the array's swap window, see `hw.systolic.array`). When both streams hit the
-    same bank, activations win and weights wait (correct, slower).
+    same bank, activations win and weights wait (correct, slower). The first weight row is
+    requested 2 cycles after the generator's set-up products, the first activation row 3
+    (see `hw.memory.im2col`); a row read takes 3 cycles through its `ReadStage`.
 
 StoreUnit::
 
-    set-up: M = height*width and the output row count on a shift-and-add multiplier (no DSP),
-    2 + ceil(bits(width)/2) cycles each (at most 16 cycles), then
+    set-up (from the cycle after the accept): M = height*width and the output row count on a
+    shift-and-add multiplier (no DSP), 2 + ceil(bits(width)/2) cycles each (at most 17 cycles
+    in all), then
     for each column block: load C requant parameters (C+2 cycles, after the previous block
     has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
-    -> optional 2x2 max-pool (line FIFO of width/2 rows) -> scratchpad write
+    -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register -> scratchpad write
     Throughput: one row per ceil(C / requant_lanes) cycles.
+
+    The drain requests (address, valid) and the scratchpad write (address, row, enable) come
+    straight from registers: a pooled row is written the cycle after it leaves the requantizer.
 
 BinaryUnit::
 
     layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
-    `width` bits each) -> activations; every result (one neuron fold) -> binary result memory
-    Set-up: the beat count (vectors*F) and the last fold's op count on a shift-and-add
-    multiplier (no DSP), 2 + ceil(bits/2) cycles each (at most 17 cycles).
+    `width` bits each, requested from an address register) -> ReadStage -> activations;
+    every result (one neuron fold) -> binary result memory
+    Set-up (from the cycle after the accept): the beat count (vectors*F) and the last fold's op
+    count on a shift-and-add multiplier (no DSP), 2 + ceil(bits/2) cycles each (at most 18
+    cycles in all).
     Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
 """
 
@@ -79,12 +87,15 @@ def binary_result_layout(lanes):
     return data.StructLayout({"dots": data.ArrayLayout(signed(32), lanes), "bits": lanes})
 
 
-def _idle_state(m, command, cmd):
-    """The IDLE state of a unit's FSM: take the next command into `cmd`, go to SETUP."""
+def _idle_state(m, command, cmd, accepted):
+    """The IDLE state of a unit's FSM: take the next command into `cmd`, go to SETUP. `accepted`
+    pulses in SETUP's first cycle: the set-up starts from it, so the command's `valid` (the
+    dispatcher's decision) only reaches `cmd`'s enable, the state and that flip-flop."""
+    m.d.sync += accepted.eq(0)
     with m.State("IDLE"):
         m.d.comb += command.ready.eq(1)
         with m.If(command.valid):
-            m.d.sync += cmd.eq(command.payload)
+            m.d.sync += [cmd.eq(command.payload), accepted.eq(1)]
             m.next = "SETUP"
 
 
@@ -266,16 +277,20 @@ class StoreUnit(wiring.Component):
             a_width=10, b_width=10, product_width=20, bits_per_cycle=2)
         pixels = Signal(20)
         out_rows = Signal(20)
+        accepted = Signal()
         _, setup_done = sequence_products(m, multiplier, [
             (pixels, cmd.height, cmd.width),
             (out_rows, Mux(cmd.pool, cmd.height >> 1, cmd.height),
              Mux(cmd.pool, cmd.width >> 1, cmd.width)),
-        ], start=self.command.valid & self.command.ready)
+        ], start=accepted)
         nb = Signal(10)
         block_acc = Signal(self.acc_addr_width)
         block_param = Signal(ADDRESS_BITS)
         block_out = Signal(ADDRESS_BITS)
         issued = Signal(20)
+        drain_addr = Signal(self.acc_addr_width)
+        draining = Signal()                 # registered: issued != pixels during DRAIN
+        last_pixel = Signal(20)             # pixels - 1
         written = Signal(20)
         param_index = Signal(range(cols + 2))
         param_valid = Signal()
@@ -284,6 +299,8 @@ class StoreUnit(wiring.Component):
         # Output side: pool stage and scratchpad write, counting rows of the current block.
         column = Signal(10)
         image_row = Signal(10)
+        last_column = Signal(10)            # width - 1 and height - 1, registered (timing)
+        last_image_row = Signal(10)
         held = Signal(pool_row)
         out_addr = Signal(ADDRESS_BITS)
         incoming = requant.o.payload.data
@@ -294,27 +311,37 @@ class StoreUnit(wiring.Component):
         for lane in range(cols):
             m.d.comb += [
                 pair[lane].eq(Mux(held[lane] > incoming[lane], held[lane], incoming[lane])),
-                quad[lane].eq(Mux(line_row[lane] > pair[lane], line_row[lane], pair[lane])),
+                # max(line, pair) with its compares side by side, not after pair's (timing).
+                quad[lane].eq(Mux((line_row[lane] > held[lane]) &
+                                  (line_row[lane] > incoming[lane]), line_row[lane], pair[lane])),
             ]
         odd_column = column[0]
         odd_row = image_row[0]
         emits = ~cmd.pool | (odd_column & odd_row)
-        pushes = cmd.pool & odd_column & ~odd_row & (image_row != cmd.height - 1)
+        pushes = cmd.pool & odd_column & ~odd_row & (image_row != last_image_row)
+        # Write register: the pooled row is registered before the scratchpad write port, which
+        # the host may take for a cycle (`sp_blocked`); the row then waits there.
+        write_valid = Signal()
+        write_row = Signal(pool_row)
+        write_free = ~write_valid | ~self.sp_blocked
         m.d.comb += [
-            requant.o.ready.eq(Mux(emits, ~self.sp_blocked, ~pushes | line.w_rdy)),
+            requant.o.ready.eq(Mux(emits, write_free, ~pushes | line.w_rdy)),
             self.sp_addr.eq(out_addr),
-            self.sp_en.eq(requant.o.valid & requant.o.ready & emits),
+            self.sp_data.eq(write_row),
+            self.sp_en.eq(write_valid & ~self.sp_blocked),
             line.w_data.eq(pair),
             line.w_en.eq(requant.o.valid & requant.o.ready & pushes),
             line.r_en.eq(requant.o.valid & requant.o.ready & cmd.pool & odd_column & odd_row),
         ]
-        for lane in range(cols):
-            m.d.comb += self.sp_data[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
+        with m.If(write_free):
+            m.d.sync += write_valid.eq(requant.o.valid & emits)
+            for lane in range(cols):
+                m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
         with m.If(self.sp_en):
             m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
         with m.If(requant.o.valid & requant.o.ready):
             m.d.sync += held.eq(incoming)
-            with m.If(column == cmd.width - 1):
+            with m.If(column == last_column):
                 m.d.sync += [column.eq(0), image_row.eq(image_row + 1)]
             with m.Else():
                 m.d.sync += column.eq(column + 1)
@@ -331,11 +358,13 @@ class StoreUnit(wiring.Component):
         m.d.sync += param_valid.eq(0)
 
         with m.FSM():
-            _idle_state(m, self.command, cmd)
+            _idle_state(m, self.command, cmd, accepted)
             with m.State("SETUP"):
                 m.d.sync += [nb.eq(0), block_acc.eq(cmd.acc_base),
-                             block_param.eq(cmd.param_base), block_out.eq(cmd.out_base)]
+                             block_param.eq(cmd.param_base), block_out.eq(cmd.out_base),
+                             last_column.eq(cmd.width - 1), last_image_row.eq(cmd.height - 1)]
                 with m.If(setup_done):
+                    m.d.sync += last_pixel.eq(pixels - 1)
                     m.next = "PARAMETERS"
             with m.State("PARAMETERS"):
                 with m.If(param_index == 0):
@@ -346,19 +375,15 @@ class StoreUnit(wiring.Component):
                     m.d.sync += [param_valid.eq(1), param_channel.eq(param_index - 1),
                                  param_index.eq(param_index + 1)]
                 with m.Else():
-                    m.d.sync += [param_index.eq(0), issued.eq(0), written.eq(0), column.eq(0),
+                    m.d.sync += [param_index.eq(0), issued.eq(0), drain_addr.eq(block_acc),
+                                 draining.eq(pixels != 0), written.eq(0), column.eq(0),
                                  image_row.eq(0), out_addr.eq(block_out)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += [
-                    reader.request.valid.eq(issued != pixels),
-                    reader.request.payload.addr.eq(block_acc + issued),
-                    reader.request.payload.read.eq(1),
-                    reader.request.payload.tag.eq(issued == pixels - 1),
-                ]
                 with m.If(reader.request.valid & reader.request.ready):
-                    m.d.sync += issued.eq(issued + 1)
-                with m.If((issued == pixels) & (written == out_rows) & ~requant.busy):
+                    m.d.sync += [issued.eq(issued + 1), drain_addr.eq(drain_addr + 1),
+                                 draining.eq(issued != last_pixel)]
+                with m.If(~draining & (written == out_rows) & ~requant.busy):
                     with m.If(nb == cmd.n_blocks - 1):
                         m.next = "IDLE"
                     with m.Else():
@@ -366,7 +391,15 @@ class StoreUnit(wiring.Component):
                                      block_param.eq(block_param + cols),
                                      block_out.eq(block_out + 1)]
                         m.next = "PARAMETERS"
-        m.d.comb += self.busy.eq(~self.command.ready)
+        # The drain requests come from registers (address, valid), not from an adder and a
+        # comparator in front of the accumulator port.
+        m.d.comb += [
+            reader.request.valid.eq(draining),
+            reader.request.payload.addr.eq(drain_addr),
+            reader.request.payload.read.eq(1),
+            reader.request.payload.tag.eq(issued == last_pixel),
+            self.busy.eq(~self.command.ready),
+        ]
         return m
 
 
@@ -419,17 +452,24 @@ class BinaryUnit(wiring.Component):
         # Per-command sizes without a DSP block (the array and the requantizer take them all).
         m.submodules.multiplier = multiplier = SequentialMultiplier(
             a_width=17, b_width=16, product_width=32, bits_per_cycle=2)
+        accepted = Signal()
         _, setup_done = sequence_products(m, multiplier, [
             (beats_total, cmd.vectors, folds),
             (ops_last, cmd.k << 1, cmd.last_lanes),
-        ], start=self.command.valid & self.command.ready)
+        ], start=accepted)
+        # The activation requests come from registers (address, valid): the reader's port
+        # enable is one LUT from flip-flops.
+        request_addr = Signal(ADDRESS_BITS)
+        requesting = Signal()               # registered: requested != beats_total during RUN
+        last_request = Signal(32)           # beats_total - 1
 
         m.d.comb += [
             self.sp_addr.eq(reader.port_addr),
             self.sp_en.eq(reader.port_en),
             reader.port_data.eq(self.sp_data),
             reader.blocked.eq(self.sp_blocked),
-            reader.request.payload.addr.eq(cmd.a_base + requested),
+            reader.request.valid.eq(requesting),
+            reader.request.payload.addr.eq(request_addr),
             reader.request.payload.read.eq(1),
             reader.request.payload.tag.eq(fold == folds - 1),
             engine.activations.valid.eq(reader.response.valid),
@@ -442,7 +482,9 @@ class BinaryUnit(wiring.Component):
             engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
         ]
         with m.If(reader.request.valid & reader.request.ready):
-            m.d.sync += [requested.eq(requested + 1), fold.eq(Mux(fold == folds - 1, 0, fold + 1))]
+            m.d.sync += [requested.eq(requested + 1), request_addr.eq(request_addr + 1),
+                         requesting.eq(requested != last_request),
+                         fold.eq(Mux(fold == folds - 1, 0, fold + 1))]
 
         result = engine.results.payload
         m.d.comb += [
@@ -459,11 +501,11 @@ class BinaryUnit(wiring.Component):
         m.d.comb += self.ops.eq(Mux(engine.results.valid, Mux(result.last, ops_last, ops_full), 0))
 
         with m.FSM():
-            _idle_state(m, self.command, cmd)
+            _idle_state(m, self.command, cmd, accepted)
             with m.State("SETUP"):
                 m.d.sync += [
                     ops_full.eq(multiply_by_constant(cmd.k, 2 * self.lanes)),
-                    requested.eq(0), fold.eq(0), vectors_done.eq(0),
+                    requested.eq(0), request_addr.eq(cmd.a_base), fold.eq(0), vectors_done.eq(0),
                     result_addr.eq(cmd.out_base),
                 ]
                 with m.If(setup_done):
@@ -471,9 +513,10 @@ class BinaryUnit(wiring.Component):
             with m.State("LAYER"):
                 m.d.comb += engine.layer.valid.eq(1)
                 with m.If(engine.layer.ready):
+                    m.d.sync += [requesting.eq(beats_total != 0),
+                                 last_request.eq(beats_total - 1)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += reader.request.valid.eq(requested != beats_total)
                 with m.If((vectors_done == cmd.vectors) & reader.idle):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~self.command.ready)

@@ -27,12 +27,23 @@ once per command on one shift-and-add `SequentialMultiplier` (2 bits per cycle, 
 array and the requantizer need them all). ``macs`` is the useful multiply-accumulates of a beat:
 real input lanes of the chunk (``cin_last`` in the last one) times real output columns of the block.
 
-Latency: the set-up runs 11 products of ``2 + ceil(bits(b)/2)`` cycles each, ``b`` being the small
-operand (stride, in_w, out_w, kw, cin_blocks, n_blocks, n_last, at most 10 bits); the first beats
-come 2 cycles after the last one: about 40 cycles after the command is accepted for a 3x3,
-stride 1 conv of a 16x16 image with a few blocks, at most 66 cycles. Throughput: one beat per
-cycle on each stream while it is ready; the next command is accepted when both streams of this
-one have ended.
+`activations` leaves through an output register with a skid register beside it: the loop nest
+advances whenever the skid register is empty, so the stream's ``ready`` steers only those two
+registers (timing: it comes through the scratchpad port arbitration)::
+
+    cycle          0      1      2      3      4
+    loop state     b      b+1    b+2    b+3    b+3    (holds while the skid register is full)
+    ready          -      1      0      1      1
+    output reg     -      b      b+1    b+1    b+2
+    skid register  -      -      -      b+2    -
+
+Latency: the set-up starts the cycle after the command is accepted and runs 11 products of
+``2 + ceil(bits(b)/2)`` cycles each, ``b`` being the small operand (stride, in_w, out_w, kw,
+cin_blocks, n_blocks, n_last, at most 10 bits); the first weight row comes 2 cycles after the
+last product, the first activation beat 3 cycles after it: about 42 cycles after the command is
+accepted for a 3x3, stride 1 conv of a 16x16 image with a few blocks, at most 68 cycles.
+Throughput: one beat per cycle on each stream while it is ready; the next command is accepted
+when both streams of this one have ended.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -91,7 +102,7 @@ class ConvBeatGenerator(wiring.Component):
         m = Module()
         rows, cols = self.rows, self.cols
         cmd = Signal(conv_command_layout())
-        beat = self.activations.payload
+        beat = Signal(self.beat_layout)     # the loop state's beat, before the output stage
 
         # Set-up values, formed once per command on the shared shift-and-add multiplier.
         m.submodules.multiplier = multiplier = SequentialMultiplier(
@@ -129,8 +140,27 @@ class ConvBeatGenerator(wiring.Component):
         tile_w_start = Signal(signed(14))   # w of the tile's first output column
         row_addr = Signal(_WIDE)
         addr = Signal(_WIDE)
+        # Every loop counter has an "at the last index" flag beside it, updated with the counter
+        # from registers only (the counter against its trip count - 2, or that value's sign), so
+        # the loop decisions below start from flip-flops, not from subtractors and comparators.
+        loops = {name: (counter, Signal(signed(len(counter) + 1), name=f"{name}_last_but_one"),
+                        Signal(name=f"{name}_at_last"))
+                 for name, counter in (("pixel", pixel), ("wo", wo), ("cb", cb), ("kw", kw),
+                                       ("kh", kh), ("nb", nb))}
+
+        def count(name):
+            counter, last_but_one, at_last = loops[name]
+            return [counter.eq(counter + 1), at_last.eq(counter == last_but_one)]
+
+        def restart(name):
+            counter, last_but_one, at_last = loops[name]
+            return [counter.eq(0), at_last.eq(last_but_one < 0)]
 
         accept = self.command.valid & self.command.ready
+        # The set-up starts the cycle after the accept: the command's `valid` (the dispatcher's
+        # decision) then only reaches `cmd`'s enable and this flip-flop.
+        accepted = Signal()
+        m.d.sync += accepted.eq(accept)
         setup_busy, setup_done = sequence_products(m, multiplier, [
             (ho_stride, cmd.ho_start, cmd.stride),
             (cin_step, cmd.cin_blocks, cmd.stride),
@@ -145,8 +175,26 @@ class ConvBeatGenerator(wiring.Component):
             (kernel_rows, kernel_taps, cmd.cin_blocks),
             (tiles, kernel_rows, cmd.n_blocks),
             (macs_both_last, cmd.cin_last, cmd.n_last),
-        ], start=accept)
-        m.d.comb += self.command.ready.eq(~running & ~weights_left & ~setup_busy & ~setup_done)
+        ], start=accepted)
+        # Output stage of `activations`: a register and a skid register. The loop state moves on
+        # while the skid register is empty, so `activations.ready` (the reader's, behind the
+        # port arbitration) only steers these two registers, never the loop nest.
+        out_valid = Signal()
+        skid_valid = Signal()
+        skid = Signal(self.beat_layout)
+        advance = running & ~skid_valid
+        with m.If(~out_valid | self.activations.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.activations.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.activations.payload.eq(beat), out_valid.eq(advance)]
+        with m.Elif(advance):
+            m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
+        m.d.comb += [
+            self.activations.valid.eq(out_valid),
+            self.command.ready.eq(~accepted & ~setup_busy & ~setup_done & ~running &
+                                  ~weights_left & ~out_valid & ~skid_valid),
+        ]
         with m.If(accept):
             m.d.sync += cmd.eq(self.command.payload)
         with m.If(setup_done):
@@ -159,20 +207,23 @@ class ConvBeatGenerator(wiring.Component):
                 origin.eq(first), row_addr.eq(first), addr.eq(first),
                 h.eq(ho_stride - cmd.pad_top), w.eq(-cmd.pad_left),
                 tile_w_start.eq(-cmd.pad_left),
-                wo.eq(0), ho.eq(0), pixel.eq(0), nb.eq(0), kh.eq(0), kw.eq(0), cb.eq(0),
-                w_addr.eq(cmd.w_base), weights_left.eq(1), acc_block.eq(cmd.acc_base),
-                running.eq(1),
+                ho.eq(0), w_addr.eq(cmd.w_base), weights_left.eq(1),
+                acc_block.eq(cmd.acc_base), running.eq(1),
             ]
+            for name, count_value in (("pixel", pixels), ("wo", cmd.out_w),
+                                      ("cb", cmd.cin_blocks), ("kw", cmd.kw), ("kh", cmd.kh),
+                                      ("nb", cmd.n_blocks)):
+                counter, last_but_one, at_last = loops[name]
+                m.d.sync += [counter.eq(0), last_but_one.eq(count_value - 2),
+                             at_last.eq(count_value == 1)]
 
-        last_cb = cb == cmd.cin_blocks - 1
-        last_nb = nb == cmd.n_blocks - 1
+        tile_last, last_wo, last_cb, last_kw, last_kh, last_nb = (
+            loops[name][2] for name in ("pixel", "wo", "cb", "kw", "kh", "nb"))
         first_chunk = (kh == 0) & (kw == 0) & (cb == 0)
-        tile_last = pixel == pixels - 1
         inside = (h >= 0) & (h < cmd.in_h) & (w >= 0) & (w < cmd.in_w)
         m.d.comb += [
             self.weights.valid.eq(weights_left),
             self.weights.payload.eq(w_addr),
-            self.activations.valid.eq(running),
             beat.pad.eq(~inside),
             beat.sp_addr.eq(addr[:ADDRESS_BITS]),
             beat.acc_addr.eq(acc_block + pixel),
@@ -191,32 +242,33 @@ class ConvBeatGenerator(wiring.Component):
         def start_tile(tile_origin, h_start, w_start):
             return [origin.eq(tile_origin), row_addr.eq(tile_origin), addr.eq(tile_origin),
                     h.eq(h_start), w.eq(w_start), tile_w_start.eq(w_start),
-                    wo.eq(0), ho.eq(0), pixel.eq(0)]
+                    ho.eq(0), *restart("wo"), *restart("pixel")]
 
-        with m.If(self.activations.valid & self.activations.ready):
+        with m.If(advance):
             with m.If(~tile_last):
-                m.d.sync += pixel.eq(pixel + 1)
-                with m.If(wo == cmd.out_w - 1):
-                    m.d.sync += [wo.eq(0), ho.eq(ho + 1), h.eq(h + cmd.stride),
+                m.d.sync += count("pixel")
+                with m.If(last_wo):
+                    m.d.sync += [*restart("wo"), ho.eq(ho + 1), h.eq(h + cmd.stride),
                                  w.eq(tile_w_start),
                                  row_addr.eq(row_addr + h_step), addr.eq(row_addr + h_step)]
                 with m.Else():
-                    m.d.sync += [wo.eq(wo + 1), w.eq(w + cmd.stride), addr.eq(addr + cin_step)]
+                    m.d.sync += [*count("wo"), w.eq(w + cmd.stride), addr.eq(addr + cin_step)]
             # The tile's last pixel: move the kernel-chunk loop nest (cb, kw, kh, nb) on.
             with m.Elif(~last_cb):
-                m.d.sync += [cb.eq(cb + 1),
+                m.d.sync += [*count("cb"),
                              *start_tile(origin + 1, h_first + kh, kw - cmd.pad_left)]
-            with m.Elif(kw != cmd.kw - 1):
-                m.d.sync += [cb.eq(0), kw.eq(kw + 1), origin_kw.eq(origin_kw + cmd.cin_blocks),
+            with m.Elif(~last_kw):
+                m.d.sync += [*restart("cb"), *count("kw"),
+                             origin_kw.eq(origin_kw + cmd.cin_blocks),
                              *start_tile(origin_kw + cmd.cin_blocks, h_first + kh,
                                          kw + 1 - cmd.pad_left)]
-            with m.Elif(kh != cmd.kh - 1):
-                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(kh + 1),
+            with m.Elif(~last_kh):
+                m.d.sync += [*restart("cb"), *restart("kw"), *count("kh"),
                              origin_kh.eq(origin_kh + image_row),
                              origin_kw.eq(origin_kh + image_row),
                              *start_tile(origin_kh + image_row, h_first + kh + 1, -cmd.pad_left)]
             with m.Elif(~last_nb):
-                m.d.sync += [cb.eq(0), kw.eq(0), kh.eq(0), nb.eq(nb + 1),
+                m.d.sync += [*restart("cb"), *restart("kw"), *restart("kh"), *count("nb"),
                              acc_block.eq(acc_block + pixels),
                              origin_kh.eq(origin_first), origin_kw.eq(origin_first),
                              *start_tile(origin_first, h_first, -cmd.pad_left)]
