@@ -1,9 +1,12 @@
-"""Drive a simulated `hw.core.Core` through its bus ports exactly as the host link does (pysim)."""
+"""Drive a simulated `hw.core.Core` through its bus ports exactly as the host link does (pysim):
+the target side of `hw.soc.bridge` (writes take effect at once, read data
+`TARGET_READ_LATENCY` cycles after the read, one access per cycle)."""
 
 import numpy as np
 
 from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS
 from hw.core.layout import rows_to_words, words_to_rows
+from hw.soc.bridge import TARGET_READ_LATENCY
 
 
 class PysimHost:
@@ -26,15 +29,20 @@ class PysimHost:
             await self.write(window, base + offset, word)
 
     async def read(self, window, address):
-        bus = getattr(self.core, window)
-        self.ctx.set(bus.address, address)
-        self.ctx.set(bus.read, 1)
-        await self.ctx.tick()
-        self.ctx.set(bus.read, 0)
-        return self.ctx.get(bus.read_data)
+        return (await self.read_block(window, address, 1))[0]
 
     async def read_block(self, window, base, count):
-        return [await self.read(window, base + offset) for offset in range(count)]
+        """Pipelined: a read every cycle, each word taken `TARGET_READ_LATENCY` cycles later."""
+        bus = getattr(self.core, window)
+        words = []
+        for cycle in range(count + TARGET_READ_LATENCY - 1):
+            self.ctx.set(bus.read, cycle < count)
+            self.ctx.set(bus.address, base + min(cycle, count - 1))
+            await self.ctx.tick()
+            if cycle >= TARGET_READ_LATENCY - 1:
+                words.append(self.ctx.get(bus.read_data))
+        self.ctx.set(bus.read, 0)
+        return words
 
     async def write_rows(self, base_row, rows_int8):
         stride = self.core.scratchpad_stride

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hw.config import PRESETS
+from hw.soc.bridge import INITIATOR_READ_LATENCY
 from hw.soc.protocol import Status
 from sim import reference
 from sw.driver import Accelerator, DeviceError, InvalidURL
@@ -40,7 +41,8 @@ def test_the_link_is_mapped_loads_and_stores(device):
     assert isinstance(device.link.transport, SimBusTransport)
     before = device.link.transport.cycles
     device.read_register("MAGIC")
-    assert device.link.transport.cycles - before == 2       # one bus access, read data 1 later
+    # One bus access: the strobe's cycle, then the read data INITIATOR_READ_LATENCY later.
+    assert device.link.transport.cycles - before == 1 + INITIATOR_READ_LATENCY
 
 
 def test_identity_and_config_read_back(device):

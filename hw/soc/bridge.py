@@ -1,41 +1,61 @@
-"""The link's bus: a 32-bit word bus, its address windows, a decoder and a memory-backed target.
+"""The link's bus: a 32-bit word bus, its address windows and the decoder that routes it.
 
-The frame engine (`hw.soc.framing`) is the only initiator. Every target -- CSR windows, the
-scratchpad stand-in today, the core's memories and command queue later -- is one `Window` of the
-`MemoryMap` and gets its own `Bus` port from the `BusDecoder`, with addresses relative to the
-window. Adding a target is adding a window: the frame engine checks accesses against the same
-map, so an access outside every window is refused before it reaches the bus and never aliases.
+The frame engine (`hw.soc.framing`) is the only initiator (`hw.soc.soc.BusSoC` exposes the same
+bus for a memory-mapped host interface). Every target -- CSR windows, the core's memories and
+registers -- is one `Window` of the `MemoryMap` and gets its own `Bus` port from the
+`BusDecoder`, with addresses relative to the window. Adding a target is adding a window: the
+frame engine checks accesses against the same map, so an access outside every window is refused
+before it reaches the bus and never aliases.
 
-Bus timing (fixed latency, no wait states; a target that needs flow control exposes it in its
-registers)::
+Bus timing: fixed latency, one access per cycle, no wait states (a target that needs flow control
+exposes it in its registers). Writes are fire-and-forget; accesses take effect in order.
 
-    clk         _/‾\\_/‾\\_/‾\\_/‾\\_
+Target side (every window port)::
+
+    clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
     address     < A0 >< A1 >
-    read        /‾‾‾‾‾‾‾‾‾‾\\_____
-    read_data         < D0 >< D1 >     one cycle after the read, like a synchronous RAM port
+    read        /‾‾‾‾‾‾‾‾‾‾\\_________
+    read_data               < D0 >< D1 >   TARGET_READ_LATENCY = 2 cycles after the read
     write       (write_data is taken in the cycle write is high)
 
-The decoder adds no latency: it routes the strobes combinationally and selects ``read_data`` by
-the window registered with the read.
+  Two cycles let every target register what it reads before muxing it: a block-RAM window
+  registers the RAM's read data (clock-to-out ~5.6 ns on ECP5) before its lane/half mux
+  (`memory_read_data`), a register window registers the address, then the selected value
+  (`register_read_data`).
+
+Initiator side (the decoder's ``bus``)::
+
+    address, write_data ----------reg--> target.address, write_data
+    read, write --> window decode --reg--> target.read, write --(2 cycles)--> read_data AND-OR
+    read_data valid INITIATOR_READ_LATENCY = 3 cycles after the read; a write reaches its
+    target one cycle after the initiator drives it.
+
+The decoder registers the initiator's request, so no initiator logic reaches a target
+combinationally: the strobes are registered per window, already decoded (the decode -- an
+equality on the address bits above an aligned window -- is in the initiator's cycle, so a
+target's strobes are flip-flops). ``read_data`` is selected by the window of the read, kept
+for TARGET_READ_LATENCY cycles; that AND-OR is the only logic after the targets' read-data
+registers.
 """
 
 import dataclasses
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import enum, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.soc.protocol import Status, WORD_BYTES
 
-__all__ = ["Bus", "WindowKind", "Window", "MemoryMap", "BusDecoder", "MemoryTarget",
-           "ADDRESS_WIDTH"]
+__all__ = ["Bus", "WindowKind", "Window", "MemoryMap", "BusDecoder", "register_read_data",
+           "memory_read_data", "ADDRESS_WIDTH", "TARGET_READ_LATENCY", "INITIATOR_READ_LATENCY"]
 
 ADDRESS_WIDTH = 32 - 2      # word addresses of the 32-bit byte address space
+TARGET_READ_LATENCY = 2     # a window port's read_data, in cycles after its read
+INITIATOR_READ_LATENCY = 1 + TARGET_READ_LATENCY    # + the decoder's request register
 
 
 class Bus(wiring.Signature):
-    """A fixed-latency word bus, seen from the initiator."""
+    """A fixed-latency word bus, seen from the initiator (timing: module docstring)."""
 
     def __init__(self, *, address_width):
         if not isinstance(address_width, int) or not 0 <= address_width <= ADDRESS_WIDTH:
@@ -121,26 +141,36 @@ class MemoryMap:
 
         `address` is a 32-bit byte address, `length` a byte count (already checked non-zero),
         `write` a 1-bit value, `kind` a `WindowKind` value. The whole range must lie in one window
-        of that kind; comparisons use the full address, so nothing aliases."""
-        status = Signal(Status)
+        of that kind; comparisons use the full address, so nothing aliases.
+
+        Latency 2, registered in two stages (the range's end and the window bases compared,
+        then the window ends compared and the status chosen): the status is valid from the
+        second cycle after the inputs settle, for as long as they hold."""
         end = Signal(33)
-        m.d.comb += [end.eq(address + length), status.eq(Status.BAD_ADDRESS)]
-        with m.If(address[:2] == 0):
-            for window in self.windows:
-                inside = (address >= window.base) & (end <= window.base + window.size)
-                with m.If(inside & (kind == window.kind)):
-                    if window.writable:
-                        m.d.comb += status.eq(Status.OK)
-                    else:
-                        m.d.comb += status.eq(Status.READ_ONLY)
-                        with m.If(~write):
-                            m.d.comb += status.eq(Status.OK)
+        candidate = Signal(len(self.windows))   # aligned, right kind, at or above its base
+        m.d.sync += [
+            end.eq(address + length),
+            candidate.eq(Cat((address[:2] == 0) & (kind == window.kind) & (address >= window.base)
+                             for window in self.windows)),
+        ]
+        # Windows do not overlap: at most one is hit, so the status is chosen by two ORs.
+        hit = [candidate[index] & (end <= window.base + window.size)
+               for index, window in enumerate(self.windows)]
+        any_hit = Cat(*hit).any()
+        allowed = Cat(hit[index] for index, window in enumerate(self.windows)
+                      if window.writable).any() | (any_hit & ~write)
+        status = Signal(Status)
+        m.d.sync += status.eq(Mux(allowed, Status.OK,
+                                  Mux(any_hit, Status.READ_ONLY, Status.BAD_ADDRESS)))
         return status
 
 
 class BusDecoder(wiring.Component):
     """Routes the initiator's `bus` to one port per window (named after it), relative addresses.
 
+    Latency: the request is registered (decoded: a read and a write strobe per window), so a
+    target sees an access one cycle after the initiator drives it and the initiator sees read
+    data `INITIATOR_READ_LATENCY` cycles after its read.
     An address outside every window selects nothing: writes are dropped, reads return 0."""
 
     def __init__(self, *, memory_map):
@@ -155,43 +185,84 @@ class BusDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        selected_for_read = Signal(len(self.memory_map.windows))
-        for index, window in enumerate(self.memory_map.windows):
+        address = Signal(ADDRESS_WIDTH)
+        write_data = Signal(32)
+        m.d.sync += [address.eq(self.bus.address), write_data.eq(self.bus.write_data)]
+        terms = []
+        for window in self.memory_map.windows:
             target = getattr(self, window.name)
-            first = window.base // WORD_BYTES
-            selected = (self.bus.address >= first) & (self.bus.address < first + window.words)
+            write = Signal(name=f"{window.name}_write")
+            # Stage 0 is the target's read strobe, the last stage its read_data cycle.
+            read = Signal(1 + TARGET_READ_LATENCY, name=f"{window.name}_read")
+            selected = _inside(self.bus.address, window)
+            m.d.sync += [write.eq(self.bus.write & selected),
+                         read.eq(Cat(self.bus.read & selected, read[:-1]))]
             m.d.comb += [
-                target.address.eq(self.bus.address - first),
-                target.write_data.eq(self.bus.write_data),
-                target.write.eq(self.bus.write & selected),
-                target.read.eq(self.bus.read & selected),
+                target.address.eq(_offset(address, window)),
+                target.write_data.eq(write_data),
+                target.write.eq(write),
+                target.read.eq(read[0]),
             ]
-            m.d.sync += selected_for_read[index].eq(self.bus.read & selected)
-            with m.If(selected_for_read[index]):
-                m.d.comb += self.bus.read_data.eq(target.read_data)
+            terms.append(target.read_data & read[-1].replicate(32))
+        # Windows do not overlap, so at most one term is non-zero: an AND-OR, no priority,
+        # written as a balanced tree.
+        while len(terms) > 1:
+            terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+        m.d.comb += self.bus.read_data.eq(terms[0])
         return m
 
 
-class MemoryTarget(wiring.Component):
-    """A bus target backed by `amaranth.lib.memory.Memory` (32-bit words, `depth` of them)."""
+def _aligned(window):
+    return (window.base // WORD_BYTES) % (1 << window.address_width) == 0
 
-    def __init__(self, *, depth):
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-            raise ValueError(f"depth must be a positive number of words, not {depth!r}")
-        self.depth = depth
-        super().__init__({"bus": In(Bus(address_width=max(1, (depth - 1).bit_length())))})
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.memory = memory = Memory(shape=32, depth=self.depth, init=[])
-        read_port = memory.read_port()
-        write_port = memory.write_port()
-        m.d.comb += [
-            read_port.addr.eq(self.bus.address),
-            read_port.en.eq(self.bus.read),
-            self.bus.read_data.eq(read_port.data),
-            write_port.addr.eq(self.bus.address),
-            write_port.data.eq(self.bus.write_data),
-            write_port.en.eq(self.bus.write),
-        ]
-        return m
+def _inside(address, window):
+    """Whether word `address` lies in `window`: for a window aligned to its address bits (every
+    window of the SoC) an equality on the bits above them, no carry chain."""
+    first, width = window.base // WORD_BYTES, window.address_width
+    if not _aligned(window):
+        return (address >= first) & (address < first + window.words)
+    inside = address[width:] == first >> width
+    return inside if window.words == 1 << width else inside & (address[:width] < window.words)
+
+
+def _offset(address, window):
+    """Word `address` relative to `window` (a bit slice when the window is aligned)."""
+    if not _aligned(window):
+        return address - window.base // WORD_BYTES
+    return address[:window.address_width]
+
+
+def register_read_data(m, bus, values):
+    """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
+    `values` maps word addresses to values (any other address reads 0). The address is
+    registered with the read and the selected value in the next cycle, so ``read_data`` is a
+    register valid `TARGET_READ_LATENCY` cycles after the read."""
+    address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
+    m.d.sync += address.eq(bus.address)
+    with m.Switch(address):
+        for index, value in values.items():
+            with m.Case(index):
+                m.d.sync += bus.read_data.eq(value)
+        with m.Default():
+            m.d.sync += bus.read_data.eq(0)
+
+
+def memory_read_data(m, bus, *, row, word):
+    """Serve reads of a memory window on target port `bus`: the window drives its memory's read
+    port from the read (cycle t); `row` is that port's read data (valid at t+1, at most a 2:1
+    mux of ports after the RAM), `word` the index of the addressed 32-bit word of the row (at
+    t). The row is registered as it comes out of the RAM and its word selected from the
+    register, so ``read_data`` is valid `TARGET_READ_LATENCY` cycles after the read; a word
+    index past the row reads 0."""
+    registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
+    m.d.sync += registered_row.eq(row)
+    for stage in range(TARGET_READ_LATENCY):
+        delayed = Signal.like(word, name=f"{bus.read_data.name}_word_{stage + 1}")
+        m.d.sync += delayed.eq(word)
+        word = delayed
+    with m.Switch(word):
+        for index in range(-(-len(row) // 32)):
+            with m.Case(index):
+                m.d.comb += bus.read_data.eq(registered_row[32 * index:32 * index + 32])

@@ -16,15 +16,17 @@ The constant registers are given as numbers (the SoC derives them from its confi
 block does not depend on the config type. Counters wrap at 2^32. The frame that clears the
 counters is itself counted once its reply is sent.
 
-Timing: reads return data one cycle after the strobe (registered), writes take effect at the
-next edge; link events are counted in the cycle they pulse.
+Timing: the `hw.soc.bridge` target contract -- read data `TARGET_READ_LATENCY` (2) cycles after
+the strobe (address registered, then the selected register: `register_read_data`), so a live
+register is sampled the cycle after the read; writes take effect at the next edge; link events
+are counted in the cycle they pulse.
 """
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from hw.soc.bridge import Bus
+from hw.soc.bridge import Bus, register_read_data
 from hw.soc.protocol import (CONTROL_CLEAR_ERRORS, CONTROL_REGISTERS, ID_REGISTERS, STATUS_ERROR,
                              Status)
 
@@ -98,16 +100,13 @@ class CsrBlock(wiring.Component):
             with m.If(self.byte_discarded):
                 m.d.sync += live["BYTES_DISCARDED"].eq(live["BYTES_DISCARDED"] + 1)
 
-        identity = Array(live[name] if name in live else self.constants[name]
-                         for name in ID_REGISTERS)
-        with m.If(self.identity.read):
-            m.d.sync += self.identity.read_data.eq(identity[self.identity.address])
+        register_read_data(m, self.identity, {
+            index: live[name] if name in live else self.constants[name]
+            for index, name in enumerate(ID_REGISTERS)})
 
         with m.If(self.control.write
                   & (self.control.address == CONTROL_REGISTERS.index("SCRATCH"))):
             m.d.sync += scratch.eq(self.control.write_data)
-        control = {"SCRATCH": scratch, "CONTROL": 0}
-        with m.If(self.control.read):
-            m.d.sync += self.control.read_data.eq(
-                Array(control[name] for name in CONTROL_REGISTERS)[self.control.address])
+        register_read_data(m, self.control,
+                           {CONTROL_REGISTERS.index("SCRATCH"): scratch})   # CONTROL reads 0
         return m

@@ -18,7 +18,8 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
   per cycle (``length / 4 + 1`` cycles), far faster than the line delivers the payload, and the
   host waits for the reply anyway (stop-and-wait), so no second buffer is needed.
 * Reads stream from the bus at line rate: the next word is fetched while the current one is
-  being sent, so ``tx`` sees a continuous byte stream from the reply header to the CRC.
+  being sent (a read's data arrives `bridge.INITIATOR_READ_LATENCY` cycles after it), so ``tx``
+  sees a continuous stream of data bytes. Writes are fire-and-forget (one per cycle).
 * Errors: a bad header CRC or an unknown opcode is answered at once; a write with a bad address
   or length (but a length the staging buffer can hold) is still received to its end so that its
   payload is not mistaken for new frames, then answered. A frame during which the line stays
@@ -29,8 +30,9 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
   applied again. Any successful read forgets that seq.
 
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
-``length / 4 + 3`` cycles after the payload CRC for writes. Throughput: the line rate in both
-directions, plus the staging copy per write.
+``length / 4 + 3`` cycles after the payload CRC for writes; a read reply's first data byte
+leaves ``INITIATOR_READ_LATENCY + 3`` (6) cycles after the last byte of its header.
+Throughput: the line rate in both directions, plus the staging copy per write.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -38,7 +40,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.soc.bridge import ADDRESS_WIDTH, Bus, MemoryMap, WindowKind
+from hw.soc.bridge import ADDRESS_WIDTH, INITIATOR_READ_LATENCY, Bus, MemoryMap, WindowKind
 from hw.soc.protocol import (CRC_INIT, CRC_POLY, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC,
                              REQUEST_SYNC,
                              WORD_BYTES, Opcode, RequestHeader, Status)
@@ -121,6 +123,7 @@ class FrameEngine(wiring.Component):
         rx_crc = Signal(16, init=CRC_INIT)
         tx_crc = Signal(16, init=CRC_INIT)
         quiet = Signal(range(self.frame_timeout + 1))
+        timed_out = Signal()        # registered quiet == frame_timeout: no compare before the FSM
         status = Signal(Status)             # of the reply being sent
         header_status = Signal(Status)      # of a write, known before its payload arrives
         byte_count = Signal(range(self.max_payload + 3))
@@ -138,20 +141,33 @@ class FrameEngine(wiring.Component):
         writes = (opcode == Opcode.WRITE_REGISTERS.value) | (opcode == Opcode.BULK_WRITE.value)
         bulk = (opcode == Opcode.BULK_READ.value) | (opcode == Opcode.BULK_WRITE.value)
         length_ok = (length != 0) & (length[:2] == 0) & (length <= self.max_payload)
+        # Registered, latency 2: the header's two CRC bytes come after its last byte, so the
+        # status is valid by CHECK_HEADER.
         access = self.memory_map.access_status(
             m, address=header.address, length=length, write=writes,
             kind=Mux(bulk, WindowKind.MEMORY, WindowKind.REGISTERS))
         returns_data = (status == Status.OK) & known_opcode & ~writes
+        # Index of a read reply's last data byte, registered (no decrementer before the compare
+        # in SEND_DATA): the header is steady long before.
+        last_byte = Signal.like(length)
+        m.d.sync += last_byte.eq(length - 1)
+        last_word = Signal(ADDRESS_WIDTH)       # the same for a write's last bus word
+        m.d.sync += last_word.eq(header.address[2:] + words - 1)
 
         received = Signal()
         m.d.comb += received.eq(rx.valid & rx.ready)
         next_rx_crc = crc16_next(rx_crc, rx.payload)
-        m.d.comb += self.frame_status.eq(status)
+        # The bus request is straight from registers (the decoder registers it again); address
+        # and data only count with a strobe.
+        m.d.comb += [self.frame_status.eq(status), bus.address.eq(bus_word),
+                     bus.write_data.eq(stage_read.data)]
 
         def receive_with_timeout():
+            """Take bytes; `timed_out` is high once the line has been quiet `frame_timeout`
+            cycles in this frame."""
             m.d.comb += rx.ready.eq(1)
-            m.d.sync += quiet.eq(Mux(rx.valid, 0, quiet + 1))
-            return quiet == self.frame_timeout
+            m.d.sync += [quiet.eq(Mux(rx.valid, 0, quiet + 1)),
+                         timed_out.eq(~rx.valid & (quiet == self.frame_timeout - 1))]
 
         def drain_rx():
             m.d.comb += [rx.ready.eq(1), self.byte_discarded.eq(rx.valid)]
@@ -162,7 +178,7 @@ class FrameEngine(wiring.Component):
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.sync += [quiet.eq(0), header_index.eq(0), rx_crc.eq(CRC_INIT),
+                m.d.sync += [quiet.eq(0), timed_out.eq(0), header_index.eq(0), rx_crc.eq(CRC_INIT),
                              tx_crc.eq(CRC_INIT), reply_index.eq(0), crc_byte.eq(0)]
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
@@ -172,7 +188,7 @@ class FrameEngine(wiring.Component):
                         m.d.comb += self.byte_discarded.eq(1)
 
             with m.State("SYNC1"):
-                timed_out = receive_with_timeout()
+                receive_with_timeout()
                 with m.If(rx.valid):
                     with m.If(rx.payload == REQUEST_SYNC[1]):
                         m.next = "HEADER"
@@ -183,7 +199,7 @@ class FrameEngine(wiring.Component):
                     m.next = "HUNT"
 
             with m.State("HEADER"):
-                timed_out = receive_with_timeout()
+                receive_with_timeout()
                 with m.If(rx.valid):
                     m.d.sync += [rx_crc.eq(next_rx_crc), header_index.eq(header_index + 1)]
                     with m.Switch(header_index):
@@ -200,7 +216,7 @@ class FrameEngine(wiring.Component):
                         m.next = "REPLY"
 
             with m.State("CHECK_HEADER"):
-                m.d.sync += [rx_crc.eq(CRC_INIT), byte_count.eq(0), quiet.eq(0),
+                m.d.sync += [rx_crc.eq(CRC_INIT), byte_count.eq(0), quiet.eq(0), timed_out.eq(0),
                              bus_word.eq(header.address[2:])]
                 with m.If(rx_crc != 0):
                     m.d.sync += status.eq(Status.BAD_CRC)
@@ -216,7 +232,7 @@ class FrameEngine(wiring.Component):
                     m.next = "REPLY"
 
             with m.State("PAYLOAD"):
-                timed_out = receive_with_timeout()
+                receive_with_timeout()
                 incoming_word = Cat(word_shift[8:], rx.payload)
                 m.d.comb += [
                     stage_write.addr.eq(byte_count[2:]),
@@ -256,10 +272,9 @@ class FrameEngine(wiring.Component):
                 with m.If(word_count != words):
                     m.d.sync += word_count.eq(word_count + 1)
                 with m.If(read_pending):
-                    m.d.comb += [bus.write.eq(1), bus.address.eq(bus_word),
-                                 bus.write_data.eq(stage_read.data)]
+                    m.d.comb += bus.write.eq(1)
                     m.d.sync += bus_word.eq(bus_word + 1)
-                    with m.If(bus_word == header.address[2:] + words - 1):
+                    with m.If(bus_word == last_word):
                         m.d.sync += read_pending.eq(0)
                         m.next = "REPLY"
 
@@ -281,7 +296,7 @@ class FrameEngine(wiring.Component):
 
             with m.State("SEND_DATA"):
                 drain_rx()
-                self._send_data(m, length, words, bus_word, word_count, byte_count, word_shift,
+                self._send_data(m, last_byte, words, bus_word, word_count, byte_count, word_shift,
                                 tx_crc)
 
             with m.State("SEND_CRC"):
@@ -299,11 +314,16 @@ class FrameEngine(wiring.Component):
                 m.next = "HUNT"
         return m
 
-    def _send_data(self, m, length, words, bus_word, fetched, sent, word_shift, tx_crc):
-        """Stream `words` bus words out on `tx`, fetching each word while the previous is sent."""
+    def _send_data(self, m, last_byte, words, bus_word, fetched, sent, word_shift, tx_crc):
+        """Stream `words` bus words out on `tx`, fetching each word while the previous is sent.
+
+        One read in flight at a time, into a one-word buffer (`next_word`). A read is issued as
+        soon as the buffer is free -- in the cycle its word moves on into `word_shift` -- so it
+        is back `INITIATOR_READ_LATENCY` + 1 = 4 cycles later, as the 4 bytes of the word in
+        `word_shift` are sent: the data bytes leave in a continuous stream."""
         tx, bus = self.tx, self.bus
         word_valid = Signal()       # word_shift holds bytes still to send
-        fetch_pending = Signal()    # a read was issued last cycle
+        in_flight = Signal(INITIATOR_READ_LATENCY)     # one bit per cycle since the read
         next_word = Signal(32)
         next_ready = Signal()
 
@@ -315,13 +335,16 @@ class FrameEngine(wiring.Component):
                          word_shift.eq(word_shift >> 8)]
             with m.If(sent_last_of_word):
                 m.d.sync += word_valid.eq(0)
-            with m.If(sent == length - 1):
+            with m.If(sent == last_byte):
                 m.next = "SEND_CRC"
-        with m.If(next_ready & (~word_valid | sent_last_of_word)):
+        move_on = Signal()
+        m.d.comb += move_on.eq(next_ready & (~word_valid | sent_last_of_word))
+        with m.If(move_on):
             m.d.sync += [word_shift.eq(next_word), word_valid.eq(1), next_ready.eq(0)]
-        with m.If(fetch_pending):
+        with m.If(in_flight[-1]):
             m.d.sync += [next_word.eq(bus.read_data), next_ready.eq(1)]
-        m.d.sync += fetch_pending.eq(0)
-        with m.If(~next_ready & ~fetch_pending & (fetched != words)):
-            m.d.comb += [bus.read.eq(1), bus.address.eq(bus_word)]
-            m.d.sync += [fetch_pending.eq(1), fetched.eq(fetched + 1), bus_word.eq(bus_word + 1)]
+        fetch = (~next_ready | move_on) & ~in_flight.any() & (fetched != words)
+        m.d.sync += in_flight.eq(Cat(fetch, in_flight[:-1]))
+        with m.If(fetch):
+            m.d.comb += bus.read.eq(1)
+            m.d.sync += [fetched.eq(fetched + 1), bus_word.eq(bus_word + 1)]

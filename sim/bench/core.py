@@ -29,6 +29,7 @@ from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS, Opcode, encode
 from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
                             output_from_rows, parameter_words, rows_to_words, weight_rows,
                             words_to_rows)
+from hw.soc.bridge import TARGET_READ_LATENCY
 from sim import reference
 
 __all__ = ["DESCRIPTION", "add_arguments", "run"]
@@ -55,7 +56,8 @@ def add_arguments(parser):
 
 
 class _CxxrtlHost:
-    """Bus reads/writes on a compiled model, one call per word (set, step, get)."""
+    """Bus reads/writes on a compiled model, one call per word (set, step, get), with the
+    target timing of `hw.soc.bridge` (read data `TARGET_READ_LATENCY` cycles after the read)."""
 
     def __init__(self, simulator, core):
         self.sim, self.core = simulator, core
@@ -75,6 +77,7 @@ class _CxxrtlHost:
         self.sim.set(f"{window}__read", 1)
         self.sim.step()
         self.sim.set(f"{window}__read", 0)
+        self.sim.step(TARGET_READ_LATENCY - 1)
         return self.sim.get(f"{window}__read_data")
 
     def idle(self, cycles):

@@ -8,7 +8,7 @@ its word bus.
 * ``line=uart``: bytes go through a host-side `UARTPhy` into the `SoC`'s serial pins, bit by bit,
   at ``divisor`` cycles per bit (default 4; the config's exact divisor is realistic but slow).
 * ``line=bus``: no frames -- `SimBusTransport`, a `MappedTransport` whose every 32-bit load or
-  store is one access on `hw.soc.soc.BusSoC`'s bus (2 cycles of pysim), the way a PCIe BAR
+  store is one access on `hw.soc.soc.BusSoC`'s bus (a few cycles of pysim), the way a PCIe BAR
   reaches the device's bus, so the driver runs its `MappedLink` (the ``pcie://`` code path)
   against the real gateware (`sw.driver.link.open_link` picks it). An access outside every window (or a
   store into a read-only one) raises `DeviceError` (BAD_ADDRESS, READ_ONLY), as the frame engine
@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.config import preset
+from hw.soc.bridge import INITIATOR_READ_LATENCY
 from hw.soc.protocol import CORE_SIZES, MAX_PAYLOAD, WORD_BYTES, Status
 from hw.soc.soc import BusSoC, SoC, SoCCore
 from hw.soc.uart import FRAME_BITS, MIN_DIVISOR, UARTPhy
@@ -304,9 +305,11 @@ class SimBusTransport(MappedTransport):
     """The simulated SoC's word bus as a memory-mapped window (`hw.soc.soc.BusSoC` in pysim).
 
     Each `read32`/`write32` is one bus access, run to completion before it returns: the strobe
-    is driven for one cycle and a read's data taken the cycle after, as `hw.soc.bridge.Bus`
-    times it, so 2 simulated cycles per access. Simulated time runs only during accesses, so a
-    driver polling the core's status registers is what lets the core compute.
+    is driven for one cycle; a load's data is taken `hw.soc.bridge.INITIATOR_READ_LATENCY`
+    cycles after it, a store is fire-and-forget (the bus keeps accesses in order). So an access
+    takes 1 + INITIATOR_READ_LATENCY simulated cycles for a load, 2 for a store. Simulated time
+    runs only during accesses, so a driver polling the core's status registers is what lets the
+    core compute.
 
     Accesses are checked against the SoC's `memory_map` first, as the frame engine checks a
     frame: unaligned or outside every window -> `DeviceError` with status BAD_ADDRESS, a store
@@ -364,6 +367,7 @@ class SimBusTransport(MappedTransport):
             ctx.set(bus.read, 0)
             ctx.set(bus.write, 0)
             if value is None:
+                await ctx.tick().repeat(INITIATOR_READ_LATENCY - 1)
                 self._loaded = ctx.get(bus.read_data)
             self._access = None
 
@@ -383,8 +387,9 @@ class SimBusTransport(MappedTransport):
         if value is not None and not (isinstance(value, int) and 0 <= value < 1 << 32):
             raise ValueError(f"A stored word must be an integer in 0..2^32-1, not {value!r}")
         self._access = (address // WORD_BYTES, value)
-        # The testbench takes the access at the next edge and completes it at the one after.
-        for _ in range(3):
+        # The testbench takes the access at the next edge and completes it 1 (store) or
+        # INITIATOR_READ_LATENCY (load) edges after that.
+        for _ in range(2 + INITIATOR_READ_LATENCY):
             self.cycles += 1
             self._simulator.run_until(self.cycles * self._period_fs / 1e15)
             if self._access is None:
