@@ -54,6 +54,9 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 ``binary_thresholds`` (write-only, fold f, lane l at ``f*lanes_stride + l``: bits 0.. threshold
 (two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
 ``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
+Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
+(2) cycles after the read, memory read data registered before its lane/half/word mux; a write
+takes effect at once (a scratchpad row or binary weight beat is stored with its last word).
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the validation result + decide, plus waiting for its unit: the products of the
@@ -74,7 +77,7 @@ from amaranth.lib.wiring import In
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
-from hw.soc.bridge import Bus, Window, WindowKind
+from hw.soc.bridge import Bus, Window, WindowKind, memory_read_data, register_read_data
 
 from hw.memory.im2col import conv_command_layout
 from hw.memory.sequential_multiplier import (SequentialMultiplier, multiply_by_constant,
@@ -367,22 +370,17 @@ class Core(CoreGeometry, wiring.Component):
                 scratchpad.write.data.eq(Cat(*staged[:-1], bus.write_data)[:8 * self.row_bytes]),
                 scratchpad.write.en.eq(1),
             ]
-        read_word = Signal.like(word)
         bank_bits = scratchpad.bank_addr_width
         bank = row[bank_bits]
         read_bank = Signal()
-        m.d.sync += [read_word.eq(word), read_bank.eq(bank)]
+        m.d.sync += read_bank.eq(bank)
         with m.If(bus.read):
             for index in range(2):
                 with m.If(bank == index):
                     m.d.comb += [scratchpad.read[index].addr.eq(row[:bank_bits]),
                                  scratchpad.read[index].en.eq(1)]
-        row_bits = Mux(read_bank, scratchpad.read[1].data.as_value(),
-                       scratchpad.read[0].data.as_value())
-        with m.Switch(read_word):
-            for index in range(words_per_row):
-                with m.Case(index):
-                    m.d.comb += bus.read_data.eq(row_bits[32 * index:32 * index + 32])
+        memory_read_data(m, bus, word=word, row=Mux(read_bank, scratchpad.read[1].data.as_value(),
+                                                    scratchpad.read[0].data.as_value()))
         return bus.read, bank, commit
 
     def _accumulator_window(self, m, halves, half_bits):
@@ -391,17 +389,13 @@ class Core(CoreGeometry, wiring.Component):
         lane = bus.address[:lane_bits]
         row = bus.address[lane_bits:]
         half_select = row[half_bits]
-        read_lane = Signal.like(lane)
         read_half = Signal()
-        m.d.sync += [read_lane.eq(lane), read_half.eq(half_select)]
+        m.d.sync += read_half.eq(half_select)
         for index, half in enumerate(halves):
             with m.If(bus.read & (half_select == index)):
                 m.d.comb += [half.drain.addr.eq(row[:half_bits]), half.drain.en.eq(1)]
-        data = Mux(read_half, halves[1].drain.data.as_value(), halves[0].drain.data.as_value())
-        with m.Switch(read_lane):
-            for index in range(self.cols):
-                with m.Case(index):
-                    m.d.comb += bus.read_data.eq(data[32 * index:32 * index + 32])
+        memory_read_data(m, bus, word=lane, row=Mux(read_half, halves[1].drain.data.as_value(),
+                                                    halves[0].drain.data.as_value()))
         return bus.read, half_select
 
     def _parameter_window(self, m, write_port):
@@ -460,19 +454,12 @@ class Core(CoreGeometry, wiring.Component):
                                        (fold < self.binary_max_neuron_folds)),
         ]
 
+        # A result row as bits: the dots (32 bits each), then the threshold bits, so word i of
+        # the window row is bits 32i.. of it.
         bus = self.binary_results
         word_bits = (self.result_stride - 1).bit_length()
-        read_word = Signal(max(1, word_bits))
-        m.d.sync += read_word.eq(bus.address[:word_bits])
         m.d.comb += [result_read.addr.eq(bus.address[word_bits:]), result_read.en.eq(bus.read)]
-        result = result_read.data
-        with m.Switch(read_word):
-            for index in range(lanes):
-                with m.Case(index):
-                    m.d.comb += bus.read_data.eq(result.dots[index])
-            for index in range(self.result_bit_words):
-                with m.Case(lanes + index):
-                    m.d.comb += bus.read_data.eq(result.bits[32 * index:32 * index + 32])
+        memory_read_data(m, bus, word=bus.address[:word_bits], row=result_read.data.as_value())
 
     def _dispatcher(self, m, queue, compute, compute_busy, store, binary):
         rows, cols = self.rows, self.cols
@@ -573,7 +560,6 @@ class Core(CoreGeometry, wiring.Component):
         w_rows = multiply_by_constant(w_tiles, rows)
         out_last = store_args.out_base + store_args.n_blocks - 1 + pooled_span
 
-        error = Signal(ErrorCode)
         checks = []         # (condition, code), the first that holds is reported
 
         def fail(condition, code):
@@ -616,11 +602,13 @@ class Core(CoreGeometry, wiring.Component):
              ErrorCode.SCRATCHPAD_RANGE)
         fail(is_binary & (binary_args.out_base + binary_out_rows > self.binary_result_rows),
              ErrorCode.RESULT_RANGE)
-        for position, (condition, code) in enumerate(checks):
-            with (m.If if position == 0 else m.Elif)(condition):
-                m.d.comb += error.eq(code)
-        # Registered in the CHECK state, so the decision logic starts from flip-flops.
+        # Each condition is registered in the CHECK state and prioritized from flip-flops in
+        # DECIDE, so neither the range arithmetic nor the priority chain meets the decision logic.
+        failed = Signal(len(checks))
         checked_error = Signal(ErrorCode)
+        for position, (condition, code) in enumerate(checks):
+            with (m.If if position == 0 else m.Elif)(failed[position]):
+                m.d.comb += checked_error.eq(code)
 
         # Scoreboard and unit state ---------------------------------------------------------------
         computing = Signal(2)
@@ -665,7 +653,7 @@ class Core(CoreGeometry, wiring.Component):
                 with m.If(products_done):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += checked_error.eq(error)
+                m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(checked_error != ErrorCode.NONE):
@@ -755,7 +743,7 @@ class Core(CoreGeometry, wiring.Component):
             with m.Else():
                 m.d.sync += counter.eq(counter + event)
 
-        # Register reads (one cycle latency) ------------------------------------------------------
+        # Register reads (the bus target latency: address, then value registered) ---------------
         readable = {
             REGISTERS["queue_free"]: self.queue_depth - queue.level,
             REGISTERS["completed"]: completed,
@@ -767,15 +755,7 @@ class Core(CoreGeometry, wiring.Component):
         for position, name in enumerate(COUNTERS):
             readable[COUNTERS_BASE + 2 * position] = counters[name][:32]
             readable[COUNTERS_BASE + 2 * position + 1] = counters[name][32:]
-        read_data = Signal(32)
-        with m.If(bus.read):
-            with m.Switch(bus.address):
-                for address, value in readable.items():
-                    with m.Case(address):
-                        m.d.sync += read_data.eq(value)
-                with m.Default():
-                    m.d.sync += read_data.eq(0)
-        m.d.comb += bus.read_data.eq(read_data)
+        register_read_data(m, bus, readable)
 
 
 def _config_parameters(config, overrides):
