@@ -26,17 +26,25 @@ BINARY_MAX_NEURON_FOLDS = 32
 # DP16KD aspect ratios (depth, width); 512x36 is the pseudo-dual-port mode.
 _EBR_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
-# LUT4 per unit (TRELLIS_COMB, which also counts carry cells), scaled so the sum matches the one
-# full build measured so far: ULX3S-85F bring-up, 12x12 output-stationary DSP array, 2 requant
-# lanes, binary 64x16 -> 24,361 LUT4 (nextpnr). The split between units is a first guess.
+# LUT4 per unit (TRELLIS_COMB, which also counts carry cells). The engine costs and "fixed" are
+# scaled so the sum matches the ULX3S-85F bring-up build: 12x12 output-stationary DSP array, 2
+# requant lanes, binary 64x16 -> 24,361 LUT4 (nextpnr). The full SoC replaces "fixed" by the core
+# and link ("soc_fixed" + "soc_per_column" per array column: accumulator read-modify-write,
+# row-wide buffers and windows), fitted to two SoC builds: ULX3S-85F preset (12 columns) 33,935
+# LUT4 (nextpnr) and ULX3S-12F preset (6 columns) 15,667 (synth_ecp5). The split between units
+# is a first guess.
 LUT_COST = {
     "pe_dsp": 100,              # accumulator adder, result register and drain chain, forwarding
     "pe_lut_multiplier": 90,    # extra for an 8x8 signed product in fabric
     "requant_lane": 650,
     "binary_bit": 3.5,          # XNOR/mask and popcount tree per input bit per lane
     "binary_lane": 120,         # beat accumulator, threshold compare, output FIFO share
-    "fixed": 3000,              # UART, control, LFSR stimulus / signature, reset and clocking
+    "fixed": 3000,              # bring-up: UART, LFSR stimulus / signature, reset and clocking
+    "soc_fixed": 10650,         # SoC: frame engine, CSRs, dispatcher, im2col, units, counters
+    "soc_per_column": 175,
 }
+
+DESIGN_NAMES = ("bringup", "soc")       # hw.soc.top.DESIGNS
 
 
 def ebr_blocks(depth, width):
@@ -56,16 +64,45 @@ class BudgetError(ValueError):
     """A configuration does not fit its device; the message lists every resource over budget."""
 
 
-def estimate_resources(config):
-    """`ResourceEstimate` of the accelerator `config` (an `hw.config.AcceleratorConfig`)."""
+def _soc_memory_ebrs(config):
+    """DP16KD blocks of the SoC's block-RAM memories (hw.core.Core and the frame engine)."""
+    from hw.core import geometry_from_config
+    from hw.core.units import binary_result_layout, parameter_layout
+    from hw.soc.protocol import MAX_PAYLOAD, WORD_BYTES
+
+    geometry = geometry_from_config(config)
+    return {
+        "scratchpad": 2 * ebr_blocks(geometry.scratchpad_rows // 2, 8 * geometry.row_bytes),
+        "accumulator": 2 * ebr_blocks(geometry.accumulator_rows // 2, 32 * geometry.cols),
+        "binary": ebr_blocks(geometry.binary_weight_depth,
+                             geometry.binary_width * geometry.binary_lanes),
+        "parameters": ebr_blocks(geometry.parameter_rows, parameter_layout.size),
+        "binary_results": ebr_blocks(geometry.binary_result_rows,
+                                     binary_result_layout(geometry.binary_lanes).size),
+        "link_staging": ebr_blocks(MAX_PAYLOAD // WORD_BYTES, 32),
+    }
+
+
+def estimate_resources(config, design="soc"):
+    """`ResourceEstimate` of the accelerator `config` (an `hw.config.AcceleratorConfig`) built as
+    `design` (``"soc"``: the full SoC; ``"bringup"``: the engines' self-test)."""
+    if design not in DESIGN_NAMES:
+        raise ValueError(f"design must be one of {DESIGN_NAMES}, not {design!r}")
     pes = config.rows * config.cols
     array_dsps = pes if config.multiplier == "dsp" else 0
     requant_dsps = REQUANT_DSPS_PER_LANE * config.requant_lanes
 
-    scratchpad_ebrs = ebr_blocks(config.scratchpad_rows, 8 * max(config.rows, config.cols))
-    accumulator_ebrs = ebr_blocks(config.accumulator_rows, 32 * config.cols)
-    binary_ebrs = ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
-                             config.binary_width * config.binary_lanes)
+    if design == "soc":
+        memories = _soc_memory_ebrs(config)
+        fixed_luts = LUT_COST["soc_fixed"] + LUT_COST["soc_per_column"] * config.cols
+    else:
+        memories = {
+            "scratchpad": ebr_blocks(config.scratchpad_rows, 8 * max(config.rows, config.cols)),
+            "accumulator": ebr_blocks(config.accumulator_rows, 32 * config.cols),
+            "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
+                                 config.binary_width * config.binary_lanes),
+        }
+        fixed_luts = LUT_COST["fixed"]
 
     pe_luts = LUT_COST["pe_dsp"] + (LUT_COST["pe_lut_multiplier"] if config.multiplier == "lut"
                                     else 0)
@@ -76,23 +113,23 @@ def estimate_resources(config):
     detail = {
         "array": {"luts": array_luts, "dsps": array_dsps},
         "requant": {"luts": requant_luts, "dsps": requant_dsps},
-        "binary": {"luts": round(binary_luts), "ebrs": binary_ebrs},
-        "scratchpad": {"ebrs": scratchpad_ebrs},
-        "accumulator": {"ebrs": accumulator_ebrs},
-        "fixed": {"luts": LUT_COST["fixed"]},
+        "binary": {"luts": round(binary_luts)},
+        "fixed": {"luts": fixed_luts},
+        "memories": {"ebrs": memories},
     }
     return ResourceEstimate(
-        luts=round(array_luts + requant_luts + binary_luts + LUT_COST["fixed"]),
+        luts=round(array_luts + requant_luts + binary_luts + fixed_luts),
         dsps=array_dsps + requant_dsps,
-        ebrs=scratchpad_ebrs + accumulator_ebrs + binary_ebrs,
+        ebrs=sum(memories.values()),
         detail=detail,
     )
 
 
-def check_budget(config, device):
-    """Raise `BudgetError` naming every resource of `device` that `config` exceeds, and by how
-    much; return the `ResourceEstimate` when it fits."""
-    estimate = estimate_resources(config)
+def check_budget(config, device, design="soc"):
+    """Raise `BudgetError` naming every resource of `device` that `config` built as `design`
+    exceeds, and by how much; return the `ResourceEstimate` when it fits."""
+    estimate = estimate_resources(config, design)
+    memories = estimate.detail["memories"]["ebrs"]
     over = []
     for label, used, available, hint in (
         ("MULT18X18D", estimate.dsps, device.dsps,
@@ -100,10 +137,8 @@ def check_budget(config, device):
          f"{config.requant_lanes} requant lanes x {REQUANT_DSPS_PER_LANE}; use a smaller array, "
          f"fewer requant lanes or multiplier='lut'"),
         ("DP16KD", estimate.ebrs, device.ebrs,
-         f"scratchpad {estimate.detail['scratchpad']['ebrs']} + accumulator "
-         f"{estimate.detail['accumulator']['ebrs']} + binary weights "
-         f"{estimate.detail['binary']['ebrs']}; reduce scratchpad_rows/accumulator_rows or "
-         f"binary_width*binary_lanes"),
+         " + ".join(f"{name} {blocks}" for name, blocks in memories.items())
+         + "; reduce scratchpad_rows/accumulator_rows or binary_width*binary_lanes"),
         ("LUT4 (estimate)", estimate.luts, device.luts,
          "reduce the array, binary_width*binary_lanes or requant_lanes"),
     ):
@@ -111,5 +146,6 @@ def check_budget(config, device):
             over.append(f"{label}: needs {used}, {device.name} has {available} "
                         f"(over by {used - available}; {hint})")
     if over:
-        raise BudgetError(f"Configuration does not fit {device.name}:\n  " + "\n  ".join(over))
+        raise BudgetError(f"Configuration ({design} design) does not fit {device.name}:\n  "
+                          + "\n  ".join(over))
     return estimate

@@ -2,8 +2,8 @@
 
 A `Board` names the amaranth-boards resources the SoC uses (board clock, host UART, status LEDs)
 and lists its `Variant`s: one per ECP5 device the board is sold with, each with the platform class
-and the `AcceleratorConfig` preset that fills that device (checked against its budget in the
-tests). ``host_links`` says how the host talks to the accelerator; a SERDES board (Versa ECP5 with
+the `AcceleratorConfig` preset that fills that device and the top-level design it builds by
+default (checked against its budget in the tests). ``host_links`` says how the host talks to the accelerator; a SERDES board (Versa ECP5 with
 an LFE5UM-45F, ECP5-5G Evaluation Board with an LFE5UM5G-85F) adds a `SerdesLink` there, e.g.
 ``SerdesLink("pcie", lanes=1, dcu=0, channel=0)``, with a device whose ``serdes_channels`` is
 nonzero.
@@ -43,6 +43,7 @@ class Variant:
     device: Device
     platform: type          # an amaranth-boards LatticeECP5Platform subclass
     preset: object          # hw.config.AcceleratorConfig
+    design: str = "soc"     # default top-level design (hw.soc.top.DESIGNS)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,15 @@ def _ulx3s():
         "45F": default.replace(rows=8, cols=8, scratchpad_rows=8192, accumulator_rows=1024,
                                binary_width=64, binary_lanes=8),
         # 4x6 + 1 x 4 = 28 of 28 (the 12F and 25F share the die and its 28 DSPs).
-        "25F": default.replace(rows=4, cols=6, requant_lanes=1, scratchpad_rows=4096,
+        "25F": default.replace(rows=4, cols=6, requant_lanes=1, scratchpad_rows=2048,
                                accumulator_rows=1024, binary_width=32, binary_lanes=8),
         "12F": default.replace(rows=4, cols=6, requant_lanes=1, scratchpad_rows=2048,
                                accumulator_rows=512, binary_width=32, binary_lanes=4),
     }
+    # The full SoC (core, link, binary engine) needs about 15.7k LUT4 and 47 DP16KD even around
+    # a 4x6 array: more than the 12F's 12,096 LUT4 and 32 DP16KD, so the 12F builds the
+    # engines' self-test by default (`--design soc` reports what is over budget).
+    designs = {"12F": "bringup"}
     platforms = {"12F": ULX3S_12F_Platform, "25F": ULX3S_25F_Platform,
                  "45F": ULX3S_45F_Platform, "85F": ULX3S_85F_Platform}
     return Board(
@@ -87,7 +92,8 @@ def _ulx3s():
         led_resource="led",
         led_count=8,
         host_links=(UartLink("uart", 0, max_baud=3_000_000),),
-        variants={name: Variant(DEVICES[platforms[name].device], platforms[name], presets[name])
+        variants={name: Variant(DEVICES[platforms[name].device], platforms[name], presets[name],
+                                design=designs.get(name, "soc"))
                   for name in ("12F", "25F", "45F", "85F")},
         default_variant="85F",
         openfpgaloader_board="ulx3s",

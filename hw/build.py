@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m hw.build --board ulx3s                       # ULX3S-85F preset, bring-up design
+    python -m hw.build --board ulx3s                       # ULX3S-85F preset, full SoC
     python -m hw.build --board ulx3s --device 12F --rows 2 --cols 2 --out build/small
     python -m hw.build --board ulx3s --clock 120 --program
     python -m hw.build --board ulx3s --report-only         # re-read the last build in --out
@@ -45,7 +45,7 @@ from boards import BudgetError, check_budget, variant
 from boards.catalog import BOARDS
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
-from hw.soc.top import DEFAULT_DESIGN, DESIGNS, BoardTop
+from hw.soc.top import DESIGNS, BoardTop
 
 __all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "YOWASP_TOOLS"]
 
@@ -92,8 +92,10 @@ def _parser():
     parser.add_argument("--board", required=True,
                         help=f"board name ({', '.join(sorted(BOARDS))})")
     parser.add_argument("--device", help="device variant, e.g. 85F (default: the board's largest)")
-    parser.add_argument("--design", default=DEFAULT_DESIGN, choices=sorted(DESIGNS),
-                        help=f"top-level design (default: {DEFAULT_DESIGN})")
+    parser.add_argument("--design", choices=sorted(DESIGNS),
+                        help="top-level design: soc (the full SoC the driver talks to) or "
+                             "bringup (the engines' self-test); default: the device's, soc "
+                             "where it fits")
     parser.add_argument("--rows", type=int, help="INT8 array rows (default: the device preset)")
     parser.add_argument("--cols", type=int, help="INT8 array columns")
     parser.add_argument("--dataflow", choices=DATAFLOWS)
@@ -141,7 +143,7 @@ def _check_clock(board, clock_hz, baud):
 def resolve(args, *, say=print):
     """Board, variant and checked config for parsed `args`; `BuildError` on any problem.
 
-    Returns ``(board, variant_name, variant, config, pll, estimate)``.
+    Returns ``(board, variant_name, variant, design, config, pll, estimate)``.
     """
     try:
         board, variant_name, selected = variant(args.board, args.device)
@@ -150,6 +152,9 @@ def resolve(args, *, say=print):
     if args.device is None:
         say(f"No --device given: building for {board.name} {variant_name} "
             f"({selected.device.name}), the largest variant.")
+    design = args.design or selected.design
+    if args.design is None:
+        say(f"No --design given: building the {design!r} design, {variant_name}'s default.")
     preset = selected.preset
     baud = args.baud if args.baud is not None else preset.uart_baud
     clock_mhz = args.clock if args.clock is not None else preset.clock_mhz
@@ -170,10 +175,10 @@ def resolve(args, *, say=print):
     except (TypeError, ValueError) as error:
         raise BuildError(f"Invalid configuration: {error}") from None
     try:
-        estimate = check_budget(config, selected.device)
+        estimate = check_budget(config, selected.device, design)
     except BudgetError as error:
         raise BuildError(str(error)) from None
-    return board, variant_name, selected, config, pll, estimate
+    return board, variant_name, selected, design, config, pll, estimate
 
 
 def parse_nextpnr_report(path):
@@ -336,9 +341,9 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
 
 def build(args, *, say=print):
     """Run the flow for parsed `args`; returns the report dict (raises `BuildError`)."""
-    board, variant_name, selected, config, pll, estimate = resolve(args, say=say)
+    board, variant_name, selected, design, config, pll, estimate = resolve(args, say=say)
     out = args.out or Path("build") / f"{board.name}-{variant_name}"
-    say(f"{board.name} {variant_name} ({selected.device.name}), design {args.design}: "
+    say(f"{board.name} {variant_name} ({selected.device.name}), design {design}: "
         f"{config.rows}x{config.cols} {config.dataflow} {config.multiplier} array, "
         f"{config.requant_lanes} requant lanes, binary {config.binary_width}x"
         f"{config.binary_lanes}, clock {config.clock_mhz:g} MHz (PLL {pll.clki_div}/"
@@ -360,7 +365,7 @@ def build(args, *, say=print):
         for name, default in YOWASP_TOOLS.items():
             os.environ.setdefault(tool_env_var(name), default)
         start = time.monotonic()
-        top = BoardTop(board=board, config=config, design=args.design)
+        top = BoardTop(board=board, config=config, design=design)
         plan = selected.platform().prepare(
             top, DESIGN_NAME, verbose=True,
             nextpnr_opts=f"--report {NEXTPNR_REPORT} --timing-allow-fail")
@@ -379,7 +384,7 @@ def build(args, *, say=print):
                 failed_stage = stage
                 break
 
-    report = _report(board, variant_name, selected, config, pll, estimate, args.design, out,
+    report = _report(board, variant_name, selected, config, pll, estimate, design, out,
                      stage_seconds, failed_stage)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(_summary(report))

@@ -49,7 +49,7 @@ def test_preset_fits_its_device(board_name, variant_name):
     entry = selected.variants[variant_name]
     config = entry.preset
     assert isinstance(config, AcceleratorConfig)
-    estimate = check_budget(config, entry.device)
+    estimate = check_budget(config, entry.device, entry.design)
     expected_dsps = (config.rows * config.cols if config.multiplier == "dsp" else 0) \
         + REQUANT_DSPS_PER_LANE * config.requant_lanes
     assert estimate.dsps == expected_dsps <= entry.device.dsps
@@ -61,6 +61,24 @@ def test_preset_fits_its_device(board_name, variant_name):
     pll_parameters(selected.clock_hz, config.clock_hz)
     assert config.clock_hz % config.uart_baud == 0
     assert config.uart_baud <= selected.uart.max_baud
+
+
+def test_soc_on_the_12f_is_over_budget_and_the_12f_defaults_to_bringup():
+    _, _, entry = variant("ulx3s", "12F")
+    assert entry.design == "bringup"
+    with pytest.raises(BudgetError) as info:
+        check_budget(entry.preset, entry.device, "soc")
+    message = str(info.value)
+    assert "(soc design) does not fit LFE5U-12F" in message
+    assert "LUT4 (estimate): needs" in message and "LFE5U-12F has 12096" in message
+    assert "DP16KD: needs" in message and "LFE5U-12F has 32" in message
+    assert all(entry.design == "soc" for name, entry in BOARDS["ulx3s"].variants.items()
+               if name != "12F")
+
+
+def test_unknown_design_is_rejected():
+    with pytest.raises(ValueError, match=r"design must be one of \('bringup', 'soc'\), not 'cpu'"):
+        estimate_resources(variant("ulx3s")[2].preset, "cpu")
 
 
 def test_ulx3s_85f_preset_is_12x12():

@@ -34,6 +34,8 @@ def no_tools(monkeypatch):
      "MULT18X18D: needs 264, LFE5U-85F has 156 (over by 108"),
     (["--board", "ulx3s", "--device", "12F", "--rows", "32", "--cols", "32", "--multiplier",
       "lut"], "LUT4 (estimate): needs"),
+    (["--board", "ulx3s", "--device", "12F", "--design", "soc"],
+     "(soc design) does not fit LFE5U-12F"),
     (["--board", "ulx3s", "--rows", "0"], "rows must be in 1..32, not 0"),
     (["--board", "ulx3s", "--binary-width", "48"], "binary_width must be a power of two"),
 ])
@@ -58,6 +60,7 @@ def test_board_alone_picks_85f_and_says_so(no_tools, capsys, tmp_path):
     assert main(["--board", "ulx3s", "--report-only", "--out", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert "No --device given: building for ulx3s 85F (LFE5U-85F)" in captured.out
+    assert "No --design given: building the 'soc' design, 85F's default" in captured.out
     assert "12x12 " in captured.out and " dsp array" in captured.out
     assert "no previous build" in captured.err
 

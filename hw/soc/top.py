@@ -4,9 +4,8 @@ with the design's UART line and LEDs wired to the board's pins.
 `BoardTop(board=..., config=..., design=...)` is what ``python -m hw.build`` elaborates. The
 design is chosen by name from `DESIGNS`: ``"soc"`` is the full SoC (`hw.soc.soc.SoC`: UART link,
 CSRs, accelerator core) that the host driver talks to; ``"bringup"`` (`hw.soc.bringup`) is the
-self-test design that drives the engines from LFSRs and reports a signature. The default stays
-``"bringup"`` until a full-SoC build of the default preset has been placed, routed and timed. A
-design is a component with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the
+self-test design that drives the engines from LFSRs and reports a signature. Each board variant
+names its default (`boards.Variant.design`): the SoC wherever it fits. A design is a component with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the
 accelerator config.
 
 ::
@@ -26,7 +25,7 @@ from .bringup import BringUp
 from .pll import SystemClock
 from .soc import SoC
 
-__all__ = ["BoardTop", "DESIGNS", "DEFAULT_DESIGN", "make_design"]
+__all__ = ["BoardTop", "DESIGNS", "make_design"]
 
 
 def _bringup(config, *, led_count):
@@ -63,7 +62,6 @@ def _soc(config, *, led_count):
 
 
 DESIGNS = {"bringup": _bringup, "soc": _soc}
-DEFAULT_DESIGN = "bringup"
 
 
 def make_design(name, config, *, led_count):
@@ -82,7 +80,7 @@ class BoardTop(Elaboratable):
     The PLL parameters are computed (and an unreachable clock rejected) at construction.
     """
 
-    def __init__(self, *, board, config, design=DEFAULT_DESIGN):
+    def __init__(self, *, board, config, design):
         self.board = board
         self.config = config
         self.clock = SystemClock(input_hz=board.clock_hz, output_hz=config.clock_hz)
