@@ -162,9 +162,10 @@ def test_documented_latency(rows, cols):
     cycles = _check_output_stationary(array, [(_int8(rng, (rows, 1)), _int8(rng, (1, cols)))])
     assert cycles == array.latency + rows - 1
     array = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary", multiplier="dsp")
-    # R weight beats, then the single activation one cycle after the last of them.
+    # R weight beats; the last shifts in one cycle after its handshake, and the single
+    # activation is taken in the cycle after that.
     cycles = _check_weight_stationary(array, [(_int8(rng, (1, rows)), _int8(rng, (rows, cols)))])
-    assert cycles == rows + array.latency
+    assert cycles == rows + 1 + array.latency
 
 
 @pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
@@ -182,7 +183,7 @@ def test_back_to_back_tiles_take_one_cycle_per_beat(dataflow):
         problems = [(_int8(rng, (depth, rows)), _int8(rng, (rows, cols)))
                     for _ in range(tiles_count)]
         cycles = _check_weight_stationary(array, problems)
-        assert cycles == rows + tiles_count * depth - 1 + array.latency
+        assert cycles == rows + 1 + tiles_count * depth - 1 + array.latency
 
 
 # Reset -------------------------------------------------------------------------------------------

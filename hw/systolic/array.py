@@ -45,7 +45,9 @@ Weight-stationary (``dataflow="weight_stationary"``)
     loaded and carries a swap flag through the skew, so PE(i, j) switches to the new weight
     exactly between the two tiles' rows. New weight beats are refused until that swap has crossed
     the whole array (R+C-2 cycles), then the next tile's weights load while this one computes.
-    With M >= R + (R+C-2) rows per tile, loading is hidden entirely.
+    With M >= R + (R+C-2) rows per tile, loading is hidden entirely. An accepted weight beat is
+    registered and shifts into the chain one cycle later, so the shift enable that reaches all R*C
+    PEs comes straight from a flip-flop (the stream handshake never drives that fanout).
 
 Back-pressure (both dataflows): a credit scheme, not a clock enable. The array itself never stalls
 -- valid bits travel with the data through the skew, so input bubbles are harmless, and there is
@@ -254,23 +256,33 @@ class SystolicArray(wiring.Component):
 
     def _elaborate_weight_stationary_input(self, m, pes, launch, reserved):
         rows, cols = self.rows, self.cols
-        loaded = Signal(range(rows + 1))
+        taken = Signal(range(rows + 1))         # weight beats accepted for the next tile
+        loaded = Signal(range(rows + 1))        # ... and shifted into the shadow chain
         # Cycles until the last swap has read every shadow register.
         swap_window = max(rows + cols - 3, 0)
         swap_guard = Signal(range(swap_window + 1))
         expect_first = Signal(init=1)
-        shift = Signal()
+        take = Signal()
+        shift = Signal()                        # registered take: the enable of every shadow
+        weight_row = Signal.like(self.weights.payload)
         accept = Signal()
         m.d.comb += [
-            self.weights.ready.eq((loaded < rows) & (swap_guard == 0)),
-            shift.eq(self.weights.valid & self.weights.ready),
+            self.weights.ready.eq((taken < rows) & (swap_guard == 0)),
+            take.eq(self.weights.valid & self.weights.ready),
             self.activations.ready.eq((reserved < self.result_fifo_depth) &
                                       (~expect_first | (loaded == rows))),
             accept.eq(self.activations.valid & self.activations.ready),
         ]
+        m.d.sync += shift.eq(take)
+        with m.If(take):
+            m.d.sync += weight_row.eq(self.weights.payload)
+        # A tile's first activation is only accepted with every weight shifted in (loaded ==
+        # taken == rows), so no shift is pending when the counters restart.
         with m.If(accept & expect_first):
-            m.d.sync += [loaded.eq(0), swap_guard.eq(swap_window)]
+            m.d.sync += [taken.eq(0), loaded.eq(0), swap_guard.eq(swap_window)]
         with m.Else():
+            with m.If(take):
+                m.d.sync += taken.eq(taken + 1)
             with m.If(shift):
                 m.d.sync += loaded.eq(loaded + 1)
             with m.If(swap_guard != 0):
@@ -281,7 +293,7 @@ class SystolicArray(wiring.Component):
         m.d.comb += [launch.valid.eq(accept), launch.first.eq(expect_first),
                      launch.last.eq(self.activations.payload.last)]
         for j in range(cols):
-            m.d.comb += pes[rows - 1][j].shadow_in.eq(self.weights.payload[j])
+            m.d.comb += pes[rows - 1][j].shadow_in.eq(weight_row[j])
             for i in range(rows):
                 m.d.comb += pes[i][j].shift.eq(shift)
                 if i < rows - 1:
