@@ -296,6 +296,19 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
         utilization, fmax = parse_nextpnr_report(report_path)
     elif failed_stage is None:
         problems.append(f"nextpnr wrote no report ({report_path})")
+    # nextpnr places a 12F on the 25F's die and reports the die's resources: judge the fit
+    # against the device's own budget.
+    budget = {"LUT4": selected.device.luts, "FF": selected.device.ffs,
+              "MULT18X18D": selected.device.dsps, "DP16KD": selected.device.ebrs}
+    for name, available in budget.items():
+        if name in utilization and utilization[name]["available"] > available:
+            utilization[name]["die_available"] = utilization[name]["available"]
+            utilization[name]["available"] = available
+    over_budget = [f"{name} {values['used']} > {values['available']} on {selected.device.name}"
+                   for name, values in utilization.items()
+                   if values["used"] > values["available"]]
+    if over_budget:
+        problems.append("does not fit: " + ", ".join(over_budget))
     if failed_stage is not None:
         log = out / f"{failed_stage}.log"
         errors = [line.strip() for line in log.read_text(errors="replace").splitlines()
@@ -332,7 +345,7 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
         "peak_int8_gops_at_target": config.peak_int8_gops,
         "stage_seconds": stage_seconds,
         "timing_met": timing_met,
-        "fits": failed_stage != "nextpnr" and bool(utilization),
+        "fits": failed_stage != "nextpnr" and bool(utilization) and not over_budget,
         "bitstream": str(bitstream) if bitstream.exists() and failed_stage is None else None,
         "problems": problems,
         "passed": not problems and timing_met,

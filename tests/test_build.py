@@ -1,5 +1,5 @@
 """`python -m hw.build`: argument and budget errors (no tool runs), report handling, the bring-up
-design in simulation, and one real build of a small design on the 12F (slow)."""
+design in simulation, and one real build: the 12F preset (slow)."""
 
 import json
 import random
@@ -108,6 +108,26 @@ def test_report_only_judges_timing(no_tools, capsys, tmp_path, fmax_mhz, status)
     assert "MULT18X18D" in output
 
 
+@pytest.mark.parametrize("luts, status", [(12_000, 0), (12_500, 1)])
+def test_12f_is_judged_against_its_own_budget(no_tools, capsys, tmp_path, luts, status):
+    # nextpnr places a 12F on the 25F's die and reports the die's 24,288 LUTs as available.
+    nextpnr = nextpnr_report(131.5, 105.01, luts=luts)
+    nextpnr["utilization"]["TRELLIS_COMB"]["available"] = 24_288
+    nextpnr["utilization"].update({"TRELLIS_FF": {"used": 9_000, "available": 24_288},
+                                   "MULT18X18D": {"used": 28, "available": 28},
+                                   "DP16KD": {"used": 20, "available": 56}})
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr))
+    assert main(["--board", "ulx3s", "--device", "12F", "--report-only",
+                 "--out", str(tmp_path)]) == status
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["utilization"]["LUT4"] == {"used": luts, "available": 12_096,
+                                             "die_available": 24_288}
+    assert report["utilization"]["DP16KD"]["available"] == 32
+    assert report["fits"] is (status == 0)
+    if status:
+        assert f"does not fit: LUT4 {luts} > 12096 on LFE5U-12F" in capsys.readouterr().out
+
+
 def test_program_refuses_a_failed_build(no_tools, capsys, tmp_path):
     (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(90, 105)))
     assert main(["--board", "ulx3s", "--report-only", "--program", "--out", str(tmp_path)]) == 1
@@ -181,21 +201,23 @@ def test_bringup_echoes_and_reports_a_changing_signature(dataflow, multiplier):
 # One real build ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_small_build_on_12f(tmp_path, capsys):
-    out = tmp_path / "small"
-    status = main(["--board", "ulx3s", "--device", "12F", "--rows", "2", "--cols", "2",
-                   "--requant-lanes", "1", "--binary-width", "8", "--binary-lanes", "2",
-                   "--clock", "60", "--out", str(out)])
+def test_preset_build_on_12f_fits(tmp_path, capsys):
+    """The 12F preset as a user builds it: its default design, timed at the preset clock."""
+    out = tmp_path / "build"
+    status = main(["--board", "ulx3s", "--device", "12F", "--out", str(out)])
     output = capsys.readouterr().out
     assert status == 0, output
     report = json.loads((out / "report.json").read_text())
+    assert (report["variant"], report["design"]) == ("12F", "bringup")
     assert report["passed"] and report["timing_met"] and report["fits"]
-    assert report["utilization"]["MULT18X18D"]["used"] == 2 * 2 + 4
-    assert report["utilization"]["EHXPLLL"]["used"] == 1
-    assert report["system_fmax_mhz"] >= 60
-    assert set(report["stage_seconds"]) == {"elaborate", "yosys", "nextpnr", "ecppack"}
+    assert report["system_fmax_mhz"] >= report["target_clock_mhz"]
+    utilization = report["utilization"]
+    assert utilization["LUT4"]["used"] <= utilization["LUT4"]["available"] == 12_096
+    assert utilization["DP16KD"]["used"] <= utilization["DP16KD"]["available"] == 32
+    assert utilization["MULT18X18D"]["used"] == 4 * 6 + 4
     assert (out / "top.bit").stat().st_size > 0
-    assert "[yosys" in output and "[nextpnr" in output
+    assert set(report["stage_seconds"]) == {"elaborate", "yosys", "nextpnr", "ecppack"}
+    assert "[yosys" in output and "[nextpnr" in output and "Result: PASS" in output
 
 
 BRINGUP_ARGS = dict(rows=2, cols=2, dataflow="output_stationary", multiplier="dsp",
