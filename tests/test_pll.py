@@ -123,6 +123,8 @@ def test_system_clock_instantiates_the_computed_pll():
     for name, value in (("CLKI_DIV", 5), ("CLKFB_DIV", 21), ("CLKOP_DIV", 6)):
         assert re.search(rf"parameter \\{name} {value}\b", text), name
     assert 'parameter \\FEEDBK_PATH "CLKOP"' in text
+    # The domain reset is buffered onto a global network (a DCCA), like the clock.
+    assert "cell \\DCCA" in text
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
