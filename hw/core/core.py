@@ -731,7 +731,9 @@ class Core(CoreGeometry, wiring.Component):
             "binary_ops": binary.ops,
             "commands_retired": retired,
         }
-        counter_clear = bus.write & (bus.address == REGISTERS["counter_clear"])
+        # Registered: the clear reaches all 64-bit counters from one flip-flop.
+        counter_clear = Signal()
+        m.d.sync += counter_clear.eq(bus.write & (bus.address == REGISTERS["counter_clear"]))
         counters = {}
         for name in COUNTERS:
             counter = Signal(64, name=f"counter_{name}")

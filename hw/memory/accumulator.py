@@ -90,9 +90,12 @@ class AccumulatorMemory(wiring.Component):
         # Stage 1: the accepted row waits for its read data.
         fetch = Signal(self.write_layout)
         fetch_valid = Signal()
-        m.d.sync += fetch_valid.eq(self.write.valid & self.write.ready)
-        with m.If(self.write.ready):
-            m.d.sync += fetch.eq(self.write.payload)
+        m.d.sync += [
+            fetch_valid.eq(self.write.valid & self.write.ready),
+            # Loaded every cycle (fetch_valid qualifies it): no enable from the drain port's
+            # arbitration reaches these ~400 flip-flops.
+            fetch.eq(self.write.payload),
+        ]
 
         # Stage 2: read data registered, forwarding decided.
         update = Signal(self.write_layout)
