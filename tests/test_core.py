@@ -129,6 +129,22 @@ CONV_CASES = {
 }
 
 
+@pytest.mark.parametrize("out_h", [5, 6, 7])
+def test_pooled_bands_have_an_even_number_of_rows(out_h):
+    """Found by the system test: a 7-pixel-wide pooled conv split into 4-row bands left a
+    1-row band, which the store rightly refuses (BAD_SHAPE). Each store band must hold whole
+    row pairs and together they cover the rows the pool keeps."""
+    layer = ConvLayer(in_h=out_h, in_w=7, cin=4, cout=4, kh=1, kw=3, stride=1,
+                      padding=(0, 0, 1, 1), zero_point=0, a_base=0, w_base=256, out_base=300,
+                      rounding="double", output_zero_point=0, act_min=-128, act_max=127,
+                      pool=True)
+    commands, _ = layer_commands(layer, rows=4, cols=4, accumulator_rows=64)
+    stores = [args for opcode, args in map(decode, commands) if opcode == Opcode.REQUANT_STORE]
+    assert 7 * out_h > 64 // 2                  # more pixels than one accumulator half: bands
+    assert all(store["height"] % 2 == 0 for store in stores)
+    assert sum(store["height"] for store in stores) == out_h - out_h % 2
+
+
 def test_conv_padding_stride_and_pool():
     """Common CNN geometries with a nonzero input zero point; the last one max-pools on store."""
     rng = np.random.default_rng(7)

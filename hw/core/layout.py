@@ -135,7 +135,8 @@ def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_hal
     (so a store overlaps the next compute), then FENCE. Returns (list of word lists, next half).
 
     Each pair fills at most one half: whole column blocks of every output row when they fit,
-    else bands of output rows (an even number of them when pooling)."""
+    else bands of output rows (an even number of them when pooling; a pooled layer's odd last
+    output row, which the pool drops, is not computed)."""
     half_rows = accumulator_rows // 2
     cin_blocks, n_blocks = _blocks(layer.cin, rows), _blocks(layer.cout, cols)
     pixels = layer.out_h * layer.out_w
@@ -152,8 +153,11 @@ def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_hal
         if band == 0:
             raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
                              f"accumulator ({half_rows} rows)")
-        bands = [(ho, min(band, layer.out_h - ho), nb, 1)
-                 for nb in range(n_blocks) for ho in range(0, layer.out_h, band)]
+        # The 2x2 pool drops an odd last output row: it is not computed, so no band is left
+        # with a single row to pool.
+        needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
+        bands = [(ho, min(band, needed_rows - ho), nb, 1)
+                 for nb in range(n_blocks) for ho in range(0, needed_rows, band)]
     commands = []
     half = first_half
     top, _, left, _ = layer.padding
