@@ -63,9 +63,10 @@ to register the validation result + decide, plus waiting for its unit: the produ
 command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 2 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 40 cycles for a small conv, 17 for a FENCE, at most about 60. Retirements and the performance-counter
-events are registered before they are counted, so ``completed`` and the counters trail the units
-by one cycle (timing: no unit's control logic feeds a 32- or 64-bit adder in the same cycle).
+bits) and one cycle per other product: about 40 cycles for a small conv, 17 for a FENCE, at
+most about 60. Retirements and the performance-counter events are registered before they are
+counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
+control logic feeds a 32- or 64-bit adder in the same cycle).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
@@ -698,9 +699,8 @@ class Core(CoreGeometry, wiring.Component):
             m.d.sync += [store_active.eq(0), storing.bit_select(store_half, 1).eq(0)]
         with m.If(binary_done):
             m.d.sync += binary_active.eq(0)
-        retired = Signal(3)
-        m.d.sync += retired.eq(compute_done + store_done + binary_done + skip + fence_done)
-        m.d.sync += completed.eq(completed + retired)
+        retiring = Signal(3)
+        m.d.comb += retiring.eq(compute_done + store_done + binary_done + skip + fence_done)
 
         overflow = push & ~queue.w_rdy
         with m.If(overflow):
@@ -729,21 +729,22 @@ class Core(CoreGeometry, wiring.Component):
             "dispatch_stall": waiting & ~dispatched,
             "macs": compute.macs if compute is not None else 0,
             "binary_ops": binary.ops,
-            "commands_retired": retired,
+            "commands_retired": retiring,
         }
         # Registered: the clear reaches all 64-bit counters from one flip-flop.
         counter_clear = Signal()
         m.d.sync += counter_clear.eq(bus.write & (bus.address == REGISTERS["counter_clear"]))
-        counters = {}
+        counters, registered_events = {}, {}
         for name in COUNTERS:
             counter = Signal(64, name=f"counter_{name}")
             event = Signal(Value.cast(events[name]).shape(), name=f"event_{name}")
-            counters[name] = counter
+            counters[name], registered_events[name] = counter, event
             m.d.sync += event.eq(events[name])
             with m.If(counter_clear):
                 m.d.sync += counter.eq(0)
             with m.Else():
                 m.d.sync += counter.eq(counter + event)
+        m.d.sync += completed.eq(completed + registered_events["commands_retired"])
 
         # Register reads (the bus target latency: address, then value registered) ---------------
         readable = {
