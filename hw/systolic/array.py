@@ -257,7 +257,6 @@ class SystolicArray(wiring.Component):
     def _elaborate_weight_stationary_input(self, m, pes, launch, reserved):
         rows, cols = self.rows, self.cols
         taken = Signal(range(rows + 1))         # weight beats accepted for the next tile
-        loaded = Signal(range(rows + 1))        # ... and shifted into the shadow chain
         # Cycles until the last swap has read every shadow register.
         swap_window = max(rows + cols - 3, 0)
         swap_guard = Signal(range(swap_window + 1))
@@ -266,25 +265,24 @@ class SystolicArray(wiring.Component):
         shift = Signal()                        # registered take: the enable of every shadow
         weight_row = Signal.like(self.weights.payload)
         accept = Signal()
+        # Every weight is in the shadow chain once all are taken and the last one has shifted.
+        loaded = (taken == rows) & ~shift
         m.d.comb += [
             self.weights.ready.eq((taken < rows) & (swap_guard == 0)),
             take.eq(self.weights.valid & self.weights.ready),
             self.activations.ready.eq((reserved < self.result_fifo_depth) &
-                                      (~expect_first | (loaded == rows))),
+                                      (~expect_first | loaded)),
             accept.eq(self.activations.valid & self.activations.ready),
         ]
-        m.d.sync += shift.eq(take)
-        with m.If(take):
-            m.d.sync += weight_row.eq(self.weights.payload)
-        # A tile's first activation is only accepted with every weight shifted in (loaded ==
-        # taken == rows), so no shift is pending when the counters restart.
+        # Loaded every cycle (`shift` qualifies it), so the handshake enables no register here.
+        m.d.sync += [shift.eq(take), weight_row.eq(self.weights.payload)]
+        # A tile's first activation is only accepted with every weight shifted in, so no shift
+        # is pending when the count restarts.
         with m.If(accept & expect_first):
-            m.d.sync += [taken.eq(0), loaded.eq(0), swap_guard.eq(swap_window)]
+            m.d.sync += [taken.eq(0), swap_guard.eq(swap_window)]
         with m.Else():
             with m.If(take):
                 m.d.sync += taken.eq(taken + 1)
-            with m.If(shift):
-                m.d.sync += loaded.eq(loaded + 1)
             with m.If(swap_guard != 0):
                 m.d.sync += swap_guard.eq(swap_guard - 1)
         with m.If(accept):
