@@ -3,10 +3,10 @@
 A `Board` names the amaranth-boards resources the SoC uses (board clock, host UART, status LEDs)
 and lists its `Variant`s: one per ECP5 device the board is sold with, each with the platform class
 the `AcceleratorConfig` preset that fills that device and the top-level design it builds by
-default (checked against its budget in the tests). ``host_links`` says how the host talks to the accelerator; a SERDES board (Versa ECP5 with
-an LFE5UM-45F, ECP5-5G Evaluation Board with an LFE5UM5G-85F) adds a `SerdesLink` there, e.g.
-``SerdesLink("pcie", lanes=1, dcu=0, channel=0)``, with a device whose ``serdes_channels`` is
-nonzero.
+default (checked against its budget in the tests). ``host_links`` says how the host talks to the
+accelerator; a SERDES board (Versa ECP5 with an LFE5UM-45F, ECP5-5G Evaluation Board with an
+LFE5UM5G-85F) adds a `SerdesLink` there, e.g. ``SerdesLink("pcie", lanes=1, dcu=0, channel=0)``,
+with a device whose ``serdes_channels`` is nonzero.
 """
 
 from dataclasses import dataclass, field

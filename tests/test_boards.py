@@ -4,9 +4,10 @@ import pytest
 
 from boards import (BOARDS, DEVICES, BudgetError, board, check_budget, device, ebr_blocks,
                     estimate_resources, variant)
-from boards.budget import REQUANT_DSPS_PER_LANE
+from boards.budget import DESIGN_NAMES, REQUANT_DSPS_PER_LANE
 from hw.config import AcceleratorConfig
 from hw.soc.pll import pll_parameters
+from hw.soc.top import DESIGNS
 
 ALL_VARIANTS = [(b.name, name) for b in BOARDS.values() for name in b.variants]
 
@@ -74,6 +75,11 @@ def test_soc_on_the_12f_is_over_budget_and_the_12f_defaults_to_bringup():
     assert "DP16KD: needs" in message and "LFE5U-12F has 32" in message
     assert all(entry.design == "soc" for name, entry in BOARDS["ulx3s"].variants.items()
                if name != "12F")
+
+
+def test_budget_knows_every_design():
+    # boards.budget cannot import hw.soc.top (which imports it), so it lists the names itself.
+    assert set(DESIGN_NAMES) == set(DESIGNS)
 
 
 def test_unknown_design_is_rejected():

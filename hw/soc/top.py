@@ -5,8 +5,8 @@ with the design's UART line and LEDs wired to the board's pins.
 design is chosen by name from `DESIGNS`: ``"soc"`` is the full SoC (`hw.soc.soc.SoC`: UART link,
 CSRs, accelerator core) that the host driver talks to; ``"bringup"`` (`hw.soc.bringup`) is the
 self-test design that drives the engines from LFSRs and reports a signature. Each board variant
-names its default (`boards.Variant.design`): the SoC wherever it fits. A design is a component with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the
-accelerator config.
+names its default (`boards.Variant.design`): the SoC wherever it fits. A design is a component
+with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the accelerator config.
 
 ::
 
