@@ -62,14 +62,17 @@ def choose_activation_params(x_min, x_max):
     """Per-tensor asymmetric int8 ``(scale, zero_point)`` for the real range [x_min, x_max].
 
     The range is widened to contain 0 so that 0.0 is exactly representable (zero padding and ReLU
-    rely on it). A range of width 0 (all zeros) gives scale 1.0.
+    rely on it). A range of width 0 (all zeros), or one so narrow that its scale would not be a
+    normal float (below 255 * 2.2e-308, where the division underflows), gives scale 1.0.
     """
     x_min, x_max = (float(_finite_array(name, value))
                     for name, value in (("x_min", x_min), ("x_max", x_max)))
     if x_min > x_max:
         raise ValueError(f"x_min ({x_min}) must not exceed x_max ({x_max})")
     low, high = min(x_min, 0.0), max(x_max, 0.0)
-    scale = (high - low) / (INT8_MAX - INT8_MIN) if high > low else 1.0
+    scale = (high - low) / (INT8_MAX - INT8_MIN)
+    if scale < np.finfo(np.float64).tiny:
+        scale = 1.0
     zero_point = INT8_MIN - low / scale
     zero_point = int(np.clip(round_half_away(zero_point), INT8_MIN, INT8_MAX))
     return scale, zero_point

@@ -48,6 +48,9 @@ def test_calibrate_and_clamping():
     assert choose_activation_params(2.0, 5.0) == (5 / 255, -128)   # widened to contain 0
     assert choose_activation_params(-3.0, -1.0) == (3 / 255, 127)
     assert choose_activation_params(0.0, 0.0) == (1.0, -128)
+    # Found by hypothesis: a denormal-wide range used to underflow the scale to 0.0.
+    assert choose_activation_params(0.0, 5e-324) == (1.0, -128)
+    assert choose_activation_params(-1e-310, 0.0) == (1.0, -128)
     np.testing.assert_array_equal(quantize([1e9, -1e9], 1.0, 0), [127, -128])
 
 
