@@ -62,6 +62,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.credit import credit_counter
+from hw.pipeline import delayed
 
 from .popcount import PopcountTree, popcount_latency
 
@@ -281,16 +282,9 @@ class BinaryEngine(wiring.Component):
             issued.neuron_fold.eq(neuron_fold),
         ]
 
-        def delayed(value, cycles, name):
-            for stage in range(cycles):
-                register = Signal(tag_layout, name=f"{name}_{stage}")
-                m.d.sync += register.eq(value)
-                value = register
-            return value
-
         # Stage 1: activation word; stage 2: weight row, XOR and padding mask ----------------------
 
-        activation_tag = delayed(issued, 1, "activation_tag")
+        activation_tag = delayed(m, issued, 1, name="activation_tag", shape=tag_layout)
         stream_word = Signal(width, reset_less=True)
         activation_word = Signal(width, reset_less=True)
         weight_read_address = Signal.like(weight_address, reset_less=True)
@@ -303,8 +297,9 @@ class BinaryEngine(wiring.Component):
         ]
         m.d.comb += weight_read.addr.eq(weight_read_address)
 
-        mismatch_tag = delayed(activation_tag, 2, "mismatch_tag")
-        count_tag = delayed(mismatch_tag, self.popcount_latency, "count_tag")
+        mismatch_tag = delayed(m, activation_tag, 2, name="mismatch_tag", shape=tag_layout)
+        count_tag = delayed(m, mismatch_tag, self.popcount_latency, name="count_tag",
+                            shape=tag_layout)
 
         total_tag = Signal(tag_layout)
         result_tag = Signal(tag_layout)

@@ -74,21 +74,13 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.pipeline import delayed
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
                             check_choice)
 
 __all__ = ["SystolicArray", "MAX_SIDE"]
 
 MAX_SIDE = 32
-
-
-def _delayed(m, value, cycles, *, shape, name, reset_less):
-    """`value` after `cycles` registers."""
-    for stage in range(cycles):
-        register = Signal(shape, name=f"{name}_d{stage + 1}", reset_less=reset_less)
-        m.d.sync += register.eq(value)
-        value = register
-    return value
 
 
 class SystolicArray(wiring.Component):
@@ -173,25 +165,25 @@ class SystolicArray(wiring.Component):
             launch_a, reservation = self._elaborate_weight_stationary_input(m, pes, launch,
                                                                             reserved)
             column_values = [pes[rows - 1][j].psum_out for j in range(cols)]
-            out_control = _delayed(m, pes[rows - 1][cols - 1].control, ProcessingElement.LATENCY,
-                                   shape=TileControl, name="out_control", reset_less=False)
+            out_control = delayed(m, pes[rows - 1][cols - 1].control, ProcessingElement.LATENCY,
+                                  shape=TileControl, name="out_control", reset_less=False)
         m.d.sync += reserved.eq(reserved + reservation - popped)
 
         # Skew: row i starts i cycles late, then hops one PE per cycle to the right.
         for i in range(rows):
             m.d.comb += [
-                pes[i][0].a.eq(_delayed(m, launch_a[i], i, shape=OPERAND_SHAPE,
-                                        name=f"a_skew_{i}", reset_less=True)),
-                pes[i][0].control.eq(_delayed(m, launch, i, shape=TileControl,
-                                              name=f"control_skew_{i}", reset_less=False)),
+                pes[i][0].a.eq(delayed(m, launch_a[i], i, shape=OPERAND_SHAPE,
+                                       name=f"a_skew_{i}", reset_less=True)),
+                pes[i][0].control.eq(delayed(m, launch, i, shape=TileControl,
+                                             name=f"control_skew_{i}", reset_less=False)),
             ]
             for j in range(1, cols):
                 m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out),
                              pes[i][j].control.eq(pes[i][j - 1].control_out)]
 
         # De-skew: column j leaves C-1-j cycles after column C-1 would, so the row lines up.
-        aligned = [_delayed(m, column_values[j], cols - 1 - j, shape=ACCUMULATOR_SHAPE,
-                            name=f"deskew_{j}", reset_less=True) for j in range(cols)]
+        aligned = [delayed(m, column_values[j], cols - 1 - j, shape=ACCUMULATOR_SHAPE,
+                           name=f"deskew_{j}", reset_less=True) for j in range(cols)]
         m.d.comb += [
             fifo.w_data.eq(Cat(*aligned, out_control.last)),
             fifo.w_en.eq(out_control.valid),
@@ -227,8 +219,8 @@ class SystolicArray(wiring.Component):
         m.d.comb += [launch.valid.eq(advance), launch.first.eq(starting_tile),
                      launch.last.eq(staged.last)]
         for j in range(cols):
-            m.d.comb += pes[0][j].w.eq(_delayed(m, staged.w[j], j, shape=OPERAND_SHAPE,
-                                                name=f"w_skew_{j}", reset_less=True))
+            m.d.comb += pes[0][j].w.eq(delayed(m, staged.w[j], j, shape=OPERAND_SHAPE,
+                                               name=f"w_skew_{j}", reset_less=True))
             for i in range(1, rows):
                 m.d.comb += pes[i][j].w.eq(pes[i - 1][j].w_out)
         return staged.a, Mux(advance & staged.last, rows, 0)
