@@ -389,10 +389,13 @@ def test_window_checks(args, message):
         Window(*args)
 
 
-# The decoder with two targets of its own: three registers (the first writable) in a window
-# aligned to its address bits, and a read-only memory of 64-bit rows in a window that is not.
+# The decoder with three targets of its own: three registers (the first writable) in a window
+# aligned to its address bits, a read-only memory of 64-bit rows in a window that is not (served
+# from a plain RAM read port), and another such memory in an aligned window, served from a read
+# port with address and data registers (row latency 3).
 REGISTERS_FIRST, REGISTER_VALUES = 0x40, [None, 0x2222_2222, 0x3333_3333]
 MEMORY_FIRST, MEMORY_ROWS = 0x81, [0x1111_0000_AAAA_0000 + row for row in range(3)]
+PORTED_FIRST, PORTED_ROWS = 0x88, [0x5555_0000_CCCC_0000 + row for row in range(2)]
 
 
 class DecoderBench(wiring.Component):
@@ -403,6 +406,8 @@ class DecoderBench(wiring.Component):
             Window("registers", 4 * REGISTERS_FIRST, 4 * len(REGISTER_VALUES),
                    WindowKind.REGISTERS, True),
             Window("memory", 4 * MEMORY_FIRST, 4 * (2 * len(MEMORY_ROWS) - 1), WindowKind.MEMORY,
+                   False),
+            Window("ported", 4 * PORTED_FIRST, 4 * 2 * len(PORTED_ROWS), WindowKind.MEMORY,
                    False),
         ])
         super().__init__()
@@ -422,12 +427,20 @@ class DecoderBench(wiring.Component):
         memory = decoder.memory
         m.d.comb += [read_port.addr.eq(memory.address[1:]), read_port.en.eq(memory.read)]
         memory_read_data(m, memory, row=read_port.data, word=memory.address[0])
+        m.submodules.ported_rows = ported_rows = Memory(shape=64, depth=len(PORTED_ROWS),
+                                                        init=PORTED_ROWS)
+        ported_port = ported_rows.read_port()
+        ported = decoder.ported
+        ported_address, ported_data = Signal(1), Signal(64)
+        m.d.sync += [ported_address.eq(ported.address[1:]), ported_data.eq(ported_port.data)]
+        m.d.comb += [ported_port.addr.eq(ported_address), ported_port.en.eq(1)]
+        memory_read_data(m, ported, row=ported_data, word=ported.address[0], row_latency=3)
         return m
 
 
 @settings(max_examples=10, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["read", "write", "idle"]),
-                          st.integers(REGISTERS_FIRST - 2, MEMORY_FIRST + 2 * len(MEMORY_ROWS)),
+                          st.integers(REGISTERS_FIRST - 2, PORTED_FIRST + 2 * len(PORTED_ROWS)),
                           st.integers(0, 2**32 - 1)), min_size=1, max_size=40))
 def test_decoder_timing_and_order(accesses):
     """Back-to-back accesses: each read's data exactly INITIATOR_READ_LATENCY cycles later, as
@@ -442,15 +455,18 @@ def test_decoder_timing_and_order(accesses):
             return writable
         if REGISTERS_FIRST < address < REGISTERS_FIRST + len(REGISTER_VALUES):
             return REGISTER_VALUES[address - REGISTERS_FIRST]
-        offset = address - MEMORY_FIRST
-        if 0 <= offset < 2 * len(MEMORY_ROWS) - 1:
-            return MEMORY_ROWS[offset // 2] >> (32 * (offset % 2)) & 0xFFFF_FFFF
+        for first, rows, words in ((MEMORY_FIRST, MEMORY_ROWS, 2 * len(MEMORY_ROWS) - 1),
+                                   (PORTED_FIRST, PORTED_ROWS, 2 * len(PORTED_ROWS))):
+            offset = address - first
+            if 0 <= offset < words:
+                return rows[offset // 2] >> (32 * (offset % 2)) & 0xFFFF_FFFF
         return 0
 
     async def testbench(ctx):
         nonlocal writable
         expected = {}
-        for cycle, (kind, address, data) in enumerate([*accesses, *[("idle", 0, 0)] * 3]):
+        padded = [*accesses, *[("idle", 0, 0)] * INITIATOR_READ_LATENCY]
+        for cycle, (kind, address, data) in enumerate(padded):
             ctx.set(dut.bus.address, address)
             ctx.set(dut.bus.read, kind == "read")
             ctx.set(dut.bus.write, kind == "write")
@@ -469,3 +485,39 @@ def test_decoder_timing_and_order(accesses):
     sim.run()
     assert [got for got, _ in checked] == [want for _, want in checked]
     assert len(checked) == sum(kind == "read" for kind, _, _ in accesses)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("row_latency", [0, 2, 4])
+def test_memory_read_data_row_latency_checks(row_latency):
+    bus = Bus(address_width=4).flip().create()
+    with pytest.raises(ValueError, match=f"row_latency must be 1 .* or 3 .*not {row_latency}"):
+        memory_read_data(Module(), bus, row=Signal(64), word=bus.address[0],
+                         row_latency=row_latency)
+
+
+def test_read_reply_data_bytes_are_back_to_back():
+    """With `tx` always ready, a bulk read's data bytes leave in consecutive cycles, the first
+    INITIATOR_READ_LATENCY + 3 cycles after the reply header's last byte (module docstring)."""
+    dut = SoCCore(config=CONFIG, max_payload=MAX_PAYLOAD, frame_timeout=FRAME_TIMEOUT)
+    request = Request(7, Opcode.BULK_READ, SCRATCHPAD_BASE, MAX_PAYLOAD)
+    reply_bytes = 6 + MAX_PAYLOAD + 2       # sync, seq, status, length; data; CRC
+    cycles, received = [], bytearray()
+
+    async def host(ctx):
+        await send(ctx, dut.rx, list(request.encode()))
+        ctx.set(dut.tx.ready, 1)
+        for cycle in range(QUIET_CYCLES):
+            _, _, valid, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.payload)
+            if valid:
+                cycles.append(cycle)
+                received.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.run()
+    assert parse_replies(bytes(received)) == [Model().reply(request)]
+    data = cycles[6:6 + MAX_PAYLOAD]
+    assert data[0] - cycles[5] == INITIATOR_READ_LATENCY + 3
+    assert data == list(range(data[0], data[0] + MAX_PAYLOAD))

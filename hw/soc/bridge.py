@@ -12,30 +12,33 @@ exposes it in its registers). Writes are fire-and-forget; accesses take effect i
 
 Target side (every window port)::
 
-    clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+    clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
     address     < A0 >< A1 >
-    read        /‾‾‾‾‾‾‾‾‾‾\\_________
-    read_data               < D0 >< D1 >   TARGET_READ_LATENCY = 2 cycles after the read
+    read        /‾‾‾‾‾‾‾‾‾‾\\_______________
+    read_data                     < D0 >< D1 >   TARGET_READ_LATENCY = 3 cycles after the read
     write       (write_data is taken in the cycle write is high)
 
-  Two cycles let every target register what it reads before muxing it: a block-RAM window
-  registers the RAM's read data (clock-to-out ~5.6 ns on ECP5) before its lane/half mux
-  (`memory_read_data`), a register window registers the address, then the selected value
-  (`register_read_data`).
+  ``read_data`` comes from flip-flops through at most a word mux, never from a RAM or deeper
+  logic: a window registers the RAM's read data (clock-to-out ~5.6 ns on ECP5) before its word
+  mux and registers the selected word (`memory_read_data`; a read port that already ends in a
+  data register only gets the word mux), a register window registers the address, then the
+  selected value, then delays it once more (`register_read_data`).
 
 Initiator side (the decoder's ``bus``)::
 
     address, write_data ----------reg--> target.address, write_data
-    read, write --> window decode --reg--> target.read, write --(2 cycles)--> read_data AND-OR
-    read_data valid INITIATOR_READ_LATENCY = 3 cycles after the read; a write reaches its
+    read, write --> window decode --reg--> target.read, write
+                                   target.read_data --(3 cycles)--> AND-OR --reg--> read_data
+    read_data valid INITIATOR_READ_LATENCY = 5 cycles after the read; a write reaches its
     target one cycle after the initiator drives it.
 
-The decoder registers the initiator's request, so no initiator logic reaches a target
-combinationally: the strobes are registered per window, already decoded (the decode -- an
-equality on the address bits above an aligned window -- is in the initiator's cycle, so a
-target's strobes are flip-flops). ``read_data`` is selected by the window of the read, kept
-for TARGET_READ_LATENCY cycles; that AND-OR is the only logic after the targets' read-data
-registers.
+The decoder registers the initiator's request and the read data, so no initiator logic reaches
+a target and no target logic reaches the initiator in one cycle: the strobes are registered per
+window, already decoded (the decode -- an equality on the address bits above an aligned window
+-- is in the initiator's cycle, so a target's strobes are flip-flops), and ``read_data`` is the
+register of the AND-OR of the targets' read data, each gated by its window's read strobe
+delayed TARGET_READ_LATENCY cycles. That AND-OR, with the long nets from every target to it,
+gets a cycle of its own.
 """
 
 import dataclasses
@@ -50,8 +53,9 @@ __all__ = ["Bus", "WindowKind", "Window", "MemoryMap", "BusDecoder", "register_r
            "memory_read_data", "ADDRESS_WIDTH", "TARGET_READ_LATENCY", "INITIATOR_READ_LATENCY"]
 
 ADDRESS_WIDTH = 32 - 2      # word addresses of the 32-bit byte address space
-TARGET_READ_LATENCY = 2     # a window port's read_data, in cycles after its read
-INITIATOR_READ_LATENCY = 1 + TARGET_READ_LATENCY    # + the decoder's request register
+TARGET_READ_LATENCY = 3     # a window port's read_data, in cycles after its read
+# + the decoder's request register and its read-data register
+INITIATOR_READ_LATENCY = 1 + TARGET_READ_LATENCY + 1
 
 
 class Bus(wiring.Signature):
@@ -169,8 +173,8 @@ class BusDecoder(wiring.Component):
     """Routes the initiator's `bus` to one port per window (named after it), relative addresses.
 
     Latency: the request is registered (decoded: a read and a write strobe per window), so a
-    target sees an access one cycle after the initiator drives it and the initiator sees read
-    data `INITIATOR_READ_LATENCY` cycles after its read.
+    target sees an access one cycle after the initiator drives it; the selected read data is
+    registered again, so the initiator sees it `INITIATOR_READ_LATENCY` cycles after its read.
     An address outside every window selects nothing: writes are dropped, reads return 0."""
 
     def __init__(self, *, memory_map):
@@ -209,7 +213,7 @@ class BusDecoder(wiring.Component):
         while len(terms) > 1:
             terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
                      for i in range(0, len(terms), 2)]
-        m.d.comb += self.bus.read_data.eq(terms[0])
+        m.d.sync += self.bus.read_data.eq(terms[0])
         return m
 
 
@@ -237,32 +241,48 @@ def _offset(address, window):
 def register_read_data(m, bus, values):
     """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
     `values` maps word addresses to values (any other address reads 0). The address is
-    registered with the read and the selected value in the next cycle, so ``read_data`` is a
-    register valid `TARGET_READ_LATENCY` cycles after the read."""
+    registered with the read, the value it selects is registered in the next cycle (so a live
+    value is sampled the cycle after the read) and copied to ``read_data`` in the one after:
+    a register valid `TARGET_READ_LATENCY` cycles after the read."""
     address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
-    m.d.sync += address.eq(bus.address)
+    selected = Signal(32, name=f"{bus.read_data.name}_selected")
+    m.d.sync += [address.eq(bus.address), bus.read_data.eq(selected)]
     with m.Switch(address):
         for index, value in values.items():
             with m.Case(index):
-                m.d.sync += bus.read_data.eq(value)
+                m.d.sync += selected.eq(value)
         with m.Default():
-            m.d.sync += bus.read_data.eq(0)
+            m.d.sync += selected.eq(0)
 
 
-def memory_read_data(m, bus, *, row, word):
+def memory_read_data(m, bus, *, row, word, row_latency=1):
     """Serve reads of a memory window on target port `bus`: the window drives its memory's read
-    port from the read (cycle t); `row` is that port's read data (valid at t+1, at most a 2:1
-    mux of ports after the RAM), `word` the index of the addressed 32-bit word of the row (at
-    t). The row is registered as it comes out of the RAM and its word selected from the
-    register, so ``read_data`` is valid `TARGET_READ_LATENCY` cycles after the read; a word
-    index past the row reads 0."""
-    registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
-    m.d.sync += registered_row.eq(row)
-    for stage in range(TARGET_READ_LATENCY):
+    port from the read (cycle t); `row` is that port's read data, valid at t + `row_latency`;
+    `word` is the index of the addressed 32-bit word of the row (at t). ``read_data`` is valid
+    `TARGET_READ_LATENCY` cycles after the read, from flip-flops through at most the word mux;
+    a word index past the row reads 0.
+
+    `row_latency` 1 -- `row` comes from a RAM (at most a 2:1 mux of ports after it): it is
+    registered as it comes out (t+2), and the word selected from that register is registered
+    into ``read_data`` (t+3).
+    `row_latency` 3 (`TARGET_READ_LATENCY`) -- `row` already comes from the port's data
+    registers (at most a 2:1 mux after them): ``read_data`` is the word selected from it."""
+    if row_latency not in (1, TARGET_READ_LATENCY):
+        raise ValueError(f"row_latency must be 1 (a RAM read port) or {TARGET_READ_LATENCY} "
+                         f"(a port with address and data registers), not {row_latency!r}")
+    selected = Signal(32, name=f"{bus.read_data.name}_selected")
+    if row_latency == 1:
+        registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
+        m.d.sync += [registered_row.eq(row), bus.read_data.eq(selected)]
+        row, select_cycle = registered_row, TARGET_READ_LATENCY - 1
+    else:
+        m.d.comb += bus.read_data.eq(selected)
+        select_cycle = TARGET_READ_LATENCY
+    for stage in range(select_cycle):
         delayed = Signal.like(word, name=f"{bus.read_data.name}_word_{stage + 1}")
         m.d.sync += delayed.eq(word)
         word = delayed
     with m.Switch(word):
         for index in range(-(-len(row) // 32)):
             with m.Case(index):
-                m.d.comb += bus.read_data.eq(registered_row[32 * index:32 * index + 32])
+                m.d.comb += selected.eq(row[32 * index:32 * index + 32])

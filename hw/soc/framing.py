@@ -17,9 +17,10 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
   corrupted or truncated write -- register or bulk -- changes nothing. The copy runs at one word
   per cycle (``length / 4 + 1`` cycles), far faster than the line delivers the payload, and the
   host waits for the reply anyway (stop-and-wait), so no second buffer is needed.
-* Reads stream from the bus at line rate: the next word is fetched while the current one is
-  being sent (a read's data arrives `bridge.INITIATOR_READ_LATENCY` cycles after it), so ``tx``
-  sees a continuous stream of data bytes. Writes are fire-and-forget (one per cycle).
+* Reads stream from the bus at line rate: the next words are fetched while the current one is
+  being sent (a read's data arrives `bridge.INITIATOR_READ_LATENCY` cycles after it, so
+  `PREFETCH_WORDS` are read ahead), so ``tx`` sees a continuous stream of data bytes even when
+  it takes one per cycle. Writes are fire-and-forget (one per cycle).
 * Errors: a bad header CRC or an unknown opcode is answered at once; a write with a bad address
   or length (but a length the staging buffer can hold) is still received to its end so that its
   payload is not mistaken for new frames, then answered. A frame during which the line stays
@@ -31,12 +32,13 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
 
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
 ``length / 4 + 3`` cycles after the payload CRC for writes; a read reply's first data byte
-leaves ``INITIATOR_READ_LATENCY + 3`` (6) cycles after the last byte of its header.
+leaves ``INITIATOR_READ_LATENCY + 3`` (8) cycles after the last byte of its header.
 Throughput: the line rate in both directions, plus the staging copy per write.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +51,10 @@ __all__ = ["FrameEngine", "crc16_next"]
 
 HEADER_BYTES = RequestHeader.as_shape().size // 8
 REPLY_HEADER_BYTES = len(REPLY_SYNC) + REPLY_HEADER.size
+# Words a read reply fetches ahead: a read issued the cycle after a word moves on to be sent is
+# sendable INITIATOR_READ_LATENCY + 2 cycles after that word moved on, and the words ahead of it
+# take WORD_BYTES cycles each to send at full rate.
+PREFETCH_WORDS = -(-(INITIATOR_READ_LATENCY + 2) // WORD_BYTES)
 
 
 def crc16_next(crc, byte):
@@ -315,17 +321,20 @@ class FrameEngine(wiring.Component):
         return m
 
     def _send_data(self, m, last_byte, words, bus_word, fetched, sent, word_shift, tx_crc):
-        """Stream `words` bus words out on `tx`, fetching each word while the previous is sent.
+        """Stream `words` bus words out on `tx`, fetching words ahead while earlier ones are sent.
 
-        One read in flight at a time, into a one-word buffer (`next_word`). A read is issued as
-        soon as the buffer is free -- in the cycle its word moves on into `word_shift` -- so it
-        is back `INITIATOR_READ_LATENCY` + 1 = 4 cycles later, as the 4 bytes of the word in
-        `word_shift` are sent: the data bytes leave in a continuous stream."""
+        Reads land in a small FIFO (`PREFETCH_WORDS` deep) and move on into `word_shift` as its
+        last byte is sent. A read is issued whenever fewer than `PREFETCH_WORDS` words are in
+        flight or waiting (counted in a register, so a word that moves on frees its slot for a
+        read in the next cycle). Such a read's word is in the FIFO, ready to move on,
+        `INITIATOR_READ_LATENCY` + 2 cycles after the word that freed the slot moved on: within
+        the `PREFETCH_WORDS` * 4 cycles the words ahead of it take to send, so the data bytes
+        leave in a continuous stream."""
         tx, bus = self.tx, self.bus
         word_valid = Signal()       # word_shift holds bytes still to send
-        in_flight = Signal(INITIATOR_READ_LATENCY)     # one bit per cycle since the read
-        next_word = Signal(32)
-        next_ready = Signal()
+        in_flight = Signal(INITIATOR_READ_LATENCY)     # one bit per cycle since each read
+        pending = Signal(range(PREFETCH_WORDS + 1))     # words read, not yet in word_shift
+        m.submodules.prefetch = prefetch = SyncFIFO(width=32, depth=PREFETCH_WORDS)
 
         m.d.comb += [tx.valid.eq(word_valid), tx.payload.eq(word_shift[:8])]
         sent_last_of_word = Signal()
@@ -338,13 +347,15 @@ class FrameEngine(wiring.Component):
             with m.If(sent == last_byte):
                 m.next = "SEND_CRC"
         move_on = Signal()
-        m.d.comb += move_on.eq(next_ready & (~word_valid | sent_last_of_word))
+        m.d.comb += [move_on.eq(prefetch.r_rdy & (~word_valid | sent_last_of_word)),
+                     prefetch.r_en.eq(move_on),
+                     prefetch.w_data.eq(bus.read_data),
+                     prefetch.w_en.eq(in_flight[-1])]
         with m.If(move_on):
-            m.d.sync += [word_shift.eq(next_word), word_valid.eq(1), next_ready.eq(0)]
-        with m.If(in_flight[-1]):
-            m.d.sync += [next_word.eq(bus.read_data), next_ready.eq(1)]
-        fetch = (~next_ready | move_on) & ~in_flight.any() & (fetched != words)
-        m.d.sync += in_flight.eq(Cat(fetch, in_flight[:-1]))
+            m.d.sync += [word_shift.eq(prefetch.r_data), word_valid.eq(1)]
+        fetch = (pending != PREFETCH_WORDS) & (fetched != words)
+        m.d.sync += [in_flight.eq(Cat(fetch, in_flight[:-1])),
+                     pending.eq(pending + fetch - move_on)]
         with m.If(fetch):
             m.d.comb += bus.read.eq(1)
             m.d.sync += [fetched.eq(fetched + 1), bus_word.eq(bus_word + 1)]

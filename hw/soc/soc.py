@@ -23,14 +23,14 @@ still elaborates: its core has no compute unit and answers GEMM/CONV with an UNS
 transport use it directly); `SoC` adds the UART PHY and has the serial pins as ports for the board
 top. Latency and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus
 the UART PHY's (about 9.5 bit times from a start bit to the received byte); every window
-follows the target contract of `hw.soc.bridge` (no wait states, read data 2 cycles after the
-read) and the decoder registers the frame engine's requests.
+follows the target contract of `hw.soc.bridge` (no wait states, read data 3 cycles after the
+read) and the decoder registers the frame engine's requests and the read data.
 
 `BusSoC` is the same decoder, CSRs and core with the word bus as its port instead of the frame
 engine -- what a memory-mapped host interface (a PCIe BAR) would drive. It has no frames, so it
 does not check accesses: one outside every window is dropped (reads 0), as `BusDecoder` does, and
 the initiator checks `memory_map` itself. Bus timing is the initiator side of `hw.soc.bridge`:
-one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (3) cycles after the read,
+one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (5) cycles after the read,
 writes fire-and-forget; the link counters stay 0.
 """
 
