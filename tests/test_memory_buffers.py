@@ -33,27 +33,33 @@ def test_scratchpad_matches_model(row_bytes, depth_log2, banks_log2, seed):
     contents = {}                      # global address -> row, the model
     checked = []
 
+    latency = Scratchpad.READ_LATENCY
+
     async def testbench(ctx):
+        issued = [[] for _ in range(banks)]    # per bank: (cycle, expected row) of enabled reads
         held = [None] * banks          # what each read port's data must show (it holds when en=0)
-        for _ in range(60):
+        for cycle in range(60):
             write = rng.random() < 0.6
             addr = rng.randrange(depth)
             row = _random_row(rng, row_bytes, 8)
             ctx.set(dut.write.en, write)
             ctx.set(dut.write.addr, addr)
             ctx.set(dut.write.data, row)
+            if write:
+                contents[addr] = row   # a read issued in this cycle sees this cycle's write
             for bank in range(banks):
                 enable = rng.random() < 0.7
                 local = rng.randrange(bank_depth)
                 ctx.set(dut.read[bank].en, enable)
                 ctx.set(dut.read[bank].addr, local)
                 if enable:
-                    # Not transparent: a read sees the contents before this cycle's write.
-                    held[bank] = contents.get(bank * bank_depth + local, [0] * row_bytes)
+                    issued[bank].append((cycle, contents.get(bank * bank_depth + local,
+                                                             [0] * row_bytes)))
             await ctx.tick()
-            if write:
-                contents[addr] = row
+            # Now in cycle + 1: the data shows the last read issued `latency` cycles ago or before.
             for bank in range(banks):
+                while issued[bank] and issued[bank][0][0] <= cycle + 1 - latency:
+                    held[bank] = issued[bank].pop(0)[1]
                 if held[bank] is not None:
                     checked.append((list(ctx.get(dut.read[bank].data)), held[bank]))
 
@@ -70,9 +76,11 @@ def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probabilit
 
     Returns (drain observations [(got, expected)], final contents read back through `drain`) and
     the model's final contents. Model timing: a request accepted in cycle t is written at the end
-    of cycle t+2, so a drain read issued in cycle d sees requests accepted up to cycle d-3.
+    of cycle t+2, so a drain read issued in cycle d sees requests accepted up to cycle d-2; its
+    data shows DRAIN_LATENCY cycles later.
     """
     dut = AccumulatorMemory(cols=cols, depth=depth)
+    latency = AccumulatorMemory.DRAIN_LATENCY
     rng = random.Random(seed)
     model = [[0] * cols for _ in range(depth)]
     accepted = []                       # (cycle, request)
@@ -90,35 +98,43 @@ def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probabilit
     async def testbench(ctx):
         cycle = 0
         index = 0
-        while index < len(requests):
-            offer = rng.random() >= gap_probability
-            drain = rng.random() < drain_probability
+        drains = []                     # (cycle issued, address)
+        while index < len(requests) or drains:
+            offer = index < len(requests) and rng.random() >= gap_probability
+            drain = index < len(requests) and rng.random() < drain_probability
             drain_addr = rng.randrange(depth)
-            addr, row, accumulate = requests[index]
+            if offer:
+                addr, row, accumulate = requests[index]
+                ctx.set(dut.write.payload, {"addr": addr, "data": row, "accumulate": accumulate})
             ctx.set(dut.write.valid, offer)
-            ctx.set(dut.write.payload, {"addr": addr, "data": row, "accumulate": accumulate})
             ctx.set(dut.drain.en, drain)
             ctx.set(dut.drain.addr, drain_addr)
+            if drain:
+                drains.append((cycle, drain_addr))
             _, _, ready = await ctx.tick().sample(dut.write.ready)
             if offer and ready:
                 accepted.append((cycle, requests[index]))
                 index += 1
-            if drain:
-                observations.append((list(ctx.get(dut.drain.data)),
-                                     model_after(cycle - 3)[drain_addr]))
             cycle += 1
+            if drains and drains[0][0] == cycle - latency:
+                issued, drained = drains.pop(0)
+                observations.append((list(ctx.get(dut.drain.data)),
+                                     model_after(issued - 2)[drained]))
         ctx.set(dut.write.valid, 0)
         ctx.set(dut.drain.en, 0)
-        # The last request was accepted in the cycle before; `idle` rises 3 cycles after that.
-        for _ in range(2):
+        # `idle` rises 3 cycles after the last accept.
+        last_accept = accepted[-1][0]
+        while cycle < last_accept + 3:
             assert not ctx.get(dut.idle)
             await ctx.tick()
+            cycle += 1
         assert ctx.get(dut.idle)
-        for addr in range(depth):
-            ctx.set(dut.drain.en, 1)
-            ctx.set(dut.drain.addr, addr)
+        for addr in range(depth + latency - 1):
+            ctx.set(dut.drain.en, addr < depth)
+            ctx.set(dut.drain.addr, addr % depth)
             await ctx.tick()
-            final.append(list(ctx.get(dut.drain.data)))
+            if addr >= latency - 1:
+                final.append(list(ctx.get(dut.drain.data)))
         ctx.set(dut.drain.en, 0)
 
     run(dut, testbench, name="accumulator")

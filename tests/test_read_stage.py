@@ -10,16 +10,18 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.core.read_stage import ReadStage
+from hw.pipeline import delayed
 from sim.harness import receive, run, send
 
 CONTENTS = [(address * 37 + 11) % 256 for address in range(32)]
 
 
 class _Bench(wiring.Component):
-    """A ReadStage on a 32 x 8-bit RAM; `steal` blocks the stage for that cycle."""
+    """A ReadStage on a 32 x 8-bit RAM whose address and enable go through `port_latency` - 1
+    registers first (a registered port); `steal` blocks the stage for that cycle."""
 
-    def __init__(self):
-        self.stage = ReadStage(addr_width=5, data_shape=8, tag_shape=6)
+    def __init__(self, port_latency):
+        self.stage = ReadStage(addr_width=5, data_shape=8, tag_shape=6, port_latency=port_latency)
         super().__init__({
             "request": In(stream.Signature(data.StructLayout({"addr": 5, "read": 1, "tag": 6}))),
             "response": Out(stream.Signature(self.stage.response_layout)),
@@ -34,7 +36,8 @@ class _Bench(wiring.Component):
         wiring.connect(m, wiring.flipped(self.request), stage.request)
         wiring.connect(m, stage.response, wiring.flipped(self.response))
         m.d.comb += [
-            read.addr.eq(stage.port_addr), read.en.eq(stage.port_en),
+            read.addr.eq(delayed(m, stage.port_addr, self.stage.port_latency - 1, name="addr")),
+            read.en.eq(delayed(m, stage.port_en, self.stage.port_latency - 1, name="en")),
             stage.port_data.eq(read.data), stage.blocked.eq(self.steal),
             self.idle.eq(stage.idle), self.port_en.eq(stage.port_en),
         ]
@@ -46,9 +49,10 @@ def _requests(rng, count):
             for index in range(count)]
 
 
+@pytest.mark.parametrize("port_latency", [1, 3])
 @pytest.mark.parametrize("gap, stall, steal", [(0.0, 0.0, 0.0), (0.3, 0.3, 0.3), (0.0, 0.6, 0.2)])
-def test_responses_in_order(gap, stall, steal):
-    dut = _Bench()
+def test_responses_in_order(gap, stall, steal, port_latency):
+    dut = _Bench(port_latency)
     rng = random.Random(int(10 * (gap + stall + steal)))
     requests = _requests(rng, 60)
     got = []
@@ -78,9 +82,11 @@ def test_responses_in_order(gap, stall, steal):
             assert int(response.data) == CONTENTS[request["addr"]]
 
 
-def test_latency_throughput_and_idle():
-    """Unblocked with a ready consumer: a response 3 cycles after each accept, one per cycle."""
-    dut = _Bench()
+@pytest.mark.parametrize("port_latency", [1, 3])
+def test_latency_throughput_and_idle(port_latency):
+    """Unblocked with a ready consumer: a response port_latency + 2 cycles after each accept, one
+    per cycle (the default depth keeps every cycle's request promised an entry)."""
+    dut = _Bench(port_latency)
     requests = _requests(random.Random(7), 12)
     accepted, delivered, idle = [], [], []      # idle: per cycle, sampled before its edge
 
@@ -88,7 +94,7 @@ def test_latency_throughput_and_idle():
         ctx.set(dut.response.ready, 1)
         ctx.set(dut.request.valid, 1)
         pending = list(requests)
-        for cycle in range(len(requests) + 6):
+        for cycle in range(len(requests) + port_latency + 5):
             if pending:
                 ctx.set(dut.request.payload, pending[0])
             else:
@@ -104,7 +110,17 @@ def test_latency_throughput_and_idle():
 
     run(dut, bench, name="read_stage_latency")
     assert accepted == list(range(len(requests)))
-    assert delivered == [cycle + 3 for cycle in accepted]
+    assert delivered == [cycle + port_latency + 2 for cycle in accepted]
     # Busy from the cycle after the first accept until the last response has left.
     last = delivered[-1]
     assert idle == [1] + [0] * last + [1] * (len(idle) - last - 1)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(port_latency=0), "port_latency must be an integer >= 1, not 0"),
+    (dict(port_latency=True), "port_latency must be an integer >= 1, not True"),
+    (dict(port_latency=1, depth=2), "depth must be an integer >= 3, not 2"),
+])
+def test_bad_parameters(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        ReadStage(addr_width=5, data_shape=8, tag_shape=6, **kwargs)

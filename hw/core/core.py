@@ -55,8 +55,10 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 (two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
 ``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
 Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
-(2) cycles after the read, memory read data registered before its lane/half/word mux; a write
-takes effect at once (a scratchpad row or binary weight beat is stored with its last word).
+cycles after the read. Scratchpad and accumulator rows come from their registered read ports
+(3 cycles, then the bank/half and word muxes); other memory read data is registered before its
+lane/word mux. A write takes effect at once, except that a binary weight beat is stored with its
+last word and a scratchpad row the cycle after its last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the validation result + decide, plus waiting for its unit: the products of the
@@ -78,6 +80,7 @@ from amaranth.lib.wiring import In
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
+from hw.pipeline import delayed
 from hw.soc.bridge import Bus, Window, WindowKind, memory_read_data, register_read_data
 
 from hw.memory.im2col import conv_command_layout
@@ -301,8 +304,8 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.comb += [scratchpad.read[1].addr.eq(address[:bank_bits]),
                              scratchpad.read[1].en.eq(1)]
         for client in activation_clients:
-            read_bank = Signal(name=f"{client.__class__.__name__.lower()}_read_bank")
-            m.d.sync += read_bank.eq(client.sp_addr[bank_bits])
+            read_bank = delayed(m, client.sp_addr[bank_bits], Scratchpad.READ_LATENCY,
+                                name=f"{client.__class__.__name__.lower()}_read_bank")
             m.d.comb += [
                 client.sp_data.eq(Mux(read_bank, scratchpad.read[1].data,
                                       scratchpad.read[0].data)),
@@ -310,8 +313,8 @@ class Core(CoreGeometry, wiring.Component):
             ]
         if compute is not None:
             weight_bank = compute.weight_addr[bank_bits]
-            weight_read_bank = Signal()
-            m.d.sync += weight_read_bank.eq(weight_bank)
+            weight_read_bank = delayed(m, weight_bank, Scratchpad.READ_LATENCY,
+                                       name="weight_read_bank")
             m.d.comb += [
                 compute.weight_data.eq(Mux(weight_read_bank, scratchpad.read[1].data,
                                            scratchpad.read[0].data)),
@@ -330,8 +333,8 @@ class Core(CoreGeometry, wiring.Component):
                          scratchpad.write.en.eq(store.sp_en)]
         # Accumulator drain ports: the host, else the store unit.
         store_half = store.drain_addr[half_bits]
-        store_read_half = Signal()
-        m.d.sync += store_read_half.eq(store_half)
+        store_read_half = delayed(m, store_half, AccumulatorMemory.DRAIN_LATENCY,
+                                  name="store_read_half")
         m.d.comb += store.drain_blocked.eq(host_acc_read & (host_acc_half == store_half))
         for index, half in enumerate(halves):
             with m.If(~(host_acc_read & (host_acc_half == index)) & (store_half == index)):
@@ -358,30 +361,34 @@ class Core(CoreGeometry, wiring.Component):
         word = bus.address[:word_bits]
         row = bus.address[word_bits:]
         staged = [Signal(32, name=f"scratchpad_staged_{index}") for index in range(words_per_row)]
+        # The row is committed the cycle after its last word arrives, from registers only, so
+        # the store unit's `sp_blocked` is a flip-flop (timing: it steers the requantizer's
+        # ready chain).
         commit = Signal()
+        commit_row = Signal.like(row, name="scratchpad_commit_row")
         with m.If(bus.write):
             with m.Switch(word):
                 for index in range(words_per_row):
                     with m.Case(index):
                         m.d.sync += staged[index].eq(bus.write_data)
-        m.d.comb += commit.eq(bus.write & (word == words_per_row - 1))
+        m.d.sync += [commit.eq(bus.write & (word == words_per_row - 1)), commit_row.eq(row)]
         with m.If(commit):
             m.d.comb += [
-                scratchpad.write.addr.eq(row),
-                scratchpad.write.data.eq(Cat(*staged[:-1], bus.write_data)[:8 * self.row_bytes]),
+                scratchpad.write.addr.eq(commit_row),
+                scratchpad.write.data.eq(Cat(*staged)[:8 * self.row_bytes]),
                 scratchpad.write.en.eq(1),
             ]
         bank_bits = scratchpad.bank_addr_width
         bank = row[bank_bits]
-        read_bank = Signal()
-        m.d.sync += read_bank.eq(bank)
+        read_bank = delayed(m, bank, Scratchpad.READ_LATENCY, name="host_read_bank")
         with m.If(bus.read):
             for index in range(2):
                 with m.If(bank == index):
                     m.d.comb += [scratchpad.read[index].addr.eq(row[:bank_bits]),
                                  scratchpad.read[index].en.eq(1)]
-        memory_read_data(m, bus, word=word, row=Mux(read_bank, scratchpad.read[1].data.as_value(),
-                                                    scratchpad.read[0].data.as_value()))
+        memory_read_data(m, bus, word=word, row_latency=Scratchpad.READ_LATENCY,
+                         row=Mux(read_bank, scratchpad.read[1].data.as_value(),
+                                 scratchpad.read[0].data.as_value()))
         return bus.read, bank, commit
 
     def _accumulator_window(self, m, halves, half_bits):
@@ -390,13 +397,13 @@ class Core(CoreGeometry, wiring.Component):
         lane = bus.address[:lane_bits]
         row = bus.address[lane_bits:]
         half_select = row[half_bits]
-        read_half = Signal()
-        m.d.sync += read_half.eq(half_select)
+        read_half = delayed(m, half_select, AccumulatorMemory.DRAIN_LATENCY, name="host_read_half")
         for index, half in enumerate(halves):
             with m.If(bus.read & (half_select == index)):
                 m.d.comb += [half.drain.addr.eq(row[:half_bits]), half.drain.en.eq(1)]
-        memory_read_data(m, bus, word=lane, row=Mux(read_half, halves[1].drain.data.as_value(),
-                                                    halves[0].drain.data.as_value()))
+        memory_read_data(m, bus, word=lane, row_latency=AccumulatorMemory.DRAIN_LATENCY,
+                         row=Mux(read_half, halves[1].drain.data.as_value(),
+                                 halves[0].drain.data.as_value()))
         return bus.read, half_select
 
     def _parameter_window(self, m, write_port):
@@ -657,7 +664,7 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(checked_error != ErrorCode.NONE):
+                with m.If(failed.any()):        # not the prioritized code: fewer LUT levels
                     m.d.comb += [skip.eq(1), new_error.eq(checked_error),
                                  new_error_index.eq(index),
                                  new_error_opcode.eq(opcode)]

@@ -1,23 +1,25 @@
-"""A stallable read of a synchronous RAM port that another client may steal, as a stream.
+"""A stallable read of a fixed-latency RAM port that another client may steal, as a stream.
 
 `ReadStage` turns a stream of read requests (``addr``, ``read``, ``tag``) into a stream of
 responses (``data``, ``tag``). A request with ``read=0`` passes its tag without reading (e.g. a
-padding row). The memory port has one cycle of read latency and is shared: while ``blocked`` is
-high (the host link reads the same port, it has fixed latency and always wins) no request is
-accepted. Responses land in a small FIFO; a request is only accepted while a FIFO entry is
-promised to it, so back-pressure on ``response`` never loses a read. The free entries are a
-registered credit count (`hw.credit`), so ``request.ready`` is ``~blocked`` and one flip-flop,
-and ``port_en`` one LUT of the request's ``valid``/``read`` and those two::
+padding row). The memory port returns ``port_data`` `port_latency` cycles after ``port_en`` (1 for
+a bare block-RAM port, 3 for the core's registered scratchpad and accumulator ports) and is
+shared: while ``blocked`` is high (the host link reads the same port, it has fixed latency and
+always wins) no request is accepted. Responses land in a small FIFO; a request is only accepted
+while a FIFO entry is promised to it, so back-pressure on ``response`` never loses a read. The
+free entries are a registered credit count (`hw.credit`), so ``request.ready`` is ``~blocked``
+and one flip-flop, and ``port_en`` one LUT of the request's ``valid``/``read`` and those two::
 
-    cycle     t                         t+1
+    cycle     t                         t+L (L = port_latency)
     request   accept, port addr/en     -
-    port      -                         data -> FIFO (with the tag registered at t)
-    credits   -                         one fewer (one more the cycle after a response leaves)
+    port      -                         data -> FIFO (with the tag delayed L cycles)
+    credits   -                         (one fewer from t+1; one more the cycle after a
+                                        response leaves)
 
-Latency: a response is valid 3 cycles after its request is accepted (1 read + 2 through
-`SyncFIFOBuffered`). Throughput: one request per cycle while not blocked and ``response`` is ready
-with the default `depth` of 4 (an entry is promised from its accept until the cycle after its
-response leaves: 4 cycles).
+Latency: a response is valid ``port_latency + 2`` cycles after its request is accepted (the port,
+then 2 through `SyncFIFOBuffered`). Throughput: one request per cycle while not blocked and
+``response`` is ready with the default `depth` of ``port_latency + 3`` (an entry is promised from
+its accept until the cycle after its response leaves).
 """
 
 from amaranth.hdl import Module, Signal
@@ -26,19 +28,27 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.credit import credit_counter
+from hw.pipeline import delayed
 
 __all__ = ["ReadStage"]
 
 
 class ReadStage(wiring.Component):
-    """Parameters (keyword-only): addr_width, data_shape, tag_shape (any layout), depth (>= 3).
+    """Parameters (keyword-only): addr_width, data_shape, tag_shape (any layout), port_latency
+    (>= 1), depth (>= 3, default ``port_latency + 3``).
 
     ``idle`` (registered) is high when no read is in flight and the FIFO is empty.
     """
 
-    def __init__(self, *, addr_width, data_shape, tag_shape, depth=4):
+    def __init__(self, *, addr_width, data_shape, tag_shape, port_latency, depth=None):
+        if not isinstance(port_latency, int) or isinstance(port_latency, bool) or port_latency < 1:
+            raise ValueError(f"ReadStage port_latency must be an integer >= 1, "
+                             f"not {port_latency!r}")
+        if depth is None:
+            depth = port_latency + 3
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 3:
             raise ValueError(f"ReadStage depth must be an integer >= 3, not {depth!r}")
+        self.port_latency = port_latency
         self.depth = depth
         self.response_layout = data.StructLayout({"data": data_shape, "tag": tag_shape})
         super().__init__({
@@ -56,8 +66,6 @@ class ReadStage(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.response_layout.size,
                                                     depth=self.depth)
-        in_flight = Signal()
-        tag = Signal.like(self.request.payload.tag)
         accept = Signal()
         has_credit, all_free = credit_counter(
             m, slots=self.depth, take=accept, give=self.response.valid & self.response.ready,
@@ -68,13 +76,15 @@ class ReadStage(wiring.Component):
             self.port_addr.eq(self.request.payload.addr),
             self.port_en.eq(accept & self.request.payload.read),
         ]
-        m.d.sync += [in_flight.eq(accept), tag.eq(self.request.payload.tag)]
+        # The tag is data a valid flag qualifies: its registers need no reset.
+        arrived = delayed(m, accept, self.port_latency, name="in_flight")
+        tag = delayed(m, self.request.payload.tag, self.port_latency, name="tag", reset_less=True)
         response = Signal(self.response_layout)
         m.d.comb += [
             response.data.eq(self.port_data),
             response.tag.eq(tag),
             fifo.w_data.eq(response),
-            fifo.w_en.eq(in_flight),
+            fifo.w_en.eq(arrived),
             self.response.payload.eq(fifo.r_data),
             self.response.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.response.ready),

@@ -19,7 +19,8 @@ ComputeUnit (weight-stationary)::
     about 2R + C (the array's swap window, see `hw.systolic.array`). When both streams hit the
     same bank, activations win and weights wait (correct, slower). The first weight row is
     requested 2 cycles after the generator's set-up products, the first activation row 3
-    (see `hw.memory.im2col`); a row read takes 3 cycles through its `ReadStage`.
+    (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the scratchpad's
+    registered read port, then the response FIFO).
 
 StoreUnit::
 
@@ -54,7 +55,9 @@ from hw.binary.engine import BinaryEngine
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
+from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.im2col import ConvBeatGenerator, conv_command_layout
+from hw.memory.scratchpad import Scratchpad
 from hw.memory.sequential_multiplier import (SequentialMultiplier, multiply_by_constant,
                                              sequence_products)
 from .isa import ADDRESS_BITS
@@ -139,9 +142,11 @@ class ComputeUnit(wiring.Component):
             "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
             "accumulate": 1, "last": 1, "macs": 11})
         m.submodules.reader = reader = ReadStage(
-            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=tag_layout)
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=tag_layout,
+            port_latency=Scratchpad.READ_LATENCY)
         m.submodules.weight_reader = weight_reader = ReadStage(
-            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=0)
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=0,
+            port_latency=Scratchpad.READ_LATENCY)
         result_tag_layout = data.StructLayout({"acc_addr": generator.acc_addr_width,
                                                "accumulate": 1})
         m.submodules.result_tags = result_tags = SyncFIFOBuffered(
@@ -252,7 +257,7 @@ class StoreUnit(wiring.Component):
         m.submodules.requant = requant = Requantizer(channels=cols, lanes=self.requant_lanes)
         m.submodules.reader = reader = ReadStage(
             addr_width=self.acc_addr_width, data_shape=data.ArrayLayout(signed(32), cols),
-            tag_shape=1)
+            tag_shape=1, port_latency=AccumulatorMemory.DRAIN_LATENCY)
         pool_row = data.ArrayLayout(signed(8), cols)
         m.submodules.line = line = SyncFIFOBuffered(width=pool_row.size,
                                                     depth=max(1, self.max_pool_width // 2))
@@ -434,7 +439,8 @@ class BinaryUnit(wiring.Component):
         engine = self.engine
         m.submodules.engine = engine
         m.submodules.reader = reader = ReadStage(
-            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=1)
+            addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=1,
+            port_latency=Scratchpad.READ_LATENCY)
         wiring.connect(m, wiring.flipped(self.weights), engine.weights)
         wiring.connect(m, wiring.flipped(self.thresholds), engine.thresholds)
 

@@ -19,11 +19,19 @@ written in the two cycles before its write, so two forwarding registers hold the
 modulo 2^32 (the golden model guarantees the true sums fit int32).
 
 The `drain` port reads rows out for requantization through the same physical read port (the other
-DP16KD port is the RMW write, so the memory is never replicated). A drain read has priority: in a
-cycle with ``drain.en`` high, ``write.ready`` is low. ``drain.data`` is valid exactly one cycle
-after ``drain.en`` and shows the contents before any write of that same cycle. A row accepted in
-cycle t is written at the end of cycle t+2; ``idle`` is high when no accepted row is still in the
-pipeline, i.e. every accepted row is visible to a drain read issued now.
+DP16KD port is the RMW write, so the memory is never replicated). Its request is registered first
+and then has priority: in the cycle after ``drain.en`` is high, ``write.ready`` is low (a
+flip-flop, so no drain arbitration reaches the write stream's handshake). Its data is stage 2's
+read register, so ``drain.data`` is valid exactly `DRAIN_LATENCY` = 3 cycles after ``drain.en``::
+
+    cycle          t                  t+1                      t+2            t+3
+    drain          en, addr           RAM reads addr           -> register    data
+    write stream   (may accept)       ready = 0                -              -
+
+A drain read issued in cycle t shows every row accepted on `write` up to cycle t-2 (written by
+the end of cycle t); ``idle`` is high when no accepted row is still in the pipeline, so a drain
+read issued while ``idle`` is high sees every accepted row. A row accepted in cycle t is written
+at the end of cycle t+2.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -51,6 +59,8 @@ class AccumulatorMemory(wiring.Component):
     drain : Out(Signature{en: In(1), addr: In(addr_width), data: Out(row_layout)})
     idle : Out(1)
     """
+
+    DRAIN_LATENCY = 3
 
     def __init__(self, *, cols, depth):
         owner = "AccumulatorMemory"
@@ -80,11 +90,13 @@ class AccumulatorMemory(wiring.Component):
         read_port = storage.read_port()
         write_port = storage.write_port()
 
+        drain_en = Signal()
+        drain_addr = Signal.like(self.drain.addr, name="drain_addr_registered")
+        m.d.sync += [drain_en.eq(self.drain.en), drain_addr.eq(self.drain.addr)]
         m.d.comb += [
-            self.write.ready.eq(~self.drain.en),
-            read_port.addr.eq(Mux(self.drain.en, self.drain.addr, self.write.payload.addr)),
+            self.write.ready.eq(~drain_en),
+            read_port.addr.eq(Mux(drain_en, drain_addr, self.write.payload.addr)),
             read_port.en.eq(1),
-            self.drain.data.eq(read_port.data),
         ]
 
         # Stage 1: the accepted row waits for its read data.
@@ -109,7 +121,7 @@ class AccumulatorMemory(wiring.Component):
         m.d.sync += [
             update.eq(fetch),
             update_valid.eq(fetch_valid),
-            read_row.eq(read_port.data),
+            read_row.eq(read_port.data),    # also the drain port's data
             # The row written this cycle becomes `newer` and the current `newer` becomes
             # `older` when `fetch` reaches stage 2.
             use_newer.eq(update_valid & (update.addr == fetch.addr)),
@@ -128,6 +140,7 @@ class AccumulatorMemory(wiring.Component):
                 Mux(update.accumulate, old_row[lane] + update.data[lane], update.data[lane]))
 
         m.d.comb += [
+            self.drain.data.eq(read_row),
             write_port.addr.eq(update.addr),
             write_port.data.eq(new_row),
             write_port.en.eq(update_valid),

@@ -10,17 +10,21 @@ Addressing: the single write port takes a global row address whose top bits sele
 (``bank = addr >> log2(depth // banks)``), so the load/store units see one flat address space;
 each read port takes an address local to its bank.
 
+Read ports are registered on both sides of the block RAM: the address and enable go into
+flip-flops, the RAM reads in the next cycle, and its data goes straight into a row of flip-flops
+(loaded every cycle, no logic in between). The banks span the die, so every long net into or out
+of a RAM starts and ends at a flip-flop; the cost is `READ_LATENCY` = 3 cycles instead of 1.
 Timing (one row per cycle on every port)::
 
-    cycle      t            t+1
-    read[b]    addr, en=1   data = bank[b][addr] as of the start of cycle t
-    write      addr, data, en=1 -> visible to reads issued at t+1 or later
+    cycle      t             t+1                t+2                t+3
+    read[b]    addr, en=1    RAM reads addr     data -> register   data = bank[b][addr]
+    write      addr, data, en=1 (written at the end of t)
 
-Reads are not transparent: a read issued in the same cycle as a write to the same row returns the
-old contents (the DP16KD behaviour across ports).
+A read issued in cycle t returns the row with every write issued up to cycle t; writes issued from
+t+1 on may or may not be seen (the core orders them with FENCE).
 """
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
@@ -45,7 +49,10 @@ class Scratchpad(wiring.Component):
     -------
     write : ``WritePort.Signature(addr_width=log2(depth), shape=row_layout)`` (driven from outside)
     read : ``banks`` x ``ReadPort.Signature(addr_width=log2(depth // banks), shape=row_layout)``
+        (``data`` is valid `READ_LATENCY` cycles after ``en``)
     """
+
+    READ_LATENCY = 3
 
     def __init__(self, *, row_bytes, depth, banks=1):
         owner = "Scratchpad"
@@ -70,12 +77,20 @@ class Scratchpad(wiring.Component):
             m.submodules[f"bank{index}"] = bank
             write_port = bank.write_port()
             read_port = bank.read_port()
+            read_addr = Signal.like(self.read[index].addr, name=f"read_addr_{index}")
+            read_en = Signal(name=f"read_en_{index}")
+            read_data = Signal(self.row_layout, name=f"read_data_{index}")
+            m.d.sync += [
+                read_addr.eq(self.read[index].addr),
+                read_en.eq(self.read[index].en),
+                read_data.eq(read_port.data),
+            ]
             m.d.comb += [
                 write_port.addr.eq(self.write.addr[:self.bank_addr_width]),
                 write_port.data.eq(self.write.data),
                 write_port.en.eq(self.write.en & (bank_select == index)),
-                read_port.addr.eq(self.read[index].addr),
-                read_port.en.eq(self.read[index].en),
-                self.read[index].data.eq(read_port.data),
+                read_port.addr.eq(read_addr),
+                read_port.en.eq(read_en),
+                self.read[index].data.eq(read_data),
             ]
         return m
