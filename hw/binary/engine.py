@@ -211,14 +211,18 @@ class BinaryEngine(wiring.Component):
         neuron_fold = Signal(range(self.max_neuron_folds))
         weight_address = Signal(range(self.weight_depth))
         issue = Signal()
-        is_last_beat = beat == last_beat
+        # beat == last_beat, beat == 0 and neuron_fold == 0 as flags updated with the counters
+        # (timing: the issue and idle decisions start from flip-flops, not comparators).
+        is_last_beat = Signal(init=1)
+        at_first_beat = Signal(init=1)
+        at_first_neuron_fold = Signal(init=1)
         result_issued = issue & is_last_beat
         result_delivered = self.results.valid & self.results.ready
         # Output FIFO slots not yet promised to a result, as registered flags.
         result_slot_free, no_result_outstanding = credit_counter(
             m, slots=self.fifo_depth, take=result_issued, give=result_delivered, name="result")
 
-        idle = (beat == 0) & (neuron_fold == 0) & no_result_outstanding
+        idle = at_first_beat & at_first_neuron_fold & no_result_outstanding
         accept_layer = self.layer.valid & idle
         m.d.comb += [
             self.idle.eq(idle),
@@ -227,10 +231,12 @@ class BinaryEngine(wiring.Component):
         with m.If(accept_layer):
             layer_k = self.layer.payload.k
             bits_in_last_beat = layer_k[:width_log2]
+            layer_last_beat = (layer_k - 1) >> width_log2
             m.d.sync += [
                 configured.eq(1),
                 k.eq(layer_k),
-                last_beat.eq((layer_k - 1) >> width_log2),
+                last_beat.eq(layer_last_beat),
+                is_last_beat.eq(layer_last_beat == 0),
                 last_neuron_fold.eq(self.layer.payload.neuron_folds - 1),
                 last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
                                         for position in range(width)))),
@@ -238,7 +244,7 @@ class BinaryEngine(wiring.Component):
 
         # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 
-        from_stream = neuron_fold == 0
+        from_stream = at_first_neuron_fold
         can_issue = configured & ~accept_layer & (~is_last_beat | result_slot_free)
         m.d.comb += [
             self.activations.ready.eq(can_issue & from_stream),
@@ -256,14 +262,17 @@ class BinaryEngine(wiring.Component):
 
         with m.If(issue):
             with m.If(is_last_beat):
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), at_first_beat.eq(1), is_last_beat.eq(last_beat == 0)]
                 with m.If(neuron_fold == last_neuron_fold):
-                    m.d.sync += [neuron_fold.eq(0), weight_address.eq(0)]
+                    m.d.sync += [neuron_fold.eq(0), at_first_neuron_fold.eq(1),
+                                 weight_address.eq(0)]
                 with m.Else():
-                    m.d.sync += [neuron_fold.eq(neuron_fold + 1),
+                    m.d.sync += [neuron_fold.eq(neuron_fold + 1), at_first_neuron_fold.eq(0),
                                  weight_address.eq(weight_address + 1)]
             with m.Else():
-                m.d.sync += [beat.eq(beat + 1), weight_address.eq(weight_address + 1)]
+                m.d.sync += [beat.eq(beat + 1), at_first_beat.eq(0),
+                             is_last_beat.eq(beat + 1 == last_beat),
+                             weight_address.eq(weight_address + 1)]
 
         # Beat tags travel beside the data so the datapath needs no stall or enable.
         tag_layout = data.StructLayout({
@@ -276,7 +285,7 @@ class BinaryEngine(wiring.Component):
         issued = Signal(tag_layout)
         m.d.comb += [
             issued.valid.eq(issue),
-            issued.first.eq(beat == 0),
+            issued.first.eq(at_first_beat),
             issued.last.eq(is_last_beat),
             issued.vector_last.eq(is_last_beat & (neuron_fold == last_neuron_fold)),
             issued.neuron_fold.eq(neuron_fold),
