@@ -61,12 +61,13 @@ lane/word mux. A write takes effect at once, except that a binary weight beat is
 last word and a scratchpad row the cycle after its last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
-to register the validation result + decide, plus waiting for its unit: the products of the
+to register the validation result + one to decide + one to hand over, plus waiting for its unit
+(the handshake has a state of its own, apart from the checks): the products of the
 command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 2 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 40 cycles for a small conv, 17 for a FENCE, at
-most about 60. Retirements and the performance-counter events are registered before they are
+bits) and one cycle per other product: about 41 cycles for a small conv, 18 for a FENCE, at
+most about 61. Retirements and the performance-counter events are registered before they are
 counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
 control logic feeds a 32- or 64-bit adder in the same cycle).
 """
@@ -137,6 +138,8 @@ class CoreGeometry:
     queue_depth : int                commands the queue holds, 2..256
     max_pool_width : int             widest raster the 2x2 max-pool accepts, 2..1023
     """
+
+    SCRATCHPAD_BANKS = 2        # A (or im2col) and W read in the same cycle
 
     def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, scratchpad_rows,
                  accumulator_rows, binary_width, binary_lanes, binary_max_k=1024,
@@ -224,7 +227,7 @@ class Core(CoreGeometry, wiring.Component):
         weight_stationary = self.dataflow == "weight_stationary"
 
         m.submodules.scratchpad = scratchpad = Scratchpad(
-            row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=2)
+            row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=self.SCRATCHPAD_BANKS)
         # One AccumulatorMemory per half: compute writes one while the store drains the other,
         # each on its own read-modify-write and drain ports (a shared drain port would take
         # cycles away from the accumulate path whenever a store overlaps compute).
@@ -664,39 +667,43 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(failed.any()):        # not the prioritized code: fewer LUT levels
+                with m.If(failed.any()):
                     m.d.comb += [skip.eq(1), new_error.eq(checked_error),
                                  new_error_index.eq(index),
                                  new_error_opcode.eq(opcode)]
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.comb += waiting.eq(1)
-                    if compute is not None:
-                        with m.If(compute_command):
-                            m.d.comb += compute.command.valid.eq(
-                                ~compute_active & ~binary_active &
-                                ~storing.bit_select(layer_half, 1))
-                            with m.If(compute.command.valid & compute.command.ready):
-                                m.d.comb += dispatched.eq(1)
-                                m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
-                                             computing.bit_select(layer_half, 1).eq(1)]
-                    with m.If(is_store):
-                        m.d.comb += store.command.valid.eq(
-                            ~store_active & ~computing.bit_select(store_args_half, 1))
-                        with m.If(store.command.valid & store.command.ready):
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                # A state of its own, so the handshakes with the units start from flip-flops
+                # and never meet the error checks.
+                m.d.comb += waiting.eq(1)
+                if compute is not None:
+                    with m.If(compute_command):
+                        m.d.comb += compute.command.valid.eq(
+                            ~compute_active & ~binary_active &
+                            ~storing.bit_select(layer_half, 1))
+                        with m.If(compute.command.valid & compute.command.ready):
                             m.d.comb += dispatched.eq(1)
-                            m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
-                                         storing.bit_select(store_args_half, 1).eq(1)]
-                    with m.If(is_binary):
-                        m.d.comb += binary.command.valid.eq(~binary_active & ~compute_active)
-                        with m.If(binary.command.valid & binary.command.ready):
-                            m.d.comb += dispatched.eq(1)
-                            m.d.sync += binary_active.eq(1)
-                    with m.If(is_fence):
-                        with m.If(~compute_active & ~store_active & ~binary_active):
-                            m.d.comb += [dispatched.eq(1), fence_done.eq(1)]
-                    with m.If(dispatched):
-                        m.next = "FETCH"
+                            m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
+                                         computing.bit_select(layer_half, 1).eq(1)]
+                with m.If(is_store):
+                    m.d.comb += store.command.valid.eq(
+                        ~store_active & ~computing.bit_select(store_args_half, 1))
+                    with m.If(store.command.valid & store.command.ready):
+                        m.d.comb += dispatched.eq(1)
+                        m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
+                                     storing.bit_select(store_args_half, 1).eq(1)]
+                with m.If(is_binary):
+                    m.d.comb += binary.command.valid.eq(~binary_active & ~compute_active)
+                    with m.If(binary.command.valid & binary.command.ready):
+                        m.d.comb += dispatched.eq(1)
+                        m.d.sync += binary_active.eq(1)
+                with m.If(is_fence):
+                    with m.If(~compute_active & ~store_active & ~binary_active):
+                        m.d.comb += [dispatched.eq(1), fence_done.eq(1)]
+                with m.If(dispatched):
+                    m.next = "FETCH"
 
         # Completion (a unit's busy falls) frees its scoreboard entry. A unit that finishes in
         # the cycle it is dispatched again cannot happen: dispatch waits for *_active to clear.
