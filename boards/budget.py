@@ -2,7 +2,8 @@
 
 DSPs are exact: one MULT18X18D per PE with ``multiplier="dsp"`` plus `REQUANT_DSPS_PER_LANE` per
 requant lane (hw.systolic.requant splits its 32x31-bit product into four 18x18 partial products).
-Block RAMs are counted per memory as the cheapest DP16KD arrangement (16384x1 .. 512x36). LUT4s are
+Block RAMs are counted per memory as the cheapest DP16KD arrangement (16384x1 .. 512x36), except
+the scratchpad, whose banks are sliced one block wide (`hw.memory.scratchpad.block_rams`). LUT4s are
 an estimate from per-unit costs calibrated on nextpnr reports of real builds (see `LUT_COST`);
 nextpnr's own report after the build is the authority, this only stops hopeless configurations
 early.
@@ -10,6 +11,9 @@ early.
 
 import math
 from dataclasses import dataclass
+
+from hw.memory.scratchpad import DP16KD_SHAPES
+from hw.memory.scratchpad import block_rams as scratchpad_block_rams
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
            "ebr_blocks", "REQUANT_DSPS_PER_LANE", "BINARY_MAX_FOLDS", "BINARY_MAX_NEURON_FOLDS",
@@ -23,8 +27,6 @@ REQUANT_DSPS_PER_LANE = 4
 BINARY_MAX_FOLDS = 16
 BINARY_MAX_NEURON_FOLDS = 32
 
-# DP16KD aspect ratios (depth, width); 512x36 is the pseudo-dual-port mode.
-_EBR_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 # LUT4 per unit (TRELLIS_COMB, which also counts carry cells). The engine costs and "fixed" are
 # scaled so the sum matches the ULX3S-85F bring-up build: 12x12 output-stationary DSP array, 2
@@ -49,7 +51,7 @@ DESIGN_NAMES = ("bringup", "soc")       # hw.soc.top.DESIGNS
 
 def ebr_blocks(depth, width):
     """DP16KD blocks for a `depth` x `width`-bit memory, in the cheapest aspect ratio."""
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _EBR_SHAPES)
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in DP16KD_SHAPES)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def _soc_memory_ebrs(config):
 
     geometry = geometry_from_config(config)
     return {
-        "scratchpad": 2 * ebr_blocks(geometry.scratchpad_rows // 2, 8 * geometry.row_bytes),
+        "scratchpad": scratchpad_block_rams(row_bytes=geometry.row_bytes,
+                                            depth=geometry.scratchpad_rows,
+                                            banks=geometry.SCRATCHPAD_BANKS),
         "accumulator": 2 * ebr_blocks(geometry.accumulator_rows // 2, 32 * geometry.cols),
         "binary": ebr_blocks(geometry.binary_weight_depth,
                              geometry.binary_width * geometry.binary_lanes),

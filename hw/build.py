@@ -44,6 +44,7 @@ from amaranth._toolchain import tool_env_var
 from boards import BudgetError, check_budget, variant
 from boards.catalog import BOARDS
 from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
 
@@ -381,6 +382,7 @@ def build(args, *, say=print):
         top = BoardTop(board=board, config=config, design=design)
         plan = selected.platform().prepare(
             top, DESIGN_NAME, verbose=True,
+            script_after_read=YOSYS_SCRIPT_AFTER_READ,
             nextpnr_opts=f"--report {NEXTPNR_REPORT} --timing-allow-fail")
         out.mkdir(parents=True, exist_ok=True)
         for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):

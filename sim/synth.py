@@ -22,6 +22,8 @@ import tempfile
 
 from amaranth.back import rtlil
 
+from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
+
 __all__ = ["synthesize", "YOSYS"]
 
 YOSYS = [sys.executable, "-c",
@@ -39,7 +41,8 @@ def synthesize(component, name, *, synth_options="", platform=None, json_path=No
             file.write(design)
         # YoWASP's sandboxed yosys sees only its working directory: the netlist is copied out.
         write_json = "; write_json netlist.json" if json_path else ""
-        script = (f"read_rtlil design.il; synth_ecp5 -top {name} {synth_options}{write_json}; "
+        after_read = YOSYS_SCRIPT_AFTER_READ.replace("\n", "; ")
+        script = (f"read_rtlil design.il; {after_read}; synth_ecp5 -top {name} {synth_options}{write_json}; "
                   f"tee -q -o stat.json stat -json")
         completed = subprocess.run(YOSYS + ["-q", "-l", "yosys.log", "-p", script], cwd=folder,
                                    capture_output=True, text=True, timeout=timeout)

@@ -1,9 +1,13 @@
 """Banked int8 scratchpad in ECP5 block RAM.
 
 The scratchpad holds activations and weights as rows of `row_bytes` int8 lanes (``max(R, C)`` of
-the array). It is split into `banks` equal banks, each an `amaranth.lib.memory.Memory` with one
-write port and one read port -- exactly the pseudo-dual-port mode of a DP16KD, so yosys maps each
-bank onto block RAM without replicating it. Banks exist so the compute side can read A and W (or
+the array). It is split into `banks` equal banks, each built from `amaranth.lib.memory.Memory` slices with
+one write port and one read port -- exactly the pseudo-dual-port mode of a DP16KD, so yosys maps
+them onto block RAM without replicating them. A slice is as wide as one DP16KD is at the bank's
+depth (`slice_bits`: 4 bits at 4096 rows, 9 at 2048, ...), so each slice is one block RAM and no
+depth cascade puts a multiplexer between a RAM's output and its data register (left to itself,
+yosys maps a 4096 x 96-bit bank onto 2 x 11 blocks of 2048 x 9 and a 2:1 mux; sliced it takes 24
+blocks of 4096 x 4). Banks deeper than 16,384 rows still cascade. Banks exist so the compute side can read A and W (or
 two tiles) in the same cycle: read port ``b`` reads bank ``b``.
 
 Addressing: the single write port takes a global row address whose top bits select the bank
@@ -20,17 +24,35 @@ Timing (one row per cycle on every port)::
     read[b]    addr, en=1    RAM reads addr     data -> register   data = bank[b][addr]
     write      addr, data, en=1 (written at the end of t)
 
-A read issued in cycle t returns the row with every write issued up to cycle t; writes issued from
-t+1 on may or may not be seen (the core orders them with FENCE).
+A read issued in cycle t returns the row with every write issued up to cycle t; a write issued in
+cycle t+1, when the RAM reads, to the same row makes the read return an undefined row (the slices
+are `hw.synthesis.UNDEFINED_ON_COLLISION`; Amaranth's simulator returns the old row), and later
+writes are not seen. The core orders such accesses with FENCE.
 """
 
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
+from hw.synthesis import UNDEFINED_ON_COLLISION
 from ._parameters import check_int, check_power_of_two
 
-__all__ = ["Scratchpad"]
+__all__ = ["Scratchpad", "DP16KD_SHAPES", "slice_bits", "block_rams"]
+
+# ECP5 DP16KD aspect ratios (depth, width), deepest first; 512 x 36 is the pseudo-dual-port mode.
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def slice_bits(depth):
+    """Width of the widest DP16KD aspect ratio at least `depth` rows deep (1 beyond 16,384)."""
+    return max((width for rows, width in DP16KD_SHAPES if rows >= depth), default=1)
+
+
+def block_rams(*, row_bytes, depth, banks):
+    """DP16KD blocks of a `Scratchpad` with these parameters."""
+    bank_depth = depth // banks
+    cascade = -(-bank_depth // DP16KD_SHAPES[0][0])
+    return banks * cascade * -(-8 * row_bytes // slice_bits(bank_depth))
 
 
 class Scratchpad(wiring.Component):
@@ -72,25 +94,28 @@ class Scratchpad(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bank_select = self.write.addr[self.bank_addr_width:]
+        row_bits, step = self.row_layout.size, slice_bits(self.bank_depth)
         for index in range(self.banks):
-            bank = memory.Memory(shape=self.row_layout, depth=self.bank_depth, init=[])
-            m.submodules[f"bank{index}"] = bank
-            write_port = bank.write_port()
-            read_port = bank.read_port()
             read_addr = Signal.like(self.read[index].addr, name=f"read_addr_{index}")
             read_en = Signal(name=f"read_en_{index}")
             read_data = Signal(self.row_layout, name=f"read_data_{index}")
             m.d.sync += [
                 read_addr.eq(self.read[index].addr),
                 read_en.eq(self.read[index].en),
-                read_data.eq(read_port.data),
             ]
-            m.d.comb += [
-                write_port.addr.eq(self.write.addr[:self.bank_addr_width]),
-                write_port.data.eq(self.write.data),
-                write_port.en.eq(self.write.en & (bank_select == index)),
-                read_port.addr.eq(read_addr),
-                read_port.en.eq(read_en),
-                self.read[index].data.eq(read_data),
-            ]
+            m.d.comb += self.read[index].data.eq(read_data)
+            for low in range(0, row_bits, step):
+                bits = slice(low, min(low + step, row_bits))
+                ram = memory.Memory(shape=bits.stop - bits.start, depth=self.bank_depth, init=[],
+                                    attrs=UNDEFINED_ON_COLLISION)
+                m.submodules[f"bank{index}_bits{low}"] = ram
+                write_port, read_port = ram.write_port(), ram.read_port()
+                m.d.sync += read_data.as_value()[bits].eq(read_port.data)
+                m.d.comb += [
+                    write_port.addr.eq(self.write.addr[:self.bank_addr_width]),
+                    write_port.data.eq(self.write.data.as_value()[bits]),
+                    write_port.en.eq(self.write.en & (bank_select == index)),
+                    read_port.addr.eq(read_addr),
+                    read_port.en.eq(read_en),
+                ]
         return m

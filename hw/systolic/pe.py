@@ -42,6 +42,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.synthesis import UNMERGED_REGISTER
 
 __all__ = ["Multiplier", "ProcessingElement", "TileControl", "OPERAND_SHAPE", "PRODUCT_SHAPE",
            "ACCUMULATOR_SHAPE", "check_choice"]
@@ -163,8 +164,12 @@ class ProcessingElement(wiring.Component):
         m.submodules.multiplier = multiplier = Multiplier(mapping=self.multiplier)
 
         a_forward = Signal(OPERAND_SHAPE, reset_less=True)
-        m.d.sync += [a_forward.eq(self.a), self.control_out.eq(self.control)]
-        m.d.comb += [self.a_out.eq(a_forward), multiplier.a.eq(self.a)]
+        # Every PE on an anti-diagonal sees the same control: unmerged, each row keeps its own
+        # chain of control registers next to its PEs.
+        control_forward = Signal(TileControl, attrs=UNMERGED_REGISTER)
+        m.d.sync += [a_forward.eq(self.a), control_forward.eq(self.control)]
+        m.d.comb += [self.a_out.eq(a_forward), self.control_out.eq(control_forward),
+                     multiplier.a.eq(self.a)]
 
         if self.dataflow == "output_stationary":
             self._elaborate_output_stationary(m, multiplier)

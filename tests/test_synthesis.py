@@ -1,0 +1,85 @@
+"""The synthesis directives of `hw.synthesis`, checked on what yosys makes of small designs, and
+the scratchpad's block-RAM mapping they serve."""
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.memory.scratchpad import Scratchpad, block_rams, slice_bits
+from hw.synthesis import UNDEFINED_ON_COLLISION, UNMERGED_REGISTER
+from sim.synth import synthesize
+
+
+class _RegisteredRam(wiring.Component):
+    """1024 x 8 bits, one write and one read port, the read data registered."""
+    write_addr: In(10)
+    write_data: In(8)
+    read_addr: In(10)
+    read_data: Out(8)
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = memory.Memory(shape=8, depth=1024, init=[], attrs=self.attrs)
+        write, read = ram.write_port(), ram.read_port()
+        m.d.comb += [write.addr.eq(self.write_addr), write.data.eq(self.write_data),
+                     write.en.eq(1), read.addr.eq(self.read_addr)]
+        m.d.sync += self.read_data.eq(read.data)
+        return m
+
+
+@pytest.mark.parametrize("attrs, emulated", [({}, True), (UNDEFINED_ON_COLLISION, False)])
+def test_undefined_on_collision_drops_read_first_emulation(attrs, emulated):
+    cells = synthesize(_RegisteredRam(attrs), "ram")
+    assert cells["DP16KD"] == 1
+    # Read-first emulation: a copy of the written byte and address, a comparator and a mux.
+    assert (cells["LUT4"] > 0) == emulated
+    assert (cells["FF"] > 8) == emulated
+
+
+class _TwinRegisters(wiring.Component):
+    """Two registers loaded with the same input."""
+    d: In(1)
+    q: Out(2)
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        twins = [Signal(name=f"twin_{index}", attrs=self.attrs) for index in range(2)]
+        for index, twin in enumerate(twins):
+            m.d.sync += twin.eq(self.d)
+            m.d.comb += self.q[index].eq(twin)
+        return m
+
+
+@pytest.mark.parametrize("attrs, flip_flops", [({}, 1), (UNMERGED_REGISTER, 2)])
+def test_unmerged_register_is_not_shared(attrs, flip_flops):
+    assert synthesize(_TwinRegisters(attrs), "twins")["FF"] == flip_flops
+
+
+@pytest.mark.parametrize("depth, bits", [(16384, 1), (8192, 2), (4096, 4), (2048, 9),
+                                         (1024, 18), (512, 36), (16, 36), (32768, 1)])
+def test_slice_bits(depth, bits):
+    assert slice_bits(depth) == bits
+
+
+@pytest.mark.parametrize("row_bytes, depth, blocks", [
+    (12, 8192, 2 * 24),         # ULX3S-85F: banks of 4096 rows, 96 bits in 4096 x 4 blocks
+    (8, 8192, 2 * 16),          # 45F
+    (6, 2048, 2 * 3),           # 12F/25F: 1024 rows, 48 bits in 1024 x 18 blocks
+])
+def test_scratchpad_maps_one_block_per_slice(row_bytes, depth, blocks):
+    cells = synthesize(Scratchpad(row_bytes=row_bytes, depth=depth, banks=2), "scratchpad")
+    assert cells["DP16KD"] == blocks == block_rams(row_bytes=row_bytes, depth=depth, banks=2)
+    # Nothing between a block RAM and its data register: the flip-flops are the two ports'
+    # address, enable and data registers, and the only LUT4s decode the write bank.
+    address_bits = (depth // 2 - 1).bit_length()
+    assert cells["FF"] == 2 * (address_bits + 1 + 8 * row_bytes)
+    assert cells["LUT4"] <= 2 and cells["PFUMX"] == 0
