@@ -126,8 +126,8 @@ class ComputeUnit(wiring.Component):
             "acc_write": Out(stream.Signature(data.StructLayout({
                 "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1}))),
             "busy": Out(1),
-            "issued": Out(1),       # a weight or activation row entered the array this cycle
-            "macs": Out(11),        # useful MACs of the activation row that entered this cycle
+            "issued": Out(1),       # a weight or activation row entered the array last cycle
+            "macs": Out(11),        # useful MACs of the activation row that entered last cycle
         })
 
     def elaborate(self, platform):
@@ -221,9 +221,12 @@ class ComputeUnit(wiring.Component):
         written = self.acc_write.valid & self.acc_write.ready
         outstanding = Signal(range(array.result_fifo_depth + 3))
         m.d.sync += outstanding.eq(outstanding + sent - written)
-        m.d.comb += [
-            self.busy.eq(~generator.command.ready | ~reader.idle | ~weight_reader.idle |
-                         (outstanding != 0)),
+        # Registered (timing: the array's handshakes and the unit's state reach the dispatcher
+        # and the counters from flip-flops). `busy` rises the cycle after the accept as before
+        # and falls one cycle after the last effect lands.
+        m.d.sync += [
+            self.busy.eq((self.command.valid & self.command.ready) | ~generator.command.ready |
+                         ~reader.idle | ~weight_reader.idle | (outstanding != 0)),
             self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
             self.macs.eq(Mux(sent, tag.macs, 0)),
         ]
