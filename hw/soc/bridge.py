@@ -12,24 +12,24 @@ exposes it in its registers). Writes are fire-and-forget; accesses take effect i
 
 Target side (every window port)::
 
-    clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
+    clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
     address     < A0 >< A1 >
     read        /‾‾‾‾‾‾‾‾‾‾\\_______________
-    read_data                     < D0 >< D1 >   TARGET_READ_LATENCY = 3 cycles after the read
+    read_data                           < D0 >< D1 >   TARGET_READ_LATENCY = 4 cycles after
     write       (write_data is taken in the cycle write is high)
 
-  ``read_data`` comes from flip-flops through at most a word mux, never from a RAM or deeper
-  logic: a window registers the RAM's read data (clock-to-out ~5.6 ns on ECP5) before its word
-  mux and registers the selected word (`memory_read_data`; a read port that already ends in a
-  data register only gets the word mux), a register window registers the address, then the
-  selected value, then delays it once more (`register_read_data`).
+  ``read_data`` is a flip-flop, never a RAM, a mux or deeper logic: a window registers the RAM's
+  read data (clock-to-out ~5.6 ns on ECP5) before its word mux and registers the selected word
+  (`memory_read_data`; a read port that already ends in a data register gets only the word mux
+  and its register), a register window registers the address, then the selected value
+  (`register_read_data`); both delay the result to the common latency.
 
 Initiator side (the decoder's ``bus``)::
 
     address, write_data ----------reg--> target.address, write_data
     read, write --> window decode --reg--> target.read, write
-                                   target.read_data --(3 cycles)--> AND-OR --reg--> read_data
-    read_data valid INITIATOR_READ_LATENCY = 5 cycles after the read; a write reaches its
+                                   target.read_data --(4 cycles)--> AND-OR --reg--> read_data
+    read_data valid INITIATOR_READ_LATENCY = 6 cycles after the read; a write reaches its
     target one cycle after the initiator drives it.
 
 The decoder registers the initiator's request and the read data, so no initiator logic reaches
@@ -47,13 +47,14 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.pipeline import delayed
 from hw.soc.protocol import Status, WORD_BYTES
 
 __all__ = ["Bus", "WindowKind", "Window", "MemoryMap", "BusDecoder", "register_read_data",
            "memory_read_data", "ADDRESS_WIDTH", "TARGET_READ_LATENCY", "INITIATOR_READ_LATENCY"]
 
 ADDRESS_WIDTH = 32 - 2      # word addresses of the 32-bit byte address space
-TARGET_READ_LATENCY = 3     # a window port's read_data, in cycles after its read
+TARGET_READ_LATENCY = 4     # a window port's read_data, in cycles after its read
 # + the decoder's request register and its read-data register
 INITIATOR_READ_LATENCY = 1 + TARGET_READ_LATENCY + 1
 
@@ -238,51 +239,55 @@ def _offset(address, window):
     return address[:window.address_width]
 
 
+def _deliver(m, bus, value, cycle):
+    """``read_data`` is `value`, a register valid `cycle` cycles after the read, delayed to
+    `TARGET_READ_LATENCY`."""
+    m.d.comb += bus.read_data.eq(delayed(m, value, TARGET_READ_LATENCY - cycle,
+                                         name=f"{bus.read_data.name}_delayed", reset_less=True))
+
+
 def register_read_data(m, bus, values):
     """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
     `values` maps word addresses to values (any other address reads 0). The address is
-    registered with the read, the value it selects is registered in the next cycle (so a live
-    value is sampled the cycle after the read) and copied to ``read_data`` in the one after:
-    a register valid `TARGET_READ_LATENCY` cycles after the read."""
+    registered with the read and the value it selects is registered in the next cycle (so a
+    live value is sampled the cycle after the read), then delayed to `TARGET_READ_LATENCY`."""
     address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
     selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    m.d.sync += [address.eq(bus.address), bus.read_data.eq(selected)]
+    m.d.sync += address.eq(bus.address)
     with m.Switch(address):
         for index, value in values.items():
             with m.Case(index):
                 m.d.sync += selected.eq(value)
         with m.Default():
             m.d.sync += selected.eq(0)
+    _deliver(m, bus, selected, 2)
 
 
 def memory_read_data(m, bus, *, row, word, row_latency=1):
     """Serve reads of a memory window on target port `bus`: the window drives its memory's read
     port from the read (cycle t); `row` is that port's read data, valid at t + `row_latency`;
-    `word` is the index of the addressed 32-bit word of the row (at t). ``read_data`` is valid
-    `TARGET_READ_LATENCY` cycles after the read, from flip-flops through at most the word mux;
-    a word index past the row reads 0.
+    `word` is the index of the addressed 32-bit word of the row (at t). The word selected from a
+    registered row is registered, then delayed to `TARGET_READ_LATENCY`; a word index past the
+    row reads 0.
 
     `row_latency` 1 -- `row` comes from a RAM (at most a 2:1 mux of ports after it): it is
     registered as it comes out (t+2), and the word selected from that register is registered
-    into ``read_data`` (t+3).
-    `row_latency` 3 (`TARGET_READ_LATENCY`) -- `row` already comes from the port's data
-    registers (at most a 2:1 mux after them): ``read_data`` is the word selected from it."""
-    if row_latency not in (1, TARGET_READ_LATENCY):
-        raise ValueError(f"row_latency must be 1 (a RAM read port) or {TARGET_READ_LATENCY} "
-                         f"(a port with address and data registers), not {row_latency!r}")
-    selected = Signal(32, name=f"{bus.read_data.name}_selected")
+    (t+3).
+    `row_latency` 3 -- `row` already comes from the port's data registers (at most a 2:1 mux
+    after them): the word selected from it is registered (t+4)."""
+    if row_latency not in (1, 3):
+        raise ValueError(f"row_latency must be 1 (a RAM read port) or 3 (a port with address "
+                         f"and data registers), not {row_latency!r}")
     if row_latency == 1:
         registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
-        m.d.sync += [registered_row.eq(row), bus.read_data.eq(selected)]
-        row, select_cycle = registered_row, TARGET_READ_LATENCY - 1
-    else:
-        m.d.comb += bus.read_data.eq(selected)
-        select_cycle = TARGET_READ_LATENCY
-    for stage in range(select_cycle):
-        delayed = Signal.like(word, name=f"{bus.read_data.name}_word_{stage + 1}")
-        m.d.sync += delayed.eq(word)
-        word = delayed
+        m.d.sync += registered_row.eq(row)
+        row, row_latency = registered_row, 2
+    word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
+    selected = Signal(32, name=f"{bus.read_data.name}_selected")
     with m.Switch(word):
         for index in range(-(-len(row) // 32)):
             with m.Case(index):
-                m.d.comb += selected.eq(row[32 * index:32 * index + 32])
+                m.d.sync += selected.eq(row[32 * index:32 * index + 32])
+        with m.Default():
+            m.d.sync += selected.eq(0)
+    _deliver(m, bus, selected, row_latency + 1)

@@ -30,7 +30,7 @@ read) and the decoder registers the frame engine's requests and the read data.
 engine -- what a memory-mapped host interface (a PCIe BAR) would drive. It has no frames, so it
 does not check accesses: one outside every window is dropped (reads 0), as `BusDecoder` does, and
 the initiator checks `memory_map` itself. Bus timing is the initiator side of `hw.soc.bridge`:
-one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (5) cycles after the read,
+one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (6) cycles after the read,
 writes fire-and-forget; the link counters stay 0.
 """
 
