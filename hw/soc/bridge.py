@@ -282,12 +282,16 @@ def memory_read_data(m, bus, *, row, word, row_latency=1):
         registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
         m.d.sync += registered_row.eq(row)
         row, row_latency = registered_row, 2
-    word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
     selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    with m.Switch(word):
-        for index in range(-(-len(row) // 32)):
-            with m.Case(index):
-                m.d.sync += selected.eq(row[32 * index:32 * index + 32])
-        with m.Default():
-            m.d.sync += selected.eq(0)
+    if len(word) == 0:
+        # A one-word row (no Switch on a zero-width index: CXXRTL never matches its case).
+        m.d.sync += selected.eq(row[:32])
+    else:
+        word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
+        with m.Switch(word):
+            for index in range(-(-len(row) // 32)):
+                with m.Case(index):
+                    m.d.sync += selected.eq(row[32 * index:32 * index + 32])
+            with m.Default():
+                m.d.sync += selected.eq(0)
     _deliver(m, bus, selected, row_latency + 1)
