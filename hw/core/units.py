@@ -307,8 +307,9 @@ class StoreUnit(wiring.Component):
         # Output side: pool stage and scratchpad write, counting rows of the current block.
         column = Signal(10)
         image_row = Signal(10)
-        last_column = Signal(10)            # width - 1 and height - 1, registered (timing)
-        last_image_row = Signal(10)
+        last_column = Signal(10)            # width - 1, registered (timing)
+        last_image_row = Signal(10)         # height - 1
+        at_last_row = Signal()              # image_row == last_image_row, kept with image_row
         held = Signal(pool_row)
         out_addr = Signal(ADDRESS_BITS)
         incoming = requant.o.payload.data
@@ -326,7 +327,8 @@ class StoreUnit(wiring.Component):
         odd_column = column[0]
         odd_row = image_row[0]
         emits = ~cmd.pool | (odd_column & odd_row)
-        pushes = cmd.pool & odd_column & ~odd_row & (image_row != last_image_row)
+        # From flip-flops only: this steers the requantizer's ready and the line FIFO's write.
+        pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
         # Write register: the pooled row is registered before the scratchpad write port, which
         # the host may take for a cycle (`sp_blocked`); the row then waits there.
         write_valid = Signal()
@@ -350,7 +352,8 @@ class StoreUnit(wiring.Component):
         with m.If(requant.o.valid & requant.o.ready):
             m.d.sync += held.eq(incoming)
             with m.If(column == last_column):
-                m.d.sync += [column.eq(0), image_row.eq(image_row + 1)]
+                m.d.sync += [column.eq(0), image_row.eq(image_row + 1),
+                             at_last_row.eq(image_row + 1 == last_image_row)]
             with m.Else():
                 m.d.sync += column.eq(column + 1)
 
@@ -385,7 +388,8 @@ class StoreUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [param_index.eq(0), issued.eq(0), drain_addr.eq(block_acc),
                                  draining.eq(pixels != 0), written.eq(0), column.eq(0),
-                                 image_row.eq(0), out_addr.eq(block_out)]
+                                 image_row.eq(0), at_last_row.eq(last_image_row == 0),
+                                 out_addr.eq(block_out)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(reader.request.valid & reader.request.ready):
