@@ -27,8 +27,9 @@ def add_arguments(parser):
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     parser.add_argument("--divisor", type=int, default=4,
                         help="simulated cycles per UART bit (default 4)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096],
-                        help="transfer sizes in bytes (multiples of 4)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024],
+                        help="transfer sizes in bytes (multiples of 4; default 256 1024, what "
+                             "the tiny scratchpad window holds)")
 
 
 def run(args):
