@@ -8,18 +8,20 @@ shared: while ``blocked`` is high (the host link reads the same port, it has fix
 always wins) no request is accepted. Responses land in a small FIFO; a request is only accepted
 while a FIFO entry is promised to it, so back-pressure on ``response`` never loses a read. The
 free entries are a registered credit count (`hw.credit`), so ``request.ready`` is ``~blocked``
-and one flip-flop, and ``port_en`` one LUT of the request's ``valid``/``read`` and those two::
+and one flip-flop, and ``port_en`` one LUT of the request's ``valid``/``read`` and those two.
+A response that leaves is registered before it returns its credit, so the consumer's ``ready``
+(often the end of a long handshake chain) reaches only the FIFO::
 
     cycle     t                         t+L (L = port_latency)
     request   accept, port addr/en     -
     port      -                         data -> FIFO (with the tag delayed L cycles)
-    credits   -                         (one fewer from t+1; one more the cycle after a
-                                        response leaves)
+    credits   -                         (one fewer from t+1; one more from the second cycle
+                                        after a response leaves)
 
 Latency: a response is valid ``port_latency + 2`` cycles after its request is accepted (the port,
 then 2 through `SyncFIFOBuffered`). Throughput: one request per cycle while not blocked and
-``response`` is ready with the default `depth` of ``port_latency + 3`` (an entry is promised from
-its accept until the cycle after its response leaves).
+``response`` is ready with the default `depth` of ``port_latency + 4`` (an entry is promised from
+its accept until the second cycle after its response leaves).
 """
 
 from amaranth.hdl import Module, Signal
@@ -35,9 +37,10 @@ __all__ = ["ReadStage"]
 
 class ReadStage(wiring.Component):
     """Parameters (keyword-only): addr_width, data_shape, tag_shape (any layout), port_latency
-    (>= 1), depth (>= 3, default ``port_latency + 3``).
+    (>= 1), depth (>= 3, default ``port_latency + 4``).
 
-    ``idle`` (registered) is high when no read is in flight and the FIFO is empty.
+    ``idle`` (registered) is high when no read is in flight and the FIFO is empty, from the
+    second cycle after the last response left.
     """
 
     def __init__(self, *, addr_width, data_shape, tag_shape, port_latency, depth=None):
@@ -45,7 +48,7 @@ class ReadStage(wiring.Component):
             raise ValueError(f"ReadStage port_latency must be an integer >= 1, "
                              f"not {port_latency!r}")
         if depth is None:
-            depth = port_latency + 3
+            depth = port_latency + 4
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 3:
             raise ValueError(f"ReadStage depth must be an integer >= 3, not {depth!r}")
         self.port_latency = port_latency
@@ -67,9 +70,10 @@ class ReadStage(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.response_layout.size,
                                                     depth=self.depth)
         accept = Signal()
-        has_credit, all_free = credit_counter(
-            m, slots=self.depth, take=accept, give=self.response.valid & self.response.ready,
-            name="fifo")
+        returned = Signal()
+        m.d.sync += returned.eq(self.response.valid & self.response.ready)
+        has_credit, all_free = credit_counter(m, slots=self.depth, take=accept, give=returned,
+                                              name="fifo")
         m.d.comb += [
             self.request.ready.eq(~self.blocked & has_credit),
             accept.eq(self.request.valid & self.request.ready),
