@@ -3,17 +3,16 @@
 DSPs are exact: one MULT18X18D per PE with ``multiplier="dsp"`` plus `REQUANT_DSPS_PER_LANE` per
 requant lane (hw.systolic.requant splits its 32x31-bit product into four 18x18 partial products).
 Block RAMs are counted per memory as the cheapest DP16KD arrangement (16384x1 .. 512x36), except
-the scratchpad, whose banks are sliced one block wide (`hw.memory.scratchpad.block_rams`). LUT4s are
-an estimate from per-unit costs calibrated on nextpnr reports of real builds (see `LUT_COST`);
-nextpnr's own report after the build is the authority, this only stops hopeless configurations
-early.
+the scratchpad, whose banks are sliced one block wide (`hw.memory.scratchpad.block_rams`). LUT4s
+are an estimate from per-unit costs calibrated on nextpnr reports of real builds (see
+`LUT_COST`); nextpnr's own report after the build is the authority, this only stops hopeless
+configurations early.
 """
 
 import math
 from dataclasses import dataclass
 
-from hw.memory.scratchpad import DP16KD_SHAPES
-from hw.memory.scratchpad import block_rams as scratchpad_block_rams
+from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
            "ebr_blocks", "REQUANT_DSPS_PER_LANE", "BINARY_MAX_FOLDS", "BINARY_MAX_NEURON_FOLDS",
@@ -26,7 +25,6 @@ REQUANT_DSPS_PER_LANE = 4
 # DP16KD deep at 36 bits). AcceleratorConfig has no field for these yet.
 BINARY_MAX_FOLDS = 16
 BINARY_MAX_NEURON_FOLDS = 32
-
 
 # LUT4 per unit (TRELLIS_COMB, which also counts carry cells). The engine costs and "fixed" are
 # scaled so the sum matches the ULX3S-85F bring-up build: 12x12 output-stationary DSP array, 2

@@ -42,7 +42,8 @@ def synthesize(component, name, *, synth_options="", platform=None, json_path=No
         # YoWASP's sandboxed yosys sees only its working directory: the netlist is copied out.
         write_json = "; write_json netlist.json" if json_path else ""
         after_read = YOSYS_SCRIPT_AFTER_READ.replace("\n", "; ")
-        script = (f"read_rtlil design.il; {after_read}; synth_ecp5 -top {name} {synth_options}{write_json}; "
+        script = (f"read_rtlil design.il; {after_read}; "
+                  f"synth_ecp5 -top {name} {synth_options}{write_json}; "
                   f"tee -q -o stat.json stat -json")
         completed = subprocess.run(YOSYS + ["-q", "-l", "yosys.log", "-p", script], cwd=folder,
                                    capture_output=True, text=True, timeout=timeout)

@@ -57,8 +57,9 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
 cycles after the read, from a register. Scratchpad and accumulator rows come from their
 registered read ports (3 cycles, then the bank/half and word muxes and the word's register); other
-memory read data is registered before its lane/word mux. A write takes effect at once, except that a binary weight beat is stored with its
-last word and a scratchpad row the cycle after its last word.
+memory read data is registered before its lane/word mux. A write takes effect at once, except
+that a binary weight beat is stored with its last word and a scratchpad row the cycle after its
+last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the validation result + one to decide + one to hand over, plus waiting for its unit

@@ -1,14 +1,15 @@
 """Banked int8 scratchpad in ECP5 block RAM.
 
 The scratchpad holds activations and weights as rows of `row_bytes` int8 lanes (``max(R, C)`` of
-the array). It is split into `banks` equal banks, each built from `amaranth.lib.memory.Memory` slices with
-one write port and one read port -- exactly the pseudo-dual-port mode of a DP16KD, so yosys maps
-them onto block RAM without replicating them. A slice is as wide as one DP16KD is at the bank's
-depth (`slice_bits`: 4 bits at 4096 rows, 9 at 2048, ...), so each slice is one block RAM and no
-depth cascade puts a multiplexer between a RAM's output and its data register (left to itself,
-yosys maps a 4096 x 96-bit bank onto 2 x 11 blocks of 2048 x 9 and a 2:1 mux; sliced it takes 24
-blocks of 4096 x 4). Banks deeper than 16,384 rows still cascade. Banks exist so the compute side can read A and W (or
-two tiles) in the same cycle: read port ``b`` reads bank ``b``.
+the array). It is split into `banks` equal banks, so the compute side can read A and W (or two
+tiles) in the same cycle: read port ``b`` reads bank ``b``. A bank is built from
+`amaranth.lib.memory.Memory` slices with one write port and one read port -- exactly the
+pseudo-dual-port mode of a DP16KD, so yosys maps them onto block RAM without replicating them. A
+slice is as wide as one DP16KD is at the bank's depth (`slice_bits`: 4 bits at 4096 rows, 9 at
+2048, ...), so each slice is one block RAM and no depth cascade puts a multiplexer between a RAM's
+output and its data register (left to itself, yosys maps a 4096 x 96-bit bank onto 2 x 11 blocks
+of 2048 x 9 and a 2:1 mux; sliced it takes 24 blocks of 4096 x 4). Banks deeper than 16,384 rows
+still cascade.
 
 Addressing: the single write port takes a global row address whose top bits select the bank
 (``bank = addr >> log2(depth // banks)``), so the load/store units see one flat address space;
