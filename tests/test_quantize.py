@@ -21,8 +21,12 @@ def test_activation_params_cover_the_range_with_exact_zero(a, b):
     assert -128 <= zero_point <= 127
     assert quantize(0.0, scale, zero_point) == zero_point
     assert dequantize(np.int8(zero_point), scale, zero_point) == 0.0
-    if max(high, 0.0) > min(low, 0.0):
-        assert scale * 255 == pytest.approx(max(high, 0.0) - min(low, 0.0), rel=1e-12)
+    width = max(high, 0.0) - min(low, 0.0)
+    if width / 255 < np.finfo(np.float64).tiny:
+        # Zero, or so narrow that the scale would not be a normal float (documented).
+        assert scale == 1.0
+    else:
+        assert scale * 255 == pytest.approx(width, rel=1e-12)
         # The ends of the widened range are within half a step (zero point rounding) + 1 ulp.
         assert dequantize(np.int8(-128), scale, zero_point) <= min(low, 0.0) + scale * 0.5 + 1e-9
         assert dequantize(np.int8(127), scale, zero_point) >= max(high, 0.0) - scale * 0.5 - 1e-9
@@ -51,6 +55,7 @@ def test_calibrate_and_clamping():
     # Found by hypothesis: a denormal-wide range used to underflow the scale to 0.0.
     assert choose_activation_params(0.0, 5e-324) == (1.0, -128)
     assert choose_activation_params(-1e-310, 0.0) == (1.0, -128)
+    assert choose_activation_params(0.0, 2.225073858507e-311) == (1.0, -128)
     np.testing.assert_array_equal(quantize([1e9, -1e9], 1.0, 0), [127, -128])
 
 
