@@ -58,8 +58,8 @@ Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_R
 cycles after the read, from a register. Scratchpad and accumulator rows come from their
 registered read ports (3 cycles, then the bank/half and word muxes and the word's register); other
 memory read data is registered before its lane/word mux. A write takes effect at once, except
-that a binary weight beat is stored with its last word and a scratchpad row the cycle after its
-last word.
+that a binary weight beat is stored with its last word, and a scratchpad row and a command (into
+the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the validation result + one to decide + one to hand over, plus waiting for its unit
@@ -480,16 +480,19 @@ class Core(CoreGeometry, wiring.Component):
         half_bits = (half_rows - 1).bit_length()
 
         # Pushing commands ------------------------------------------------------------------------
+        # Every word is staged and the push is registered: the queue and the overflow error are
+        # written the cycle after the command's last word, from flip-flops only (timing: the
+        # bus decoder is far from the queue).
         staged = [Signal(32, name=f"command_staged_{index}") for index in range(COMMAND_WORDS)]
-        push = bus.write & (bus.address == COMMAND_WORDS - 1)
+        push = Signal()
         with m.If(bus.write):
             with m.Switch(bus.address):
-                for index in range(COMMAND_WORDS - 1):
+                for index in range(COMMAND_WORDS):
                     with m.Case(index):
                         m.d.sync += staged[index].eq(bus.write_data)
-        pushed_bits = Cat(*staged[:-1], bus.write_data)[:COMMAND_LAYOUT.size]
+        m.d.sync += push.eq(bus.write & (bus.address == COMMAND_WORDS - 1))
         pushed = Signal(32)
-        m.d.comb += [queue.w_data.eq(pushed_bits), queue.w_en.eq(push)]
+        m.d.comb += [queue.w_data.eq(Cat(*staged)[:COMMAND_LAYOUT.size]), queue.w_en.eq(push)]
         with m.If(push):
             m.d.sync += pushed.eq(pushed + 1)
 
@@ -720,8 +723,7 @@ class Core(CoreGeometry, wiring.Component):
         overflow = push & ~queue.w_rdy
         with m.If(overflow):
             m.d.comb += [new_error.eq(ErrorCode.QUEUE_OVERFLOW), new_error_index.eq(pushed),
-                         new_error_opcode.eq(bus.write_data[:4] if COMMAND_WORDS == 1
-                                             else staged[0][:4])]
+                         new_error_opcode.eq(staged[0][:4])]
         clear_error = bus.write & (bus.address == REGISTERS["error_code"])
         with m.If(clear_error):
             m.d.sync += error_code.eq(ErrorCode.NONE)
