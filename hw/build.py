@@ -44,9 +44,9 @@ from amaranth._toolchain import tool_env_var
 from boards import BudgetError, check_budget, variant
 from boards.catalog import BOARDS
 from hw.config import DATAFLOWS, MULTIPLIERS
-from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
+from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
 __all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "YOWASP_TOOLS"]
 
