@@ -62,13 +62,13 @@ that a binary weight beat is stored with its last word, and a scratchpad row and
 the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
-to register a sum + one for the validation result + one to decide + one to hand over, plus
-waiting for its unit (the handshake has a state of its own, apart from the checks): the products
-of the command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
+to register the validation result + one to decide + one to hand over, plus waiting for its unit
+(the handshake has a state of its own, apart from the checks): the products of the
+command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 2 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 42 cycles for a small conv, 19 for a FENCE, at
-most about 62. Retirements and the performance-counter events are registered before they are
+bits) and one cycle per other product: about 41 cycles for a small conv, 18 for a FENCE, at
+most about 61. Retirements and the performance-counter events are registered before they are
 counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
 control logic feeds a 32- or 64-bit adder in the same cycle).
 """
@@ -573,11 +573,7 @@ class Core(CoreGeometry, wiring.Component):
         fetch = Signal()
         _, products_done = sequence_products(m, multiplier, steps, start=fetch)
         w_rows = multiply_by_constant(w_tiles, rows)
-        # The last output row of a store, a three-operand sum: registered in its own state
-        # (SUM) before CHECK compares it (timing: two carry chains and a compare in one cycle
-        # were the routed critical path).
-        out_last_sum = store_args.out_base + store_args.n_blocks - 1 + pooled_span
-        out_last = Signal(out_last_sum.shape(), name="out_last")
+        out_last = store_args.out_base + store_args.n_blocks - 1 + pooled_span
 
         checks = []         # (condition, code), the first that holds is reported
 
@@ -670,10 +666,7 @@ class Core(CoreGeometry, wiring.Component):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 with m.If(products_done):
-                    m.next = "SUM"
-            with m.State("SUM"):
-                m.d.sync += out_last.eq(out_last_sum)
-                m.next = "CHECK"
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
                 m.next = "DECIDE"
