@@ -15,7 +15,10 @@ needs once (image sizes, address strides, row counts) are formed here by shift-a
   ``n + 2`` cycles.
 * `sequence_products`: drives one multiplier through a fixed list of products (each step may read
   the results of earlier ones), optionally skipping steps whose condition is false (one cycle
-  each); ``done`` pulses one cycle after the last result is registered.
+  each); ``done`` pulses one cycle after the last result is registered. A step's operands are
+  selected and registered in its first cycle and requested in its second, so the operand
+  multiplexer (and any arithmetic in an operand) ends at flip-flops, not at the multiplier's
+  request handshake: an enabled step costs ``n + 3`` cycles.
 * `multiply_by_constant`: a product with an elaboration-time constant as shifted additions.
 """
 
@@ -81,14 +84,17 @@ class SequentialMultiplier(wiring.Component):
 def sequence_products(m, multiplier, steps, *, start):
     """Compute ``target = a * b`` for each ``(target, a, b)`` or ``(target, a, b, condition)`` of
     `steps` in order on `multiplier`, starting when `start` is high while idle. A step whose
-    condition is false leaves its target alone and costs one cycle. Returns ``(busy, done)``:
+    condition is false leaves its target alone and costs one cycle; an enabled one registers its
+    operands in its first cycle and requests the product in its second. Returns ``(busy, done)``:
     `busy` from the cycle after `start` until the last result is registered, `done` high in the
     cycle after that (every target then holds its product)."""
     step = Signal(range(len(steps) + 1))        # 0 = idle, i + 1 = steps[i] in flight
+    operands = Signal.like(multiplier.request.payload, name="operands")
+    loaded = Signal()                           # `operands` hold the current step's
     requested = Signal()
     done = Signal()
-    m.d.sync += done.eq(0)
-    m.d.comb += multiplier.product.ready.eq(1)
+    m.d.sync += [done.eq(0), loaded.eq(0)]
+    m.d.comb += [multiplier.product.ready.eq(1), multiplier.request.payload.eq(operands)]
     with m.If((step == 0) & start):
         m.d.sync += step.eq(1)
     for index, (target, a, b, *condition) in enumerate(steps):
@@ -98,14 +104,13 @@ def sequence_products(m, multiplier, steps, *, start):
             with m.If(~enabled):
                 m.d.sync += advance
             with m.Else():
-                m.d.comb += [multiplier.request.valid.eq(~requested),
-                             multiplier.request.payload.a.eq(a),
-                             multiplier.request.payload.b.eq(b)]
+                m.d.sync += [operands.a.eq(a), operands.b.eq(b), loaded.eq(1)]
+                m.d.comb += multiplier.request.valid.eq(loaded & ~requested)
                 with m.If(multiplier.request.valid & multiplier.request.ready):
                     m.d.sync += requested.eq(1)
                 with m.If(multiplier.product.valid):
                     m.d.sync += [target.eq(multiplier.product.payload), requested.eq(0),
-                                 *advance]
+                                 loaded.eq(0), *advance]
     return step != 0, done
 
 
