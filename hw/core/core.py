@@ -573,7 +573,27 @@ class Core(CoreGeometry, wiring.Component):
         fetch = Signal()
         _, products_done = sequence_products(m, multiplier, steps, start=fetch)
         w_rows = multiply_by_constant(w_tiles, rows)
-        out_last = store_args.out_base + store_args.n_blocks - 1 + pooled_span
+
+        # The sums the range checks compare are registered in the SUM state, so no check is an
+        # add and a compare in one cycle (each is exact: one bit wider than its widest term).
+        def registered_sum(name, *terms):
+            value = sum(terms[1:], terms[0])
+            target = Signal(value.shape(), name=name)
+            sums.append(target.eq(value))
+            return target
+
+        sums = []
+        a_end = registered_sum("a_end", layer.a_base, a_rows)
+        w_end = registered_sum("w_end", layer.w_base, w_rows)
+        acc_end = registered_sum("acc_end", layer.acc_base[:half_bits], acc_rows)
+        store_acc_end = registered_sum("store_acc_end", store_args.acc_base[:half_bits],
+                                       store_acc_rows)
+        param_end = registered_sum("param_end", store_args.param_base,
+                                   multiply_by_constant(store_args.n_blocks, cols))
+        out_last = registered_sum("out_last", store_args.out_base, store_args.n_blocks - 1,
+                                  pooled_span)
+        binary_a_end = registered_sum("binary_a_end", binary_args.a_base, binary_a_rows)
+        binary_out_end = registered_sum("binary_out_end", binary_args.out_base, binary_out_rows)
 
         checks = []         # (condition, code), the first that holds is reported
 
@@ -589,11 +609,11 @@ class Core(CoreGeometry, wiring.Component):
                                 (layer.n_blocks == 0) | (layer.cin_last == 0) |
                                 (layer.cin_last > rows) | (layer.n_last == 0) |
                                 (layer.n_last > cols)), ErrorCode.BAD_SHAPE)
-        fail(compute_command & ((layer.a_base + a_rows > self.scratchpad_rows) |
-                                (layer.w_base + w_rows > self.scratchpad_rows)),
+        fail(compute_command & ((a_end > self.scratchpad_rows) |
+                                (w_end > self.scratchpad_rows)),
              ErrorCode.SCRATCHPAD_RANGE)
         fail(compute_command & ((layer.acc_base >= self.accumulator_rows) |
-                                (layer.acc_base[:half_bits] + acc_rows > half_rows)),
+                                (acc_end > half_rows)),
              ErrorCode.ACCUMULATOR_RANGE)
         fail(is_store & ((store_args.height == 0) | (store_args.width == 0) |
                          (store_args.n_blocks == 0) |
@@ -602,10 +622,9 @@ class Core(CoreGeometry, wiring.Component):
                                              (store_args.width > self.max_pool_width)))),
              ErrorCode.BAD_SHAPE)
         fail(is_store & ((store_args.acc_base >= self.accumulator_rows) |
-                         (store_args.acc_base[:half_bits] + store_acc_rows > half_rows)),
+                         (store_acc_end > half_rows)),
              ErrorCode.ACCUMULATOR_RANGE)
-        fail(is_store & (store_args.param_base + multiply_by_constant(store_args.n_blocks, cols)
-                         > self.parameter_rows),
+        fail(is_store & (param_end > self.parameter_rows),
              ErrorCode.PARAMETER_RANGE)
         fail(is_store & (out_last >= self.scratchpad_rows), ErrorCode.SCRATCHPAD_RANGE)
         fail(is_binary & ((binary_args.k == 0) | (binary_args.k > self.binary_max_k) |
@@ -613,9 +632,9 @@ class Core(CoreGeometry, wiring.Component):
                           (binary_args.neuron_folds > self.binary_max_neuron_folds) |
                           (binary_args.last_lanes == 0) |
                           (binary_args.last_lanes > self.binary_lanes)), ErrorCode.BAD_SHAPE)
-        fail(is_binary & (binary_args.a_base + binary_a_rows > self.scratchpad_rows),
+        fail(is_binary & (binary_a_end > self.scratchpad_rows),
              ErrorCode.SCRATCHPAD_RANGE)
-        fail(is_binary & (binary_args.out_base + binary_out_rows > self.binary_result_rows),
+        fail(is_binary & (binary_out_end > self.binary_result_rows),
              ErrorCode.RESULT_RANGE)
         # Each condition is registered in the CHECK state and prioritized from flip-flops in
         # DECIDE, so neither the range arithmetic nor the priority chain meets the decision logic.
@@ -666,7 +685,10 @@ class Core(CoreGeometry, wiring.Component):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 with m.If(products_done):
-                    m.next = "CHECK"
+                    m.next = "SUM"
+            with m.State("SUM"):
+                m.d.sync += sums
+                m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
                 m.next = "DECIDE"
