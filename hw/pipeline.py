@@ -1,13 +1,18 @@
-"""Pipeline registers: a value delayed by a fixed number of clock cycles.
+"""Pipeline registers: a value delayed by a fixed number of clock cycles, and a stream slice.
 
 `delayed` is how a block keeps side information (a tag, a bank select, a valid flag) in step with
 data that goes through a fixed-latency stage such as a registered memory port. Latency: `cycles`;
 throughput: a new value every cycle.
+
+`SkidBuffer` registers a stream in both directions (valid/payload forward, ready backward), for a
+handshake between blocks placed far apart. Latency: one cycle; throughput: one transfer per cycle.
 """
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["delayed"]
+__all__ = ["delayed", "SkidBuffer"]
 
 
 def delayed(m, value, cycles, *, name, shape=None, reset_less=False):
@@ -25,3 +30,33 @@ def delayed(m, value, cycles, *, name, shape=None, reset_less=False):
         m.d.sync += register.eq(value)
         value = register
     return value
+
+
+class SkidBuffer(wiring.Component):
+    """A stream register slice whose ``i.ready`` and ``o.valid``/``o.payload`` are flip-flops.
+
+    It cuts a handshake chain in two: the consumer's ``o.ready`` reaches only this buffer's
+    register enables, and the producer sees a ready that is one flip-flop. An output register
+    holds the row offered on ``o``; a second (skid) register takes the row that arrives in the
+    cycle the consumer stalls, and ``i.ready`` is low while it is full. Latency: one cycle from a
+    transfer on ``i`` to ``o.valid``. Throughput: one transfer per cycle both ways.
+
+    Parameters: `shape`, the payload shape.
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid_valid = Signal()
+        skid = Signal.like(self.i.payload, name="skid", reset_less=True)
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(self.o.ready | ~self.o.valid):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
