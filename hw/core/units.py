@@ -29,11 +29,13 @@ StoreUnit::
     in all), then
     for each column block: load C requant parameters (C+2 cycles, after the previous block
     has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
-    -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register -> scratchpad write
+    -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register
+    -> scratchpad write
     Throughput: one row per ceil(C / requant_lanes) cycles.
 
-    The drain requests (address, valid) and the scratchpad write (address, row, enable) come
-    straight from registers: a pooled row is written the cycle after it leaves the requantizer.
+    The drain requests (address, valid), the line FIFO's write and the scratchpad write
+    (address, row, enable) come straight from registers: a row is written two cycles after it
+    leaves the requantizer (the skid buffer, then the write register).
 
 BinaryUnit::
 
@@ -52,6 +54,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.binary.engine import BinaryEngine
+from hw.pipeline import SkidBuffer
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
@@ -193,17 +196,24 @@ class ComputeUnit(wiring.Component):
             m.d.comb += weight_row[lane].eq(weight_reader.response.payload.data[lane])
         for lane in range(rows):
             m.d.comb += activation.a[lane].eq(Mux(tag.pad, tag.zero_point, row.data[lane]))
+        # A row's tag is pushed the cycle after the row enters the array, from registers (timing:
+        # the write enable reaches every distributed-RAM slice of the tag FIFO). The FIFO never
+        # fills: the array accepts a row only while it has reserved a result FIFO row for it
+        # (`hw.systolic.array`), so at most result_fifo_depth tags wait, two fewer than it holds.
         pushed_tag = Signal(result_tag_layout)
+        push_tag = Signal()
+        with m.If(array.activations.valid & array.activations.ready):
+            m.d.sync += [pushed_tag.acc_addr.eq(tag.acc_addr),
+                         pushed_tag.accumulate.eq(tag.accumulate)]
+        m.d.sync += push_tag.eq(array.activations.valid & array.activations.ready)
         m.d.comb += [
             activation.last.eq(tag.last),
             array.weights.valid.eq(weight_reader.response.valid),
             weight_reader.response.ready.eq(array.weights.ready),
-            array.activations.valid.eq(reader.response.valid & result_tags.w_rdy),
-            reader.response.ready.eq(array.activations.ready & result_tags.w_rdy),
-            pushed_tag.acc_addr.eq(tag.acc_addr),
-            pushed_tag.accumulate.eq(tag.accumulate),
+            array.activations.valid.eq(reader.response.valid),
+            reader.response.ready.eq(array.activations.ready),
             result_tags.w_data.eq(pushed_tag),
-            result_tags.w_en.eq(array.activations.valid & array.activations.ready),
+            result_tags.w_en.eq(push_tag),
         ]
 
         popped_tag = Signal(result_tag_layout)
@@ -310,9 +320,16 @@ class StoreUnit(wiring.Component):
         last_column = Signal(10)            # width - 1, registered (timing)
         last_image_row = Signal(10)         # height - 1
         at_last_row = Signal()              # image_row == last_image_row, kept with image_row
+        at_last_column = Signal()           # column == last_column, kept with column
         held = Signal(pool_row)
         out_addr = Signal(ADDRESS_BITS)
-        incoming = requant.o.payload.data
+        # The requantizer's rows reach the pool through a skid buffer: its output FIFO's read
+        # logic sees a ready from a flip-flop, and the pool's decisions start from flip-flops.
+        m.submodules.requant_output = requant_output = SkidBuffer(requant.o.payload.shape())
+        wiring.connect(m, requant.o, requant_output.i)
+        row_in = requant_output.o
+        taken = row_in.valid & row_in.ready
+        incoming = row_in.payload.data
         pair = Signal(pool_row)
         quad = Signal(pool_row)
         line_row = Signal(pool_row)
@@ -327,35 +344,47 @@ class StoreUnit(wiring.Component):
         odd_column = column[0]
         odd_row = image_row[0]
         emits = ~cmd.pool | (odd_column & odd_row)
-        # From flip-flops only: this steers the requantizer's ready and the line FIFO's write.
+        # From flip-flops only: they steer the row's ready and the line FIFO.
         pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
+        pops = cmd.pool & odd_column & odd_row
+        # The line FIFO is written from registers, the cycle after the row is taken (timing: its
+        # write enable reaches every distributed-RAM slice of the line). It holds at most
+        # width / 2 <= depth rows, one image row of pairs, so it is never full when written; a
+        # row that pops waits until the FIFO offers its pair (at most a cycle or two, for rows
+        # only two pixels wide at one pixel per cycle).
+        line_push = Signal()
+        line_push_row = Signal(pool_row)
+        m.d.sync += line_push.eq(taken & pushes)
+        with m.If(taken & pushes):
+            m.d.sync += line_push_row.eq(pair)
         # Write register: the pooled row is registered before the scratchpad write port, which
         # the host may take for a cycle (`sp_blocked`); the row then waits there.
         write_valid = Signal()
         write_row = Signal(pool_row)
         write_free = ~write_valid | ~self.sp_blocked
         m.d.comb += [
-            requant.o.ready.eq(Mux(emits, write_free, ~pushes | line.w_rdy)),
+            row_in.ready.eq(Mux(emits, write_free & (~pops | line.r_rdy), ~pushes | line.w_rdy)),
             self.sp_addr.eq(out_addr),
             self.sp_data.eq(write_row),
             self.sp_en.eq(write_valid & ~self.sp_blocked),
-            line.w_data.eq(pair),
-            line.w_en.eq(requant.o.valid & requant.o.ready & pushes),
-            line.r_en.eq(requant.o.valid & requant.o.ready & cmd.pool & odd_column & odd_row),
+            line.w_data.eq(line_push_row),
+            line.w_en.eq(line_push),
+            line.r_en.eq(taken & pops),
         ]
         with m.If(write_free):
-            m.d.sync += write_valid.eq(requant.o.valid & emits)
+            m.d.sync += write_valid.eq(row_in.valid & emits & (~pops | line.r_rdy))
             for lane in range(cols):
                 m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
         with m.If(self.sp_en):
             m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
-        with m.If(requant.o.valid & requant.o.ready):
+        with m.If(taken):
             m.d.sync += held.eq(incoming)
-            with m.If(column == last_column):
-                m.d.sync += [column.eq(0), image_row.eq(image_row + 1),
+            with m.If(at_last_column):
+                m.d.sync += [column.eq(0), at_last_column.eq(last_column == 0),
+                             image_row.eq(image_row + 1),
                              at_last_row.eq(image_row + 1 == last_image_row)]
             with m.Else():
-                m.d.sync += column.eq(column + 1)
+                m.d.sync += [column.eq(column + 1), at_last_column.eq(column + 1 == last_column)]
 
         # Parameters of a block: channel i - 1 is read at param_index i, written at i + 1.
         m.d.comb += [
@@ -388,7 +417,8 @@ class StoreUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [param_index.eq(0), issued.eq(0), drain_addr.eq(block_acc),
                                  draining.eq(pixels != 0), written.eq(0), column.eq(0),
-                                 image_row.eq(0), at_last_row.eq(last_image_row == 0),
+                                 at_last_column.eq(last_column == 0), image_row.eq(0),
+                                 at_last_row.eq(last_image_row == 0),
                                  out_addr.eq(block_out)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
