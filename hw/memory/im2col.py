@@ -114,7 +114,10 @@ class ConvBeatGenerator(wiring.Component):
         pixels = Signal(26)                 # M = ho_count*out_w
         h_step = Signal(32)                 # stride*in_w*cin_blocks: next output row
         first_pixel = Signal(_WIDE)         # h_first*in_w: pixel index of (h_first, 0)
-        origin_first = Signal(_WIDE)        # address of (h_first, -pad_left), cb 0 (without
+        # Row addresses are kept modulo 2**ADDRESS_BITS: only their low bits are read, and the
+        # low bits of a sum depend only on the low bits of its terms (an address of a padding
+        # position may wrap; it is never read).
+        origin_first = Signal(ADDRESS_BITS) # address of (h_first, -pad_left), cb 0 (without
                                             # a_base until the set-up is done)
         kernel_taps = Signal(8)             # kh*kw
         kernel_rows = Signal(18)            # kh*kw*cin_blocks
@@ -124,13 +127,13 @@ class ConvBeatGenerator(wiring.Component):
         # Loop state.
         running = Signal()
         w_addr = Signal(ADDRESS_BITS)
-        w_end = Signal(ADDRESS_BITS + 1)        # w_base + every tile's R rows
+        w_last = Signal(ADDRESS_BITS)       # w_base + every tile's R rows - 1
         weights_left = Signal()
         nb, kh, kw, cb = (Signal(10, name="nb"), Signal(4, name="kh"), Signal(4, name="kw"),
                           Signal(10, name="cb"))
-        origin_kh = Signal(_WIDE)           # (kh, kw=0, cb=0) tile origin
-        origin_kw = Signal(_WIDE)           # (kh, kw, cb=0)
-        origin = Signal(_WIDE)              # this tile: pixel (ho_start, wo=0)
+        origin_kh = Signal(ADDRESS_BITS)    # (kh, kw=0, cb=0) tile origin
+        origin_kw = Signal(ADDRESS_BITS)    # (kh, kw, cb=0)
+        origin = Signal(ADDRESS_BITS)       # this tile: pixel (ho_start, wo=0)
         acc_block = Signal(self.acc_addr_width)
         wo = Signal(10)
         ho = Signal(16)
@@ -138,8 +141,8 @@ class ConvBeatGenerator(wiring.Component):
         h = Signal(signed(18))
         w = Signal(signed(14))
         tile_w_start = Signal(signed(14))   # w of the tile's first output column
-        row_addr = Signal(_WIDE)
-        addr = Signal(_WIDE)
+        row_addr = Signal(ADDRESS_BITS)
+        addr = Signal(ADDRESS_BITS)
         # Every loop counter has an "at the last index" flag beside it, updated with the counter
         # from registers only (the counter against its trip count - 2, or that value's sign), so
         # the loop decisions below start from flip-flops, not from subtractors and comparators.
@@ -198,11 +201,11 @@ class ConvBeatGenerator(wiring.Component):
         with m.If(accept):
             m.d.sync += cmd.eq(self.command.payload)
         with m.If(setup_done):
-            first = Signal(_WIDE)
+            first = Signal(ADDRESS_BITS)
             m.d.comb += first.eq(cmd.a_base + origin_first)
             m.d.sync += [
                 h_first.eq(ho_stride - cmd.pad_top),
-                w_end.eq(cmd.w_base + multiply_by_constant(tiles, rows)),
+                w_last.eq(cmd.w_base + multiply_by_constant(tiles, rows) - 1),
                 origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
                 origin.eq(first), row_addr.eq(first), addr.eq(first),
                 h.eq(ho_stride - cmd.pad_top), w.eq(-cmd.pad_left),
@@ -225,7 +228,7 @@ class ConvBeatGenerator(wiring.Component):
             self.weights.valid.eq(weights_left),
             self.weights.payload.eq(w_addr),
             beat.pad.eq(~inside),
-            beat.sp_addr.eq(addr[:ADDRESS_BITS]),
+            beat.sp_addr.eq(addr),
             beat.acc_addr.eq(acc_block + pixel),
             beat.accumulate.eq(cmd.accumulate | ~first_chunk),
             beat.last.eq(tile_last),
@@ -236,7 +239,7 @@ class ConvBeatGenerator(wiring.Component):
 
         with m.If(self.weights.valid & self.weights.ready):
             m.d.sync += w_addr.eq(w_addr + 1)
-            with m.If(w_addr + 1 == w_end):
+            with m.If(w_addr == w_last):
                 m.d.sync += weights_left.eq(0)
 
         def start_tile(tile_origin, h_start, w_start):
