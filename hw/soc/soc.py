@@ -20,9 +20,11 @@ The core is built from the config (`hw.core.core_from_config`). An output-statio
 still elaborates: its core has no compute unit and answers GEMM/CONV with an UNSUPPORTED error.
 
 `SoCCore` is everything from the byte streams inward (tests and the byte-level simulation
-transport use it directly); `SoC` adds the UART PHY and has the serial pins as ports for the board
-top. Latency and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus
-the UART PHY's (about 9.5 bit times from a start bit to the received byte); every window
+transport use it directly); `SoC` adds the UART PHY, joined to the frame engine through a
+`hw.pipeline.SkidBuffer` each way, and has the serial pins as ports for the board top. Latency
+and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus the UART
+PHY's (about 9.5 bit times from a start bit to the received byte) and a cycle per skid buffer;
+every window
 follows the target contract of `hw.soc.bridge` (no wait states, read data 3 cycles after the
 read) and the decoder registers the frame engine's requests and the read data.
 
@@ -40,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
 from hw.core import core_from_config
+from hw.pipeline import SkidBuffer
 from hw.soc import protocol
 from hw.soc.bridge import ADDRESS_WIDTH, Bus, BusDecoder, MemoryMap, Window, WindowKind
 from hw.soc.csr import CsrBlock
@@ -239,7 +242,13 @@ class SoC(wiring.Component):
         m = Module()
         m.submodules.phy = phy = self._phy
         m.submodules.core = core = self.core
-        wiring.connect(m, phy.rx, core.rx)
-        wiring.connect(m, core.tx, phy.tx)
+        # Each byte stream crosses a skid buffer, so neither side's handshake logic reaches the
+        # other (the PHY sits by the pins, the frame engine by the bus); a cycle each way.
+        m.submodules.rx_slice = rx_slice = SkidBuffer(8)
+        m.submodules.tx_slice = tx_slice = SkidBuffer(8)
+        wiring.connect(m, phy.rx, rx_slice.i)
+        wiring.connect(m, rx_slice.o, core.rx)
+        wiring.connect(m, core.tx, tx_slice.i)
+        wiring.connect(m, tx_slice.o, phy.tx)
         m.d.comb += [phy.rxd.eq(self.rx), self.tx.eq(phy.txd)]
         return m
