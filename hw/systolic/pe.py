@@ -1,7 +1,8 @@
 """Processing element of the INT8 systolic array, and its two-stage multiplier.
 
-`Multiplier` computes a signed int8 x int8 product with a fixed latency of 2 cycles
-(operands registered, product registered)::
+`Multiplier` computes a product with a fixed latency of 2 cycles (operands registered, product
+registered); its operands are signed int8 by default, or any shapes that fit the DSP's signed
+18-bit ports (signed up to 18 bits, unsigned up to 17; the requantizer's partial products)::
 
     cycle    t        t+1            t+2
     a, b     a0,b0    a1,b1          a2,b2
@@ -37,7 +38,7 @@ value in them is qualified by a valid bit (``first`` restarts the accumulator), 
 nets off the wide datapath.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,18 +72,33 @@ def check_choice(name, value, allowed):
         raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
 
 
+def _check_dsp_operand(name, shape):
+    shape = Shape.cast(shape)
+    limit = DSP_WIDTH if shape.signed else DSP_WIDTH - 1
+    if not 1 <= shape.width <= limit:
+        raise ValueError(f"Multiplier {name} must fit a signed {DSP_WIDTH}-bit DSP port (signed "
+                         f"up to {DSP_WIDTH} bits, unsigned up to {DSP_WIDTH - 1}), not {shape!r}")
+    return shape
+
+
 class Multiplier(wiring.Component):
-    """Signed int8 x int8 -> int16, latency 2, one product per cycle (see module docstring)."""
+    """``a * b`` (int8 x int8 -> int16 by default), latency 2, one product per cycle (see module
+    docstring). The product is as wide as both operands together, signed if either is."""
 
     LATENCY = 2
 
-    def __init__(self, *, mapping):
+    def __init__(self, *, mapping, a_shape=OPERAND_SHAPE, b_shape=OPERAND_SHAPE):
         check_choice("mapping", mapping, MULTIPLIERS)
         self.mapping = mapping
+        self.a_shape = _check_dsp_operand("a_shape", a_shape)
+        self.b_shape = _check_dsp_operand("b_shape", b_shape)
+        width = self.a_shape.width + self.b_shape.width
+        self.product_shape = (signed(width) if self.a_shape.signed or self.b_shape.signed
+                              else unsigned(width))
         super().__init__({
-            "a": In(OPERAND_SHAPE),
-            "b": In(OPERAND_SHAPE),
-            "product": Out(PRODUCT_SHAPE),
+            "a": In(self.a_shape),
+            "b": In(self.b_shape),
+            "product": Out(self.product_shape),
         })
 
     def elaborate(self, platform):
@@ -91,17 +107,20 @@ class Multiplier(wiring.Component):
             self._elaborate_mult18x18d(m)
             return m
 
-        a = Signal(OPERAND_SHAPE, reset_less=True)
-        b = Signal(OPERAND_SHAPE, reset_less=True)
-        product = Signal(PRODUCT_SHAPE, reset_less=True)
+        a = Signal(self.a_shape, reset_less=True)
+        b = Signal(self.b_shape, reset_less=True)
+        product = Signal(self.product_shape, reset_less=True)
         m.d.sync += [a.eq(self.a), b.eq(self.b)]
         if self.mapping == "dsp":
             m.d.sync += product.eq(a * b)
         else:
-            # Two's complement: the sign bit of `a` weighs -2^7, the others +2^k.
-            partials = [Mux(a[k], b << k, 0) for k in range(OPERAND_SHAPE.width - 1)]
-            sign_partial = Mux(a[-1], b << (OPERAND_SHAPE.width - 1), 0)
-            m.d.sync += product.eq(sum(partials) - sign_partial)
+            # Two's complement: the sign bit of a signed `a` weighs -2^(n-1), the others +2^k.
+            magnitude_bits = self.a_shape.width - (1 if self.a_shape.signed else 0)
+            partials = [Mux(a[k], b << k, 0) for k in range(magnitude_bits)]
+            total = sum(partials)
+            if self.a_shape.signed:
+                total = total - Mux(a[-1], b << magnitude_bits, 0)
+            m.d.sync += product.eq(total)
         m.d.comb += self.product.eq(product)
         return m
 
@@ -109,7 +128,9 @@ class Multiplier(wiring.Component):
         a = Signal(signed(DSP_WIDTH))
         b = Signal(signed(DSP_WIDTH))
         p = Signal(2 * DSP_WIDTH)
-        m.d.comb += [a.eq(self.a), b.eq(self.b), self.product.eq(p[:PRODUCT_SHAPE.width])]
+        # Sign- or zero-extended to the ports' 18 signed bits: the 36-bit product is exact.
+        m.d.comb += [a.eq(self.a), b.eq(self.b),
+                     self.product.eq(p[:self.product_shape.width])]
         ports = {}
         for bit in range(DSP_WIDTH):
             ports[f"i_A{bit}"] = a[bit]

@@ -30,16 +30,16 @@ clock-to-out never meets a channel mux (it costs ``32 * channels + 1`` flip-flop
 ``lanes`` identical lanes are time-shared over the ``channels`` of the held row. A row is issued
 in ``steps = ceil(channels / lanes)`` consecutive cycles; in step ``s`` lane ``l`` handles channel
 ``s * lanes + l`` (lanes past the last channel compute a discarded value). Each lane is a
-12-stage pipeline that never stalls; no stage is deeper than one ~32-bit add or compare or a 4:1
+13-stage pipeline that never stalls; no stage is deeper than one ~32-bit add or compare or a 4:1
 mux level, and the 32x31-bit product is split into four partial products of at most 18x18 bits
-(one ``MULT18X18D`` each)::
+(one ``MULT18X18D`` each, with the DSP's own input and output registers: `hw.systolic.pe`)::
 
     stage  0  select channel, read parameters     1  acc + bias
-           2  4 partial products (DSP)            3  two partial sums
-           4  product >> 30 (47-bit add)          5  DOUBLE: + t[0]
-           6  >> 8*(shift//8), sticky bits        7  >> shift%8, sticky bits
-           8  round-up bit + zero point           9  + quotient
-          10  compare with act_min, act_max      11  select the clamped value
+        2, 3  4 partial products (DSP)            4  two partial sums
+           5  product >> 30 (47-bit add)          6  DOUBLE: + t[0]
+           7  >> 8*(shift//8), sticky bits        8  >> shift%8, sticky bits
+           9  round-up bit + zero point          10  + quotient
+          11  compare with act_min, act_max      12  select the clamped value
 
 Results of the steps of a row are collected in a shift register and the complete row is written
 to an output FIFO. Back-pressure never stops the pipeline: a row is only started when the FIFO is
@@ -48,15 +48,15 @@ is deep enough to keep the unit at full rate when ``o.ready`` stays high.
 
 Throughput: one row per ``steps`` cycles (every cycle when ``lanes == channels``), gaps on ``i``
 and stalls on ``o`` permitting: the input register takes the next row in the cycle the last step
-of the held one is issued. Latency: ``latency = steps + 14`` cycles from a row's transfer on ``i``
+of the held one is issued. Latency: ``latency = steps + 15`` cycles from a row's transfer on ``i``
 to ``o.valid`` for that row, when it need not wait for the input register or an output FIFO
 credit (an idle unit takes a row at once: ``i.ready`` is high while the input register is
 empty)::
 
-    cycle   0         1        2       ..  steps                ..  steps+12        steps+14
+    cycle   0         1        2       ..  steps                ..  steps+13        steps+15
     i       transfer                       next row's transfer
     held              step 0   step 1      last step
-    lanes             issue ----------------------- 12 stages -------> last step result
+    lanes             issue ----------------------- 13 stages -------> last step result
     o                                                                  FIFO write      o.valid
 
 Interfaces:
@@ -84,10 +84,13 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.pipeline import delayed
+from hw.systolic.pe import Multiplier
+
 __all__ = ["Rounding", "Requantizer", "PIPELINE_STAGES", "MAX_CHANNELS"]
 
 
-PIPELINE_STAGES = 12
+PIPELINE_STAGES = 13
 MAX_CHANNELS = 1024
 
 # Cycles from a row's completed write into the buffered output FIFO to its `o.valid`.
@@ -272,22 +275,24 @@ class Requantizer(wiring.Component):
             shift_1.eq(parameters.shift),
         ]
 
-        # 2: biased * multiplier as four partial products, each within a signed 18x18 multiplier.
+        # 2, 3: biased * multiplier as four partial products, each on one MULT18X18D with its
+        # input and output registers (`hw.systolic.pe.Multiplier`).
         split = _DSP_OPERAND_BITS
-        biased_low, biased_high = biased[:split], biased[split:].as_signed()
-        multiplier_low, multiplier_high = multiplier[:split], multiplier[split:]
-        low_low = stage("low_low", unsigned(2 * split))
-        low_high = stage("low_high", unsigned(split + 14))
-        high_low = stage("high_low", signed(15 + split))
-        high_high = stage("high_high", signed(15 + 14))
-        shift_2 = stage("shift_2", range(32))
-        m.d.sync += [
-            low_low.eq(biased_low * multiplier_low),
-            low_high.eq(biased_low * multiplier_high),
-            high_low.eq(biased_high * multiplier_low),
-            high_high.eq(biased_high * multiplier_high),
-            shift_2.eq(shift_1),
-        ]
+        operands = {"low": biased[:split], "high": biased[split:].as_signed()}
+        factors = {"low": multiplier[:split], "high": multiplier[split:]}
+        partial = {}
+        for operand_half, operand in operands.items():
+            for factor_half, factor in factors.items():
+                name = f"{operand_half}_{factor_half}"
+                product = Multiplier(mapping="dsp", a_shape=operand.shape(),
+                                     b_shape=factor.shape())
+                m.submodules[f"{name}_{lane}"] = product
+                m.d.comb += [product.a.eq(operand), product.b.eq(factor)]
+                partial[name] = product.product
+        low_low, low_high = partial["low_low"], partial["low_high"]
+        high_low, high_high = partial["high_low"], partial["high_high"]
+        shift_2 = delayed(m, shift_1, Multiplier.LATENCY, name=f"shift_2_{lane}",
+                          reset_less=True)
 
         # 3, 4: the product's bits from 2^17 up; bits below 2^17 come from low_low alone and
         # carry into nothing, so they are dropped.
