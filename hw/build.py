@@ -387,8 +387,8 @@ def build(args, *, say=print):
         plan = selected.platform().prepare(
             top, DESIGN_NAME, verbose=True,
             script_after_read=YOSYS_SCRIPT_AFTER_READ,
-            nextpnr_opts=f"--report {NEXTPNR_REPORT} --timing-allow-fail "
-                         f"--placer {NEXTPNR_PLACER}")
+            nextpnr_opts=f"--report {NEXTPNR_REPORT} --detailed-timing-report "
+                         f"--timing-allow-fail --placer {NEXTPNR_PLACER}")
         out.mkdir(parents=True, exist_ok=True)
         for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):
             (out / stale).unlink(missing_ok=True)
