@@ -21,8 +21,9 @@ Target side (every window port)::
   ``read_data`` is a flip-flop, never a RAM, a mux or deeper logic: a window registers the RAM's
   read data (clock-to-out ~5.6 ns on ECP5) before its word mux and registers the selected word
   (`memory_read_data`; a read port that already ends in a data register gets only the word mux
-  and its register), a register window registers the address, then the selected value
-  (`register_read_data`); both delay the result to the common latency.
+  and its register), a register window registers the address, then the value selected in each
+  group of 8 registers, then the group's (`register_read_data`); both delay the result to the
+  common latency.
 
 Initiator side (the decoder's ``bus``)::
 
@@ -246,21 +247,47 @@ def _deliver(m, bus, value, cycle):
                                          name=f"{bus.read_data.name}_delayed", reset_less=True))
 
 
+_REGISTER_GROUP_BITS = 3     # registers per first-level read multiplexer: 8
+
+
 def register_read_data(m, bus, values):
     """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
     `values` maps word addresses to values (any other address reads 0). The address is
-    registered with the read and the value it selects is registered in the next cycle (so a
-    live value is sampled the cycle after the read), then delayed to `TARGET_READ_LATENCY`."""
+    registered with the read; in the next cycle each group of 8 consecutive addresses registers
+    the value it holds at the address (so a live value is sampled the cycle after the read), and
+    in the one after the addressed group's value is registered, then delayed to
+    `TARGET_READ_LATENCY` (two multiplexer levels of at most 8 inputs, each ending at
+    flip-flops, instead of one over every register)."""
     address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
-    selected = Signal(32, name=f"{bus.read_data.name}_selected")
     m.d.sync += address.eq(bus.address)
-    with m.Switch(address):
-        for index, value in values.items():
-            with m.Case(index):
-                m.d.sync += selected.eq(value)
-        with m.Default():
-            m.d.sync += selected.eq(0)
-    _deliver(m, bus, selected, 2)
+    low = address[:_REGISTER_GROUP_BITS]
+    group_address = delayed(m, address[_REGISTER_GROUP_BITS:], 1,
+                            name=f"{bus.address.name}_group")
+    groups = {}
+    for index, value in values.items():
+        groups.setdefault(index >> _REGISTER_GROUP_BITS, {})[index % (1 << _REGISTER_GROUP_BITS)] = value
+    group_values = {}
+    for group, members in groups.items():
+        held = Signal(32, name=f"{bus.read_data.name}_group_{group}")
+        with m.Switch(low):
+            for offset, value in members.items():
+                with m.Case(offset):
+                    m.d.sync += held.eq(value)
+            with m.Default():
+                m.d.sync += held.eq(0)
+        group_values[group] = held
+    selected = Signal(32, name=f"{bus.read_data.name}_selected")
+    if len(group_address) == 0:
+        # One group (no Switch on a zero-width index: CXXRTL never matches its case).
+        m.d.sync += selected.eq(group_values.get(0, 0))
+    else:
+        with m.Switch(group_address):
+            for group, held in group_values.items():
+                with m.Case(group):
+                    m.d.sync += selected.eq(held)
+            with m.Default():
+                m.d.sync += selected.eq(0)
+    _deliver(m, bus, selected, 3)
 
 
 def memory_read_data(m, bus, *, row, word, row_latency=1):
