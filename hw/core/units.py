@@ -397,7 +397,18 @@ class StoreUnit(wiring.Component):
         ]
         m.d.sync += param_valid.eq(0)
 
-        with m.FSM():
+        # The requantizer's `busy` and the block's end are registered before the FSM reads them
+        # (timing: the requantizer and the store's control are placed apart). A block has ended
+        # when every row is requested and written and the requantizer is empty; `block_done`
+        # is only computed in DRAIN, so a finished block's flag never reaches the next one.
+        requant_busy = Signal()
+        block_done = Signal()
+        in_drain = Signal()
+        m.d.sync += [requant_busy.eq(requant.busy),
+                     block_done.eq(in_drain & ~draining & (written == out_rows) & ~requant.busy)]
+
+        with m.FSM() as fsm:
+            m.d.comb += in_drain.eq(fsm.ongoing("DRAIN"))
             _idle_state(m, self.command, cmd, accepted)
             with m.State("SETUP"):
                 m.d.sync += [nb.eq(0), block_acc.eq(cmd.acc_base),
@@ -409,7 +420,7 @@ class StoreUnit(wiring.Component):
             with m.State("PARAMETERS"):
                 with m.If(param_index == 0):
                     # The requantizer's parameters may only change while it is empty.
-                    with m.If(~requant.busy):
+                    with m.If(~requant_busy):
                         m.d.sync += param_index.eq(1)
                 with m.Elif(param_index <= cols):
                     m.d.sync += [param_valid.eq(1), param_channel.eq(param_index - 1),
@@ -425,7 +436,7 @@ class StoreUnit(wiring.Component):
                 with m.If(reader.request.valid & reader.request.ready):
                     m.d.sync += [issued.eq(issued + 1), drain_addr.eq(drain_addr + 1),
                                  draining.eq(issued != last_pixel)]
-                with m.If(~draining & (written == out_rows) & ~requant.busy):
+                with m.If(block_done):
                     with m.If(nb == cmd.n_blocks - 1):
                         m.next = "IDLE"
                     with m.Else():
