@@ -38,14 +38,15 @@ Weight-stationary (``dataflow="weight_stationary"``)
     memory's job.
 
     PE(i, j) holds W[i, j]; partial sums flow down, A flows right, each PE adds 1 cycle, so the
-    bottom of column j emits the sum for an A row R+j+2 cycles after it entered, and the de-skew
-    aligns the columns (row out at +R+C+1). Weights are double-buffered: ``weights`` beats shift
+    bottom of column j emits the sum for an A row R+j+3 cycles after it was accepted (one launch
+    register, so the handshake never reaches a PE), and the de-skew aligns the columns (row out
+    at +R+C+2). Weights are double-buffered: ``weights`` beats shift
     into a shadow register chain (upward, so W[0] ends in row 0) while the active weights compute.
     The first activation of a tile (after the previous ``last``) waits until R weight rows are
     loaded and carries a swap flag through the skew, so PE(i, j) switches to the new weight
     exactly between the two tiles' rows. New weight beats are refused until that swap has crossed
-    the whole array (R+C-2 cycles), then the next tile's weights load while this one computes.
-    With M >= R + (R+C-2) rows per tile, loading is hidden entirely. An accepted weight beat is
+    the whole array (R+C-1 cycles from the accept), then the next tile's weights load while this
+    one computes. With M >= R + (R+C-1) rows per tile, loading is hidden entirely. An accepted weight beat is
     registered and shifts into the chain one cycle later, so the shift enable that reaches all R*C
     PEs comes straight from a flip-flop (the stream handshake never drives that fanout).
 
@@ -64,7 +65,7 @@ credits.
 
 Latency (cycles from the handshake of a tile's ``last`` operand beat / an activation beat to its
 first result beat on ``results`` with an empty pipeline and a ready consumer): ``latency``
-= R + C + 5 (output-stationary), R + C + 3 (weight-stationary). Throughput: one operand or
+= R + C + 5 (output-stationary), R + C + 4 (weight-stationary). Throughput: one operand or
 activation beat per cycle (R*C MACs per cycle) when tiles are long enough (see above).
 """
 
@@ -121,6 +122,7 @@ class SystolicArray(wiring.Component):
                 "last": 1,
             })
             members["operands"] = In(stream.Signature(self.operand_layout))
+            self._launch_delay = 0          # the operands' input register is the launch
             self.latency = rows + cols + 5
             # Room for every row in flight while tiles of K = R beats arrive back to back.
             self.result_fifo_depth = 3 * rows + cols + 8
@@ -132,8 +134,11 @@ class SystolicArray(wiring.Component):
             })
             members["weights"] = In(stream.Signature(self.weight_layout))
             members["activations"] = In(stream.Signature(self.activation_layout))
-            self.latency = rows + cols + 3
-            self.result_fifo_depth = rows + cols + 8
+            # An accepted activation is registered before it enters the skew, so the stream
+            # handshake never reaches the first PE's weight select or operand.
+            self._launch_delay = 1
+            self.latency = rows + cols + 4
+            self.result_fifo_depth = rows + cols + 9
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -169,13 +174,16 @@ class SystolicArray(wiring.Component):
                                   shape=TileControl, name="out_control", reset_less=False)
         m.d.sync += reserved.eq(reserved + reservation - popped)
 
-        # Skew: row i starts i cycles late, then hops one PE per cycle to the right.
+        # Skew: row i starts i cycles late (plus the weight-stationary launch register), then
+        # hops one PE per cycle to the right.
         for i in range(rows):
             m.d.comb += [
-                pes[i][0].a.eq(delayed(m, launch_a[i], i, shape=OPERAND_SHAPE,
-                                       name=f"a_skew_{i}", reset_less=True)),
-                pes[i][0].control.eq(delayed(m, launch, i, shape=TileControl,
-                                             name=f"control_skew_{i}", reset_less=False)),
+                pes[i][0].a.eq(delayed(m, launch_a[i], self._launch_delay + i,
+                                       shape=OPERAND_SHAPE, name=f"a_skew_{i}",
+                                       reset_less=True)),
+                pes[i][0].control.eq(delayed(m, launch, self._launch_delay + i,
+                                             shape=TileControl, name=f"control_skew_{i}",
+                                             reset_less=False)),
             ]
             for j in range(1, cols):
                 m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out),
@@ -250,7 +258,7 @@ class SystolicArray(wiring.Component):
         rows, cols = self.rows, self.cols
         taken = Signal(range(rows + 1))         # weight beats accepted for the next tile
         # Cycles until the last swap has read every shadow register.
-        swap_window = max(rows + cols - 3, 0)
+        swap_window = max(self._launch_delay + rows + cols - 3, 0)
         swap_guard = Signal(range(swap_window + 1))
         expect_first = Signal(init=1)
         take = Signal()
