@@ -62,13 +62,14 @@ that a binary weight beat is stored with its last word, and a scratchpad row and
 the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
-to register the validation result + one to decide + one to hand over, plus waiting for its unit
+to register the checked sums + one to register the validation result + one to decide + one to
+hand over, plus waiting for its unit
 (the handshake has a state of its own, apart from the checks): the products of the
 command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
-DSP block), 2 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 41 cycles for a small conv, 18 for a FENCE, at
-most about 61. Retirements and the performance-counter events are registered before they are
+DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
+bits) and one cycle per other product: about 49 cycles for a small conv, 19 for a FENCE, at
+most about 71. Retirements and the performance-counter events are registered before they are
 counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
 control logic feeds a 32- or 64-bit adder in the same cycle).
 """
@@ -536,7 +537,7 @@ class Core(CoreGeometry, wiring.Component):
         binary_args = command.args.binary
 
         # Products of the command's sizes, on one shift-and-add multiplier (no DSP block) while
-        # the command is held: only those of its opcode, 2 + ceil(bits(b)/2) cycles each. Each
+        # the command is held: only those of its opcode, 3 + ceil(bits(b)/2) cycles each. Each
         # is exact (as wide as its operands together), so a huge command cannot wrap into range.
         compute_command = is_gemm | is_conv
         layer_products = compute_command if compute is not None else Const(0)

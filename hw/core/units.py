@@ -9,13 +9,14 @@ signals because the core shares them with the host link, which always wins: a un
 ComputeUnit (weight-stationary)::
 
     command -> ConvBeatGenerator -weights-----> ReadStage(port w) -> SystolicArray.weights
-                                 \\-activations-> ReadStage(port a) -> SystolicArray.activations
+                                 \\-activations-> ReadStage(port a) -> SkidBuffer
+                                                         -> SystolicArray.activations
                   tag FIFO {acc_addr, accumulate}  <-- pushed per activation, popped per result
     SystolicArray.results + tag -> acc_write (AccumulatorMemory.write: write or accumulate)
 
     Weight rows and activation rows are read on two scratchpad ports (two banks), so the next
     tile's weights load into the array's shadow registers while the current tile computes: a
-    tile costs max(M, R + C - 2 + R) cycles, i.e. one activation row per cycle when M is at least
+    tile costs max(M, R + C - 1 + R) cycles, i.e. one activation row per cycle when M is at least
     about 2R + C (the array's swap window, see `hw.systolic.array`). When both streams hit the
     same bank, activations win and weights wait (correct, slower). The first weight row is
     requested 2 cycles after the generator's set-up products, the first activation row 3
@@ -25,7 +26,7 @@ ComputeUnit (weight-stationary)::
 StoreUnit::
 
     set-up (from the cycle after the accept): M = height*width and the output row count on a
-    shift-and-add multiplier (no DSP), 2 + ceil(bits(width)/2) cycles each (at most 17 cycles
+    shift-and-add multiplier (no DSP), 3 + ceil(bits(width)/2) cycles each (at most 19 cycles
     in all), then
     for each column block: load C requant parameters (C+2 cycles, after the previous block
     has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
@@ -43,7 +44,7 @@ BinaryUnit::
     `width` bits each, requested from an address register) -> ReadStage -> activations;
     every result (one neuron fold) -> binary result memory
     Set-up (from the cycle after the accept): the beat count (vectors*F) and the last fold's op
-    count on a shift-and-add multiplier (no DSP), 2 + ceil(bits/2) cycles each (at most 18
+    count on a shift-and-add multiplier (no DSP), 3 + ceil(bits/2) cycles each (at most 20
     cycles in all).
     Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
 """
@@ -188,7 +189,13 @@ class ComputeUnit(wiring.Component):
             reader.blocked.eq(self.sp_blocked),
         ]
 
-        row = reader.response.payload
+        # The activation rows reach the array through a skid buffer, so the array's ready (its
+        # credit and weight checks) steers only that buffer, not the reader's FIFO.
+        m.submodules.activation_slice = activation_slice = SkidBuffer(
+            reader.response.payload.shape())
+        wiring.connect(m, reader.response, activation_slice.i)
+        response = activation_slice.o
+        row = response.payload
         tag = row.tag
         weight_row = array.weights.payload
         activation = array.activations.payload
@@ -210,8 +217,8 @@ class ComputeUnit(wiring.Component):
             activation.last.eq(tag.last),
             array.weights.valid.eq(weight_reader.response.valid),
             weight_reader.response.ready.eq(array.weights.ready),
-            array.activations.valid.eq(reader.response.valid),
-            reader.response.ready.eq(array.activations.ready),
+            array.activations.valid.eq(response.valid),
+            response.ready.eq(array.activations.ready),
             result_tags.w_data.eq(pushed_tag),
             result_tags.w_en.eq(push_tag),
         ]
@@ -236,7 +243,8 @@ class ComputeUnit(wiring.Component):
         # and falls one cycle after the last effect lands.
         m.d.sync += [
             self.busy.eq((self.command.valid & self.command.ready) | ~generator.command.ready |
-                         ~reader.idle | ~weight_reader.idle | (outstanding != 0)),
+                         ~reader.idle | response.valid | ~weight_reader.idle |
+                         (outstanding != 0)),
             self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
             self.macs.eq(Mux(sent, tag.macs, 0)),
         ]

@@ -38,10 +38,10 @@ registers (timing: it comes through the scratchpad port arbitration)::
     skid register  -      -      -      b+2    -
 
 Latency: the set-up starts the cycle after the command is accepted and runs 11 products of
-``2 + ceil(bits(b)/2)`` cycles each, ``b`` being the small operand (stride, in_w, out_w, kw,
+``3 + ceil(bits(b)/2)`` cycles each, ``b`` being the small operand (stride, in_w, out_w, kw,
 cin_blocks, n_blocks, n_last, at most 10 bits); the first weight row comes 2 cycles after the
-last product, the first activation beat 3 cycles after it: about 42 cycles after the command is
-accepted for a 3x3, stride 1 conv of a 16x16 image with a few blocks, at most 68 cycles.
+last product, the first activation beat 3 cycles after it: about 53 cycles after the command is
+accepted for a 3x3, stride 1 conv of a 16x16 image with a few blocks, at most 79 cycles.
 Throughput: one beat per cycle on each stream while it is ready; the next command is accepted
 when both streams of this one have ended.
 """
