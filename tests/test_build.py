@@ -7,7 +7,7 @@ import random
 import pytest
 
 import hw.build
-from hw.build import main, parse_nextpnr_report
+from hw.build import main, parse_nextpnr_report, slow_endpoints
 from hw.soc.bringup import REPLY_LENGTH, REQUEST_BYTE, BringUp
 from sim.harness import run
 
@@ -80,14 +80,38 @@ def nextpnr_report(fmax_mhz, constraint_mhz, luts=20_000):
     }
 
 
+def detailed_timings(arrivals):
+    """nextpnr's ``detailed_net_timings``: one net per (driver, cell, port, arrival ns)."""
+    return [{"driver": driver, "port": "Q", "net": f"{driver}_net", "event": "posedge clk",
+             "sources": [], "endpoints": [{"cell": cell, "port": port, "event": "posedge clk",
+                                           "delay": [arrival / 2, arrival]}]}
+            for driver, cell, port, arrival in arrivals]
+
+
 def test_parse_nextpnr_report(tmp_path):
     path = tmp_path / "report.json"
-    path.write_text(json.dumps(nextpnr_report(131.5, 105)))
-    utilization, fmax = parse_nextpnr_report(path)
+    report = nextpnr_report(131.5, 105)
+    report["detailed_net_timings"] = detailed_timings([
+        ("a_TRELLIS_FF_Q", "store.column_TRELLIS_FF_Q_3", "DI", 10.5),
+        ("b_TRELLIS_FF_Q", "store.column_TRELLIS_FF_Q_3", "DI", 11.25),    # the worst counts
+        ("c_TRELLIS_FF_Q", "store.column_TRELLIS_FF_Q_4", "M", 9.75),
+        ("d_TRELLIS_FF_Q", "line.storage.0.9$DPRAM_COMB3", "WRE", 9.0),
+    ])
+    path.write_text(json.dumps(report))
+    utilization, fmax, endpoints = parse_nextpnr_report(path)
     assert utilization["LUT4"] == {"used": 20_000, "available": 83640}
     assert utilization["MULT18X18D"] == {"used": 152, "available": 156}
     assert set(utilization) == {"LUT4", "FF", "MULT18X18D", "DP16KD", "EHXPLLL"}
     assert fmax == {"$glbnet$clock.sync_pll_clk": {"achieved_mhz": 131.5, "constraint_mhz": 105}}
+    assert endpoints == {("store.column_TRELLIS_FF_Q_3", "DI"): 11.25,
+                         ("store.column_TRELLIS_FF_Q_4", "M"): 9.75,
+                         ("line.storage.0.9$DPRAM_COMB3", "WRE"): 9.0}
+    # Registers of one signal are one group; only arrivals past the period count.
+    assert slow_endpoints(endpoints, 9.5) == [
+        {"signal": "store.column", "arrival_ns": 11.25, "endpoints": 2}]
+    assert slow_endpoints(endpoints, 8.0)[1] == {"signal": "line.storage", "arrival_ns": 9.0,
+                                                 "endpoints": 1}
+    assert slow_endpoints(endpoints, 12.0) == []
 
 
 @pytest.mark.parametrize("fmax_mhz, status", [(131.5, 0), (98.25, 1)])
@@ -103,6 +127,7 @@ def test_report_only_judges_timing(no_tools, capsys, tmp_path, fmax_mhz, status)
     assert report["peak_int8_gops_at_fmax"] == pytest.approx(2 * 144 * fmax_mhz / 1e3)
     assert report["timing_met"] is (status == 0)
     assert report["passed"] is (status == 0)
+    assert report["slow_endpoints"] == [] and report["nextpnr_seed"] is None
     output = capsys.readouterr().out
     assert ("PASS" if status == 0 else "timing not met") in output
     assert "MULT18X18D" in output
