@@ -743,16 +743,31 @@ class Core(CoreGeometry, wiring.Component):
         retiring = Signal(3)
         m.d.comb += retiring.eq(compute_done + store_done + binary_done + skip + fence_done)
 
+        # A failed check is registered before it is kept (timing: the decision logic reaches
+        # only these flip-flops, not the enables of the error registers); it is kept in the
+        # cycle `completed` counts the failed command. An overflow (from flip-flops) is kept at
+        # once, so a host that reads the error right after its push sees it.
+        reported_error = Signal(ErrorCode)
+        reported_index = Signal(32)
+        reported_opcode = Signal(4)
+        m.d.sync += [reported_error.eq(new_error), reported_index.eq(new_error_index),
+                     reported_opcode.eq(new_error_opcode)]
+        kept_error = Signal(ErrorCode)
+        kept_index = Signal(32)
+        kept_opcode = Signal(4)
         overflow = push & ~queue.w_rdy
         with m.If(overflow):
-            m.d.comb += [new_error.eq(ErrorCode.QUEUE_OVERFLOW), new_error_index.eq(pushed),
-                         new_error_opcode.eq(staged[0][:4])]
+            m.d.comb += [kept_error.eq(ErrorCode.QUEUE_OVERFLOW), kept_index.eq(pushed),
+                         kept_opcode.eq(staged[0][:4])]
+        with m.Else():
+            m.d.comb += [kept_error.eq(reported_error), kept_index.eq(reported_index),
+                         kept_opcode.eq(reported_opcode)]
         clear_error = bus.write & (bus.address == REGISTERS["error_code"])
         with m.If(clear_error):
             m.d.sync += error_code.eq(ErrorCode.NONE)
-        with m.Elif((new_error != ErrorCode.NONE) & (error_code == ErrorCode.NONE)):
-            m.d.sync += [error_code.eq(new_error), error_index.eq(new_error_index),
-                         error_opcode.eq(new_error_opcode)]
+        with m.Elif((kept_error != ErrorCode.NONE) & (error_code == ErrorCode.NONE)):
+            m.d.sync += [error_code.eq(kept_error), error_index.eq(kept_index),
+                         error_opcode.eq(kept_opcode)]
 
         # Performance counters --------------------------------------------------------------------
         busy_bits = Cat(compute_busy, store.busy, binary.busy, ~dispatcher_idle)
