@@ -76,6 +76,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.pipeline import delayed
+from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
                             check_choice)
 
@@ -144,8 +145,12 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        pes = [[ProcessingElement(dataflow=self.dataflow, multiplier=self.multiplier)
-                for _ in range(cols)] for _ in range(rows)]
+        # On a device with a DSP floorplan, neighbouring PEs sit on neighbouring DSP sites.
+        sites = (dsp_sites(getattr(platform, "device", None), rows, cols)
+                 if platform is not None and self.multiplier == "dsp" else None)
+        pes = [[ProcessingElement(dataflow=self.dataflow, multiplier=self.multiplier,
+                                  dsp_site=sites[i, j] if sites else None)
+                for j in range(cols)] for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]

@@ -87,9 +87,12 @@ class Multiplier(wiring.Component):
 
     LATENCY = 2
 
-    def __init__(self, *, mapping, a_shape=OPERAND_SHAPE, b_shape=OPERAND_SHAPE):
+    def __init__(self, *, mapping, a_shape=OPERAND_SHAPE, b_shape=OPERAND_SHAPE, site=None):
         check_choice("mapping", mapping, MULTIPLIERS)
+        if site is not None and not isinstance(site, str):
+            raise TypeError(f"Multiplier site must be a BEL name or None, not {site!r}")
         self.mapping = mapping
+        self.site = site            # nextpnr BEL of the MULT18X18D (hw.systolic.floorplan)
         self.a_shape = _check_dsp_operand("a_shape", a_shape)
         self.b_shape = _check_dsp_operand("b_shape", b_shape)
         width = self.a_shape.width + self.b_shape.width
@@ -138,8 +141,9 @@ class Multiplier(wiring.Component):
             ports[f"i_C{bit}"] = Const(0, 1)
         for bit in range(2 * DSP_WIDTH):
             ports[f"o_P{bit}"] = p[bit]
+        placement = {} if self.site is None else {"a_BEL": self.site}
         m.submodules.mult18x18d = Instance(
-            "MULT18X18D",
+            "MULT18X18D", **placement,
             **{f"p_{name}": value for name, value in MULT18X18D_PARAMETERS.items()},
             i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1),
             i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
@@ -152,11 +156,12 @@ class ProcessingElement(wiring.Component):
 
     LATENCY = Multiplier.LATENCY + 1       # operands in -> accumulated / psum_out visible
 
-    def __init__(self, *, dataflow, multiplier):
+    def __init__(self, *, dataflow, multiplier, dsp_site=None):
         check_choice("dataflow", dataflow, DATAFLOWS)
         check_choice("multiplier", multiplier, MULTIPLIERS)
         self.dataflow = dataflow
         self.multiplier = multiplier
+        self.dsp_site = dsp_site
         members = {
             "a": In(OPERAND_SHAPE),
             "control": In(TileControl),
@@ -182,7 +187,8 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.multiplier = multiplier = Multiplier(mapping=self.multiplier)
+        m.submodules.multiplier = multiplier = Multiplier(mapping=self.multiplier,
+                                                          site=self.dsp_site)
 
         a_forward = Signal(OPERAND_SHAPE, reset_less=True)
         # Every PE on an anti-diagonal sees the same control: unmerged, each row keeps its own

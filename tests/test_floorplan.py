@@ -1,0 +1,63 @@
+"""hw.systolic.floorplan: the PEs' DSP sites on the die, and the BEL constraints they become."""
+
+import re
+
+import pytest
+from amaranth.back import rtlil
+from amaranth_boards.ulx3s import ULX3S_12F_Platform, ULX3S_85F_Platform
+
+from hw.systolic.array import SystolicArray
+from hw.systolic.floorplan import DSP_SITE_ROWS, dsp_sites
+
+SITE = re.compile(r"X(\d+)/Y(\d+)/MULT18_([0145])")
+
+
+def _xy(site):
+    x, y, _ = SITE.fullmatch(site).groups()
+    return int(x), int(y)
+
+
+@pytest.mark.parametrize("rows, cols", [(12, 12), (1, 1), (3, 17), (9, 4)])
+def test_sites_are_distinct_device_sites_and_neighbours_are_close(rows, cols):
+    sites = dsp_sites("LFE5U-85F", rows, cols)
+    assert set(sites) == {(i, j) for i in range(rows) for j in range(cols)}
+    assert len(set(sites.values())) == rows * cols
+    ys, pairs = DSP_SITE_ROWS["LFE5U-85F"]
+    columns = {x + offset for x in pairs for offset in (0, 1)}
+    for site in sites.values():
+        x, y = _xy(site)
+        assert y in ys and x in columns
+    band = -(-rows // len(ys))
+    for (i, j), site in sites.items():
+        x, y = _xy(site)
+        if i + 1 < rows and (i + 1) % band:     # psum to the PE below, same DSP row
+            below_x, below_y = _xy(sites[i + 1, j])
+            assert below_y == y and 0 < below_x - x <= 6     # 6: across the centre
+        if j + 1 < cols:                        # operand to the PE on the right
+            right_x, right_y = _xy(sites[i, j + 1])
+            assert right_y == y and 0 < right_x - x <= 6 * band
+
+
+def test_site_names_follow_the_pair_pattern():
+    sites = dsp_sites("LFE5U-85F", 12, 12)
+    # Read off nextpnr's own placement of the 85F SoC.
+    assert {sites[0, 0], sites[1, 0], sites[2, 0], sites[3, 0]} == {
+        "X8/Y10/MULT18_4", "X9/Y10/MULT18_5", "X13/Y10/MULT18_0", "X14/Y10/MULT18_1"}
+    assert sites[4, 0] == "X8/Y34/MULT18_4" and sites[11, 11] == "X115/Y58/MULT18_1"
+
+
+def test_no_floorplan_without_a_table_or_room():
+    assert dsp_sites("LFE5U-25F", 4, 6) is None
+    assert dsp_sites(None, 4, 4) is None
+    assert dsp_sites("LFE5U-85F", 12, 32) is None       # 4 rows x 32 > 52 sites per DSP row
+
+
+def _bels(platform, multiplier="dsp"):
+    array = SystolicArray(rows=3, cols=2, dataflow="weight_stationary", multiplier=multiplier)
+    return re.findall(r'attribute \\BEL "([^"]+)"', rtlil.convert(array, platform=platform))
+
+
+def test_array_carries_the_floorplan_as_bel_attributes():
+    assert sorted(_bels(ULX3S_85F_Platform())) == sorted(dsp_sites("LFE5U-85F", 3, 2).values())
+    assert _bels(ULX3S_12F_Platform()) == []
+    assert _bels(ULX3S_85F_Platform(), multiplier="lut") == []
