@@ -41,7 +41,8 @@ StoreUnit::
 BinaryUnit::
 
     layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
-    `width` bits each, requested from an address register) -> ReadStage -> activations;
+    `width` bits each, requested from an address register) -> ReadStage -> SkidBuffer
+    -> activations;
     every result (one neuron fold) -> binary result memory
     Set-up (from the cycle after the accept): the beat count (vectors*F) and the last fold's op
     count on a shift-and-add multiplier (no DSP), 3 + ceil(bits/2) cycles each (at most 20
@@ -55,7 +56,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.binary.engine import BinaryEngine
-from hw.pipeline import SkidBuffer
+from hw.pipeline import SkidBuffer, delayed
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
@@ -362,9 +363,8 @@ class StoreUnit(wiring.Component):
         # only two pixels wide at one pixel per cycle).
         line_push = Signal()
         line_push_row = Signal(pool_row)
-        m.d.sync += line_push.eq(taken & pushes)
-        with m.If(taken & pushes):
-            m.d.sync += line_push_row.eq(pair)
+        # The row is loaded every cycle (`line_push` qualifies it): no handshake enable on it.
+        m.d.sync += [line_push.eq(taken & pushes), line_push_row.eq(pair)]
         # Write register: the pooled row is registered before the scratchpad write port, which
         # the host may take for a cycle (`sp_blocked`); the row then waits there.
         write_valid = Signal()
@@ -394,14 +394,22 @@ class StoreUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [column.eq(column + 1), at_last_column.eq(column + 1 == last_column)]
 
-        # Parameters of a block: channel i - 1 is read at param_index i, written at i + 1.
+        # Parameters of a block: channel i - 1 is read at param_index i, written at i + 2 (the
+        # last one in DRAIN's first cycle, long before a drained row reaches the requantizer).
         m.d.comb += [
             self.param_addr.eq(block_param + param_index - 1),
-            requant.params.valid.eq(param_valid),
-            requant.params.payload.channel.eq(param_channel),
-            requant.params.payload.bias.eq(self.param_data.bias),
-            requant.params.payload.multiplier.eq(self.param_data.multiplier),
-            requant.params.payload.shift.eq(self.param_data.shift),
+            # The parameter memory's read data is registered before it reaches the requantizer's
+            # lane memories (timing: block RAM clock-to-out), so the write is one cycle later.
+            requant.params.valid.eq(delayed(m, param_valid, 1, name="param_valid")),
+            requant.params.payload.channel.eq(delayed(m, param_channel, 1,
+                                                      name="param_channel")),
+            requant.params.payload.bias.eq(delayed(m, self.param_data.bias, 1,
+                                                   name="param_bias", reset_less=True)),
+            requant.params.payload.multiplier.eq(delayed(m, self.param_data.multiplier, 1,
+                                                         name="param_multiplier",
+                                                         reset_less=True)),
+            requant.params.payload.shift.eq(delayed(m, self.param_data.shift, 1,
+                                                    name="param_shift", reset_less=True)),
         ]
         m.d.sync += param_valid.eq(0)
 
@@ -486,7 +494,7 @@ class BinaryUnit(wiring.Component):
             "result_addr": Out(self.result_addr_width), "result_en": Out(1),
             "result_data": Out(binary_result_layout(lanes)),
             "busy": Out(1),
-            "beats": Out(1),        # an activation beat entered the engine this cycle
+            "beats": Out(1),        # an activation beat entered the engine last cycle
             "ops": Out(32),         # useful binary ops (2 per XNOR-popcount bit) of a result
         })
 
@@ -499,6 +507,12 @@ class BinaryUnit(wiring.Component):
             port_latency=Scratchpad.READ_LATENCY)
         wiring.connect(m, wiring.flipped(self.weights), engine.weights)
         wiring.connect(m, wiring.flipped(self.thresholds), engine.thresholds)
+        # Activation rows reach the engine through a skid buffer, so its issue logic steers
+        # only that buffer, not the reader's FIFO.
+        m.submodules.activation_slice = activation_slice = SkidBuffer(
+            reader.response.payload.shape())
+        wiring.connect(m, reader.response, activation_slice.i)
+        response = activation_slice.o
 
         cmd = Signal(binary_command_layout())
         folds_log2 = self.width.bit_length() - 1
@@ -534,12 +548,10 @@ class BinaryUnit(wiring.Component):
             reader.request.payload.addr.eq(request_addr),
             reader.request.payload.read.eq(1),
             reader.request.payload.tag.eq(fold == folds - 1),
-            engine.activations.valid.eq(reader.response.valid),
-            engine.activations.payload.bits.eq(
-                reader.response.payload.data.as_value()[:self.width]),
-            engine.activations.payload.last.eq(reader.response.payload.tag),
-            reader.response.ready.eq(engine.activations.ready),
-            self.beats.eq(engine.activations.valid & engine.activations.ready),
+            engine.activations.valid.eq(response.valid),
+            engine.activations.payload.bits.eq(response.payload.data.as_value()[:self.width]),
+            engine.activations.payload.last.eq(response.payload.tag),
+            response.ready.eq(engine.activations.ready),
             engine.layer.payload.k.eq(cmd.k),
             engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
         ]
@@ -548,6 +560,8 @@ class BinaryUnit(wiring.Component):
                          requesting.eq(requested != last_request),
                          fold.eq(Mux(fold == folds - 1, 0, fold + 1))]
 
+        # Registered (timing: the engine's handshake reaches the counters from a flip-flop).
+        m.d.sync += self.beats.eq(engine.activations.valid & engine.activations.ready)
         result = engine.results.payload
         m.d.comb += [
             engine.results.ready.eq(1),
