@@ -250,6 +250,21 @@ def _deliver(m, bus, value, cycle):
 _REGISTER_GROUP_BITS = 3     # registers per first-level read multiplexer: 8
 
 
+def _registered_select(m, target, index, values):
+    """``target`` <- ``values[index]`` (a dict of values by index; 0 for any other index), in
+    ``m.d.sync``. A zero-width `index` selects ``values[0]`` without a Switch (CXXRTL never
+    matches the case of a Switch on a zero-width value)."""
+    if len(index) == 0:
+        m.d.sync += target.eq(values.get(0, 0))
+        return
+    with m.Switch(index):
+        for key, value in values.items():
+            with m.Case(key):
+                m.d.sync += target.eq(value)
+        with m.Default():
+            m.d.sync += target.eq(0)
+
+
 def register_read_data(m, bus, values):
     """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
     `values` maps word addresses to values (any other address reads 0). The address is
@@ -260,33 +275,18 @@ def register_read_data(m, bus, values):
     flip-flops, instead of one over every register)."""
     address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
     m.d.sync += address.eq(bus.address)
-    low = address[:_REGISTER_GROUP_BITS]
-    group_address = delayed(m, address[_REGISTER_GROUP_BITS:], 1,
-                            name=f"{bus.address.name}_group")
     groups = {}
     for index, value in values.items():
-        groups.setdefault(index >> _REGISTER_GROUP_BITS, {})[index % (1 << _REGISTER_GROUP_BITS)] = value
+        group, offset = divmod(index, 1 << _REGISTER_GROUP_BITS)
+        groups.setdefault(group, {})[offset] = value
     group_values = {}
     for group, members in groups.items():
-        held = Signal(32, name=f"{bus.read_data.name}_group_{group}")
-        with m.Switch(low):
-            for offset, value in members.items():
-                with m.Case(offset):
-                    m.d.sync += held.eq(value)
-            with m.Default():
-                m.d.sync += held.eq(0)
-        group_values[group] = held
+        group_values[group] = Signal(32, name=f"{bus.read_data.name}_group_{group}")
+        _registered_select(m, group_values[group], address[:_REGISTER_GROUP_BITS], members)
     selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    if len(group_address) == 0:
-        # One group (no Switch on a zero-width index: CXXRTL never matches its case).
-        m.d.sync += selected.eq(group_values.get(0, 0))
-    else:
-        with m.Switch(group_address):
-            for group, held in group_values.items():
-                with m.Case(group):
-                    m.d.sync += selected.eq(held)
-            with m.Default():
-                m.d.sync += selected.eq(0)
+    group_address = delayed(m, address[_REGISTER_GROUP_BITS:], 1,
+                            name=f"{bus.address.name}_group")
+    _registered_select(m, selected, group_address, group_values)
     _deliver(m, bus, selected, 3)
 
 
@@ -310,15 +310,7 @@ def memory_read_data(m, bus, *, row, word, row_latency=1):
         m.d.sync += registered_row.eq(row)
         row, row_latency = registered_row, 2
     selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    if len(word) == 0:
-        # A one-word row (no Switch on a zero-width index: CXXRTL never matches its case).
-        m.d.sync += selected.eq(row[:32])
-    else:
-        word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
-        with m.Switch(word):
-            for index in range(-(-len(row) // 32)):
-                with m.Case(index):
-                    m.d.sync += selected.eq(row[32 * index:32 * index + 32])
-            with m.Default():
-                m.d.sync += selected.eq(0)
+    word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
+    _registered_select(m, selected, word, {index: row[32 * index:32 * index + 32]
+                                           for index in range(-(-len(row) // 32))})
     _deliver(m, bus, selected, row_latency + 1)
