@@ -576,14 +576,15 @@ class Core(CoreGeometry, wiring.Component):
         w_rows = multiply_by_constant(w_tiles, rows)
 
         # The sums the range checks compare are registered in the SUM state, so no check is an
-        # add and a compare in one cycle (each is exact: one bit wider than its widest term).
+        # add and a compare in one cycle (each exact, at the natural width of its terms' sum).
+        sums = []
+
         def registered_sum(name, *terms):
             value = sum(terms[1:], terms[0])
             target = Signal(value.shape(), name=name)
             sums.append(target.eq(value))
             return target
 
-        sums = []
         a_end = registered_sum("a_end", layer.a_base, a_rows)
         w_end = registered_sum("w_end", layer.w_base, w_rows)
         acc_end = registered_sum("acc_end", layer.acc_base[:half_bits], acc_rows)

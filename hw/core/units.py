@@ -208,12 +208,13 @@ class ComputeUnit(wiring.Component):
         # the write enable reaches every distributed-RAM slice of the tag FIFO). The FIFO never
         # fills: the array accepts a row only while it has reserved a result FIFO row for it
         # (`hw.systolic.array`), so at most result_fifo_depth tags wait, two fewer than it holds.
+        sent = array.activations.valid & array.activations.ready
         pushed_tag = Signal(result_tag_layout)
         push_tag = Signal()
-        with m.If(array.activations.valid & array.activations.ready):
+        with m.If(sent):
             m.d.sync += [pushed_tag.acc_addr.eq(tag.acc_addr),
                          pushed_tag.accumulate.eq(tag.accumulate)]
-        m.d.sync += push_tag.eq(array.activations.valid & array.activations.ready)
+        m.d.sync += push_tag.eq(sent)
         m.d.comb += [
             activation.last.eq(tag.last),
             array.weights.valid.eq(weight_reader.response.valid),
@@ -235,7 +236,6 @@ class ComputeUnit(wiring.Component):
             result_tags.r_en.eq(array.results.valid & self.acc_write.ready),
         ]
 
-        sent = array.activations.valid & array.activations.ready
         written = self.acc_write.valid & self.acc_write.ready
         outstanding = Signal(range(array.result_fifo_depth + 3))
         m.d.sync += outstanding.eq(outstanding + sent - written)
@@ -356,6 +356,7 @@ class StoreUnit(wiring.Component):
         # From flip-flops only: they steer the row's ready and the line FIFO.
         pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
         pops = cmd.pool & odd_column & odd_row
+        pair_ready = ~pops | line.r_rdy     # a popping row has its pair at the line's head
         # The line FIFO is written from registers, the cycle after the row is taken (timing: its
         # write enable reaches every distributed-RAM slice of the line). It holds at most
         # width / 2 <= depth rows, one image row of pairs, so it is never full when written; a
@@ -371,7 +372,7 @@ class StoreUnit(wiring.Component):
         write_row = Signal(pool_row)
         write_free = ~write_valid | ~self.sp_blocked
         m.d.comb += [
-            row_in.ready.eq(Mux(emits, write_free & (~pops | line.r_rdy), ~pushes | line.w_rdy)),
+            row_in.ready.eq(Mux(emits, write_free & pair_ready, ~pushes | line.w_rdy)),
             self.sp_addr.eq(out_addr),
             self.sp_data.eq(write_row),
             self.sp_en.eq(write_valid & ~self.sp_blocked),
@@ -380,7 +381,7 @@ class StoreUnit(wiring.Component):
             line.r_en.eq(taken & pops),
         ]
         with m.If(write_free):
-            m.d.sync += write_valid.eq(row_in.valid & emits & (~pops | line.r_rdy))
+            m.d.sync += write_valid.eq(row_in.valid & emits & pair_ready)
             for lane in range(cols):
                 m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
         with m.If(self.sp_en):
@@ -394,6 +395,8 @@ class StoreUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [column.eq(column + 1), at_last_column.eq(column + 1 == last_column)]
 
+        registered_parameter = delayed(m, self.param_data, 1, name="parameter",
+                                       reset_less=True)
         # Parameters of a block: channel i - 1 is read at param_index i, written at i + 2 (the
         # last one in DRAIN's first cycle, long before a drained row reaches the requantizer).
         m.d.comb += [
@@ -403,13 +406,8 @@ class StoreUnit(wiring.Component):
             requant.params.valid.eq(delayed(m, param_valid, 1, name="param_valid")),
             requant.params.payload.channel.eq(delayed(m, param_channel, 1,
                                                       name="param_channel")),
-            requant.params.payload.bias.eq(delayed(m, self.param_data.bias, 1,
-                                                   name="param_bias", reset_less=True)),
-            requant.params.payload.multiplier.eq(delayed(m, self.param_data.multiplier, 1,
-                                                         name="param_multiplier",
-                                                         reset_less=True)),
-            requant.params.payload.shift.eq(delayed(m, self.param_data.shift, 1,
-                                                    name="param_shift", reset_less=True)),
+            *(requant.params.payload[name].eq(registered_parameter[name])
+              for name in parameter_layout.members),
         ]
         m.d.sync += param_valid.eq(0)
 
