@@ -317,7 +317,10 @@ class BinaryEngine(wiring.Component):
             total_tag.valid.eq(count_tag.valid & count_tag.last),
             result_tag.eq(total_tag),
         ]
-        m.d.comb += threshold_read.addr.eq(total_tag.neuron_fold)
+        # The thresholds are read a cycle early and registered, so the compares start from
+        # flip-flops, not from the memory's read data (timing: the result FIFO's write data).
+        m.d.comb += threshold_read.addr.eq(count_tag.neuron_fold)
+        thresholds = delayed(m, threshold_read.data, 1, name="threshold", reset_less=True)
 
         entry_layout = data.StructLayout({
             "dots": data.ArrayLayout(self.dot_shape, lanes),
@@ -341,7 +344,7 @@ class BinaryEngine(wiring.Component):
             dot = Signal(self.dot_shape, name=f"dot_{lane}", reset_less=True)
             m.d.sync += dot.eq(k - (mismatches << 1))
 
-            threshold = threshold_read.data[lane]
+            threshold = thresholds[lane]
             m.d.comb += [
                 entry.dots[lane].eq(dot),
                 entry.bits[lane].eq(Mux(threshold.ascending, dot >= threshold.threshold,

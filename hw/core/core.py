@@ -63,8 +63,9 @@ the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the checked sums + one to register the validation result + one to decide + one to
-hand over, plus waiting for its unit
-(the handshake has a state of its own, apart from the checks): the products of the
+hand over, plus waiting for its unit (the handshake has a state of its own, apart from the
+checks; a unit's ready is registered, so a unit that just fell idle takes its next command a
+cycle later): the products of the
 command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
@@ -278,43 +279,45 @@ class Core(CoreGeometry, wiring.Component):
             compute_busy = Const(0)
 
         # Memory windows --------------------------------------------------------------------------
-        host_sp_read, host_sp_bank, host_sp_commit = self._scratchpad_window(m, scratchpad)
+        host_sp_read, host_sp_row, host_sp_commit = self._scratchpad_window(m, scratchpad)
         host_acc_read, host_acc_half = self._accumulator_window(m, halves, half_bits)
         self._parameter_window(m, parameter_write)
         self._binary_windows(m, binary, result_read)
 
-        # Scratchpad read ports, one per bank (the top row-address bit): the host first, then the
-        # activation-side client (compute or binary, never both at once), then compute's weights.
+        # Scratchpad read ports, one per bank (the top row-address bit), by priority: the host,
+        # then the activation side (compute or binary, never both at once), then compute's
+        # weights. A port's address and enable come from the requests (flip-flops and credit
+        # counts), never from the blocked answers derived from them (timing: the address
+        # registers of both banks).
         bank_bits = scratchpad.bank_addr_width
         activation_clients = [binary] if compute is None else [compute, binary]
-        activation_en = Signal()
+        activation_request = Signal()
         activation_addr = Signal(ADDRESS_BITS)
-        for client in activation_clients:
-            with m.If(client.sp_en):
-                m.d.comb += [activation_en.eq(1), activation_addr.eq(client.sp_addr)]
-        # Later assignments win: weights first, so the activation side overrides a conflict
-        # (compute.weight_blocked tells the weight reader it lost).
-        requests = [(activation_en, activation_addr)]
+        m.d.comb += [activation_request.eq(Cat(client.sp_request
+                                               for client in activation_clients).any()),
+                     activation_addr.eq(binary.sp_addr)]
         if compute is not None:
-            requests.insert(0, (compute.weight_en, compute.weight_addr))
-        bank_read = [Signal(name=f"bank_read_{index}") for index in range(2)]
-        for bank in range(2):
-            m.d.comb += bank_read[bank].eq(host_sp_read & (host_sp_bank == bank))
-        for enable, address in requests:
-            bank = address[bank_bits]
-            with m.If(enable & ~bank_read[0] & (bank == 0)):
-                m.d.comb += [scratchpad.read[0].addr.eq(address[:bank_bits]),
-                             scratchpad.read[0].en.eq(1)]
-            with m.If(enable & ~bank_read[1] & (bank == 1)):
-                m.d.comb += [scratchpad.read[1].addr.eq(address[:bank_bits]),
-                             scratchpad.read[1].en.eq(1)]
+            with m.If(compute.sp_request):
+                m.d.comb += activation_addr.eq(compute.sp_addr)
+        requests = [(host_sp_read, host_sp_row), (activation_request, activation_addr)]
+        if compute is not None:
+            requests.append((compute.weight_request, compute.weight_addr))
+        host_reads = []
+        for bank, port in enumerate(scratchpad.read):
+            wants = [enable & (address[bank_bits] == bank) for enable, address in requests]
+            host_reads.append(wants[0])
+            # The lowest priority's address is the default: with no request it goes unused.
+            m.d.comb += [port.addr.eq(requests[-1][1][:bank_bits]), port.en.eq(Cat(wants).any())]
+            for position in reversed(range(len(requests) - 1)):
+                with m.If(wants[position]):
+                    m.d.comb += port.addr.eq(requests[position][1][:bank_bits])
         for client in activation_clients:
             read_bank = delayed(m, client.sp_addr[bank_bits], Scratchpad.READ_LATENCY,
                                 name=f"{client.__class__.__name__.lower()}_read_bank")
             m.d.comb += [
                 client.sp_data.eq(Mux(read_bank, scratchpad.read[1].data,
                                       scratchpad.read[0].data)),
-                client.sp_blocked.eq(Mux(client.sp_addr[bank_bits], bank_read[1], bank_read[0])),
+                client.sp_blocked.eq(Mux(client.sp_addr[bank_bits], host_reads[1], host_reads[0])),
             ]
         if compute is not None:
             weight_bank = compute.weight_addr[bank_bits]
@@ -326,8 +329,8 @@ class Core(CoreGeometry, wiring.Component):
                 # Only compute's own activation reads compete with its weights: the binary unit
                 # never runs alongside compute (and leaving it out keeps its read logic off the
                 # weight path).
-                compute.weight_blocked.eq(Mux(weight_bank, bank_read[1], bank_read[0]) |
-                                          (compute.sp_en &
+                compute.weight_blocked.eq(Mux(weight_bank, host_reads[1], host_reads[0]) |
+                                          (compute.sp_request &
                                            (compute.sp_addr[bank_bits] == weight_bank))),
             ]
         # Scratchpad write port: the host's row commit, else the store unit.
@@ -383,18 +386,13 @@ class Core(CoreGeometry, wiring.Component):
                 scratchpad.write.data.eq(Cat(*staged)[:8 * self.row_bytes]),
                 scratchpad.write.en.eq(1),
             ]
-        bank_bits = scratchpad.bank_addr_width
-        bank = row[bank_bits]
-        read_bank = delayed(m, bank, Scratchpad.READ_LATENCY, name="host_read_bank")
-        with m.If(bus.read):
-            for index in range(2):
-                with m.If(bank == index):
-                    m.d.comb += [scratchpad.read[index].addr.eq(row[:bank_bits]),
-                                 scratchpad.read[index].en.eq(1)]
+        # The read ports are driven by the core's arbitration (the host first).
+        read_bank = delayed(m, row[scratchpad.bank_addr_width], Scratchpad.READ_LATENCY,
+                            name="host_read_bank")
         memory_read_data(m, bus, word=word, row_latency=Scratchpad.READ_LATENCY,
                          row=Mux(read_bank, scratchpad.read[1].data.as_value(),
                                  scratchpad.read[0].data.as_value()))
-        return bus.read, bank, commit
+        return bus.read, row, commit
 
     def _accumulator_window(self, m, halves, half_bits):
         bus = self.accumulator
@@ -660,6 +658,16 @@ class Core(CoreGeometry, wiring.Component):
         layer_half = layer.acc_base[half_bits]
         store_args_half = store_args.acc_base[half_bits]
 
+        # A unit's command ready, registered. Only an accepted command lowers a unit's ready, so
+        # the registered value, cleared by an offer (which is always taken), never claims a
+        # ready the unit does not have; it lags a rising ready by one cycle.
+        compute_ready, store_ready, binary_ready = (
+            Signal(name=f"{name}_ready") for name in ("compute", "store", "binary"))
+        for ready, unit in ((compute_ready, compute), (store_ready, store),
+                            (binary_ready, binary)):
+            if unit is not None:
+                m.d.sync += ready.eq(unit.command.ready & ~unit.command.valid)
+
         skip = Signal()
         fence_done = Signal()
         waiting = Signal()
@@ -704,27 +712,30 @@ class Core(CoreGeometry, wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 # A state of its own, so the handshakes with the units start from flip-flops
-                # and never meet the error checks.
+                # and never meet the error checks. A command is offered only to a unit whose
+                # registered ready is high, so the offer is the handshake and no unit's ready
+                # logic reaches the dispatcher's state.
                 m.d.comb += waiting.eq(1)
                 if compute is not None:
                     with m.If(compute_command):
                         m.d.comb += compute.command.valid.eq(
-                            ~compute_active & ~binary_active &
+                            compute_ready & ~compute_active & ~binary_active &
                             ~storing.bit_select(layer_half, 1))
-                        with m.If(compute.command.valid & compute.command.ready):
+                        with m.If(compute.command.valid):
                             m.d.comb += dispatched.eq(1)
                             m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
                                          computing.bit_select(layer_half, 1).eq(1)]
                 with m.If(is_store):
                     m.d.comb += store.command.valid.eq(
-                        ~store_active & ~computing.bit_select(store_args_half, 1))
-                    with m.If(store.command.valid & store.command.ready):
+                        store_ready & ~store_active & ~computing.bit_select(store_args_half, 1))
+                    with m.If(store.command.valid):
                         m.d.comb += dispatched.eq(1)
                         m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
                                      storing.bit_select(store_args_half, 1).eq(1)]
                 with m.If(is_binary):
-                    m.d.comb += binary.command.valid.eq(~binary_active & ~compute_active)
-                    with m.If(binary.command.valid & binary.command.ready):
+                    m.d.comb += binary.command.valid.eq(
+                        binary_ready & ~binary_active & ~compute_active)
+                    with m.If(binary.command.valid):
                         m.d.comb += dispatched.eq(1)
                         m.d.sync += binary_active.eq(1)
                 with m.If(is_fence):

@@ -9,6 +9,8 @@ always wins) no request is accepted. Responses land in a small FIFO; a request i
 while a FIFO entry is promised to it, so back-pressure on ``response`` never loses a read. The
 free entries are a registered credit count (`hw.credit`), so ``request.ready`` is ``~blocked``
 and one flip-flop, and ``port_en`` one LUT of the request's ``valid``/``read`` and those two.
+``port_request`` is ``port_en`` before ``blocked``: the read this stage makes unless it is
+blocked, for an arbiter that must not wait for its own ``blocked`` answer (timing).
 A response that leaves is registered before it returns its credit, so the consumer's ``ready``
 (often the end of a long handshake chain) reaches only the FIFO::
 
@@ -60,6 +62,7 @@ class ReadStage(wiring.Component):
             "response": Out(stream.Signature(self.response_layout)),
             "port_addr": Out(addr_width),
             "port_en": Out(1),
+            "port_request": Out(1),
             "port_data": In(data_shape),
             "blocked": In(1),
             "idle": Out(1),
@@ -78,7 +81,8 @@ class ReadStage(wiring.Component):
             self.request.ready.eq(~self.blocked & has_credit),
             accept.eq(self.request.valid & self.request.ready),
             self.port_addr.eq(self.request.payload.addr),
-            self.port_en.eq(accept & self.request.payload.read),
+            self.port_request.eq(self.request.valid & self.request.payload.read & has_credit),
+            self.port_en.eq(self.port_request & ~self.blocked),
         ]
         # The tag is data a valid flag qualifies: its registers need no reset.
         arrived = delayed(m, accept, self.port_latency, name="in_flight")

@@ -4,11 +4,14 @@ Each unit takes one command at a time on its `command` stream and raises `busy` 
 after the command is accepted until every effect of it has landed in memory (the dispatcher in
 `hw.core.core` retires the command when `busy` falls). Memory ports are plain address/enable/data
 signals because the core shares them with the host link, which always wins: a unit sees a
-``*_blocked`` input and waits (nothing is lost, see `hw.core.read_stage`).
+``*_blocked`` input and waits (nothing is lost, see `hw.core.read_stage`). A scratchpad reader
+offers ``*_request`` (it reads ``*_addr`` this cycle unless ``*_blocked``), so the core's port
+arbitration starts from the readers' flip-flops, not from its own ``blocked`` answers.
 
 ComputeUnit (weight-stationary)::
 
-    command -> ConvBeatGenerator -weights-----> ReadStage(port w) -> SystolicArray.weights
+    command -> ConvBeatGenerator -weights-----> ReadStage(port w) -> SkidBuffer
+                                                         -> SystolicArray.weights
                                  \\-activations-> ReadStage(port a) -> SkidBuffer
                                                          -> SystolicArray.activations
                   tag FIFO {acc_addr, accumulate}  <-- pushed per activation, popped per result
@@ -21,7 +24,7 @@ ComputeUnit (weight-stationary)::
     same bank, activations win and weights wait (correct, slower). The first weight row is
     requested 2 cycles after the generator's set-up products, the first activation row 3
     (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the scratchpad's
-    registered read port, then the response FIFO).
+    registered read port, then the response FIFO) and one through its `SkidBuffer`.
 
 StoreUnit::
 
@@ -124,9 +127,9 @@ class ComputeUnit(wiring.Component):
         acc_addr = (accumulator_rows - 1).bit_length()
         super().__init__({
             "command": In(stream.Signature(conv_command_layout())),
-            "sp_addr": Out(ADDRESS_BITS), "sp_en": Out(1), "sp_data": In(_row_layout(row_bytes)),
-            "sp_blocked": In(1),
-            "weight_addr": Out(ADDRESS_BITS), "weight_en": Out(1),
+            "sp_addr": Out(ADDRESS_BITS), "sp_request": Out(1),
+            "sp_data": In(_row_layout(row_bytes)), "sp_blocked": In(1),
+            "weight_addr": Out(ADDRESS_BITS), "weight_request": Out(1),
             "weight_data": In(_row_layout(row_bytes)), "weight_blocked": In(1),
             "acc_write": Out(stream.Signature(data.StructLayout({
                 "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1}))),
@@ -168,7 +171,7 @@ class ComputeUnit(wiring.Component):
             weight_reader.request.payload.addr.eq(generator.weights.payload),
             weight_reader.request.payload.read.eq(1),
             self.weight_addr.eq(weight_reader.port_addr),
-            self.weight_en.eq(weight_reader.port_en),
+            self.weight_request.eq(weight_reader.port_request),
             weight_reader.port_data.eq(self.weight_data),
             weight_reader.blocked.eq(self.weight_blocked),
         ]
@@ -185,7 +188,7 @@ class ComputeUnit(wiring.Component):
             reader.request.payload.tag.last.eq(beat.last),
             reader.request.payload.tag.macs.eq(beat.macs),
             self.sp_addr.eq(reader.port_addr),
-            self.sp_en.eq(reader.port_en),
+            self.sp_request.eq(reader.port_request),
             reader.port_data.eq(self.sp_data),
             reader.blocked.eq(self.sp_blocked),
         ]
@@ -196,12 +199,17 @@ class ComputeUnit(wiring.Component):
             reader.response.payload.shape())
         wiring.connect(m, reader.response, activation_slice.i)
         response = activation_slice.o
+        # The weight rows too: the array's weight ready steers this buffer, not the reader's FIFO.
+        m.submodules.weight_slice = weight_slice = SkidBuffer(
+            weight_reader.response.payload.shape())
+        wiring.connect(m, weight_reader.response, weight_slice.i)
+        weight_response = weight_slice.o
         row = response.payload
         tag = row.tag
         weight_row = array.weights.payload
         activation = array.activations.payload
         for lane in range(cols):
-            m.d.comb += weight_row[lane].eq(weight_reader.response.payload.data[lane])
+            m.d.comb += weight_row[lane].eq(weight_response.payload.data[lane])
         for lane in range(rows):
             m.d.comb += activation.a[lane].eq(Mux(tag.pad, tag.zero_point, row.data[lane]))
         # A row's tag is pushed the cycle after the row enters the array, from registers (timing:
@@ -217,8 +225,8 @@ class ComputeUnit(wiring.Component):
         m.d.sync += push_tag.eq(sent)
         m.d.comb += [
             activation.last.eq(tag.last),
-            array.weights.valid.eq(weight_reader.response.valid),
-            weight_reader.response.ready.eq(array.weights.ready),
+            array.weights.valid.eq(weight_response.valid),
+            weight_response.ready.eq(array.weights.ready),
             array.activations.valid.eq(response.valid),
             response.ready.eq(array.activations.ready),
             result_tags.w_data.eq(pushed_tag),
@@ -245,6 +253,7 @@ class ComputeUnit(wiring.Component):
         m.d.sync += [
             self.busy.eq((self.command.valid & self.command.ready) | ~generator.command.ready |
                          ~reader.idle | response.valid | ~weight_reader.idle |
+                         weight_response.valid |
                          (outstanding != 0)),
             self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
             self.macs.eq(Mux(sent, tag.macs, 0)),
@@ -311,6 +320,9 @@ class StoreUnit(wiring.Component):
              Mux(cmd.pool, cmd.width >> 1, cmd.width)),
         ], start=accepted)
         nb = Signal(10)
+        last_block = Signal(10)             # n_blocks - 1, registered
+        at_last_block = Signal()            # nb == last_block, kept with nb (timing: the
+                                            # block registers' enable is then from flip-flops)
         block_acc = Signal(self.acc_addr_width)
         block_param = Signal(ADDRESS_BITS)
         block_out = Signal(ADDRESS_BITS)
@@ -425,7 +437,8 @@ class StoreUnit(wiring.Component):
             m.d.comb += in_drain.eq(fsm.ongoing("DRAIN"))
             _idle_state(m, self.command, cmd, accepted)
             with m.State("SETUP"):
-                m.d.sync += [nb.eq(0), block_acc.eq(cmd.acc_base),
+                m.d.sync += [nb.eq(0), last_block.eq(cmd.n_blocks - 1),
+                             at_last_block.eq(cmd.n_blocks == 1), block_acc.eq(cmd.acc_base),
                              block_param.eq(cmd.param_base), block_out.eq(cmd.out_base),
                              last_column.eq(cmd.width - 1), last_image_row.eq(cmd.height - 1)]
                 with m.If(setup_done):
@@ -451,10 +464,11 @@ class StoreUnit(wiring.Component):
                     m.d.sync += [issued.eq(issued + 1), drain_addr.eq(drain_addr + 1),
                                  draining.eq(issued != last_pixel)]
                 with m.If(block_done):
-                    with m.If(nb == cmd.n_blocks - 1):
+                    with m.If(at_last_block):
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [nb.eq(nb + 1), block_acc.eq(block_acc + pixels),
+                        m.d.sync += [nb.eq(nb + 1), at_last_block.eq(nb + 1 == last_block),
+                                     block_acc.eq(block_acc + pixels),
                                      block_param.eq(block_param + cols),
                                      block_out.eq(block_out + 1)]
                         m.next = "PARAMETERS"
@@ -487,8 +501,8 @@ class BinaryUnit(wiring.Component):
             "command": In(stream.Signature(binary_command_layout())),
             "weights": In(stream.Signature(self.engine.weights.payload.shape())),
             "thresholds": In(stream.Signature(self.engine.thresholds.payload.shape())),
-            "sp_addr": Out(ADDRESS_BITS), "sp_en": Out(1), "sp_data": In(_row_layout(row_bytes)),
-            "sp_blocked": In(1),
+            "sp_addr": Out(ADDRESS_BITS), "sp_request": Out(1),
+            "sp_data": In(_row_layout(row_bytes)), "sp_blocked": In(1),
             "result_addr": Out(self.result_addr_width), "result_en": Out(1),
             "result_data": Out(binary_result_layout(lanes)),
             "busy": Out(1),
@@ -539,7 +553,7 @@ class BinaryUnit(wiring.Component):
 
         m.d.comb += [
             self.sp_addr.eq(reader.port_addr),
-            self.sp_en.eq(reader.port_en),
+            self.sp_request.eq(reader.port_request),
             reader.port_data.eq(self.sp_data),
             reader.blocked.eq(self.sp_blocked),
             reader.request.valid.eq(requesting),
