@@ -38,16 +38,16 @@ Protocol:
 
 Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycle)::
 
-    cycle   0         1            2            3+P      4+P          5+P          7+P
-          issue ->  activation -> weight row, -> count -> accumulate -> dot,      -> FIFO
-          beat      word         (a^w)&mask     (tree)   over beats    threshold   output
-                    (buffer)     registered                            compare
+    cycle   0         1            2            3+P      4+P          5+P         6+P      8+P
+          issue ->  activation -> weight row, -> count -> accumulate -> dot,     -> FIFO  -> FIFO
+          beat      word         (a^w)&mask     (tree)   over beats    threshold  write    output
+                    (buffer)     registered                            compare    register
 
 The activation word gets its own register (stage 1), selected there from the stream word or the
 buffer, so that multiplexer is paid once per bit, not once per bit and lane. The weight read is
 issued one cycle later to meet it.
 
-Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last beat was
+Latency: a neuron fold's result is on `results` ``P + 8`` cycles after its last beat was
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
 cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
 output FIFO is deep enough for every result in flight; the issue stage only starts a result
@@ -120,13 +120,13 @@ class BinaryEngine(wiring.Component):
         self.weight_depth = self.max_folds * self.max_neuron_folds
         self.popcount_latency = popcount_latency(width)
         # issue -> activation word -> weight row and mismatch register -> tree -> accumulator
-        # -> dot -> FIFO write
-        self.fifo_write_latency = self.popcount_latency + 5
+        # -> dot and threshold compare -> FIFO write register
+        self.fifo_write_latency = self.popcount_latency + 6
         # A slot is reserved at issue and free again the cycle after the result leaves the FIFO
         # (2 cycles through SyncFIFOBuffered + 1 for the counter): the least depth that lets one
         # result per cycle flow (K <= width) without a bubble.
         self.fifo_depth = self.fifo_write_latency + 3
-        self.latency = self.popcount_latency + 7
+        self.latency = self.popcount_latency + 8
         self.dot_shape = signed(max_k.bit_length() + 1)
         self.threshold_shape = signed((max_k + 1).bit_length() + 1)
 
@@ -357,9 +357,11 @@ class BinaryEngine(wiring.Component):
         m.submodules.result_fifo = result_fifo = SyncFIFOBuffered(
             width=entry_layout.size, depth=self.fifo_depth)
         stored = data.View(entry_layout, result_fifo.r_data)
+        # The entry is registered before the FIFO's write port (timing: the threshold compares'
+        # carry chains and the distributed-RAM slices of the FIFO are placed apart).
         m.d.comb += [
-            result_fifo.w_data.eq(entry),
-            result_fifo.w_en.eq(result_tag.valid),
+            result_fifo.w_data.eq(delayed(m, entry, 1, name="fifo_entry", reset_less=True)),
+            result_fifo.w_en.eq(delayed(m, result_tag.valid, 1, name="fifo_write")),
             self.results.valid.eq(result_fifo.r_rdy),
             result_fifo.r_en.eq(self.results.ready),
             self.results.payload.bits.eq(stored.bits),

@@ -530,7 +530,6 @@ class BinaryUnit(wiring.Component):
         folds_log2 = self.width.bit_length() - 1
         folds = Signal(16)
         beats_total = Signal(32)
-        requested = Signal(32)
         fold = Signal(16)
         vectors_done = Signal(16)
         result_addr = Signal(self.result_addr_width)
@@ -548,8 +547,10 @@ class BinaryUnit(wiring.Component):
         # The activation requests come from registers (address, valid): the reader's port
         # enable is one LUT from flip-flops.
         request_addr = Signal(ADDRESS_BITS)
-        requesting = Signal()               # registered: requested != beats_total during RUN
-        last_request = Signal(32)           # beats_total - 1
+        requesting = Signal()               # registered: a request is left during RUN
+        # Requests left after the next one, minus one: its sign is the next `requesting`, a
+        # flip-flop (timing: no 32-bit compare in front of the request's valid).
+        requests_after = Signal(signed(33))
 
         m.d.comb += [
             self.sp_addr.eq(reader.port_addr),
@@ -568,8 +569,9 @@ class BinaryUnit(wiring.Component):
             engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
         ]
         with m.If(reader.request.valid & reader.request.ready):
-            m.d.sync += [requested.eq(requested + 1), request_addr.eq(request_addr + 1),
-                         requesting.eq(requested != last_request),
+            m.d.sync += [request_addr.eq(request_addr + 1),
+                         requests_after.eq(requests_after - 1),
+                         requesting.eq(~requests_after[-1]),
                          fold.eq(Mux(fold == folds - 1, 0, fold + 1))]
 
         # Registered (timing: the engine's handshake reaches the counters from a flip-flop).
@@ -593,7 +595,7 @@ class BinaryUnit(wiring.Component):
             with m.State("SETUP"):
                 m.d.sync += [
                     ops_full.eq(multiply_by_constant(cmd.k, 2 * self.lanes)),
-                    requested.eq(0), request_addr.eq(cmd.a_base), fold.eq(0), vectors_done.eq(0),
+                    request_addr.eq(cmd.a_base), fold.eq(0), vectors_done.eq(0),
                     result_addr.eq(cmd.out_base),
                 ]
                 with m.If(setup_done):
@@ -602,7 +604,7 @@ class BinaryUnit(wiring.Component):
                 m.d.comb += engine.layer.valid.eq(1)
                 with m.If(engine.layer.ready):
                     m.d.sync += [requesting.eq(beats_total != 0),
-                                 last_request.eq(beats_total - 1)]
+                                 requests_after.eq(beats_total - 2)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If((vectors_done == cmd.vectors) & reader.idle):
