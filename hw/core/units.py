@@ -319,9 +319,8 @@ class StoreUnit(wiring.Component):
             (out_rows, Mux(cmd.pool, cmd.height >> 1, cmd.height),
              Mux(cmd.pool, cmd.width >> 1, cmd.width)),
         ], start=accepted)
-        nb = Signal(10)
-        last_block = Signal(10)             # n_blocks - 1, registered
-        at_last_block = Signal()            # nb == last_block, kept with nb (timing: the
+        blocks_after = Signal(10)           # blocks after the current one
+        at_last_block = Signal()            # blocks_after == 0, kept with it (timing: the
                                             # block registers' enable is then from flip-flops)
         block_acc = Signal(self.acc_addr_width)
         block_param = Signal(ADDRESS_BITS)
@@ -437,7 +436,7 @@ class StoreUnit(wiring.Component):
             m.d.comb += in_drain.eq(fsm.ongoing("DRAIN"))
             _idle_state(m, self.command, cmd, accepted)
             with m.State("SETUP"):
-                m.d.sync += [nb.eq(0), last_block.eq(cmd.n_blocks - 1),
+                m.d.sync += [blocks_after.eq(cmd.n_blocks - 1),
                              at_last_block.eq(cmd.n_blocks == 1), block_acc.eq(cmd.acc_base),
                              block_param.eq(cmd.param_base), block_out.eq(cmd.out_base),
                              last_column.eq(cmd.width - 1), last_image_row.eq(cmd.height - 1)]
@@ -467,7 +466,8 @@ class StoreUnit(wiring.Component):
                     with m.If(at_last_block):
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [nb.eq(nb + 1), at_last_block.eq(nb + 1 == last_block),
+                        m.d.sync += [blocks_after.eq(blocks_after - 1),
+                                     at_last_block.eq(blocks_after == 1),
                                      block_acc.eq(block_acc + pixels),
                                      block_param.eq(block_param + cols),
                                      block_out.eq(block_out + 1)]
