@@ -299,11 +299,11 @@ def test_heavy_back_pressure():
 
 @pytest.mark.parametrize("channels, lanes", [(1, 1), (4, 4), (5, 2), (7, 3), (8, 1)])
 def test_full_rate_and_documented_latency(channels, lanes):
-    """With no gaps and no stalls a row leaves every `steps` cycles, the first `steps + 15`
+    """With no gaps and no stalls a row leaves every `steps` cycles, the first `steps + 16`
     cycles after it was presented to the idle unit (the documented latency)."""
     dut = Requantizer(channels=channels, lanes=lanes)
     assert dut.steps == -(-channels // lanes)
-    assert dut.latency == dut.steps + 15
+    assert dut.latency == dut.steps + 16
     layer = Layer([0] * channels, [1 << 30] * channels, [0] * channels)
     count = 3 * dut.fifo_depth + 4
     output_cycles = []

@@ -62,15 +62,15 @@ that a binary weight beat is stored with its last word, and a scratchpad row and
 the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
-to register the checked sums + one to register the validation result + one to decide + one to
-hand over, plus waiting for its unit (the handshake has a state of its own, apart from the
-checks; a unit's ready is registered, so a unit that just fell idle takes its next command a
-cycle later): the products of the
-command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
+to register the checked sums + one to register every compare + one to combine each check's
+compares + one to decide + one to register the offer to the unit + the offer's cycle, plus
+waiting for its unit (the handshake has a state of its own, apart from the checks; a unit's ready
+is registered, so a unit that just fell idle takes its next command a cycle later): the products
+of the command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 49 cycles for a small conv, 19 for a FENCE, at
-most about 71. Retirements and the performance-counter events are registered before they are
+bits) and one cycle per other product: about 51 cycles for a small conv, 21 for a FENCE, at
+most about 73. Retirements and the performance-counter events are registered before they are
 counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
 control logic feeds a 32- or 64-bit adder in the same cycle).
 """
@@ -505,32 +505,36 @@ class Core(CoreGeometry, wiring.Component):
         new_error_opcode = Signal(4)
 
         # Fetch and validate ----------------------------------------------------------------------
+        # The command and what is decoded from it (opcode flags, the compute unit's view) are
+        # registered together when it leaves the queue, so the checks and the dispatch start
+        # from flip-flops (timing: the opcode decode and the GEMM/CONV selection were in front
+        # of the dispatch handshake).
         command = Signal(COMMAND_LAYOUT)
         index = Signal(32)
         fetched = Signal(32)
+        head = COMMAND_LAYOUT(queue.r_data)
+        head_opcode = head.opcode.as_value()
         opcode = command.opcode.as_value()
-        is_gemm = opcode == Opcode.GEMM.value
-        is_conv = opcode == Opcode.CONV.value
-        is_store = opcode == Opcode.REQUANT_STORE.value
-        is_binary = opcode == Opcode.BINARY.value
-        is_fence = opcode == Opcode.FENCE.value
+        is_gemm, is_conv, is_store, is_binary, is_fence = decoded = [
+            Signal(name=f"is_{name}") for name in ("gemm", "conv", "store", "binary", "fence")]
+        decode = [flag.eq(head_opcode == code.value) for flag, code in zip(decoded, (
+            Opcode.GEMM, Opcode.CONV, Opcode.REQUANT_STORE, Opcode.BINARY, Opcode.FENCE))]
 
         layer = Signal(conv_command_layout())      # GEMM and CONV, as the compute unit sees them
-        gemm, conv = command.args.gemm, command.args.conv
-        with m.If(is_gemm):
-            m.d.comb += [
-                layer.a_base.eq(gemm.a_base), layer.w_base.eq(gemm.w_base),
-                layer.acc_base.eq(gemm.acc_base), layer.accumulate.eq(gemm.accumulate),
-                layer.in_h.eq(gemm.m), layer.in_w.eq(1), layer.cin_blocks.eq(gemm.k_blocks),
-                layer.cin_last.eq(gemm.k_last), layer.kh.eq(1), layer.kw.eq(1),
-                layer.stride.eq(1), layer.out_w.eq(1), layer.ho_count.eq(gemm.m),
-                layer.n_blocks.eq(gemm.n_blocks), layer.n_last.eq(gemm.n_last),
-            ]
+        head_layer = Signal(conv_command_layout())
+        gemm, conv = head.args.gemm, head.args.conv
+        with m.If(head_opcode == Opcode.GEMM.value):
+            m.d.comb += [head_layer[name].eq(value) for name, value in (
+                ("a_base", gemm.a_base), ("w_base", gemm.w_base), ("acc_base", gemm.acc_base),
+                ("accumulate", gemm.accumulate), ("in_h", gemm.m), ("in_w", 1),
+                ("cin_blocks", gemm.k_blocks), ("cin_last", gemm.k_last), ("kh", 1), ("kw", 1),
+                ("stride", 1), ("out_w", 1), ("ho_count", gemm.m), ("n_blocks", gemm.n_blocks),
+                ("n_last", gemm.n_last))]
         with m.Else():
             for name in ("a_base", "w_base", "acc_base", "accumulate", "in_h", "in_w",
                          "cin_blocks", "cin_last", "kh", "kw", "stride", "pad_top", "pad_left",
                          "zero_point", "out_w", "ho_start", "ho_count", "n_blocks", "n_last"):
-                m.d.comb += layer[name].eq(conv[name])
+                m.d.comb += head_layer[name].eq(conv[name])
         store_args = command.args.store
         binary_args = command.args.binary
 
@@ -595,52 +599,47 @@ class Core(CoreGeometry, wiring.Component):
         binary_a_end = registered_sum("binary_a_end", binary_args.a_base, binary_a_rows)
         binary_out_end = registered_sum("binary_out_end", binary_args.out_base, binary_out_rows)
 
-        checks = []         # (condition, code), the first that holds is reported
+        checks = []         # (guard, terms, code): the first whose guard and a term hold
 
-        def fail(condition, code):
-            checks.append((condition, code))
+        def fail(guard, code, *terms):
+            checks.append((guard, terms, code))
 
-        fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE)
+        fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE, Const(1))
         if compute is None:
-            fail(compute_command, ErrorCode.UNSUPPORTED)
-        fail(compute_command & ((layer.in_h == 0) | (layer.in_w == 0) | (layer.cin_blocks == 0) |
-                                (layer.kh == 0) | (layer.kw == 0) | (layer.stride == 0) |
-                                (layer.out_w == 0) | (layer.ho_count == 0) |
-                                (layer.n_blocks == 0) | (layer.cin_last == 0) |
-                                (layer.cin_last > rows) | (layer.n_last == 0) |
-                                (layer.n_last > cols)), ErrorCode.BAD_SHAPE)
-        fail(compute_command & ((a_end > self.scratchpad_rows) |
-                                (w_end > self.scratchpad_rows)),
-             ErrorCode.SCRATCHPAD_RANGE)
-        fail(compute_command & ((layer.acc_base >= self.accumulator_rows) |
-                                (acc_end > half_rows)),
-             ErrorCode.ACCUMULATOR_RANGE)
-        fail(is_store & ((store_args.height == 0) | (store_args.width == 0) |
-                         (store_args.n_blocks == 0) |
-                         (store_args.act_min.as_signed() > store_args.act_max.as_signed()) |
-                         (store_args.pool & ((store_args.height < 2) | (store_args.width < 2) |
-                                             (store_args.width > self.max_pool_width)))),
-             ErrorCode.BAD_SHAPE)
-        fail(is_store & ((store_args.acc_base >= self.accumulator_rows) |
-                         (store_acc_end > half_rows)),
-             ErrorCode.ACCUMULATOR_RANGE)
-        fail(is_store & (param_end > self.parameter_rows),
-             ErrorCode.PARAMETER_RANGE)
-        fail(is_store & (out_last >= self.scratchpad_rows), ErrorCode.SCRATCHPAD_RANGE)
-        fail(is_binary & ((binary_args.k == 0) | (binary_args.k > self.binary_max_k) |
-                          (binary_args.vectors == 0) | (binary_args.neuron_folds == 0) |
-                          (binary_args.neuron_folds > self.binary_max_neuron_folds) |
-                          (binary_args.last_lanes == 0) |
-                          (binary_args.last_lanes > self.binary_lanes)), ErrorCode.BAD_SHAPE)
-        fail(is_binary & (binary_a_end > self.scratchpad_rows),
-             ErrorCode.SCRATCHPAD_RANGE)
-        fail(is_binary & (binary_out_end > self.binary_result_rows),
-             ErrorCode.RESULT_RANGE)
-        # Each condition is registered in the CHECK state and prioritized from flip-flops in
-        # DECIDE, so neither the range arithmetic nor the priority chain meets the decision logic.
+            fail(compute_command, ErrorCode.UNSUPPORTED, Const(1))
+        fail(compute_command, ErrorCode.BAD_SHAPE,
+             layer.in_h == 0, layer.in_w == 0, layer.cin_blocks == 0, layer.kh == 0,
+             layer.kw == 0, layer.stride == 0, layer.out_w == 0, layer.ho_count == 0,
+             layer.n_blocks == 0, layer.cin_last == 0, layer.cin_last > rows,
+             layer.n_last == 0, layer.n_last > cols)
+        fail(compute_command, ErrorCode.SCRATCHPAD_RANGE,
+             a_end > self.scratchpad_rows, w_end > self.scratchpad_rows)
+        fail(compute_command, ErrorCode.ACCUMULATOR_RANGE,
+             layer.acc_base >= self.accumulator_rows, acc_end > half_rows)
+        fail(is_store, ErrorCode.BAD_SHAPE,
+             store_args.height == 0, store_args.width == 0, store_args.n_blocks == 0,
+             store_args.act_min.as_signed() > store_args.act_max.as_signed(),
+             store_args.pool & ((store_args.height < 2) | (store_args.width < 2) |
+                                (store_args.width > self.max_pool_width)))
+        fail(is_store, ErrorCode.ACCUMULATOR_RANGE,
+             store_args.acc_base >= self.accumulator_rows, store_acc_end > half_rows)
+        fail(is_store, ErrorCode.PARAMETER_RANGE, param_end > self.parameter_rows)
+        fail(is_store, ErrorCode.SCRATCHPAD_RANGE, out_last >= self.scratchpad_rows)
+        fail(is_binary, ErrorCode.BAD_SHAPE,
+             binary_args.k == 0, binary_args.k > self.binary_max_k, binary_args.vectors == 0,
+             binary_args.neuron_folds == 0,
+             binary_args.neuron_folds > self.binary_max_neuron_folds,
+             binary_args.last_lanes == 0, binary_args.last_lanes > self.binary_lanes)
+        fail(is_binary, ErrorCode.SCRATCHPAD_RANGE, binary_a_end > self.scratchpad_rows)
+        fail(is_binary, ErrorCode.RESULT_RANGE, binary_out_end > self.binary_result_rows)
+        # Every compare is registered in the CHECK state, each check's guard and terms are
+        # combined into `failed` in COMBINE and prioritized from flip-flops in DECIDE: neither the
+        # range arithmetic, the OR of a check's terms nor the priority chain meets another.
+        terms = [Signal(len(check_terms), name=f"check_{position}_terms")
+                 for position, (_, check_terms, _) in enumerate(checks)]
         failed = Signal(len(checks))
         checked_error = Signal(ErrorCode)
-        for position, (condition, code) in enumerate(checks):
+        for position, (_, _, code) in enumerate(checks):
             with (m.If if position == 0 else m.Elif)(failed[position]):
                 m.d.comb += checked_error.eq(code)
 
@@ -668,8 +667,18 @@ class Core(CoreGeometry, wiring.Component):
             if unit is not None:
                 m.d.sync += ready.eq(unit.command.ready & ~unit.command.valid)
 
+        offer_conditions = {
+            "store": is_store & store_ready & ~store_active &
+                     ~computing.bit_select(store_args_half, 1),
+            "binary": is_binary & binary_ready & ~binary_active & ~compute_active,
+            "fence": is_fence & ~compute_active & ~store_active & ~binary_active,
+        }
+        if compute is not None:
+            offer_conditions["compute"] = (compute_command & compute_ready & ~compute_active &
+                                           ~binary_active & ~storing.bit_select(layer_half, 1))
+        offers = {name: Signal(name=f"offer_{name}") for name in offer_conditions}
         skip = Signal()
-        fence_done = Signal()
+        fence_done = offers["fence"]
         waiting = Signal()
         dispatched = Signal()
         dispatcher_idle = Signal()
@@ -690,8 +699,8 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.comb += queue.r_en.eq(1)
                 with m.If(queue.r_rdy):
                     m.d.comb += fetch.eq(1)
-                    m.d.sync += [command.eq(queue.r_data), index.eq(fetched),
-                                 fetched.eq(fetched + 1)]
+                    m.d.sync += [command.eq(queue.r_data), layer.eq(head_layer), *decode,
+                                 index.eq(fetched), fetched.eq(fetched + 1)]
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 with m.If(products_done):
@@ -700,7 +709,12 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.sync += sums
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += failed.eq(Cat(condition for condition, _ in checks))
+                m.d.sync += [registered.eq(Cat(*check_terms))
+                             for registered, (_, check_terms, _) in zip(terms, checks)]
+                m.next = "COMBINE"
+            with m.State("COMBINE"):
+                m.d.sync += failed.eq(Cat(guard & registered.any()
+                                          for registered, (guard, _, _) in zip(terms, checks)))
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(failed.any()):
@@ -713,36 +727,32 @@ class Core(CoreGeometry, wiring.Component):
             with m.State("DISPATCH"):
                 # A state of its own, so the handshakes with the units start from flip-flops
                 # and never meet the error checks. A command is offered only to a unit whose
-                # registered ready is high, so the offer is the handshake and no unit's ready
-                # logic reaches the dispatcher's state.
+                # registered ready is high, so the offer is the handshake. The offer is
+                # registered too (a unit's valid is a flip-flop): everything it waits for only
+                # turns in its favour until it is taken (a ready or a scoreboard entry falls
+                # only by a dispatch), so what held when it was decided still holds.
                 m.d.comb += waiting.eq(1)
-                if compute is not None:
-                    with m.If(compute_command):
-                        m.d.comb += compute.command.valid.eq(
-                            compute_ready & ~compute_active & ~binary_active &
-                            ~storing.bit_select(layer_half, 1))
-                        with m.If(compute.command.valid):
-                            m.d.comb += dispatched.eq(1)
-                            m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
-                                         computing.bit_select(layer_half, 1).eq(1)]
-                with m.If(is_store):
-                    m.d.comb += store.command.valid.eq(
-                        store_ready & ~store_active & ~computing.bit_select(store_args_half, 1))
-                    with m.If(store.command.valid):
-                        m.d.comb += dispatched.eq(1)
-                        m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
-                                     storing.bit_select(store_args_half, 1).eq(1)]
-                with m.If(is_binary):
-                    m.d.comb += binary.command.valid.eq(
-                        binary_ready & ~binary_active & ~compute_active)
-                    with m.If(binary.command.valid):
-                        m.d.comb += dispatched.eq(1)
-                        m.d.sync += binary_active.eq(1)
-                with m.If(is_fence):
-                    with m.If(~compute_active & ~store_active & ~binary_active):
-                        m.d.comb += [dispatched.eq(1), fence_done.eq(1)]
-                with m.If(dispatched):
+                with m.If(Cat(*offers.values()).any()):
+                    m.d.comb += dispatched.eq(1)
+                    m.d.sync += [offer.eq(0) for offer in offers.values()]
                     m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += [offers[name].eq(condition)
+                                 for name, condition in offer_conditions.items()]
+
+        # An offer is taken in its cycle; the unit's scoreboard entry is set with it.
+        if compute is not None:
+            m.d.comb += compute.command.valid.eq(offers["compute"])
+            with m.If(offers["compute"]):
+                m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
+                             computing.bit_select(layer_half, 1).eq(1)]
+        m.d.comb += [store.command.valid.eq(offers["store"]),
+                     binary.command.valid.eq(offers["binary"])]
+        with m.If(offers["store"]):
+            m.d.sync += [store_active.eq(1), store_half.eq(store_args_half),
+                         storing.bit_select(store_args_half, 1).eq(1)]
+        with m.If(offers["binary"]):
+            m.d.sync += binary_active.eq(1)
 
         # Completion (a unit's busy falls) frees its scoreboard entry. A unit that finishes in
         # the cycle it is dispatched again cannot happen: dispatch waits for *_active to clear.

@@ -248,13 +248,18 @@ class ComputeUnit(wiring.Component):
         outstanding = Signal(range(array.result_fifo_depth + 3))
         m.d.sync += outstanding.eq(outstanding + sent - written)
         # Registered (timing: the array's handshakes and the unit's state reach the dispatcher
-        # and the counters from flip-flops). `busy` rises the cycle after the accept as before
-        # and falls one cycle after the last effect lands.
+        # and the counters from flip-flops). What the unit still has to do is registered once
+        # (`pending`) and `busy` again, together with an offered command: `busy` rises the cycle
+        # after a command is offered (the dispatcher offers only what the unit takes at once),
+        # stays high while the command's work is in flight and falls two cycles after its last
+        # effect lands.
+        pending = Signal()
+        offered = Signal()
         m.d.sync += [
-            self.busy.eq((self.command.valid & self.command.ready) | ~generator.command.ready |
-                         ~reader.idle | response.valid | ~weight_reader.idle |
-                         weight_response.valid |
-                         (outstanding != 0)),
+            pending.eq(~generator.command.ready | ~reader.idle | response.valid |
+                       ~weight_reader.idle | weight_response.valid | (outstanding != 0)),
+            offered.eq(self.command.valid),
+            self.busy.eq(self.command.valid | offered | pending),
             self.issued.eq(sent | (array.weights.valid & array.weights.ready)),
             self.macs.eq(Mux(sent, tag.macs, 0)),
         ]

@@ -30,16 +30,17 @@ clock-to-out never meets a channel mux (it costs ``32 * channels + 1`` flip-flop
 ``lanes`` identical lanes are time-shared over the ``channels`` of the held row. A row is issued
 in ``steps = ceil(channels / lanes)`` consecutive cycles; in step ``s`` lane ``l`` handles channel
 ``s * lanes + l`` (lanes past the last channel compute a discarded value). Each lane is a
-13-stage pipeline that never stalls; no stage is deeper than one ~32-bit add or compare or a 4:1
+14-stage pipeline that never stalls; no stage is deeper than one ~32-bit add or compare or a 4:1
 mux level, and the 32x31-bit product is split into four partial products of at most 18x18 bits
 (one ``MULT18X18D`` each, with the DSP's own input and output registers: `hw.systolic.pe`)::
 
     stage  0  select channel, read parameters     1  acc + bias
-        2, 3  4 partial products (DSP)            4  two partial sums
-           5  product >> 30 (47-bit add)          6  DOUBLE: + t[0]
-           7  >> 8*(shift//8), sticky bits        8  >> shift%8, sticky bits
-           9  round-up bit + zero point          10  + quotient
-          11  compare with act_min, act_max      12  select the clamped value
+        2, 3  4 partial products (DSP)            4  the products in fabric registers
+           5  two partial sums                    6  product >> 30 (47-bit add)
+           7  DOUBLE: + t[0]                      8  >> 8*(shift//8), sticky bits
+           9  >> shift%8, sticky bits            10  round-up bit + zero point
+          11  + quotient                         12  compare with act_min, act_max
+          13  select the clamped value
 
 Results of the steps of a row are collected in a shift register and the complete row is written
 to an output FIFO. Back-pressure never stops the pipeline: a row is only started when the FIFO is
@@ -48,15 +49,15 @@ is deep enough to keep the unit at full rate when ``o.ready`` stays high.
 
 Throughput: one row per ``steps`` cycles (every cycle when ``lanes == channels``), gaps on ``i``
 and stalls on ``o`` permitting: the input register takes the next row in the cycle the last step
-of the held one is issued. Latency: ``latency = steps + 15`` cycles from a row's transfer on ``i``
+of the held one is issued. Latency: ``latency = steps + 16`` cycles from a row's transfer on ``i``
 to ``o.valid`` for that row, when it need not wait for the input register or an output FIFO
 credit (an idle unit takes a row at once: ``i.ready`` is high while the input register is
 empty)::
 
-    cycle   0         1        2       ..  steps                ..  steps+13        steps+15
+    cycle   0         1        2       ..  steps                ..  steps+14        steps+16
     i       transfer                       next row's transfer
     held              step 0   step 1      last step
-    lanes             issue ----------------------- 13 stages -------> last step result
+    lanes             issue ----------------------- 14 stages -------> last step result
     o                                                                  FIFO write      o.valid
 
 Interfaces:
@@ -90,7 +91,7 @@ from hw.systolic.pe import Multiplier
 __all__ = ["Rounding", "Requantizer", "PIPELINE_STAGES", "MAX_CHANNELS"]
 
 
-PIPELINE_STAGES = 13
+PIPELINE_STAGES = 14
 MAX_CHANNELS = 1024
 
 # Cycles from a row's completed write into the buffered output FIFO to its `o.valid`.
@@ -289,12 +290,17 @@ class Requantizer(wiring.Component):
                 m.submodules[f"{name}_{lane}"] = product
                 m.d.comb += [product.a.eq(operand), product.b.eq(factor)]
                 partial[name] = product.product
+        # 4: each partial product is registered in the fabric as it leaves its DSP block, so the
+        # adders start from flip-flops placed beside them, not from the DSP column (timing).
+        for name, product in partial.items():
+            partial[name] = stage(f"{name}_fabric", product.shape())
+            m.d.sync += partial[name].eq(product)
         low_low, low_high = partial["low_low"], partial["low_high"]
         high_low, high_high = partial["high_low"], partial["high_high"]
-        shift_2 = delayed(m, shift_1, Multiplier.LATENCY, name=f"shift_2_{lane}",
+        shift_2 = delayed(m, shift_1, Multiplier.LATENCY + 1, name=f"shift_2_{lane}",
                           reset_less=True)
 
-        # 3, 4: the product's bits from 2^17 up; bits below 2^17 come from low_low alone and
+        # 5, 6: the product's bits from 2^17 up; bits below 2^17 come from low_low alone and
         # carry into nothing, so they are dropped.
         sum_low = stage("sum_low", unsigned(32))
         sum_high = stage("sum_high", signed(47))
@@ -311,7 +317,7 @@ class Requantizer(wiring.Component):
             shift_4.eq(shift_3),
         ]
 
-        # 5: t = product >> 30; DOUBLE's first rounding (SRDHM) makes v = 2 * ((t + 1) >> 1).
+        # 7: t = product >> 30; DOUBLE's first rounding (SRDHM) makes v = 2 * ((t + 1) >> 1).
         truncated = product_upper[30 - split:].as_signed()
         scaled = stage("scaled", signed(33))
         shift_5 = stage("shift_5", range(32))
@@ -320,7 +326,7 @@ class Requantizer(wiring.Component):
             shift_5.eq(shift_4),
         ]
 
-        # 6, 7: w = v >> shift in two mux levels, remembering whether nonzero bits fell off.
+        # 8, 9: w = v >> shift in two mux levels, remembering whether nonzero bits fell off.
         coarse_amount = Cat(C(0, 3), shift_5[3:])
         coarse = stage("coarse", signed(33))
         coarse_sticky = stage("coarse_sticky", 1)
@@ -337,7 +343,7 @@ class Requantizer(wiring.Component):
             sticky.eq(coarse_sticky | _bits_below(coarse, fine_amount, 7)),
         ]
 
-        # 8: the cut is one bit further down (v is twice the rounded value); shifted[0] is the
+        # 10: the cut is one bit further down (v is twice the rounded value); shifted[0] is the
         # half bit. SINGLE rounds ties up, DOUBLE rounds them away from zero.
         round_up = shifted[0] & (~double | ~shifted[-1] | sticky)
         quotient = stage("quotient", signed(32))
@@ -347,7 +353,7 @@ class Requantizer(wiring.Component):
             offset.eq(settings.zero_point + round_up),
         ]
 
-        # 9, 10, 11: zero point, then the fused activation bounds (compare, then select).
+        # 11, 12, 13: zero point, then the fused activation bounds (compare, then select).
         with_zero_point = stage("with_zero_point", signed(34))
         m.d.sync += with_zero_point.eq(quotient + offset)
         below = stage("below", 1)
