@@ -3,6 +3,7 @@ design in simulation, and one real build: the 12F preset (slow)."""
 
 import json
 import random
+import sys
 
 import pytest
 
@@ -17,7 +18,7 @@ def no_tools(monkeypatch):
     """Fail the test if any tool would be started."""
     def refuse(*args, **kwargs):
         raise AssertionError("a tool was started")
-    monkeypatch.setattr(hw.build, "_run_stage", refuse)
+    monkeypatch.setattr(hw.build, "_run_jobs", refuse)
     monkeypatch.setattr(hw.build.subprocess, "run", refuse)
     monkeypatch.setattr(hw.build.subprocess, "Popen", refuse)
 
@@ -128,6 +129,7 @@ def test_report_only_judges_timing(no_tools, capsys, tmp_path, fmax_mhz, status)
     assert report["timing_met"] is (status == 0)
     assert report["passed"] is (status == 0)
     assert report["slow_endpoints"] == [] and report["nextpnr_seed"] is None
+    assert report["nextpnr_seeds"] == {}
     output = capsys.readouterr().out
     assert ("PASS" if status == 0 else "timing not met") in output
     assert "MULT18X18D" in output
@@ -157,6 +159,90 @@ def test_program_refuses_a_failed_build(no_tools, capsys, tmp_path):
     (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(90, 105)))
     assert main(["--board", "ulx3s", "--report-only", "--program", "--out", str(tmp_path)]) == 1
     assert "Not programming" in capsys.readouterr().err
+
+
+# Placement seeds side by side --------------------------------------------------------------------
+
+FAKE_NEXTPNR = """#!{python}
+import json, pathlib, sys, time
+args = sys.argv[1:]
+def option(name):
+    return args[args.index(name) + 1]
+seed = option("--seed")
+run = json.loads(pathlib.Path(option("--json")).read_text())[seed]
+print("Info: Running Static placer...", flush=True)
+time.sleep(run["seconds"])
+if run.get("error"):
+    print("ERROR: " + run["error"], flush=True)
+    sys.exit(1)
+report = {{"fmax": {{"clk": {{"achieved": run["fmax"], "constraint": 100.0}}}},
+          "utilization": {{}}}}
+pathlib.Path(option("--report")).write_text(json.dumps(report))
+pathlib.Path(option("--textcfg")).write_text("placed with seed " + seed)
+"""
+
+NEXTPNR_ARGV = ["nextpnr-ecp5", "--report", "nextpnr-report.json", "--log", "top.tim", "--json",
+                "top.json", "--lpf", "top.lpf", "--textcfg", "top.config"]
+
+
+def place_and_route(tmp_path, monkeypatch, runs):
+    """`hw.build._place_and_route` with a stand-in nextpnr that behaves per seed as `runs` says
+    (seconds to take, then the Fmax it reports or an error)."""
+    tool = tmp_path / "fake-nextpnr"
+    tool.write_text(FAKE_NEXTPNR.format(python=sys.executable))
+    tool.chmod(0o755)
+    monkeypatch.setenv("NEXTPNR_ECP5", str(tool))
+    (tmp_path / "top.json").write_text(json.dumps({str(seed): run for seed, run in runs.items()}))
+    said = []
+    result = hw.build._place_and_route(NEXTPNR_ARGV, tuple(runs), tmp_path, 100.0,
+                                       verbose=False, say=said.append)
+    return result, said
+
+
+def test_seeds_stop_after_a_lower_seed_meets_timing(tmp_path, monkeypatch):
+    (returncode, seconds, kept, outcomes), said = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 0.5, "fmax": 96.5},       # misses timing
+        2: {"seconds": 0.0, "fmax": 104.0},      # meets it first
+        3: {"seconds": 600, "fmax": 120.0},      # would be better, but is stopped
+    })
+    assert (returncode, kept) == (0, 2)
+    assert outcomes == {1: 96.5, 2: 104.0, 3: "stopped"}
+    assert seconds < 60
+    assert (tmp_path / "top.config").read_text() == "placed with seed 2"
+    assert json.loads((tmp_path / "nextpnr-report.json").read_text())["fmax"]["clk"][
+        "achieved"] == 104.0
+    assert any("[nextpnr:3" in line and "stopped: nextpnr:2 met timing" in line for line in said)
+    assert any(line.startswith("[nextpnr:1 ") for line in said)
+
+
+def test_lowest_passing_seed_is_kept_whatever_finishes_first(tmp_path, monkeypatch):
+    (_, _, kept, outcomes), _ = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 1.0, "fmax": 101.0},
+        2: {"seconds": 0.0, "fmax": 130.0},
+    })
+    assert kept == 1 and outcomes == {1: 101.0, 2: 130.0}
+    assert (tmp_path / "top.config").read_text() == "placed with seed 1"
+
+
+def test_without_a_passing_seed_the_fastest_is_kept(tmp_path, monkeypatch):
+    (returncode, _, kept, outcomes), _ = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 0.0, "error": "Failed to route"},
+        2: {"seconds": 0.0, "fmax": 91.0},
+        3: {"seconds": 0.0, "fmax": 95.5},
+    })
+    assert (returncode, kept) == (0, 3)
+    assert outcomes == {1: "failed", 2: 91.0, 3: 95.5}
+    assert "ERROR: Failed to route" in (tmp_path / "seed-1" / "nextpnr.log").read_text()
+
+
+def test_every_seed_failing_reports_the_first_failure(tmp_path, monkeypatch):
+    (returncode, _, kept, outcomes), _ = place_and_route(tmp_path, monkeypatch, {
+        4: {"seconds": 0.0, "error": "Failed to place"},
+        5: {"seconds": 0.0, "error": "Failed to route"},
+    })
+    assert returncode == 1 and kept == 4
+    assert outcomes == {4: "failed", 5: "failed"}
+    assert "ERROR: Failed to place" in (tmp_path / "nextpnr.log").read_text()
 
 
 # Bring-up design in simulation ------------------------------------------------------------------
@@ -242,6 +328,8 @@ def test_preset_build_on_12f_fits(tmp_path, capsys):
     assert utilization["MULT18X18D"]["used"] == 4 * 6 + 4
     assert (out / "top.bit").stat().st_size > 0
     assert set(report["stage_seconds"]) == {"elaborate", "yosys", "nextpnr", "ecppack"}
+    assert report["nextpnr_seed"] in (1, 2)
+    assert report["nextpnr_seeds"][str(report["nextpnr_seed"])] == report["system_fmax_mhz"]
     assert "[yosys" in output and "[nextpnr" in output and "Result: PASS" in output
 
 
