@@ -70,9 +70,10 @@ of the command's sizes (row counts of every buffer it touches) are formed on one
 `hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
 DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
 bits) and one cycle per other product: about 51 cycles for a small conv, 21 for a FENCE, at
-most about 73. Retirements and the performance-counter events are registered before they are
-counted, so ``completed`` and the counters trail the units by one cycle (timing: no unit's
-control logic feeds a 32- or 64-bit adder in the same cycle).
+most about 73. The performance-counter events are registered before they are counted, so the
+counters trail the units by one cycle, and retirements are registered once more before they are
+added up, so ``completed`` trails them by two (timing: no unit's control logic feeds an adder in
+the same cycle).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
@@ -762,8 +763,11 @@ class Core(CoreGeometry, wiring.Component):
             m.d.sync += [store_active.eq(0), storing.bit_select(store_half, 1).eq(0)]
         with m.If(binary_done):
             m.d.sync += binary_active.eq(0)
+        # Registered before they are added up (timing: a unit's busy comes from far away).
+        retired = Signal(5)
+        m.d.sync += retired.eq(Cat(compute_done, store_done, binary_done, skip, fence_done))
         retiring = Signal(3)
-        m.d.comb += retiring.eq(compute_done + store_done + binary_done + skip + fence_done)
+        m.d.comb += retiring.eq(sum(retired))
 
         # A failed check is registered before it is kept (timing: the decision logic reaches
         # only these flip-flops, not the enables of the error registers); it is kept in the

@@ -32,20 +32,22 @@ StoreUnit::
     shift-and-add multiplier (no DSP), 3 + ceil(bits(width)/2) cycles each (at most 19 cycles
     in all), then
     for each column block: load C requant parameters (C+2 cycles, after the previous block
-    has left the pipeline), then M accumulator rows -> ReadStage(drain port) -> Requantizer
+    has left the pipeline), then M accumulator rows -> SkidBuffer (the drain requests)
+    -> ReadStage(drain port) -> Requantizer
     -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register
     -> scratchpad write
     Throughput: one row per ceil(C / requant_lanes) cycles.
 
     The drain requests (address, valid), the line FIFO's write and the scratchpad write
-    (address, row, enable) come straight from registers: a row is written two cycles after it
-    leaves the requantizer (the skid buffer, then the write register).
+    (address, row, enable) come straight from registers: a drain request reaches the port a
+    cycle after it is made (its skid buffer), and a row is written two cycles after it leaves
+    the requantizer (the skid buffer, then the write register).
 
 BinaryUnit::
 
     layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
-    `width` bits each, requested from an address register) -> ReadStage -> SkidBuffer
-    -> activations;
+    `width` bits each, requested from an address register) -> SkidBuffer (the requests)
+    -> ReadStage -> SkidBuffer -> activations;
     every result (one neuron fold) -> binary result memory
     Set-up (from the cycle after the accept): the beat count (vectors*F) and the last fold's op
     count on a shift-and-add multiplier (no DSP), 3 + ceil(bits/2) cycles each (at most 20
@@ -294,6 +296,12 @@ class StoreUnit(wiring.Component):
         m.submodules.reader = reader = ReadStage(
             addr_width=self.acc_addr_width, data_shape=data.ArrayLayout(signed(32), cols),
             tag_shape=1, port_latency=AccumulatorMemory.DRAIN_LATENCY)
+        # The drain requests reach the reader through a skid buffer: the reader's accept (which
+        # waits for the host's reads of the accumulator) steers only that buffer, and the drain
+        # counters see its registered ready.
+        m.submodules.drain_slice = drain_slice = SkidBuffer(reader.request.payload.shape())
+        wiring.connect(m, drain_slice.o, reader.request)
+        drain_request = drain_slice.i
         pool_row = data.ArrayLayout(signed(8), cols)
         m.submodules.line = line = SyncFIFOBuffered(width=pool_row.size,
                                                     depth=max(1, self.max_pool_width // 2))
@@ -464,7 +472,7 @@ class StoreUnit(wiring.Component):
                                  out_addr.eq(block_out)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(reader.request.valid & reader.request.ready):
+                with m.If(drain_request.valid & drain_request.ready):
                     m.d.sync += [issued.eq(issued + 1), drain_addr.eq(drain_addr + 1),
                                  draining.eq(issued != last_pixel)]
                 with m.If(block_done):
@@ -480,10 +488,10 @@ class StoreUnit(wiring.Component):
         # The drain requests come from registers (address, valid), not from an adder and a
         # comparator in front of the accumulator port.
         m.d.comb += [
-            reader.request.valid.eq(draining),
-            reader.request.payload.addr.eq(drain_addr),
-            reader.request.payload.read.eq(1),
-            reader.request.payload.tag.eq(issued == last_pixel),
+            drain_request.valid.eq(draining),
+            drain_request.payload.addr.eq(drain_addr),
+            drain_request.payload.read.eq(1),
+            drain_request.payload.tag.eq(issued == last_pixel),
             self.busy.eq(~self.command.ready),
         ]
         return m
@@ -549,8 +557,13 @@ class BinaryUnit(wiring.Component):
             (beats_total, cmd.vectors, folds),
             (ops_last, cmd.k << 1, cmd.last_lanes),
         ], start=accepted)
-        # The activation requests come from registers (address, valid): the reader's port
-        # enable is one LUT from flip-flops.
+        # The activation requests come from registers (address, valid) and reach the reader
+        # through a skid buffer: the reader's accept (which waits for the host's reads of the
+        # scratchpad, decided at the port arbiter) steers only that buffer, and the request
+        # counters see its registered ready.
+        m.submodules.request_slice = request_slice = SkidBuffer(reader.request.payload.shape())
+        wiring.connect(m, request_slice.o, reader.request)
+        request = request_slice.i
         request_addr = Signal(ADDRESS_BITS)
         requesting = Signal()               # registered: a request is left during RUN
         # Requests left after the next one, minus one: its sign is the next `requesting`, a
@@ -562,10 +575,10 @@ class BinaryUnit(wiring.Component):
             self.sp_request.eq(reader.port_request),
             reader.port_data.eq(self.sp_data),
             reader.blocked.eq(self.sp_blocked),
-            reader.request.valid.eq(requesting),
-            reader.request.payload.addr.eq(request_addr),
-            reader.request.payload.read.eq(1),
-            reader.request.payload.tag.eq(fold == folds - 1),
+            request.valid.eq(requesting),
+            request.payload.addr.eq(request_addr),
+            request.payload.read.eq(1),
+            request.payload.tag.eq(fold == folds - 1),
             engine.activations.valid.eq(response.valid),
             engine.activations.payload.bits.eq(response.payload.data.as_value()[:self.width]),
             engine.activations.payload.last.eq(response.payload.tag),
@@ -573,7 +586,7 @@ class BinaryUnit(wiring.Component):
             engine.layer.payload.k.eq(cmd.k),
             engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
         ]
-        with m.If(reader.request.valid & reader.request.ready):
+        with m.If(request.valid & request.ready):
             m.d.sync += [request_addr.eq(request_addr + 1),
                          requests_after.eq(requests_after - 1),
                          requesting.eq(~requests_after[-1]),
@@ -612,6 +625,7 @@ class BinaryUnit(wiring.Component):
                                  requests_after.eq(beats_total - 2)]
                     m.next = "RUN"
             with m.State("RUN"):
+                # Every result is in, so no request waits in the skid buffer either.
                 with m.If((vectors_done == cmd.vectors) & reader.idle):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~self.command.ready)
