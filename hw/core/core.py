@@ -56,19 +56,19 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 ``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
 Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
 cycles after the read, from a register. Scratchpad and accumulator rows come from their
-registered read ports (3 cycles, then the bank/half and word muxes and the word's register); other
-memory read data is registered before its lane/word mux. A write takes effect at once, except
+registered read ports (3 cycles, then the bank/half mux and two registered word multiplexer
+levels); other memory read data is registered before its lane/word multiplexers. A write takes effect at once, except
 that a binary weight beat is stored with its last word, and a scratchpad row and a command (into
 the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the checked sums + one to register every compare + one to combine each check's
-compares + one to decide + one to register the offer to the unit + the offer's cycle, plus
-waiting for its unit (the handshake has a state of its own, apart from the checks; a unit's ready
-is registered, so a unit that just fell idle takes its next command a cycle later): the products
-of the command's sizes (row counts of every buffer it touches) are formed on one shift-and-add
-`hw.memory.sequential_multiplier.SequentialMultiplier` (the array and the requantizer need every
-DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
+compares + one to decide (a failing command then takes one more to report its error) + one to
+register the offer to the unit + the offer's cycle, plus waiting for its unit (the handshake has
+a state of its own, apart from the checks; a unit's ready is registered, so a unit that just fell
+idle takes its next command a cycle later): the products of the command's sizes (row counts of
+every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.
+SequentialMultiplier` (the array and the requantizer need every DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
 bits) and one cycle per other product: about 51 cycles for a small conv, 21 for a FENCE, at
 most about 73. The performance-counter events are registered before they are counted, so the
 counters trail the units by one cycle, and retirements are registered once more before they are
@@ -634,15 +634,16 @@ class Core(CoreGeometry, wiring.Component):
         fail(is_binary, ErrorCode.SCRATCHPAD_RANGE, binary_a_end > self.scratchpad_rows)
         fail(is_binary, ErrorCode.RESULT_RANGE, binary_out_end > self.binary_result_rows)
         # Every compare is registered in the CHECK state, each check's guard and terms are
-        # combined into `failed` in COMBINE and prioritized from flip-flops in DECIDE: neither the
-        # range arithmetic, the OR of a check's terms nor the priority chain meets another.
+        # combined into `failed` in COMBINE and prioritized from flip-flops in DECIDE (the first
+        # failure's code is registered there and kept in REJECT): neither the range arithmetic,
+        # the OR of a check's terms, the priority chain nor the error registers meet another.
         terms = [Signal(len(check_terms), name=f"check_{position}_terms")
                  for position, (_, check_terms, _) in enumerate(checks)]
         failed = Signal(len(checks))
-        checked_error = Signal(ErrorCode)
+        rejected_error = Signal(ErrorCode)
         for position, (_, _, code) in enumerate(checks):
             with (m.If if position == 0 else m.Elif)(failed[position]):
-                m.d.comb += checked_error.eq(code)
+                m.d.sync += rejected_error.eq(code)
 
         # Scoreboard and unit state ---------------------------------------------------------------
         computing = Signal(2)
@@ -719,12 +720,15 @@ class Core(CoreGeometry, wiring.Component):
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(failed.any()):
-                    m.d.comb += [skip.eq(1), new_error.eq(checked_error),
-                                 new_error_index.eq(index),
-                                 new_error_opcode.eq(opcode)]
-                    m.next = "FETCH"
+                    m.next = "REJECT"
                 with m.Else():
                     m.next = "DISPATCH"
+            with m.State("REJECT"):
+                # The first failed check's code was registered in DECIDE (timing: the priority
+                # chain over `failed` and the error registers are a cycle apart).
+                m.d.comb += [skip.eq(1), new_error.eq(rejected_error), new_error_index.eq(index),
+                             new_error_opcode.eq(opcode)]
+                m.next = "FETCH"
             with m.State("DISPATCH"):
                 # A state of its own, so the handshakes with the units start from flip-flops
                 # and never meet the error checks. A command is offered only to a unit whose

@@ -15,22 +15,23 @@ Target side (every window port)::
     clk         _/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_/‾\\_
     address     < A0 >< A1 >
     read        /‾‾‾‾‾‾‾‾‾‾\\_______________
-    read_data                           < D0 >< D1 >   TARGET_READ_LATENCY = 4 cycles after
+    read_data                                 < D0 >< D1 >   TARGET_READ_LATENCY = 5 cycles after
     write       (write_data is taken in the cycle write is high)
 
   ``read_data`` is a flip-flop, never a RAM, a mux or deeper logic: a window registers the RAM's
-  read data (clock-to-out ~5.6 ns on ECP5) before its word mux and registers the selected word
-  (`memory_read_data`; a read port that already ends in a data register gets only the word mux
-  and its register), a register window registers the address, then the value selected in each
-  group of 8 registers, then the group's (`register_read_data`); both delay the result to the
-  common latency.
+  read data (clock-to-out ~5.6 ns on ECP5) before its word mux and selects the word in two
+  registered levels, in each group of 8 words, then the group (`memory_read_data`; a read port
+  that already ends in a data register gets only the word muxes and their registers); a register
+  window registers the address (a copy per group of 8 registers), then the value selected in
+  each group, then the group's (`register_read_data`); both delay the result to the common
+  latency.
 
 Initiator side (the decoder's ``bus``)::
 
     address, write_data ----------reg--> target.address, write_data
     read, write --> window decode --reg--> target.read, write
-                                   target.read_data --(4 cycles)--> AND-OR --reg--> read_data
-    read_data valid INITIATOR_READ_LATENCY = 6 cycles after the read; a write reaches its
+                                   target.read_data --(5 cycles)--> AND-OR --reg--> read_data
+    read_data valid INITIATOR_READ_LATENCY = 7 cycles after the read; a write reaches its
     target one cycle after the initiator drives it.
 
 The decoder registers the initiator's request and the read data, so no initiator logic reaches
@@ -49,13 +50,14 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.pipeline import delayed
+from hw.synthesis import UNMERGED_REGISTER
 from hw.soc.protocol import Status, WORD_BYTES
 
 __all__ = ["Bus", "WindowKind", "Window", "MemoryMap", "BusDecoder", "register_read_data",
            "memory_read_data", "ADDRESS_WIDTH", "TARGET_READ_LATENCY", "INITIATOR_READ_LATENCY"]
 
 ADDRESS_WIDTH = 32 - 2      # word addresses of the 32-bit byte address space
-TARGET_READ_LATENCY = 4     # a window port's read_data, in cycles after its read
+TARGET_READ_LATENCY = 5     # a window port's read_data, in cycles after its read
 # + the decoder's request register and its read-data register
 INITIATOR_READ_LATENCY = 1 + TARGET_READ_LATENCY + 1
 
@@ -247,7 +249,7 @@ def _deliver(m, bus, value, cycle):
                                          name=f"{bus.read_data.name}_delayed", reset_less=True))
 
 
-_REGISTER_GROUP_BITS = 3     # registers per first-level read multiplexer: 8
+_GROUP_BITS = 3     # values per first-level read multiplexer: 8
 
 
 def _registered_select(m, target, index, values):
@@ -265,43 +267,51 @@ def _registered_select(m, target, index, values):
             m.d.sync += target.eq(0)
 
 
-def register_read_data(m, bus, values):
-    """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
-    `values` maps word addresses to values (any other address reads 0). The address is
-    registered with the read; in the next cycle each group of 8 consecutive addresses registers
-    the value it holds at the address (so a live value is sampled the cycle after the read), and
-    in the one after the addressed group's value is registered, then delayed to
-    `TARGET_READ_LATENCY` (two multiplexer levels of at most 8 inputs, each ending at
-    flip-flops, instead of one over every register)."""
-    address = Signal.like(bus.address, name=f"{bus.address.name}_registered")
-    m.d.sync += address.eq(bus.address)
+def _select_in_two_levels(m, index, values, *, name):
+    """A 32-bit register holding ``values[index]`` (0 for an index without a value) three cycles
+    after `index`: each group of 8 values registers its own copy of `index` (so no index
+    register drives every group's multiplexer across the die), then the value its copy selects
+    (values sampled one cycle after `index`), then the addressed group's value is registered."""
     groups = {}
-    for index, value in values.items():
-        group, offset = divmod(index, 1 << _REGISTER_GROUP_BITS)
+    for key, value in values.items():
+        group, offset = divmod(key, 1 << _GROUP_BITS)
         groups.setdefault(group, {})[offset] = value
     group_values = {}
     for group, members in groups.items():
-        group_values[group] = Signal(32, name=f"{bus.read_data.name}_group_{group}")
-        _registered_select(m, group_values[group], address[:_REGISTER_GROUP_BITS], members)
-    selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    group_address = delayed(m, address[_REGISTER_GROUP_BITS:], 1,
-                            name=f"{bus.address.name}_group")
-    _registered_select(m, selected, group_address, group_values)
+        local_index = Signal(len(index), name=f"{name}_index_{group}", attrs=UNMERGED_REGISTER)
+        m.d.sync += local_index.eq(index)
+        group_values[group] = Signal(32, name=f"{name}_group_{group}")
+        _registered_select(m, group_values[group], local_index[:_GROUP_BITS], members)
+    selected = Signal(32, name=f"{name}_selected")
+    _registered_select(m, selected, delayed(m, index[_GROUP_BITS:], 2, name=f"{name}_group"),
+                       group_values)
+    return selected
+
+
+def register_read_data(m, bus, values):
+    """Serve reads of a register window on target port `bus` (the `In(Bus)` of a component):
+    `values` maps word addresses to values (any other address reads 0). Each group of 8
+    consecutive addresses registers the address with the read and, in the next cycle, the value
+    it holds there (so a live value is sampled the cycle after the read); in the one after, the
+    addressed group's value is registered, then delayed to `TARGET_READ_LATENCY` (two
+    multiplexer levels of at most 8 inputs, each ending at flip-flops, instead of one over every
+    register)."""
+    selected = _select_in_two_levels(m, bus.address, values, name=bus.read_data.name)
     _deliver(m, bus, selected, 3)
 
 
 def memory_read_data(m, bus, *, row, word, row_latency=1):
     """Serve reads of a memory window on target port `bus`: the window drives its memory's read
     port from the read (cycle t); `row` is that port's read data, valid at t + `row_latency`;
-    `word` is the index of the addressed 32-bit word of the row (at t). The word selected from a
-    registered row is registered, then delayed to `TARGET_READ_LATENCY`; a word index past the
-    row reads 0.
+    `word` is the index of the addressed 32-bit word of the row (at t). The word is selected
+    from a registered row in two registered multiplexer levels (groups of 8 words, then the
+    group), then delayed to `TARGET_READ_LATENCY`; a word index past the row reads 0.
 
     `row_latency` 1 -- `row` comes from a RAM (at most a 2:1 mux of ports after it): it is
     registered as it comes out (t+2), and the word selected from that register is registered
-    (t+3).
+    at t+3 (in its group) and t+4.
     `row_latency` 3 -- `row` already comes from the port's data registers (at most a 2:1 mux
-    after them): the word selected from it is registered (t+4)."""
+    after them): the word selected from it is registered at t+4 and t+5."""
     if row_latency not in (1, 3):
         raise ValueError(f"row_latency must be 1 (a RAM read port) or 3 (a port with address "
                          f"and data registers), not {row_latency!r}")
@@ -309,8 +319,8 @@ def memory_read_data(m, bus, *, row, word, row_latency=1):
         registered_row = Signal(len(row), name=f"{bus.read_data.name}_row")
         m.d.sync += registered_row.eq(row)
         row, row_latency = registered_row, 2
-    selected = Signal(32, name=f"{bus.read_data.name}_selected")
-    word = delayed(m, word, row_latency, name=f"{bus.read_data.name}_word")
-    _registered_select(m, selected, word, {index: row[32 * index:32 * index + 32]
-                                           for index in range(-(-len(row) // 32))})
-    _deliver(m, bus, selected, row_latency + 1)
+    word = delayed(m, word, row_latency - 1, name=f"{bus.read_data.name}_word")
+    selected = _select_in_two_levels(
+        m, word, {index: row[32 * index:32 * index + 32] for index in range(-(-len(row) // 32))},
+        name=bus.read_data.name)
+    _deliver(m, bus, selected, row_latency + 2)

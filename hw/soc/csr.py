@@ -16,7 +16,7 @@ The constant registers are given as numbers (the SoC derives them from its confi
 block does not depend on the config type. Counters wrap at 2^32. The frame that clears the
 counters is itself counted once its reply is sent.
 
-Timing: the `hw.soc.bridge` target contract -- read data `TARGET_READ_LATENCY` (4) cycles after
+Timing: the `hw.soc.bridge` target contract -- read data `TARGET_READ_LATENCY` (5) cycles after
 the strobe (address registered, then the selected register, then copies of it:
 `register_read_data`), so a live register is sampled the cycle after the read; writes take
 effect at the next edge; link events are counted in the cycle they pulse.

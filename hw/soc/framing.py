@@ -32,7 +32,7 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
 
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
 ``length / 4 + 3`` cycles after the payload CRC for writes; a read reply's first data byte
-leaves ``INITIATOR_READ_LATENCY + 3`` (9) cycles after the last byte of its header.
+leaves ``INITIATOR_READ_LATENCY + 3`` (10) cycles after the last byte of its header.
 Throughput: the line rate in both directions, plus the staging copy per write.
 """
 

@@ -24,15 +24,15 @@ transport use it directly); `SoC` adds the UART PHY, joined to the frame engine 
 `hw.pipeline.SkidBuffer` each way, and has the serial pins as ports for the board top. Latency
 and throughput are those of `hw.soc.framing.FrameEngine` (line rate both ways) plus the UART
 PHY's (about 9.5 bit times from a start bit to the received byte) and a cycle per skid buffer;
-every window
-follows the target contract of `hw.soc.bridge` (no wait states, read data 3 cycles after the
-read) and the decoder registers the frame engine's requests and the read data.
+every window follows the target contract of `hw.soc.bridge` (no wait states, read data
+`bridge.TARGET_READ_LATENCY` cycles after the read) and the decoder registers the frame engine's
+requests and the read data.
 
 `BusSoC` is the same decoder, CSRs and core with the word bus as its port instead of the frame
 engine -- what a memory-mapped host interface (a PCIe BAR) would drive. It has no frames, so it
 does not check accesses: one outside every window is dropped (reads 0), as `BusDecoder` does, and
 the initiator checks `memory_map` itself. Bus timing is the initiator side of `hw.soc.bridge`:
-one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (6) cycles after the read,
+one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (7) cycles after the read,
 writes fire-and-forget; the link counters stay 0.
 """
 
