@@ -57,9 +57,9 @@ the shift stores the entry), ``binary_weights`` (write-only, engine address a, l
 Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
 cycles after the read, from a register. Scratchpad and accumulator rows come from their
 registered read ports (3 cycles, then the bank/half mux and two registered word multiplexer
-levels); other memory read data is registered before its lane/word multiplexers. A write takes effect at once, except
-that a binary weight beat is stored with its last word, and a scratchpad row and a command (into
-the queue) the cycle after their last word.
+levels); other memory read data is registered before its lane/word multiplexers. A write takes
+effect at once, except that a binary weight beat is stored with its last word, and a scratchpad
+row and a command (into the queue) the cycle after their last word.
 
 Latency/throughput: see `hw.core.units`. Dispatch takes fetch + validation products + one cycle
 to register the checked sums + one to register every compare + one to combine each check's
@@ -68,12 +68,13 @@ register the offer to the unit + the offer's cycle, plus waiting for its unit (t
 a state of its own, apart from the checks; a unit's ready is registered, so a unit that just fell
 idle takes its next command a cycle later): the products of the command's sizes (row counts of
 every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.
-SequentialMultiplier` (the array and the requantizer need every DSP block), 3 + ceil(bits/2) cycles per product of the command's opcode (its narrower operand's
-bits) and one cycle per other product: about 51 cycles for a small conv, 21 for a FENCE, at
-most about 73. The performance-counter events are registered before they are counted, so the
-counters trail the units by one cycle, and retirements are registered once more before they are
-added up, so ``completed`` trails them by two (timing: no unit's control logic feeds an adder in
-the same cycle).
+SequentialMultiplier` (the array and the requantizer need every DSP block), 3 + ceil(bits/2)
+cycles per product of the command's opcode (its narrower operand's bits) and one cycle per
+other product: about 51 cycles for a small conv, 21 for a FENCE, at most about 73. The
+performance-counter events are registered before they are counted, so the counters trail the
+units by one cycle, and retirements are registered once more before they are added up, so
+``completed`` trails them by two (timing: no unit's control logic feeds an adder in the same
+cycle).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
@@ -605,7 +606,8 @@ class Core(CoreGeometry, wiring.Component):
         def fail(guard, code, *terms):
             checks.append((guard, terms, code))
 
-        fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE, Const(1))
+        fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE,
+             Const(1))
         if compute is None:
             fail(compute_command, ErrorCode.UNSUPPORTED, Const(1))
         fail(compute_command, ErrorCode.BAD_SHAPE,

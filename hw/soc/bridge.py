@@ -269,19 +269,21 @@ def _registered_select(m, target, index, values):
 
 def _select_in_two_levels(m, index, values, *, name):
     """A 32-bit register holding ``values[index]`` (0 for an index without a value) three cycles
-    after `index`: each group of 8 values registers its own copy of `index` (so no index
-    register drives every group's multiplexer across the die), then the value its copy selects
+    after `index`: each group of 8 values registers its own copy of the offset in the group (so
+    no index register drives every group's multiplexer across the die), then the value it selects
     (values sampled one cycle after `index`), then the addressed group's value is registered."""
     groups = {}
     for key, value in values.items():
         group, offset = divmod(key, 1 << _GROUP_BITS)
         groups.setdefault(group, {})[offset] = value
+    in_group = index[:_GROUP_BITS]
     group_values = {}
     for group, members in groups.items():
-        local_index = Signal(len(index), name=f"{name}_index_{group}", attrs=UNMERGED_REGISTER)
-        m.d.sync += local_index.eq(index)
+        local_offset = Signal(len(in_group), name=f"{name}_offset_{group}",
+                              attrs=UNMERGED_REGISTER)
+        m.d.sync += local_offset.eq(in_group)
         group_values[group] = Signal(32, name=f"{name}_group_{group}")
-        _registered_select(m, group_values[group], local_index[:_GROUP_BITS], members)
+        _registered_select(m, group_values[group], local_offset, members)
     selected = Signal(32, name=f"{name}_selected")
     _registered_select(m, selected, delayed(m, index[_GROUP_BITS:], 2, name=f"{name}_group"),
                        group_values)
