@@ -1,5 +1,6 @@
 """`python -m hw.build`: argument and budget errors (no tool runs), report handling, the bring-up
-design in simulation, and one real build: the 12F preset (slow)."""
+design in simulation, the placement-seed runs with a stand-in nextpnr, and two real builds (slow):
+the 12F preset and the default 85F SoC, which must meet timing."""
 
 import json
 import random
@@ -115,15 +116,15 @@ def test_parse_nextpnr_report(tmp_path):
     assert slow_endpoints(endpoints, 12.0) == []
 
 
-@pytest.mark.parametrize("fmax_mhz, status", [(131.5, 0), (98.25, 1)])
+@pytest.mark.parametrize("fmax_mhz, status", [(131.5, 0), (89.25, 1)])
 def test_report_only_judges_timing(no_tools, capsys, tmp_path, fmax_mhz, status):
     # nextpnr states the constraint through a rounded period, slightly off the target clock.
-    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(fmax_mhz, 105.01)))
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(fmax_mhz, 90.01)))
     assert main(["--board", "ulx3s", "--device", "85F", "--report-only",
                  "--out", str(tmp_path)]) == status
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["device"] == "LFE5U-85F"
-    assert report["config"]["rows"] == 12 and report["target_clock_mhz"] == 105
+    assert report["config"]["rows"] == 12 and report["target_clock_mhz"] == 90
     assert report["system_fmax_mhz"] == fmax_mhz
     assert report["peak_int8_gops_at_fmax"] == pytest.approx(2 * 144 * fmax_mhz / 1e3)
     assert report["timing_met"] is (status == 0)
@@ -156,7 +157,7 @@ def test_12f_is_judged_against_its_own_budget(no_tools, capsys, tmp_path, luts, 
 
 
 def test_program_refuses_a_failed_build(no_tools, capsys, tmp_path):
-    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(90, 105)))
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(80, 90)))
     assert main(["--board", "ulx3s", "--report-only", "--program", "--out", str(tmp_path)]) == 1
     assert "Not programming" in capsys.readouterr().err
 
@@ -331,6 +332,27 @@ def test_preset_build_on_12f_fits(tmp_path, capsys):
     assert report["nextpnr_seed"] in (1, 2)
     assert report["nextpnr_seeds"][str(report["nextpnr_seed"])] == report["system_fmax_mhz"]
     assert "[yosys" in output and "[nextpnr" in output and "Result: PASS" in output
+
+
+@pytest.mark.slow
+def test_default_build_on_85f_meets_timing(tmp_path, capsys):
+    """The main job as a user runs it: `--board ulx3s` alone builds the full SoC on the 85F, and
+    it must fit and meet timing at the preset clock (nextpnr's own report)."""
+    out = tmp_path / "build"
+    status = main(["--board", "ulx3s", "--out", str(out)])
+    output = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert status == 0, output
+    assert (report["variant"], report["design"]) == ("85F", "soc")
+    assert report["passed"] and report["timing_met"] and report["fits"]
+    assert report["system_fmax_mhz"] >= report["target_clock_mhz"]
+    config = report["config"]
+    assert (config["rows"], config["cols"]) == (12, 12)
+    assert report["peak_int8_gops_at_fmax"] == pytest.approx(
+        2 * 144 * report["system_fmax_mhz"] / 1e3)
+    assert report["utilization"]["MULT18X18D"]["used"] == 144 + 4 * config["requant_lanes"]
+    assert (out / "top.bit").stat().st_size > 0
+    assert "Result: PASS" in output
 
 
 BRINGUP_ARGS = dict(rows=2, cols=2, dataflow="output_stationary", multiplier="dsp",

@@ -32,6 +32,7 @@ def _row(report):
     row["target_MHz"] = report["target_clock_mhz"]
     row["fmax_MHz"] = report["system_fmax_mhz"]
     row["peak_GOPS"] = report["peak_int8_gops_at_fmax"]
+    row["seed"] = report.get("nextpnr_seed")
     for stage, seconds in report["stage_seconds"].items():
         row[f"{stage}_s"] = seconds
     row["passed"] = report["passed"]
