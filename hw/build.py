@@ -371,7 +371,7 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say):
         if returncode is None:
             outcomes[int(label.split(":")[1])] = "stopped"
     outcomes = {seed: outcomes[seed] for seed in seeds}
-    routed = [seed for seed in seeds if not isinstance(outcomes[seed], (str, type(None)))]
+    routed = [seed for seed in seeds if isinstance(outcomes[seed], (int, float))]
     if met:
         kept = min(met)
     elif routed:
