@@ -67,10 +67,9 @@ class Board:
 def _ulx3s():
     default = preset("default")
     presets = {
-        # 12x12 array on 144 DSPs + 2 requant lanes x 4 = 152 of 156 MULT18X18D. Clocked at
-        # 90 MHz, the fastest clock below the 105 MHz goal that the PLL makes exactly with an
-        # integer divisor for 3 Mbaud: the full SoC routes at 100-104 MHz, short of 105.
-        "85F": default.replace(scratchpad_rows=8192, accumulator_rows=2048, clock_mhz=90.0),
+        # 12x12 array on 144 DSPs + 2 requant lanes x 4 = 152 of 156 MULT18X18D, at 100 MHz
+        # (3 Mbaud is 100/3 cycles per bit, timed exactly by the UART's fractional divisor).
+        "85F": default.replace(scratchpad_rows=8192, accumulator_rows=2048, clock_mhz=100.0),
         # 8x8 + 2 x 4 = 72 of 72.
         "45F": default.replace(rows=8, cols=8, scratchpad_rows=8192, accumulator_rows=1024,
                                binary_width=64, binary_lanes=8),

@@ -54,7 +54,7 @@ from amaranth._toolchain import tool_env_var
 from boards import BudgetError, check_budget, variant
 from boards.catalog import BOARDS
 from hw.config import DATAFLOWS, MULTIPLIERS
-from hw.soc.pll import format_mhz, nearest_reachable, pll_parameters
+from hw.soc.pll import format_mhz, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
 from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
@@ -145,24 +145,13 @@ _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
                    "baud": "uart_baud"}
 
 
-def _check_clock(board, clock_hz, baud):
-    """The PLL setting for `clock_hz`; `BuildError` with the nearest usable clocks otherwise."""
-    problems = []
+def _check_clock(board, clock_hz):
+    """The PLL setting for `clock_hz`; `BuildError` naming the nearest reachable clocks otherwise."""
     try:
-        parameters = pll_parameters(board.clock_hz, clock_hz)
+        return pll_parameters(board.clock_hz, clock_hz)
     except ValueError as error:
-        problems.append(str(error))
-        parameters = None
-    if clock_hz % baud:
-        problems.append(f"{format_mhz(clock_hz)} is not a multiple of the UART baud rate {baud} "
-                        f"(the bit divisor would be {clock_hz / baud:.3f})")
-    if problems:
-        below, above = nearest_reachable(board.clock_hz, clock_hz, multiple_of=baud, count=2)
-        usable = ", ".join(f"{format_mhz(f)} (divisor {f / baud})" for f in below + above)
         raise BuildError(f"Clock {format_mhz(clock_hz)} is unusable on {board.name}: "
-                         f"{'; '.join(problems)}.\nReachable clocks with an exact divisor for "
-                         f"{baud} baud nearby: {usable}")
-    return parameters
+                         f"{error}") from None
 
 
 def resolve(args, *, say=print):
@@ -189,7 +178,7 @@ def resolve(args, *, say=print):
     if baud > board.uart.max_baud:
         raise BuildError(f"--baud {baud} is above what {board.name}'s USB UART supports "
                          f"({board.uart.max_baud})")
-    pll = _check_clock(board, clock_hz, baud)
+    pll = _check_clock(board, clock_hz)
     changes = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
                if getattr(args, option) is not None}
     if args.cols is not None and args.requant_lanes is None:
@@ -484,7 +473,7 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
                 "clkfb_div": pll.clkfb_div, "clkop_div": pll.clkop_div,
                 "vco_mhz": float(pll.vco_hz) / 1e6, "output_mhz": float(pll.output_hz) / 1e6},
         "target_clock_mhz": config.clock_mhz,
-        "uart_divisor": config.uart_divisor,
+        "uart_cycles_per_bit": float(config.uart_divisor),
         "estimate": {"LUT4": estimate.luts, "MULT18X18D": estimate.dsps, "DP16KD": estimate.ebrs},
         "utilization": utilization,
         "fmax_mhz": fmax,
@@ -513,7 +502,7 @@ def build(args, *, say=print):
         f"{config.requant_lanes} requant lanes, binary {config.binary_width}x"
         f"{config.binary_lanes}, clock {config.clock_mhz:g} MHz (PLL {pll.clki_div}/"
         f"{pll.clkfb_div}/{pll.clkop_div}, VCO {float(pll.vco_hz) / 1e6:g} MHz), UART "
-        f"{config.uart_baud} baud (divisor {config.uart_divisor})")
+        f"{config.uart_baud} baud ({float(config.uart_divisor):.6g} cycles per bit)")
     say(f"Estimate: {estimate.luts} LUT4 of {selected.device.luts}, {estimate.dsps} MULT18X18D "
         f"of {selected.device.dsps}, {estimate.ebrs} DP16KD of {selected.device.ebrs}")
 

@@ -11,6 +11,9 @@ field, the value and the allowed range, before anything is elaborated.
 """
 
 from dataclasses import dataclass, fields, replace, asdict
+from fractions import Fraction
+
+from hw.soc.uart import MIN_DIVISOR
 
 __all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset"]
 
@@ -57,7 +60,8 @@ class AcceleratorConfig:
     clock_mhz : float
         Target system clock in MHz.
     uart_baud : int
-        Host link line rate in baud.
+        Host link line rate in baud; the clock needs at least 4 cycles per bit, and need not be a
+        multiple of it.
     """
 
     rows: int = 8
@@ -111,11 +115,10 @@ class AcceleratorConfig:
         if not _UART_BAUD[0] <= self.uart_baud <= _UART_BAUD[1]:
             raise ValueError(f"AcceleratorConfig.uart_baud must be in {_UART_BAUD[0]}.."
                              f"{_UART_BAUD[1]}, not {self.uart_baud}")
-        clock_hz = round(self.clock_mhz * 1e6)
-        if clock_hz % self.uart_baud:
-            raise ValueError(f"AcceleratorConfig: clock {self.clock_mhz} MHz is not an integer "
-                             f"multiple of uart_baud={self.uart_baud}; choose a clock whose baud "
-                             f"divisor is exact (e.g. {self.uart_baud * max(1, clock_hz // self.uart_baud) / 1e6:g} MHz)")
+        if self.uart_divisor < MIN_DIVISOR:
+            raise ValueError(f"AcceleratorConfig: uart_baud={self.uart_baud} is too fast for a "
+                             f"{self.clock_mhz} MHz clock: the UART needs at least {MIN_DIVISOR} "
+                             f"clock cycles per bit (at most {self.clock_hz // MIN_DIVISOR} baud)")
 
     # Derived values ------------------------------------------------------------------------------
 
@@ -125,8 +128,10 @@ class AcceleratorConfig:
 
     @property
     def uart_divisor(self):
-        """System clock cycles per UART bit (exact, checked in `__post_init__`)."""
-        return self.clock_hz // self.uart_baud
+        """System clock cycles per UART bit, exact (a `fractions.Fraction` when the clock is not
+        a multiple of the baud rate: `hw.soc.uart.UARTPhy` times fractional bits exactly)."""
+        divisor = Fraction(self.clock_hz, self.uart_baud)
+        return divisor.numerator if divisor.denominator == 1 else divisor
 
     @property
     def macs_per_cycle(self):

@@ -8,6 +8,7 @@ fires); the server stops by itself after ``--seconds`` of wall-clock time (or on
 """
 
 import argparse
+import math
 import os
 import select
 import sys
@@ -43,7 +44,7 @@ def serve_pty(transport, *, seconds, announce):
             # timeout -- or a short step when idle, so that simulated time keeps moving.
             step = transport.frame_timeout if backend.pending() or readable else 64
             before = len(received)
-            backend.run(step + backend.pending() * 2 * transport.cycles_per_byte,
+            backend.run(step + math.ceil(backend.pending() * 2 * transport.cycles_per_byte),
                         lambda: False)
             while len(received) != before:
                 before = len(received)

@@ -157,8 +157,10 @@ def test_persistent_corruption_raises_protocol_error():
         link.read_registers(0, 1)
 
 
-def test_uart_line_in_simulation():
-    with Accelerator.open("sim://tiny?line=uart&divisor=4") as device:
+@pytest.mark.parametrize("divisor", ["4", "13/3"])
+def test_uart_line_in_simulation(divisor):
+    # 13/3: bits of 4 or 5 cycles, as a clock that is not a multiple of the baud rate gives them.
+    with Accelerator.open(f"sim://tiny?line=uart&divisor={divisor}") as device:
         assert device.config == TINY
         device.bulk_write(SCRATCHPAD + 8, b"uart-pins-ok")
         assert device.bulk_read(SCRATCHPAD + 8, 12) == b"uart-pins-ok"
@@ -213,6 +215,8 @@ def test_device_mismatch(tmp_path, kwargs, message):
     ("sim://tiny?speed=1", "Unknown option\\(s\\) \\['speed'\\]"),
     ("sim://huge", "Unknown preset 'huge'"),
     ("sim://tiny?divisor=2", "at least 4"),
+    ("sim://tiny?divisor=7/2", "at least 4"),
+    ("sim://tiny?divisor=fast", "Bad option divisor='fast'"),
     ("sim://tiny?max_payload=100", "power of two"),
     ("sim://tiny?retries=-1", "non-negative"),
     ("sim://tiny?timeout=0", "positive number of seconds"),

@@ -1,10 +1,12 @@
 """UART PHY in pysim, against an independent bit-level model of an 8N1 line."""
 
+import math
 import random
+from fractions import Fraction
 
 import pytest
 from amaranth.hdl import Module
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from hw.soc.uart import UARTPhy
 from sim.harness import receive, run, send
@@ -24,23 +26,40 @@ def waveform(frames, bit_cycles, *, idle_before=3):
     return [1] * idle_before + [levels[int(cycle / bit_cycles)] for cycle in range(total)] + [1] * 4
 
 
+def bit_edge(divisor, bit):
+    """Cycle at which bit number `bit` of a run starts: the exact baud rate puts it at
+    ``bit * divisor``, rounded down to a whole cycle."""
+    return math.floor(bit * divisor)
+
+
 def decode_line(samples, divisor):
-    """Decode a sampled line, insisting on exact bit lengths. Returns [(start_cycle, byte)]."""
-    frames, cycle = [], 0
+    """Decode a sampled line, insisting on exact bit timing: bit k of the transmitter's output
+    since reset (frames counted back to back, idle time not) starts `bit_edge(divisor, k)` cycles
+    after its frame's start bit, less that of the frame's first bit. Returns [(start_cycle, byte)]."""
+    frames, cycle, sent = [], 0, 0
     while True:
         while cycle < len(samples) and samples[cycle]:
             cycle += 1
-        if cycle + 10 * divisor > len(samples):
+        edges = [cycle + bit_edge(divisor, sent + index) - bit_edge(divisor, sent)
+                 for index in range(11)]
+        if edges[10] > len(samples):
             assert all(samples[cycle:]), f"truncated frame at cycle {cycle}"
             return frames
         bits = []
         for index in range(10):
-            cell = samples[cycle + index * divisor:cycle + (index + 1) * divisor]
-            assert len(set(cell)) == 1, f"bit {index} of frame at {cycle} is not {divisor} cycles"
+            cell = samples[edges[index]:edges[index + 1]]
+            assert len(set(cell)) == 1, f"bit {index} of frame at {cycle} is not {cell}"
             bits.append(cell[0])
         assert bits[0] == 0 and bits[9] == 1, f"bad start/stop in frame at cycle {cycle}: {bits}"
         frames.append((cycle, sum(bit << i for i, bit in enumerate(bits[1:9]))))
-        cycle += 10 * divisor
+        cycle, sent = edges[10], sent + 10
+
+
+# Clock / baud ratios: whole numbers and fractions (e.g. 100 MHz / 3 Mbaud = 100/3).
+def divisors(low, high):
+    return st.one_of(st.integers(low, high),
+                     st.builds(Fraction, st.integers(low * 7, high * 7), st.integers(2, 7))
+                     .filter(lambda d: low <= d <= high and d.denominator > 1))
 
 
 def loopback(uart):
@@ -57,8 +76,8 @@ async def watch_line(ctx, uart, cycles, samples):
 
 
 @pytest.mark.parametrize("divisor, error", [
-    (3, ValueError), (0, ValueError), (-5, ValueError), (4.0, TypeError), (True, TypeError),
-    ("8", TypeError),
+    (3, ValueError), (0, ValueError), (-5, ValueError), (Fraction(7, 2), ValueError),
+    (4.0, TypeError), (True, TypeError), ("8", TypeError),
 ])
 def test_bad_divisor_is_rejected(divisor, error):
     with pytest.raises(error, match="divisor"):
@@ -66,7 +85,8 @@ def test_bad_divisor_is_rejected(divisor, error):
 
 
 @FAST
-@given(divisor=st.integers(4, 9), data=st.lists(st.integers(0, 255), min_size=1, max_size=8))
+@example(divisor=Fraction(100, 3), data=[0x00, 0xFF, 0x55, 0xAA, 0x01])   # 100 MHz, 3 Mbaud
+@given(divisor=divisors(4, 9), data=st.lists(st.integers(0, 255), min_size=1, max_size=8))
 def test_tx_back_to_back_at_full_line_rate(divisor, data):
     uart = UARTPhy(divisor=divisor)
     samples = []
@@ -82,20 +102,22 @@ def test_tx_back_to_back_at_full_line_rate(divisor, data):
         ctx.set(uart.tx.valid, 0)
 
     async def monitor(ctx):
-        await watch_line(ctx, uart, 10 * divisor * len(data) + 12, samples)
+        await watch_line(ctx, uart, math.ceil(10 * divisor * len(data)) + 12, samples)
 
     run(uart, producer, monitor, name="uart_tx_back_to_back")
     frames = decode_line(samples, divisor)
     assert [byte for _, byte in frames] == data
     starts = [start for start, _ in frames]
-    # No idle cycle between frames: each start bit follows the previous stop bit immediately.
-    assert [b - a for a, b in zip(starts, starts[1:])] == [10 * divisor] * (len(data) - 1)
+    # No idle cycle between frames: each start bit follows the previous stop bit immediately, so
+    # frame n starts where the exact rate puts bit 10n.
+    assert [start - starts[0] for start in starts] == [bit_edge(divisor, 10 * n)
+                                                       for n in range(len(data))]
     # The first start bit appears one cycle after the first handshake.
     assert starts[0] == handshakes[0]
 
 
 @FAST
-@given(divisor=st.integers(4, 8), data=st.lists(st.integers(0, 255), min_size=1, max_size=6),
+@given(divisor=divisors(4, 8), data=st.lists(st.integers(0, 255), min_size=1, max_size=6),
        seed=st.integers(0, 1000))
 def test_tx_with_gaps_keeps_exact_frames(divisor, data, seed):
     uart = UARTPhy(divisor=divisor)
@@ -105,7 +127,8 @@ def test_tx_with_gaps_keeps_exact_frames(divisor, data, seed):
         await send(ctx, uart.tx, data, gap_probability=0.3, rng=random.Random(seed))
 
     async def monitor(ctx):
-        await watch_line(ctx, uart, 10 * divisor * len(data) + 60 * len(data) + 20, samples)
+        await watch_line(ctx, uart, math.ceil(10 * divisor * len(data)) + 60 * len(data) + 20,
+                         samples)
 
     run(uart, producer, monitor, name="uart_tx_gaps")
     assert [byte for _, byte in decode_line(samples, divisor)] == data
@@ -120,14 +143,19 @@ def drive_rx(uart, levels):
 
 
 @FAST
-@given(divisor=st.integers(4, 12), data=st.lists(st.integers(0, 255), min_size=1, max_size=8),
+@example(divisor=Fraction(100, 3), data=[0x00, 0xFF, 0x80], drift=1.0, seed=1)
+@example(divisor=Fraction(100, 3), data=[0x01, 0x7F], drift=-1.0, seed=2)
+@given(divisor=st.one_of(st.integers(4, 12), divisors(6, 12)),
+       data=st.lists(st.integers(0, 255), min_size=1, max_size=8),
        drift=st.floats(-1, 1), seed=st.integers(0, 1000))
 def test_rx_decodes_model_waveform(divisor, data, drift, seed):
     uart = UARTPhy(divisor=divisor)
     # A sender whose baud rate is off by up to what mid-bit sampling tolerates: by the stop bit's
-    # middle (9.5 bits) the edges may have moved half a bit minus the synchronizer's uncertainty.
-    baud_error = drift * (divisor / 2 - 1.5) / (9.5 * divisor)
-    levels = waveform([line_levels(byte) for byte in data], divisor * (1 + baud_error))
+    # middle (9.5 bits) the edges may have moved half a bit minus the synchronizer's uncertainty
+    # and, for a fractional divisor, the cycle the PHY rounds its sampling points to.
+    margin = divisor / 2 - (1.5 if isinstance(divisor, int) else 2.5)
+    baud_error = drift * margin / (9.5 * divisor)
+    levels = waveform([line_levels(byte) for byte in data], float(divisor) * (1 + baud_error))
     received = []
     errors = []
 
@@ -203,7 +231,7 @@ def test_rx_ignores_a_glitch_shorter_than_half_a_bit():
 
 
 @FAST
-@given(divisor=st.integers(4, 8), data=st.lists(st.integers(0, 255), min_size=1, max_size=10),
+@given(divisor=divisors(4, 8), data=st.lists(st.integers(0, 255), min_size=1, max_size=10),
        seed=st.integers(0, 1000))
 def test_loopback_with_gaps_and_stalls(divisor, data, seed):
     uart = UARTPhy(divisor=divisor)

@@ -5,9 +5,9 @@ a reset held until the PLL locks.
 ``ecppll`` does (CLKI_DIV 1..128, CLKFB_DIV 1..80, CLKOP_DIV 1..128, phase-detector frequency
 3.125..400 MHz, VCO 400..800 MHz, feedback from CLKOP so ``f_out = f_in * CLKFB_DIV / CLKI_DIV``;
 among equally close settings the first found wins unless another has its VCO closer to 600 MHz).
-Arithmetic is exact (`fractions.Fraction`), so "reachable" means exactly reachable: the UART baud
-divisor derived from the clock must be an integer. An unreachable frequency raises `ValueError`
-naming the nearest reachable ones on either side.
+Arithmetic is exact (`fractions.Fraction`), so "reachable" means exactly reachable (the clock a
+build reports and the UART's bit timing are computed from is the one the PLL makes). An
+unreachable frequency raises `ValueError` naming the nearest reachable ones on either side.
 
 `SystemClock` instantiates the PLL on a board clock input and drives the ``sync`` domain::
 
@@ -112,14 +112,13 @@ def reachable_frequencies(input_hz):
                    for clki_div, clkfb_div, _ in _candidates(input_hz)})
 
 
-def nearest_reachable(input_hz, output_hz, *, multiple_of=None, count=1):
-    """The `count` reachable frequencies just below and just above `output_hz`, as ``(below,
-    above)`` lists; with `multiple_of`, only integer multiples of it (e.g. a UART baud rate)."""
+def nearest_reachable(input_hz, output_hz):
+    """The reachable frequencies just below and just above `output_hz`, as ``(below, above)``
+    lists of at most one each."""
     target = _check_hz("output_hz", output_hz)
-    usable = [f for f in reachable_frequencies(input_hz)
-              if multiple_of is None or (f / multiple_of).denominator == 1]
-    below = [f for f in usable if f < target][-count:]
-    above = [f for f in usable if f > target][:count]
+    reachable = reachable_frequencies(input_hz)
+    below = [f for f in reachable if f < target][-1:]
+    above = [f for f in reachable if f > target][:1]
     return below, above
 
 

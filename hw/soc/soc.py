@@ -36,6 +36,8 @@ one access per cycle, read data `bridge.INITIATOR_READ_LATENCY` (7) cycles after
 writes fire-and-forget; the link counters stay 0.
 """
 
+import math
+
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -47,7 +49,7 @@ from hw.soc import protocol
 from hw.soc.bridge import ADDRESS_WIDTH, Bus, BusDecoder, MemoryMap, Window, WindowKind
 from hw.soc.csr import CsrBlock
 from hw.soc.framing import FrameEngine
-from hw.soc.uart import UARTPhy
+from hw.soc.uart import FRAME_BITS, UARTPhy
 
 __all__ = ["SoC", "SoCCore", "BusSoC", "memory_map", "default_frame_timeout"]
 
@@ -57,7 +59,7 @@ _CORE_CONTROL = "core_control"      # the core's "control" port: the CSR block h
 def default_frame_timeout(config):
     """Inter-byte silence that ends a frame: 10 ms (USB-serial adapters batch bytes) or 64 byte
     times at the config's baud rate, whichever is longer."""
-    return max(config.clock_hz // 100, 64 * 10 * config.uart_divisor)
+    return max(config.clock_hz // 100, math.ceil(64 * FRAME_BITS * config.uart_divisor))
 
 
 def _core_window_name(port):
@@ -214,8 +216,8 @@ class SoC(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-    divisor : int or None
-        Clock cycles per UART bit; None: the config's exact ``uart_divisor``.
+    divisor : int, fractions.Fraction or None
+        Clock cycles per UART bit; None: the config's exact ``uart_divisor`` (clock / baud).
     max_payload, frame_timeout, core_sizes
         As for `SoCCore`.
 

@@ -6,7 +6,9 @@ its word bus.
 * ``line=bytes`` (default): bytes go straight into `hw.soc.soc.SoCCore`'s streams, one per cycle
   -- the fast way to run the driver against the real gateware.
 * ``line=uart``: bytes go through a host-side `UARTPhy` into the `SoC`'s serial pins, bit by bit,
-  at ``divisor`` cycles per bit (default 4; the config's exact divisor is realistic but slow).
+  at ``divisor`` cycles per bit (default 4; a fraction such as ``100/3`` times bits as the
+  hardware does when the clock is not a multiple of the baud rate; the config's exact divisor is
+  realistic but slow).
 * ``line=bus``: no frames -- `SimBusTransport`, a `MappedTransport` whose every 32-bit load or
   store is one access on `hw.soc.soc.BusSoC`'s bus (a few cycles of pysim), the way a PCIe BAR
   reaches the device's bus, so the driver runs its `MappedLink` (the ``pcie://`` code path)
@@ -27,6 +29,7 @@ Time is simulated time at the config's clock: timeouts mean what they would on t
 
 import math
 from collections import deque
+from fractions import Fraction
 
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
@@ -181,10 +184,12 @@ def _backend(text):
 
 
 def _divisor(text):
-    value = int(text)
+    """Cycles per bit: a whole number or an exact fraction (``100/3``, the 85F's 100 MHz at
+    3 Mbaud)."""
+    value = Fraction(text)
     if value < MIN_DIVISOR:
         raise ValueError(f"must be at least {MIN_DIVISOR} cycles per bit")
-    return value
+    return value.numerator if value.denominator == 1 else value
 
 
 def _max_payload(text):
@@ -218,8 +223,8 @@ class SimTransport(ByteTransport):
     line : str
         ``"bytes"`` (SoCCore streams) or ``"uart"`` (serial pins at `divisor`); ``"bus"`` is
         `SimBusTransport`.
-    divisor : int
-        Cycles per bit on the simulated serial line (``line="uart"`` only).
+    divisor : int or fractions.Fraction
+        Cycles per bit on the simulated serial line (``line="uart"`` only), at least 4.
     max_payload, frame_timeout
         As for `hw.soc.soc.SoCCore`; frame_timeout None means 64 byte times.
     backend : str
@@ -239,7 +244,8 @@ class SimTransport(ByteTransport):
         self.cycles_per_byte = FRAME_BITS * divisor if line == "uart" else 1
         self.clock_hz = config.clock_hz
         self.max_payload = max_payload
-        self.frame_timeout = 64 * self.cycles_per_byte if frame_timeout is None else frame_timeout
+        self.frame_timeout = math.ceil(64 * self.cycles_per_byte) if frame_timeout is None \
+            else frame_timeout
         if line == "uart":
             top = SerialLineHarness(soc=SoC(config=config, divisor=divisor,
                                             max_payload=max_payload,
@@ -274,7 +280,7 @@ class SimTransport(ByteTransport):
     def write(self, data):
         # Like a serial port's flush(): return once the bytes are on the line.
         self.backend.push(data)
-        budget = 2 * (len(data) + 1) * self.cycles_per_byte + self.max_payload + 64
+        budget = math.ceil(2 * (len(data) + 1) * self.cycles_per_byte) + self.max_payload + 64
         self.backend.run(budget, lambda: self.backend.pending() == 0)
         if self.backend.pending():
             raise LinkError(f"The simulated device stopped taking bytes: {self.backend.pending()} "
