@@ -39,13 +39,15 @@ Protocol:
 Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycle)::
 
     cycle   0         1            2            3+P      4+P          5+P         6+P      8+P
-          issue ->  activation -> weight row, -> count -> accumulate -> dot,     -> FIFO  -> FIFO
-          beat      word         (a^w)&mask     (tree)   over beats    threshold  write    output
-                    (buffer)     registered                            compare    register
+          issue ->  activation -> (a^w)&mask -> count -> accumulate -> dot,     -> FIFO  -> FIFO
+          beat,     word         registered     (tree)   over beats    threshold  write    output
+          weight    (buffer),                                          compare    register
+          read      weight row
 
 The activation word gets its own register (stage 1), selected there from the stream word or the
-buffer, so that multiplexer is paid once per bit, not once per bit and lane. The weight read is
-issued one cycle later to meet it.
+buffer, so that multiplexer is paid once per bit, not once per bit and lane. The weight row is
+read in the issue cycle and registered in the fabric as it leaves the block RAMs (stage 1): an
+ECP5 block RAM's read data arrives late in the cycle, so nothing else is computed from it.
 
 Latency: a neuron fold's result is on `results` ``P + 8`` cycles after its last beat was
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
@@ -296,15 +298,15 @@ class BinaryEngine(wiring.Component):
         activation_tag = delayed(m, issued, 1, name="activation_tag", shape=tag_layout)
         stream_word = Signal(width, reset_less=True)
         activation_word = Signal(width, reset_less=True)
-        weight_read_address = Signal.like(weight_address, reset_less=True)
+        weight_row = Signal.like(weight_read.data, reset_less=True)
         beat_mask = Signal(width, reset_less=True)
+        m.d.comb += weight_read.addr.eq(weight_address)
         m.d.sync += [
             stream_word.eq(self.activations.payload.bits),
             activation_word.eq(Mux(activation_tag.neuron_fold == 0, stream_word, buffer_read.data)),
-            weight_read_address.eq(weight_address),
+            weight_row.eq(weight_read.data),
             beat_mask.eq(Mux(activation_tag.last, last_beat_mask, (1 << width) - 1)),
         ]
-        m.d.comb += weight_read.addr.eq(weight_read_address)
 
         mismatch_tag = delayed(m, activation_tag, 2, name="mismatch_tag", shape=tag_layout)
         count_tag = delayed(m, mismatch_tag, self.popcount_latency, name="count_tag",
@@ -331,7 +333,7 @@ class BinaryEngine(wiring.Component):
 
         for lane in range(lanes):
             mismatch = Signal(width, name=f"mismatch_{lane}", reset_less=True)
-            m.d.sync += mismatch.eq((activation_word ^ weight_read.data[lane]) & beat_mask)
+            m.d.sync += mismatch.eq((activation_word ^ weight_row[lane]) & beat_mask)
 
             tree = PopcountTree(width=width)
             m.submodules[f"popcount_{lane}"] = tree

@@ -103,12 +103,16 @@ def binary_result_layout(lanes):
 def _idle_state(m, command, cmd, accepted):
     """The IDLE state of a unit's FSM: take the next command into `cmd`, go to SETUP. `accepted`
     pulses in SETUP's first cycle: the set-up starts from it, so the command's `valid` (the
-    dispatcher's decision) only reaches `cmd`'s enable, the state and that flip-flop."""
+    dispatcher's decision) only reaches the state and that flip-flop. `cmd` follows the payload
+    on every idle cycle, so its enable is the unit's own state (timing: the dispatcher's valid
+    would fan out to every bit of it across the die); the unit uses `cmd` only outside IDLE,
+    and is IDLE only with nothing of its last command in flight."""
     m.d.sync += accepted.eq(0)
     with m.State("IDLE"):
         m.d.comb += command.ready.eq(1)
+        m.d.sync += cmd.eq(command.payload)
         with m.If(command.valid):
-            m.d.sync += [cmd.eq(command.payload), accepted.eq(1)]
+            m.d.sync += accepted.eq(1)
             m.next = "SETUP"
 
 
