@@ -168,6 +168,23 @@ def test_conv_padding_stride_and_pool():
     simulate(core, body, "core_conv")
 
 
+@pytest.mark.parametrize("in_h", [4, 5])
+def test_pool_of_the_widest_rows_fills_the_line_exactly(in_h):
+    """A pooled store as wide as max_pool_width: each even row pushes max_pool_width / 2 pairs,
+    the line FIFO's whole depth, before the odd row pops them (an odd height leaves a last row
+    that neither pushes nor emits)."""
+    rng = np.random.default_rng(in_h)
+    core = make_core(4, 4, max_pool_width=8)
+    case = Case(rng, core, ConvLayer(in_h=in_h, in_w=8, cin=3, cout=4, kh=1, kw=1, stride=1,
+                                     zero_point=5, rounding="double", pool=True, **PLACEMENT))
+    assert case.layer.out_w == core.max_pool_width
+
+    async def body(host):
+        await case.run(host, core)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_pool_widest")
+
+
 def test_binary_dense_thresholds_and_dots():
     rng = np.random.default_rng(3)
     core = make_core(4, 4)

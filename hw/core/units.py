@@ -387,9 +387,11 @@ class StoreUnit(wiring.Component):
         pair_ready = ~pops | line.r_rdy     # a popping row has its pair at the line's head
         # The line FIFO is written from registers, the cycle after the row is taken (timing: its
         # write enable reaches every distributed-RAM slice of the line). It holds at most
-        # width / 2 <= depth rows, one image row of pairs, so it is never full when written; a
-        # row that pops waits until the FIFO offers its pair (at most a cycle or two, for rows
-        # only two pixels wide at one pixel per cycle).
+        # width / 2 <= depth rows, one image row of pairs (the dispatcher refuses a pooled store
+        # wider than max_pool_width), so it is never full when written and a pushing row does not
+        # wait for it (timing: its fill level is not in the row's ready); a row that pops waits
+        # until the FIFO offers its pair (at most a cycle or two, for rows only two pixels wide
+        # at one pixel per cycle).
         line_push = Signal()
         line_push_row = Signal(pool_row)
         # The row is loaded every cycle (`line_push` qualifies it): no handshake enable on it.
@@ -400,7 +402,7 @@ class StoreUnit(wiring.Component):
         write_row = Signal(pool_row)
         write_free = ~write_valid | ~self.sp_blocked
         m.d.comb += [
-            row_in.ready.eq(Mux(emits, write_free & pair_ready, ~pushes | line.w_rdy)),
+            row_in.ready.eq(~emits | (write_free & pair_ready)),
             self.sp_addr.eq(out_addr),
             self.sp_data.eq(write_row),
             self.sp_en.eq(write_valid & ~self.sp_blocked),

@@ -12,7 +12,8 @@ needs once (image sizes, address strides, row counts) are formed here by shift-a
               request   add           product valid (held until taken)
 
   A new request is accepted from the cycle after the product is taken: one product every
-  ``n + 2`` cycles.
+  ``n + 2`` cycles. ``product.valid`` is a flip-flop (set with the last add), so whatever takes
+  the product starts from a register.
 * `sequence_products`: drives one multiplier through a fixed list of products (each step may read
   the results of earlier ones), optionally skipping steps whose condition is false (one cycle
   each); ``done`` pulses one cycle after the last result is registered. A step's operands are
@@ -60,24 +61,27 @@ class SequentialMultiplier(wiring.Component):
         busy = Signal()
         multiplicand = Signal(self.product_width)      # a << (bits of b consumed so far)
         remaining = Signal(self.b_width)               # bits of b not consumed yet
+        finished = Signal()                            # registered: busy and remaining == 0
         total = Signal(self.product_width)
 
         m.d.comb += [
             self.request.ready.eq(~busy),
-            self.product.valid.eq(busy & (remaining == 0)),
+            self.product.valid.eq(finished),
             self.product.payload.eq(total),
         ]
         with m.If(self.request.valid & self.request.ready):
             m.d.sync += [multiplicand.eq(self.request.payload.a),
-                         remaining.eq(self.request.payload.b), total.eq(0), busy.eq(1)]
+                         remaining.eq(self.request.payload.b), total.eq(0), busy.eq(1),
+                         finished.eq(self.request.payload.b == 0)]
         with m.Elif(self.product.valid & self.product.ready):
-            m.d.sync += busy.eq(0)
+            m.d.sync += [busy.eq(0), finished.eq(0)]
         with m.Elif(busy):
             partial = 0
             for bit in range(min(step, self.b_width)):
                 partial = partial + Mux(remaining[bit], multiplicand << bit, 0)
             m.d.sync += [total.eq(total + partial), multiplicand.eq(multiplicand << step),
-                         remaining.eq(remaining >> step)]
+                         remaining.eq(remaining >> step),
+                         finished.eq((remaining >> step) == 0)]
         return m
 
 
