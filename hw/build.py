@@ -29,9 +29,10 @@ placement seeds tried and the one kept, seconds per stage, pass/fail. Exit statu
 is not met, the design does not fit, a tool fails or programming fails.
 
 nextpnr places and routes the netlist once per placement seed (``--seed``, default
-`DEFAULT_SEEDS`), side by side in ``--out/seed-N`` (each run is one process on one core). Once a
-seed meets timing the higher seeds are stopped; the lowest seed that met timing is kept, else the
-one with the highest Fmax, so the result does not depend on which run finishes first. The kept
+`DEFAULT_SEEDS`), in ``--out/seed-N``, one run per CPU core at a time in seed order (each run is
+one process on one core). Once a seed meets timing the higher seeds are stopped or never started;
+the lowest seed that met timing is kept, else the one with the highest Fmax, so the result does
+not depend on which run finishes first. The kept
 seed's outputs are copied into ``--out`` and packed.
 """
 
@@ -72,9 +73,10 @@ DESIGN_NAME = "top"
 # 75.9 MHz, while router1 on the default HeAP placement still had 138k of its arcs to route
 # after 12 minutes (the placement is denser).
 NEXTPNR_PLACER = "static"
-# Placement seeds tried side by side (nextpnr runs on one core): on the 85F SoC the routed Fmax of
-# one netlist spreads over about +-5% from seed to seed.
-DEFAULT_SEEDS = (1, 2)
+# Placement seeds tried, one per core at a time (nextpnr runs on one core): on the 85F SoC the
+# routed Fmax of one netlist spreads over about +-5% from seed to seed, so at 100 MHz a seed
+# misses about as often as it meets timing. On 2 cores, seeds 3 and 4 run only if 1 and 2 miss.
+DEFAULT_SEEDS = (1, 2, 3, 4)
 
 # nextpnr report cell types -> report names.
 _UTILIZATION = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D",
@@ -126,10 +128,11 @@ def _parser():
     parser.add_argument("--clock", type=float, metavar="MHZ", help="system clock in MHz")
     parser.add_argument("--baud", type=int, help="UART baud rate")
     parser.add_argument("--seed", type=int, nargs="+", metavar="SEED",
-                        help="nextpnr placement seeds, placed and routed in parallel (default: "
-                             f"{' '.join(map(str, DEFAULT_SEEDS))}); the lowest seed that meets "
-                             "timing is kept, else the fastest. A seed's result is reproducible "
-                             "for the same netlist")
+                        help="nextpnr placement seeds, placed and routed one per CPU core at a "
+                             f"time (default: {' '.join(map(str, DEFAULT_SEEDS))}); the lowest "
+                             "seed that meets timing is kept and higher ones stopped, else the "
+                             "fastest is kept. A seed's result is reproducible for the same "
+                             "netlist")
     parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
     parser.add_argument("--program", action="store_true",
                         help="load the bitstream into the board's SRAM with openFPGALoader")
@@ -255,11 +258,12 @@ def _pump(label, stream, lines):
     lines.put((label, None))
 
 
-def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: ()):
-    """Run `jobs` (``{label: (argv, folder)}``) side by side, each in its folder with its output
-    in ``<folder>/<stage>.log``, showing milestones and progress lines as ``[label seconds]``.
-    `finished(label, returncode)` is called as each job ends and returns the labels of running
-    jobs to stop. Returns ``({label: return code, None for a stopped job}, seconds)``."""
+def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), parallel=None):
+    """Run `jobs` (``{label: (argv, folder)}``) side by side, at most `parallel` at a time (None:
+    all), in their order, each in its folder with its output in ``<folder>/<stage>.log``,
+    showing milestones and progress lines as ``[label seconds]``. `finished(label, returncode)`
+    is called as each job ends and returns the labels of jobs to stop (a waiting one is then
+    never started). Returns ``({label: return code, None for a stopped job}, seconds)``."""
     for argv, _ in jobs.values():
         program = _tool_command(argv)[0]
         if _find_tool(program) is None:
@@ -269,15 +273,24 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: ()):
     lines = queue.Queue()
     processes, logs, returncodes, stopped = {}, {}, {}, set()
     start = time.monotonic()
-    last_progress = {label: start for label in jobs}
-    try:
-        for label, (argv, folder) in jobs.items():
+    last_progress = {}
+    waiting = list(jobs)
+    limit = len(jobs) if parallel is None else max(1, parallel)
+
+    def start_waiting():
+        while waiting and sum(label not in returncodes for label in processes) < limit:
+            label = waiting.pop(0)
+            argv, folder = jobs[label]
             logs[label] = open(folder / f"{_stage_name(argv[0])}.log", "w")
             processes[label] = subprocess.Popen(
                 _tool_command(argv), cwd=folder, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
             threading.Thread(target=_pump, args=(label, processes[label].stdout, lines),
                              daemon=True).start()
+            last_progress[label] = time.monotonic()
+
+    try:
+        start_waiting()
         while len(returncodes) < len(jobs):
             label, line = lines.get()
             now = time.monotonic()
@@ -285,10 +298,16 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: ()):
                 returncode = processes[label].wait()
                 returncodes[label] = None if label in stopped else returncode
                 for other in finished(label, returncodes[label]):
-                    if other not in returncodes and other not in stopped:
-                        stopped.add(other)
+                    if other in returncodes or other in stopped:
+                        continue
+                    stopped.add(other)
+                    if other in waiting:
+                        waiting.remove(other)
+                        returncodes[other] = None
+                    else:
                         processes[other].terminate()
-                        say(f"[{other} {now - start:6.1f}s] stopped: {label} met timing")
+                    say(f"[{other} {now - start:6.1f}s] stopped: {label} met timing")
+                start_waiting()
                 continue
             logs[label].write(line)
             tool = jobs[label][0][0]
@@ -325,9 +344,10 @@ def _system_fmax(fmax, clock_mhz):
 _SEED_OUTPUTS = (NEXTPNR_REPORT, f"{DESIGN_NAME}.config", f"{DESIGN_NAME}.tim", "nextpnr.log")
 
 
-def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say):
-    """Run the plan's nextpnr command `argv` once per seed, side by side, in ``out/seed-N``. Once
-    a seed meets timing the higher seeds are stopped; the lowest seed that met timing is kept,
+def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None):
+    """Run the plan's nextpnr command `argv` once per seed, `parallel` (None: one per CPU core)
+    side by side in seed order, in ``out/seed-N``. Once a seed meets timing the higher seeds are
+    stopped (or never started); the lowest seed that met timing is kept,
     else the one with the highest system Fmax. Its outputs are copied into `out`. Returns
     ``(return code, seconds, kept seed, {seed: system Fmax, "stopped" or "failed"})``."""
     relocated = list(argv)
@@ -355,7 +375,8 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say):
         met.add(seed)
         return [f"nextpnr:{other}" for other in seeds if other > seed]
 
-    returncodes, seconds = _run_jobs(jobs, verbose=verbose, say=say, finished=finished)
+    returncodes, seconds = _run_jobs(jobs, verbose=verbose, say=say, finished=finished,
+                                     parallel=parallel or os.cpu_count() or 1)
     for label, returncode in returncodes.items():
         if returncode is None:
             outcomes[int(label.split(":")[1])] = "stopped"

@@ -185,9 +185,10 @@ NEXTPNR_ARGV = ["nextpnr-ecp5", "--report", "nextpnr-report.json", "--log", "top
                 "top.json", "--lpf", "top.lpf", "--textcfg", "top.config"]
 
 
-def place_and_route(tmp_path, monkeypatch, runs):
+def place_and_route(tmp_path, monkeypatch, runs, *, parallel=None):
     """`hw.build._place_and_route` with a stand-in nextpnr that behaves per seed as `runs` says
-    (seconds to take, then the Fmax it reports or an error)."""
+    (seconds to take, then the Fmax it reports or an error); `parallel` runs at a time (None:
+    every seed at once)."""
     tool = tmp_path / "fake-nextpnr"
     tool.write_text(FAKE_NEXTPNR.format(python=sys.executable))
     tool.chmod(0o755)
@@ -195,7 +196,8 @@ def place_and_route(tmp_path, monkeypatch, runs):
     (tmp_path / "top.json").write_text(json.dumps({str(seed): run for seed, run in runs.items()}))
     said = []
     result = hw.build._place_and_route(NEXTPNR_ARGV, tuple(runs), tmp_path, 100.0,
-                                       verbose=False, say=said.append)
+                                       verbose=False, say=said.append,
+                                       parallel=parallel or len(runs))
     return result, said
 
 
@@ -213,6 +215,27 @@ def test_seeds_stop_after_a_lower_seed_meets_timing(tmp_path, monkeypatch):
         "achieved"] == 104.0
     assert any("[nextpnr:3" in line and "stopped: nextpnr:2 met timing" in line for line in said)
     assert any(line.startswith("[nextpnr:1 ") for line in said)
+
+
+def started_at(said, label):
+    """Seconds at which the stand-in run `label` printed its first line."""
+    return min(float(line.split()[1].rstrip("s]")) for line in said
+               if line.startswith(f"[{label} "))
+
+
+def test_seeds_beyond_the_core_count_wait_their_turn(tmp_path, monkeypatch):
+    (returncode, _, kept, outcomes), said = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 0.5, "fmax": 96.0},
+        2: {"seconds": 1.5, "fmax": 97.0},       # still running when seed 3 meets timing
+        3: {"seconds": 0.0, "fmax": 101.0},      # starts when seed 1 ends
+        4: {"seconds": 600, "fmax": 130.0},      # never started
+    }, parallel=2)
+    assert (returncode, kept) == (0, 3)
+    assert outcomes == {1: 96.0, 2: 97.0, 3: 101.0, 4: "stopped"}
+    assert started_at(said, "nextpnr:3") >= 0.5 > started_at(said, "nextpnr:2")
+    assert not any(line.startswith("[nextpnr:4 ") and "Info" in line for line in said)
+    assert not (tmp_path / "seed-4" / "nextpnr.log").exists()
+    assert (tmp_path / "top.config").read_text() == "placed with seed 3"
 
 
 def test_lowest_passing_seed_is_kept_whatever_finishes_first(tmp_path, monkeypatch):
