@@ -149,7 +149,8 @@ _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
 
 
 def _check_clock(board, clock_hz):
-    """The PLL setting for `clock_hz`; `BuildError` naming the nearest reachable clocks otherwise."""
+    """The PLL setting for `clock_hz`; `BuildError` naming the nearest reachable clocks
+    otherwise."""
     try:
         return pll_parameters(board.clock_hz, clock_hz)
     except ValueError as error:

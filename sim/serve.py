@@ -16,7 +16,7 @@ import time
 import tty
 
 from hw.config import PRESETS, preset
-from sw.driver.sim import BACKENDS, LINES, SimTransport
+from sw.driver.sim import BACKENDS, LINES, SimTransport, parse_divisor
 
 __all__ = ["serve_pty", "main"]
 
@@ -64,7 +64,8 @@ def main(argv=None):
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     parser.add_argument("--line", default="bytes", choices=LINES,
                         help="simulate the byte streams or the UART pins")
-    parser.add_argument("--divisor", type=int, default=4, help="cycles per bit with --line uart")
+    parser.add_argument("--divisor", type=parse_divisor, default=4,
+                        help="cycles per bit with --line uart, whole or a fraction such as 13/3")
     parser.add_argument("--backend", default="pysim", choices=sorted(BACKENDS),
                         help="simulator (default pysim; cxxrtl compiles the SoC once, cached)")
     parser.add_argument("--seconds", type=float, default=60.0,

@@ -35,7 +35,8 @@ def bit_edge(divisor, bit):
 def decode_line(samples, divisor):
     """Decode a sampled line, insisting on exact bit timing: bit k of the transmitter's output
     since reset (frames counted back to back, idle time not) starts `bit_edge(divisor, k)` cycles
-    after its frame's start bit, less that of the frame's first bit. Returns [(start_cycle, byte)]."""
+    after its frame's start bit, less that of the frame's first bit. Returns
+    [(start_cycle, byte)]."""
     frames, cycle, sent = [], 0, 0
     while True:
         while cycle < len(samples) and samples[cycle]:

@@ -25,8 +25,9 @@ each, the accumulator restarting at every start edge). A start bit that is high 
 middle is a glitch and ignored. A stop bit sampled low drops the byte, pulses ``framing_error``
 and waits for the line to go idle (high) again, so a held-low break yields one error and no
 bytes. A received byte waits in a one-entry output register until ``rx`` takes it; a byte
-completed while the previous one is still waiting is dropped and ``overrun`` pulses. Latency: ``rx.valid`` rises about 9.5 bit times + 3 cycles after the start
-edge. Throughput: one byte per 10 bit times in both directions, simultaneously.
+completed while the previous one is still waiting is dropped and ``overrun`` pulses. Latency:
+``rx.valid`` rises about 9.5 bit times + 3 cycles after the start edge. Throughput: one byte per
+10 bit times in both directions, simultaneously.
 """
 
 import math

@@ -18,15 +18,16 @@ from hw.soc.protocol import REPLY_OVERHEAD, REQUEST_OVERHEAD
 from hw.soc.uart import FRAME_BITS
 from sw.driver.device import Accelerator
 from sw.driver.link import FrameLink
-from sw.driver.sim import SimTransport
+from sw.driver.sim import SimTransport, parse_divisor
 
 DESCRIPTION = "bulk write/read payload throughput vs UART line rate (SoC simulated at the pins)"
 
 
 def add_arguments(parser):
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--divisor", type=int, default=4,
-                        help="simulated cycles per UART bit (default 4)")
+    parser.add_argument("--divisor", type=parse_divisor, default=4,
+                        help="simulated cycles per UART bit, whole or a fraction such as 13/3 "
+                             "(default 4)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024],
                         help="transfer sizes in bytes (multiples of 4; default 256 1024, what "
                              "the tiny scratchpad window holds)")
@@ -56,7 +57,7 @@ def run(args):
             else:
                 assert link.bulk_read(address, size) == data, "read-back mismatch"
             cycles = backend.cycles - start
-            line_bytes = cycles / transport.cycles_per_byte
+            line_bytes = cycles / float(transport.cycles_per_byte)
             efficiency = size / line_bytes
             frames = -(-size // link.max_payload)
             rows.append({
@@ -72,9 +73,10 @@ def run(args):
     return {
         "rows": rows,
         "notes": [
-            f"UART simulated at the pins with divisor {args.divisor} ({FRAME_BITS * args.divisor} "
+            f"UART simulated at the pins with divisor {args.divisor} "
+            f"({float(FRAME_BITS * args.divisor):g} "
             f"cycles per byte); efficiency = payload bytes / byte times on the line, the same at "
-            f"the real divisor ({config.uart_divisor} for {config.clock_mhz:g} MHz / "
+            f"the real divisor ({float(config.uart_divisor):g} for {config.clock_mhz:g} MHz / "
             f"{config.uart_baud} baud).",
             f"Frame overhead: request {REQUEST_OVERHEAD} B + reply {REPLY_OVERHEAD} B, max payload "
             f"{link.max_payload} B per frame; stop-and-wait with an instant host.",

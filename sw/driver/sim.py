@@ -45,7 +45,8 @@ from sw.driver.errors import DeviceError, InvalidURL, LinkError
 from sw.driver.transport import ByteTransport, MappedTransport, parse_options, positive_int
 
 __all__ = ["SimTransport", "SimBusTransport", "requests_bus_line", "SimulationBackend",
-           "PysimBackend", "CxxrtlBackend", "SerialLineHarness", "LINES", "BACKENDS"]
+           "PysimBackend", "CxxrtlBackend", "SerialLineHarness", "LINES", "BACKENDS",
+           "parse_divisor"]
 
 LINES = ("bytes", "uart")           # the lines `SimTransport` carries frames over
 _URL_LINES = LINES + ("bus",)       # "bus": `SimBusTransport`, no frames
@@ -183,7 +184,7 @@ def _backend(text):
     return text
 
 
-def _divisor(text):
+def parse_divisor(text):
     """Cycles per bit: a whole number or an exact fraction (``100/3``, the 85F's 100 MHz at
     3 Mbaud)."""
     value = Fraction(text)
@@ -259,7 +260,7 @@ class SimTransport(ByteTransport):
     @classmethod
     def from_url(cls, url, target, query, link_options):
         options, _ = parse_options(url, query, {
-            "line": (_line, "bytes"), "divisor": (_divisor, MIN_DIVISOR),
+            "line": (_line, "bytes"), "divisor": (parse_divisor, MIN_DIVISOR),
             "max_payload": (_max_payload, MAX_PAYLOAD), "frame_timeout": (positive_int, None),
             "backend": (_backend, "pysim"), **_DEVICE_OPTIONS, **link_options})
         if options["line"] == "bus":
