@@ -30,9 +30,11 @@ is not met, the design does not fit, a tool fails or programming fails.
 
 nextpnr places and routes the netlist once per placement seed (``--seed``, default
 `DEFAULT_SEEDS`), in ``--out/seed-N``, one run per CPU core at a time in seed order (each run is
-one process on one core). Once a seed meets timing the higher seeds are stopped or never started;
-the lowest seed that met timing is kept, else the one with the highest Fmax, so the result does
-not depend on which run finishes first. The kept
+one process on one core). The first seed to meet timing is kept and every other run is stopped
+(or never started): a seed's router can take many times as long as another's to finish the last
+congested arcs, so the build does not wait for a lower seed. Which passing seed is kept can thus
+depend on the machine; each seed's result is reproducible with ``--seed N``. When no seed meets
+timing, the one with the highest Fmax is kept. The kept
 seed's outputs are copied into ``--out`` and packed.
 """
 
@@ -129,8 +131,8 @@ def _parser():
     parser.add_argument("--baud", type=int, help="UART baud rate")
     parser.add_argument("--seed", type=int, nargs="+", metavar="SEED",
                         help="nextpnr placement seeds, placed and routed one per CPU core at a "
-                             f"time (default: {' '.join(map(str, DEFAULT_SEEDS))}); the lowest "
-                             "seed that meets timing is kept and higher ones stopped, else the "
+                             f"time (default: {' '.join(map(str, DEFAULT_SEEDS))}); the first "
+                             "seed to meet timing is kept and the other runs stopped, else the "
                              "fastest is kept. A seed's result is reproducible for the same "
                              "netlist")
     parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
@@ -347,15 +349,15 @@ _SEED_OUTPUTS = (NEXTPNR_REPORT, f"{DESIGN_NAME}.config", f"{DESIGN_NAME}.tim", 
 
 def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None):
     """Run the plan's nextpnr command `argv` once per seed, `parallel` (None: one per CPU core)
-    side by side in seed order, in ``out/seed-N``. Once a seed meets timing the higher seeds are
-    stopped (or never started); the lowest seed that met timing is kept,
-    else the one with the highest system Fmax. Its outputs are copied into `out`. Returns
+    side by side in seed order, in ``out/seed-N``. The first seed to meet timing is kept and the
+    other runs are stopped (or never started); without one, the seed with the highest system
+    Fmax is kept. Its outputs are copied into `out`. Returns
     ``(return code, seconds, kept seed, {seed: system Fmax, "stopped" or "failed"})``."""
     relocated = list(argv)
     for position, value in enumerate(argv[:-1]):
         if value in ("--json", "--lpf"):
             relocated[position + 1] = f"../{argv[position + 1]}"
-    jobs, outcomes, met = {}, {}, set()
+    jobs, outcomes, met = {}, {}, []
     for seed in seeds:
         folder = out / f"seed-{seed}"
         folder.mkdir(exist_ok=True)
@@ -373,8 +375,8 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None
         outcomes[seed] = _system_fmax(fmax, clock_mhz)
         if not _timing_met(fmax):
             return ()
-        met.add(seed)
-        return [f"nextpnr:{other}" for other in seeds if other > seed]
+        met.append(seed)
+        return [f"nextpnr:{other}" for other in seeds if other != seed]
 
     returncodes, seconds = _run_jobs(jobs, verbose=verbose, say=say, finished=finished,
                                      parallel=parallel or os.cpu_count() or 1)
@@ -384,7 +386,7 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None
     outcomes = {seed: outcomes[seed] for seed in seeds}
     routed = [seed for seed in seeds if isinstance(outcomes[seed], (int, float))]
     if met:
-        kept = min(met)
+        kept = met[0]
     elif routed:
         kept = max(routed, key=lambda seed: (outcomes[seed], -seed))
     else:
