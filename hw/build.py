@@ -34,8 +34,8 @@ one process on one core). The first seed to meet timing is kept and every other 
 (or never started): a seed's router can take many times as long as another's to finish the last
 congested arcs, so the build does not wait for a lower seed. Which passing seed is kept can thus
 depend on the machine; each seed's result is reproducible with ``--seed N``. When no seed meets
-timing, the one with the highest Fmax is kept. The kept
-seed's outputs are copied into ``--out`` and packed.
+timing, the one with the highest Fmax is kept. The kept seed's outputs are copied into ``--out``
+and packed.
 """
 
 import argparse
@@ -77,7 +77,8 @@ DESIGN_NAME = "top"
 NEXTPNR_PLACER = "static"
 # Placement seeds tried, one per core at a time (nextpnr runs on one core): on the 85F SoC the
 # routed Fmax of one netlist spreads over about +-5% from seed to seed, so at 100 MHz a seed
-# misses about as often as it meets timing. On 2 cores, seeds 3 and 4 run only if 1 and 2 miss.
+# misses about as often as it meets timing. On 2 cores, seed 3 starts when seed 1 or 2 ends
+# without meeting timing, seed 4 when another does.
 DEFAULT_SEEDS = (1, 2, 3, 4)
 
 # nextpnr report cell types -> report names.
@@ -351,8 +352,8 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None
     """Run the plan's nextpnr command `argv` once per seed, `parallel` (None: one per CPU core)
     side by side in seed order, in ``out/seed-N``. The first seed to meet timing is kept and the
     other runs are stopped (or never started); without one, the seed with the highest system
-    Fmax is kept. Its outputs are copied into `out`. Returns
-    ``(return code, seconds, kept seed, {seed: system Fmax, "stopped" or "failed"})``."""
+    Fmax is kept. Its outputs are copied into `out`. Returns ``(return code, seconds, kept seed,
+    {seed: system Fmax, "stopped" or "failed"})``."""
     relocated = list(argv)
     for position, value in enumerate(argv[:-1]):
         if value in ("--json", "--lpf"):
