@@ -157,7 +157,7 @@ def test_12f_is_judged_against_its_own_budget(no_tools, capsys, tmp_path, luts, 
 
 
 def test_program_refuses_a_failed_build(no_tools, capsys, tmp_path):
-    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(80, 90)))
+    (tmp_path / "nextpnr-report.json").write_text(json.dumps(nextpnr_report(80, 100.01)))
     assert main(["--board", "ulx3s", "--report-only", "--program", "--out", str(tmp_path)]) == 1
     assert "Not programming" in capsys.readouterr().err
 
