@@ -52,11 +52,15 @@ class SkidBuffer(wiring.Component):
         skid_valid = Signal()
         skid = Signal.like(self.i.payload, name="skid", reset_less=True)
         m.d.comb += self.i.ready.eq(~skid_valid)
+        # The skid register follows the input while it is empty (`skid_valid` qualifies it), so
+        # its enable is its own flag and the consumer's ready reaches only the output register.
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         with m.If(self.o.ready | ~self.o.valid):
             with m.If(skid_valid):
                 m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
         return m
