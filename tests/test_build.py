@@ -40,6 +40,7 @@ def no_tools(monkeypatch):
      "(soc design) does not fit LFE5U-12F"),
     (["--board", "ulx3s", "--rows", "0"], "rows must be in 1..32, not 0"),
     (["--board", "ulx3s", "--binary-width", "48"], "binary_width must be a power of two"),
+    (["--board", "ulx3s", "--seed-minutes", "0"], "--seed-minutes must be positive, not 0"),
 ])
 def test_errors_before_any_tool(no_tools, capsys, tmp_path, argv, message):
     assert main(argv + ["--out", str(tmp_path)]) == 2
@@ -186,10 +187,10 @@ NEXTPNR_ARGV = ["nextpnr-ecp5", "--report", "nextpnr-report.json", "--log", "top
                 "top.json", "--lpf", "top.lpf", "--textcfg", "top.config"]
 
 
-def place_and_route(tmp_path, monkeypatch, runs, *, parallel=None):
+def place_and_route(tmp_path, monkeypatch, runs, *, parallel=None, time_limit=None):
     """`hw.build._place_and_route` with a stand-in nextpnr that behaves per seed as `runs` says
     (seconds to take, then the Fmax it reports or an error); `parallel` runs at a time (None:
-    every seed at once)."""
+    every seed at once), each stopped after `time_limit` seconds (None: no limit)."""
     tool = tmp_path / "fake-nextpnr"
     tool.write_text(FAKE_NEXTPNR.format(python=sys.executable))
     tool.chmod(0o755)
@@ -198,7 +199,7 @@ def place_and_route(tmp_path, monkeypatch, runs, *, parallel=None):
     said = []
     result = hw.build._place_and_route(NEXTPNR_ARGV, tuple(runs), tmp_path, 100.0,
                                        verbose=False, say=said.append,
-                                       parallel=parallel or len(runs))
+                                       parallel=parallel or len(runs), time_limit=time_limit)
     return result, said
 
 
@@ -239,6 +240,28 @@ def test_seeds_beyond_the_core_count_wait_their_turn(tmp_path, monkeypatch):
     assert not any(line.startswith("[nextpnr:4 ") and "Info" in line for line in said)
     assert not (tmp_path / "seed-4" / "nextpnr.log").exists()
     assert (tmp_path / "top.config").read_text() == "placed with seed 3"
+
+
+def test_a_seed_over_the_time_limit_is_stopped_and_the_next_one_starts(tmp_path, monkeypatch):
+    (returncode, seconds, kept, outcomes), said = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 600, "fmax": 130.0},      # a router that does not converge
+        2: {"seconds": 0.0, "fmax": 101.0},      # starts when seed 1 is stopped
+    }, parallel=1, time_limit=1.0)
+    assert (returncode, kept) == (0, 2)
+    assert outcomes == {1: hw.build.TIMED_OUT, 2: 101.0}
+    assert started_at(said, "nextpnr:2") >= 1.0
+    assert seconds < 60
+    assert any(line.startswith("[nextpnr:1 ") and "stopped: still running after" in line
+               for line in said)
+
+
+def test_every_seed_over_the_time_limit_fails_the_stage(tmp_path, monkeypatch):
+    (returncode, _, kept, outcomes), _ = place_and_route(tmp_path, monkeypatch, {
+        1: {"seconds": 600, "fmax": 130.0},
+        2: {"seconds": 600, "fmax": 120.0},
+    }, time_limit=0.5)
+    assert (returncode, kept) == (hw.build.TIMED_OUT, 1)
+    assert outcomes == {1: hw.build.TIMED_OUT, 2: hw.build.TIMED_OUT}
 
 
 def test_without_a_passing_seed_the_fastest_is_kept(tmp_path, monkeypatch):
