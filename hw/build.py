@@ -42,6 +42,7 @@ meets timing, the one with the highest Fmax is kept. The kept seed's outputs are
 
 import argparse
 import json
+import math
 import os
 import queue
 import re
@@ -144,7 +145,8 @@ def _parser():
     parser.add_argument("--seed-minutes", type=float, default=DEFAULT_SEED_MINUTES,
                         metavar="MINUTES",
                         help="stop a seed's nextpnr run that is still going after this many "
-                             f"minutes, as timed out (default: {DEFAULT_SEED_MINUTES:g})")
+                             f"minutes, as timed out (default: {DEFAULT_SEED_MINUTES:g}; inf: "
+                             "no limit)")
     parser.add_argument("--out", type=Path, help="output folder (default: build/<board>-<device>)")
     parser.add_argument("--program", action="store_true",
                         help="load the bitstream into the board's SRAM with openFPGALoader")
@@ -513,7 +515,7 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
         errors = [line.strip() for line in log.read_text(errors="replace").splitlines()
                   if line.startswith("ERROR")] if log.exists() else []
         if seeds.get("outcomes", {}).get(seeds.get("kept")) == TIMED_OUT:
-            errors.append("every seed timed out (--seed-minutes)")
+            errors.append(f"seed {seeds['kept']} timed out (--seed-minutes)")
         problems.append(f"{failed_stage} failed" + (f": {errors[0]}" if errors else ""))
     timing_met = _timing_met(fmax)
     if fmax and not timing_met:
@@ -602,7 +604,9 @@ def build(args, *, say=print):
             if stage == "nextpnr":
                 returncode, seconds, kept, outcomes = _place_and_route(
                     argv, tuple(args.seed or DEFAULT_SEEDS), out, config.clock_mhz,
-                    verbose=args.verbose, say=say, time_limit=60 * args.seed_minutes)
+                    verbose=args.verbose, say=say,
+                    time_limit=60 * args.seed_minutes if math.isfinite(args.seed_minutes)
+                    else None)
                 seeds = {"kept": kept, "outcomes": outcomes}
             else:
                 returncodes, seconds = _run_jobs({stage: (argv, out)}, verbose=args.verbose,
