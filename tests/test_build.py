@@ -264,6 +264,31 @@ def test_every_seed_over_the_time_limit_fails_the_stage(tmp_path, monkeypatch):
     assert outcomes == {1: hw.build.TIMED_OUT, 2: hw.build.TIMED_OUT}
 
 
+@pytest.mark.parametrize("minutes, time_limit", [("0.5", 30.0), ("inf", None)])
+def test_the_build_passes_its_seed_time_limit_and_names_a_timed_out_seed(
+        tmp_path, monkeypatch, capsys, minutes, time_limit):
+    yosys = tmp_path / "fake-yosys"
+    yosys.write_text(f"#!{sys.executable}\n")        # does nothing, successfully
+    yosys.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(yosys))
+    calls = []
+
+    def place_and_route(*args, **kwargs):
+        calls.append(kwargs["time_limit"])
+        return hw.build.TIMED_OUT, 1.0, 1, {1: hw.build.TIMED_OUT, 2: hw.build.TIMED_OUT}
+
+    monkeypatch.setattr(hw.build, "_place_and_route", place_and_route)
+    out = tmp_path / "build"
+    assert main(["--board", "ulx3s", "--device", "12F", "--seed", "1", "2", "--seed-minutes",
+                 minutes, "--out", str(out)]) == 1
+    assert calls == [time_limit]
+    output = capsys.readouterr().out
+    assert "Seeds (system Fmax): 1 timed out, 2 timed out; kept seed 1" in output
+    assert "Result: FAIL (nextpnr failed: seed 1 timed out (--seed-minutes))" in output
+    assert json.loads((out / "report.json").read_text())["nextpnr_seeds"] == {
+        "1": "timed out", "2": "timed out"}
+
+
 def test_without_a_passing_seed_the_fastest_is_kept(tmp_path, monkeypatch):
     (returncode, _, kept, outcomes), _ = place_and_route(tmp_path, monkeypatch, {
         1: {"seconds": 0.0, "error": "Failed to route"},
