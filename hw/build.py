@@ -33,7 +33,8 @@ nextpnr places and routes the netlist once per placement seed (``--seed``, defau
 one process on one core). The first seed to meet timing is kept and every other run is stopped
 (or never started): a seed's router can take many times as long as another's to finish the last
 congested arcs, so the build does not wait for a lower seed. Which passing seed is kept can thus
-depend on the machine; each seed's result is reproducible with ``--seed N``. A run still going
+depend on the machine; each seed's result is reproducible with ``--seed N`` (the netlist has no
+source locations, so the checkout's path and line numbers do not change it). A run still going
 after ``--seed-minutes`` (default `DEFAULT_SEED_MINUTES`) is stopped as "timed out" and the next
 seed starts: router1 can spend hours ripping up the same few arcs without converging. When no seed
 meets timing, the one with the highest Fmax is kept. The kept seed's outputs are copied into
@@ -587,8 +588,10 @@ def build(args, *, say=print):
             os.environ.setdefault(tool_env_var(name), default)
         start = time.monotonic()
         top = BoardTop(board=board, config=config, design=design)
+        # No source locations in the netlist: they hold this checkout's path and line numbers,
+        # and yosys's naming (so nextpnr's result for a seed) changes with them.
         plan = selected.platform().prepare(
-            top, DESIGN_NAME, verbose=True,
+            top, DESIGN_NAME, verbose=True, emit_src=False,
             script_after_read=YOSYS_SCRIPT_AFTER_READ,
             nextpnr_opts=f"--report {NEXTPNR_REPORT} --detailed-timing-report "
                          f"--timing-allow-fail --placer {NEXTPNR_PLACER}")

@@ -264,11 +264,12 @@ def test_every_seed_over_the_time_limit_fails_the_stage(tmp_path, monkeypatch):
     assert outcomes == {1: hw.build.TIMED_OUT, 2: hw.build.TIMED_OUT}
 
 
-@pytest.mark.parametrize("minutes, time_limit", [("0.5", 30.0), ("inf", None)])
-def test_the_build_passes_its_seed_time_limit_and_names_a_timed_out_seed(
-        tmp_path, monkeypatch, capsys, minutes, time_limit):
+@pytest.fixture
+def timed_out_flow(tmp_path, monkeypatch):
+    """A stand-in yosys that does nothing and a place and route whose seeds 1 and 2 both time
+    out; returns the `time_limit` of each place-and-route call."""
     yosys = tmp_path / "fake-yosys"
-    yosys.write_text(f"#!{sys.executable}\n")        # does nothing, successfully
+    yosys.write_text(f"#!{sys.executable}\n")
     yosys.chmod(0o755)
     monkeypatch.setenv("YOSYS", str(yosys))
     calls = []
@@ -278,6 +279,23 @@ def test_the_build_passes_its_seed_time_limit_and_names_a_timed_out_seed(
         return hw.build.TIMED_OUT, 1.0, 1, {1: hw.build.TIMED_OUT, 2: hw.build.TIMED_OUT}
 
     monkeypatch.setattr(hw.build, "_place_and_route", place_and_route)
+    return calls
+
+
+def test_the_netlist_carries_no_source_locations(tmp_path, timed_out_flow):
+    """Source paths and line numbers would make yosys's naming, and so a seed's result, depend on
+    the checkout."""
+    out = tmp_path / "build"
+    main(["--board", "ulx3s", "--device", "12F", "--out", str(out)])
+    netlist = (out / "top.il").read_text()
+    assert "attribute \\generator \"Amaranth\"" in netlist
+    assert "attribute \\src" not in netlist
+
+
+@pytest.mark.parametrize("minutes, time_limit", [("0.5", 30.0), ("inf", None)])
+def test_the_build_passes_its_seed_time_limit_and_names_a_timed_out_seed(
+        tmp_path, capsys, timed_out_flow, minutes, time_limit):
+    calls = timed_out_flow
     out = tmp_path / "build"
     assert main(["--board", "ulx3s", "--device", "12F", "--seed", "1", "2", "--seed-minutes",
                  minutes, "--out", str(out)]) == 1
