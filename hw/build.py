@@ -308,10 +308,14 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), para
                              daemon=True).start()
             last_progress[label] = started[label] = time.monotonic()
 
+    def limited():
+        """The running jobs that no one has stopped yet: the ones the time limit watches."""
+        return [label for label in processes
+                if label not in returncodes and label not in stopped | timed_out]
+
     def stop_late_jobs(now):
-        for label in processes:
-            if (label not in returncodes and label not in stopped | timed_out
-                    and now - started[label] >= time_limit):
+        for label in limited():
+            if now - started[label] >= time_limit:
                 timed_out.add(label)
                 processes[label].terminate()
                 say(f"[{label} {now - start:6.1f}s] stopped: still running after "
@@ -320,11 +324,10 @@ def _run_jobs(jobs, *, verbose, say, finished=lambda label, returncode: (), para
     try:
         start_waiting()
         while len(returncodes) < len(jobs):
-            running = [started[label] for label in processes
-                       if label not in returncodes and label not in stopped | timed_out]
+            watched = [started[label] for label in limited()]
             try:
-                label, line = lines.get(timeout=None if time_limit is None or not running else
-                                        max(0.0, min(running) + time_limit - time.monotonic()))
+                label, line = lines.get(timeout=None if time_limit is None or not watched else
+                                        max(0.0, min(watched) + time_limit - time.monotonic()))
             except queue.Empty:
                 stop_late_jobs(time.monotonic())
                 continue
