@@ -197,6 +197,8 @@ def resolve(args, *, say=print):
     if baud > board.uart.max_baud:
         raise BuildError(f"--baud {baud} is above what {board.name}'s USB UART supports "
                          f"({board.uart.max_baud})")
+    if not args.seed_minutes > 0:
+        raise BuildError(f"--seed-minutes must be positive, not {args.seed_minutes:g}")
     pll = _check_clock(board, clock_hz)
     changes = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
                if getattr(args, option) is not None}
@@ -571,8 +573,6 @@ def build(args, *, say=print):
     say(f"Estimate: {estimate.luts} LUT4 of {selected.device.luts}, {estimate.dsps} MULT18X18D "
         f"of {selected.device.dsps}, {estimate.ebrs} DP16KD of {selected.device.ebrs}")
 
-    if not args.seed_minutes > 0:
-        raise BuildError(f"--seed-minutes must be positive, not {args.seed_minutes:g}")
     stage_seconds = {}
     seeds = {}
     failed_stage = None
