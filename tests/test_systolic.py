@@ -9,10 +9,11 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.hdl import unsigned
 from hypothesis import given, settings, strategies as st
 
 from hw.systolic.array import SystolicArray
-from hw.systolic.pe import Multiplier, ProcessingElement
+from hw.systolic.pe import Multiplier, ProcessingElement, exact_sum_shape
 from sim import reference
 from sim.bench.systolic import simulate_output_stationary, simulate_weight_stationary
 from sim.harness import run
@@ -124,6 +125,26 @@ def test_extreme_operands(dataflow, fill):
         _check_output_stationary(array, [(a, w), (a, w)], stall_probability=0.5)
     else:
         _check_weight_stationary(array, [(a, w), (a, w)], stall_probability=0.5)
+
+
+@pytest.mark.parametrize("rows", [4, 12])
+@pytest.mark.parametrize("fill", [-128, "mixed"])
+def test_weight_stationary_column_extremes(rows, fill):
+    """A full column of -128 x -128 (or -128 x 127) products: the largest sums the narrowed
+    partial sums must hold (12 rows: 196,608, which needs 19 bits)."""
+    a = _constant(-128, (3, rows))
+    w = _constant(-128 if fill == -128 else 127, (rows, 1))
+    array = SystolicArray(rows=rows, cols=1, dataflow="weight_stationary", multiplier="dsp")
+    _check_weight_stationary(array, [(a, w)], stall_probability=0.3)
+
+
+@pytest.mark.parametrize("products", [1, 2, 3, 4, 12, 32, 1000])
+def test_exact_sum_shape_is_the_narrowest_that_holds_every_sum(products):
+    largest, smallest = products * (-128) * (-128), products * (-128) * 127
+    shape = exact_sum_shape(products)
+    assert shape.signed
+    assert -2 ** (shape.width - 1) <= smallest and largest < 2 ** (shape.width - 1)
+    assert largest >= 2 ** (shape.width - 2)        # one bit fewer would not hold it
 
 
 @pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
@@ -256,5 +277,9 @@ def test_bad_building_block_parameters():
         Multiplier(mapping="fabric")
     with pytest.raises(ValueError, match="dataflow must be one of .* not 'systolic'"):
         ProcessingElement(dataflow="systolic", multiplier="dsp")
+    with pytest.raises(ValueError, match="psum_shape must be signed and at least 16 bits"):
+        ProcessingElement(dataflow="weight_stationary", multiplier="dsp", psum_shape=unsigned(20))
+    with pytest.raises(ValueError, match="exact_sum_shape needs a number of products >= 1"):
+        exact_sum_shape(0)
     with pytest.raises(TypeError):
         SystolicArray(2, 2, "output_stationary", "dsp")

@@ -35,20 +35,21 @@ Weight-stationary (``dataflow="weight_stationary"``)
     (zero-padded to R), ``last`` on the tile's final row.
     ``results``: ``{"data": ArrayLayout(signed(32), C), "last": 1}``: one row ``A_row @ W`` per
     activation beat, ``last`` copied from it. Summing across K chunks is the accumulator
-    memory's job.
+    memory's job. A column's sum of R products needs only ``exact_sum_shape(R)`` (19 bits for
+    R = 12), so partial sums, de-skew and output FIFO are that wide; `results` sign-extends.
 
     PE(i, j) holds W[i, j]; partial sums flow down, A flows right, each PE adds 1 cycle, so the
     bottom of column j emits the sum for an A row R+j+3 cycles after it was accepted (one launch
     register, so the handshake never reaches a PE), and the de-skew aligns the columns (row out
-    at +R+C+2). Weights are double-buffered: ``weights`` beats shift
-    into a shadow register chain (upward, so W[0] ends in row 0) while the active weights compute.
-    The first activation of a tile (after the previous ``last``) waits until R weight rows are
-    loaded and carries a swap flag through the skew, so PE(i, j) switches to the new weight
-    exactly between the two tiles' rows. New weight beats are refused until that swap has crossed
-    the whole array (R+C-1 cycles from the accept), then the next tile's weights load while this
-    one computes. With M >= R + (R+C-1) rows per tile, loading is hidden entirely. An accepted weight beat is
-    registered and shifts into the chain one cycle later, so the shift enable that reaches all R*C
-    PEs comes straight from a flip-flop (the stream handshake never drives that fanout).
+    at +R+C+2). Weights are double-buffered: ``weights`` beats shift into a shadow register
+    chain (upward, so W[0] ends in row 0) while the active weights compute. The first activation
+    of a tile (after the previous ``last``) waits until R weight rows are loaded and carries a
+    swap flag through the skew, so PE(i, j) switches to the new weight exactly between the two
+    tiles' rows. New weight beats are refused until that swap has crossed the whole array
+    (R+C-1 cycles from the accept), then the next tile's weights load while this one computes.
+    With M >= R + (R+C-1) rows per tile, loading is hidden entirely. An accepted weight beat is
+    registered and shifts into the chain one cycle later, so the shift enable that reaches all
+    R*C PEs comes straight from a flip-flop (the stream handshake never drives that fanout).
 
 Back-pressure (both dataflows): a credit scheme, not a clock enable. The array itself never stalls
 -- valid bits travel with the data through the skew, so input bubbles are harmless, and there is
@@ -78,7 +79,7 @@ from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.pipeline import delayed
 from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
-                            check_choice)
+                            check_choice, exact_sum_shape)
 
 __all__ = ["SystolicArray", "MAX_SIDE"]
 
@@ -124,6 +125,7 @@ class SystolicArray(wiring.Component):
             })
             members["operands"] = In(stream.Signature(self.operand_layout))
             self._launch_delay = 0          # the operands' input register is the launch
+            self._column_shape = ACCUMULATOR_SHAPE      # K is unbounded
             self.latency = rows + cols + 5
             # Room for every row in flight while tiles of K = R beats arrive back to back.
             self.result_fifo_depth = 3 * rows + cols + 8
@@ -138,6 +140,9 @@ class SystolicArray(wiring.Component):
             # An accepted activation is registered before it enters the skew, so the stream
             # handshake never reaches the first PE's weight select or operand.
             self._launch_delay = 1
+            # A column sums at most R products: its partial sums, the de-skew and the output
+            # FIFO are only as wide as that needs, and widened to int32 on `results`.
+            self._column_shape = exact_sum_shape(rows)
             self.latency = rows + cols + 4
             self.result_fifo_depth = rows + cols + 9
         super().__init__(members)
@@ -148,19 +153,28 @@ class SystolicArray(wiring.Component):
         # On a device with a DSP floorplan, neighbouring PEs sit on neighbouring DSP sites.
         sites = (dsp_sites(getattr(platform, "device", None), rows, cols)
                  if platform is not None and self.multiplier == "dsp" else None)
+        # A weight-stationary PE in row i adds the (i + 1)-th product of its column.
+        psum_shapes = [exact_sum_shape(i + 1) if self.dataflow == "weight_stationary"
+                       else ACCUMULATOR_SHAPE for i in range(rows)]
         pes = [[ProcessingElement(dataflow=self.dataflow, multiplier=self.multiplier,
-                                  dsp_site=sites[i, j] if sites else None)
+                                  dsp_site=sites[i, j] if sites else None,
+                                  psum_shape=psum_shapes[i])
                 for j in range(cols)] for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
 
-        m.submodules.result_fifo = fifo = SyncFIFOBuffered(width=self.result_layout.size,
+        stored_layout = data.StructLayout({
+            "data": data.ArrayLayout(self._column_shape, cols),
+            "last": 1,
+        })
+        m.submodules.result_fifo = fifo = SyncFIFOBuffered(width=stored_layout.size,
                                                            depth=self.result_fifo_depth)
+        stored = data.View(stored_layout, fifo.r_data)
         reserved = Signal(range(self.result_fifo_depth + 1))
         popped = Signal()
         m.d.comb += [
-            self.results.payload.eq(fifo.r_data),
+            self.results.payload.last.eq(stored.last),
             self.results.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.results.ready),
             popped.eq(self.results.valid & self.results.ready),
@@ -195,12 +209,14 @@ class SystolicArray(wiring.Component):
                              pes[i][j].control.eq(pes[i][j - 1].control_out)]
 
         # De-skew: column j leaves C-1-j cycles after column C-1 would, so the row lines up.
-        aligned = [delayed(m, column_values[j], cols - 1 - j, shape=ACCUMULATOR_SHAPE,
+        aligned = [delayed(m, column_values[j], cols - 1 - j, shape=self._column_shape,
                            name=f"deskew_{j}", reset_less=True) for j in range(cols)]
         m.d.comb += [
             fifo.w_data.eq(Cat(*aligned, out_control.last)),
             fifo.w_en.eq(out_control.valid),
         ]
+        for j in range(cols):
+            m.d.comb += self.results.payload.data[j].eq(stored.data[j])     # sign-extended
         return m
 
     def _elaborate_output_stationary_input(self, m, pes, launch, reserved):

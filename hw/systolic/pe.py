@@ -28,10 +28,12 @@ Throughput is one MAC per cycle.
   ``result``.
 * ``dataflow="weight_stationary"``: the PE holds a weight in ``active`` and computes
   ``psum_out = psum_in + a * active`` (``psum_out`` valid 3 cycles after ``a`` entered, matching
-  ``psum_in`` from the PE above, which is 1 cycle ahead in the skew). A second, ``shadow`` weight
-  register is part of a shift chain (``shadow_in`` -> ``shadow_out`` when ``shift``), loaded while
-  ``active`` computes; a beat flagged ``first`` (start of a tile) swaps ``shadow`` into
-  ``active`` for itself and every later beat.
+  ``psum_in`` from the PE above, which is 1 cycle ahead in the skew). The partial sum is
+  ``psum_shape`` wide: ``exact_sum_shape(n)`` holds any sum of n products exactly, so the PE in
+  row i of a column needs ``exact_sum_shape(i + 1)`` (16 to 21 bits for up to 32 rows), not 32.
+  A second, ``shadow`` weight register is part of a shift chain (``shadow_in`` ->
+  ``shadow_out`` when ``shift``), loaded while ``active`` computes; a beat flagged ``first``
+  (start of a tile) swaps ``shadow`` into ``active`` for itself and every later beat.
 
 Only the valid bits in ``control`` are reset; datapath registers are reset-less because every
 value in them is qualified by a valid bit (``first`` restarts the accumulator), which keeps reset
@@ -46,11 +48,23 @@ from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.synthesis import UNMERGED_REGISTER
 
 __all__ = ["Multiplier", "ProcessingElement", "TileControl", "OPERAND_SHAPE", "PRODUCT_SHAPE",
-           "ACCUMULATOR_SHAPE", "check_choice"]
+           "ACCUMULATOR_SHAPE", "exact_sum_shape", "check_choice"]
 
 OPERAND_SHAPE = signed(8)
 PRODUCT_SHAPE = signed(16)        # -128 * -128 = 16384 fits; so does -128 * 127
 ACCUMULATOR_SHAPE = signed(32)
+_LARGEST_PRODUCT = 128 * 128      # -128 * -128; the most negative product, -128 * 127, is smaller
+
+
+def exact_sum_shape(products):
+    """The narrowest signed shape that holds every sum of `products` int8 x int8 products.
+
+    Sums lie in ``[-products * 16256, products * 16384]``; e.g. 19 bits for the 12 of a
+    12-row weight-stationary column.
+    """
+    if not isinstance(products, int) or isinstance(products, bool) or products < 1:
+        raise ValueError(f"exact_sum_shape needs a number of products >= 1, not {products!r}")
+    return signed((products * _LARGEST_PRODUCT).bit_length() + 1)
 
 # Flags travelling with each operand beat through the skew.
 TileControl = data.StructLayout({"valid": 1, "first": 1, "last": 1})
@@ -156,9 +170,13 @@ class ProcessingElement(wiring.Component):
 
     LATENCY = Multiplier.LATENCY + 1       # operands in -> accumulated / psum_out visible
 
-    def __init__(self, *, dataflow, multiplier, dsp_site=None):
+    def __init__(self, *, dataflow, multiplier, dsp_site=None, psum_shape=ACCUMULATOR_SHAPE):
         check_choice("dataflow", dataflow, DATAFLOWS)
         check_choice("multiplier", multiplier, MULTIPLIERS)
+        psum_shape = Shape.cast(psum_shape)
+        if not psum_shape.signed or psum_shape.width < PRODUCT_SHAPE.width:
+            raise ValueError(f"ProcessingElement psum_shape must be signed and at least "
+                             f"{PRODUCT_SHAPE.width} bits wide, not {psum_shape!r}")
         self.dataflow = dataflow
         self.multiplier = multiplier
         self.dsp_site = dsp_site
@@ -177,8 +195,8 @@ class ProcessingElement(wiring.Component):
             })
         else:
             members.update({
-                "psum_in": In(ACCUMULATOR_SHAPE),
-                "psum_out": Out(ACCUMULATOR_SHAPE),
+                "psum_in": In(psum_shape),
+                "psum_out": Out(psum_shape),
                 "shadow_in": In(OPERAND_SHAPE),
                 "shadow_out": Out(OPERAND_SHAPE),
                 "shift": In(1),
@@ -238,6 +256,6 @@ class ProcessingElement(wiring.Component):
         m.d.sync += active.eq(weight)
         m.d.comb += [multiplier.b.eq(weight), self.shadow_out.eq(shadow)]
 
-        psum = Signal(ACCUMULATOR_SHAPE, reset_less=True)
+        psum = Signal(self.psum_out.shape(), reset_less=True)
         m.d.sync += psum.eq(self.psum_in + multiplier.product)
         m.d.comb += self.psum_out.eq(psum)
