@@ -44,8 +44,8 @@ def test_edge_words(width):
     assert _counts(width, words) == [bin(word).count("1") for word in words]
 
 
-@pytest.mark.parametrize("width, latency", [(4, 1), (8, 2), (64, 5), (4096, 11)])
-def test_latency_is_log2_width_minus_one(width, latency):
+@pytest.mark.parametrize("width, latency", [(4, 1), (8, 2), (16, 2), (32, 3), (64, 3), (4096, 6)])
+def test_latency_is_leaf_plus_one_per_two_adder_levels(width, latency):
     assert popcount_latency(width) == latency
 
 

@@ -36,20 +36,23 @@ Protocol:
    every transfer; a hidden layer uses ``bits``, the last layer ``dots``. Lanes beyond N in the
    last neuron fold carry whatever that weight row holds and are to be ignored.
 
-Pipeline (``P = log2(width) - 1`` popcount tree levels; one beat issued per cycle)::
+Pipeline (``P`` = `popcount_latency` (width) tree stages, 3 for 64 bits; one beat issued per
+cycle)::
 
-    cycle   0         1            2            3+P      4+P          5+P         6+P      8+P
+    cycle   0         1            2             2+P      3+P          4+P         5+P      7+P
           issue ->  activation -> (a^w)&mask -> count -> accumulate -> dot,     -> FIFO  -> FIFO
-          beat,     word         registered     (tree)   over beats    threshold  write    output
+          beat,     word         into the tree  (tree)   over beats    threshold  write    output
           weight    (buffer),                                          compare    register
           read      weight row
 
 The activation word gets its own register (stage 1), selected there from the stream word or the
 buffer, so that multiplexer is paid once per bit, not once per bit and lane. The weight row is
 read in the issue cycle and registered in the fabric as it leaves the block RAMs (stage 1): an
-ECP5 block RAM's read data arrives late in the cycle, so nothing else is computed from it.
+ECP5 block RAM's read data arrives late in the cycle, so nothing else is computed from it. The
+mismatch bits ``(a ^ w) & mask`` are computed from those registers straight into the tree's
+leaf counts (two LUT levels), with no register of their own.
 
-Latency: a neuron fold's result is on `results` ``P + 8`` cycles after its last beat was
+Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last beat was
 accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
 cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
 output FIFO is deep enough for every result in flight; the issue stage only starts a result
@@ -121,14 +124,14 @@ class BinaryEngine(wiring.Component):
         self.max_neuron_folds = -(-max_n // lanes)
         self.weight_depth = self.max_folds * self.max_neuron_folds
         self.popcount_latency = popcount_latency(width)
-        # issue -> activation word -> weight row and mismatch register -> tree -> accumulator
-        # -> dot and threshold compare -> FIFO write register
-        self.fifo_write_latency = self.popcount_latency + 6
+        # issue -> activation word and weight row -> tree -> accumulator -> dot and threshold
+        # compare -> FIFO write register
+        self.fifo_write_latency = self.popcount_latency + 5
         # A slot is reserved at issue and free again the cycle after the result leaves the FIFO
         # (2 cycles through SyncFIFOBuffered + 1 for the counter): the least depth that lets one
         # result per cycle flow (K <= width) without a bubble.
         self.fifo_depth = self.fifo_write_latency + 3
-        self.latency = self.popcount_latency + 8
+        self.latency = self.popcount_latency + 7
         self.dot_shape = signed(max_k.bit_length() + 1)
         self.threshold_shape = signed((max_k + 1).bit_length() + 1)
 
@@ -293,7 +296,7 @@ class BinaryEngine(wiring.Component):
             issued.neuron_fold.eq(neuron_fold),
         ]
 
-        # Stage 1: activation word; stage 2: weight row, XOR and padding mask ----------------------
+        # Stage 1: activation word and weight row; stage 2: mismatches into the trees ------------
 
         activation_tag = delayed(m, issued, 1, name="activation_tag", shape=tag_layout)
         stream_word = Signal(width, reset_less=True)
@@ -308,8 +311,8 @@ class BinaryEngine(wiring.Component):
             beat_mask.eq(Mux(activation_tag.last, last_beat_mask, (1 << width) - 1)),
         ]
 
-        mismatch_tag = delayed(m, activation_tag, 2, name="mismatch_tag", shape=tag_layout)
-        count_tag = delayed(m, mismatch_tag, self.popcount_latency, name="count_tag",
+        tree_tag = delayed(m, activation_tag, 1, name="tree_tag", shape=tag_layout)
+        count_tag = delayed(m, tree_tag, self.popcount_latency, name="count_tag",
                             shape=tag_layout)
 
         total_tag = Signal(tag_layout)
@@ -332,12 +335,9 @@ class BinaryEngine(wiring.Component):
         entry = Signal(entry_layout)
 
         for lane in range(lanes):
-            mismatch = Signal(width, name=f"mismatch_{lane}", reset_less=True)
-            m.d.sync += mismatch.eq((activation_word ^ weight_row[lane]) & beat_mask)
-
             tree = PopcountTree(width=width)
             m.submodules[f"popcount_{lane}"] = tree
-            m.d.comb += tree.bits.eq(mismatch)
+            m.d.comb += tree.bits.eq((activation_word ^ weight_row[lane]) & beat_mask)
 
             mismatches = Signal(range(self.max_k + 1), name=f"mismatches_{lane}", reset_less=True)
             with m.If(count_tag.valid):

@@ -1,20 +1,22 @@
 """Pipelined popcount adder tree: how many of `width` bits are set.
 
 The tree is built for LUT4 fabric. The leaf level counts each group of 4 bits with three
-independent 4-input functions (one LUT4 per output bit, no carry chain), then pairs of partial
-counts are added level by level on carry chains. Every level ends in a register, so the longest
-path is one LUT4 or one short adder, which keeps the tree far above 125 MHz on ECP5 whatever the
-width::
+independent 4-input functions (one LUT4 per output bit, no carry chain) into a register, then
+pairs of partial counts are added level by level on carry chains, with a register after every
+second adder level and after the last. The longest path is two short adders (at most
+``log2(width)`` bits each), which keeps the tree above 125 MHz on ECP5 whatever the width,
+with half the registers of a tree registered at every level::
 
     bits ─┬─ 4 ─ [leaf count] ─▌─┐
-          ├─ 4 ─ [leaf count] ─▌─┴─ [+] ─▌─┐
-          ├─ 4 ─ [leaf count] ─▌─┐         ├─ [+] ─▌─ ... ─▌─ count
-          └─ 4 ─ [leaf count] ─▌─┴─ [+] ─▌─┘
+          ├─ 4 ─ [leaf count] ─▌─┴─ [+] ─┐
+          ├─ 4 ─ [leaf count] ─▌─┐       ├─ [+] ─▌─ ... ─▌─ count
+          └─ 4 ─ [leaf count] ─▌─┴─ [+] ─┘
                               (▌ = register)
 
-Latency: ``log2(width) - 1`` cycles (one leaf level plus ``log2(width / 4)`` adder levels) from
-`bits` to `count`. Throughput: a new `bits` word every cycle; the tree has no stall input (its
-user keeps the matching control bits in a delay line of the same `latency`).
+Latency: ``1 + ceil(log2(width / 4) / 2)`` cycles (the leaf level, then one per two adder levels)
+from `bits` to `count`: 1 for 4 bits, 3 for 64, 6 for 4096. Throughput: a new `bits` word every
+cycle; the tree has no stall input (its user keeps the matching control bits in a delay line of
+the same `latency`).
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -37,9 +39,13 @@ def _leaf_count(bits):
             low_pair_carry & high_pair_carry]
 
 
+def _adder_levels(width):
+    return (width // _LEAF_BITS).bit_length() - 1
+
+
 def popcount_latency(width):
     """Cycles from `bits` to `count` of a `PopcountTree` of `width` bits."""
-    return width.bit_length() - 2
+    return 1 + -(-_adder_levels(width) // 2)
 
 
 class PopcountTree(wiring.Component):
@@ -73,14 +79,15 @@ class PopcountTree(wiring.Component):
             m.d.sync += count.eq(Cat(*_leaf_count(group_bits)))
             level.append(count)
 
-        depth = 0
-        while len(level) > 1:
-            depth += 1
+        adder_levels = _adder_levels(self.width)
+        for depth in range(1, adder_levels + 1):
             maximum = _LEAF_BITS << depth
+            # Counting back from the last level, every other level ends in a register.
+            domain = "sync" if (adder_levels - depth) % 2 == 0 else "comb"
             next_level = []
             for pair in range(len(level) // 2):
                 total = Signal(range(maximum + 1), name=f"sum_{depth}_{pair}", reset_less=True)
-                m.d.sync += total.eq(level[2 * pair] + level[2 * pair + 1])
+                m.d[domain] += total.eq(level[2 * pair] + level[2 * pair + 1])
                 next_level.append(total)
             level = next_level
 
