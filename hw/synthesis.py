@@ -15,6 +15,14 @@ the board build and by `sim.synth`) turns them into yosys's own flags:
   flip-flop drives the loads of every copy across the die (the skewed control of a systolic
   array is equal along each anti-diagonal).
 
+A third directive is yosys's own and needs no script: `MAPPING_BOUNDARY`, the ``attrs`` of a
+combinational `Signal`, keeps that wire through synthesis, so the logic in front of it and the
+logic behind it are mapped separately. Without it yosys merges chained adders into one
+multi-operand sum built from LUTs instead of carry chains, and ABC9 maps a cheap function (an XOR
+feeding a 4-bit count) together with its consumer into more LUTs than the two apart. The binary
+engine's mismatch bits and the unregistered levels of its popcount trees carry it (64x16 engine,
+out of context: 4,173 LUT4 with it, 4,782 without).
+
 The script also hides the names of wires that look like one bit of another wire. Amaranth names
 the elements of an `amaranth.lib.data.ArrayLayout` view ``x[0]``, ``x[1]``, ... beside the
 multi-bit wire ``x``; ABC9's reintegration names the bits of ``x`` the same way and then fails an
@@ -25,10 +33,12 @@ into single bits), gave a netlist within 0.1% of this one on the 85F SoC but 38 
 (113 s against 75 s). Without either, `tests/test_synthesis.py` fails on the scratchpad.
 """
 
-__all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "YOSYS_SCRIPT_AFTER_READ"]
+__all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "MAPPING_BOUNDARY",
+           "YOSYS_SCRIPT_AFTER_READ"]
 
 UNDEFINED_ON_COLLISION = {"ecpnn_undefined_on_collision": 1}
 UNMERGED_REGISTER = {"ecpnn_unmerged_register": 1}
+MAPPING_BOUNDARY = {"keep": 1}
 
 YOSYS_SCRIPT_AFTER_READ = "\n".join([
     "proc",

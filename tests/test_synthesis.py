@@ -7,7 +7,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.memory.scratchpad import Scratchpad, block_rams, slice_bits
-from hw.synthesis import UNDEFINED_ON_COLLISION, UNMERGED_REGISTER
+from hw.synthesis import MAPPING_BOUNDARY, UNDEFINED_ON_COLLISION, UNMERGED_REGISTER
 from sim.synth import synthesize
 
 
@@ -62,6 +62,35 @@ class _TwinRegisters(wiring.Component):
 @pytest.mark.parametrize("attrs, flip_flops", [({}, 1), (UNMERGED_REGISTER, 2)])
 def test_unmerged_register_is_not_shared(attrs, flip_flops):
     assert synthesize(_TwinRegisters(attrs), "twins")["FF"] == flip_flops
+
+
+class _ChainedAdders(wiring.Component):
+    """(a + b) + (c + d), 8-bit operands, the sum registered."""
+    a: In(8)
+    b: In(8)
+    c: In(8)
+    d: In(8)
+    total: Out(10)
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        left, right = Signal(9, attrs=self.attrs), Signal(9, attrs=self.attrs)
+        m.d.comb += [left.eq(self.a + self.b), right.eq(self.c + self.d)]
+        m.d.sync += self.total.eq(left + right)
+        return m
+
+
+def test_mapping_boundary_keeps_each_adder_on_its_carry_chain():
+    merged = synthesize(_ChainedAdders({}), "adders")
+    apart = synthesize(_ChainedAdders(MAPPING_BOUNDARY), "adders")
+    # Three ripple adders of 9 and 10 result bits, two bits per CCU2C: 5 cells each, no LUT.
+    assert apart["CCU2C"] == 3 * 5 and apart["LUT4"] == 0
+    # Without the boundary yosys sums the four operands at once, mostly in LUTs.
+    assert merged["LUT4"] > 0 and merged["CCU2C"] < apart["CCU2C"]
 
 
 @pytest.mark.parametrize("depth, bits", [(16384, 1), (8192, 2), (4096, 4), (2048, 9),

@@ -68,6 +68,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.credit import credit_counter
 from hw.pipeline import delayed
+from hw.synthesis import MAPPING_BOUNDARY
 
 from .popcount import PopcountTree, popcount_latency
 
@@ -337,7 +338,10 @@ class BinaryEngine(wiring.Component):
         for lane in range(lanes):
             tree = PopcountTree(width=width)
             m.submodules[f"popcount_{lane}"] = tree
-            m.d.comb += tree.bits.eq((activation_word ^ weight_row[lane]) & beat_mask)
+            # Mapped apart from the leaf counts: one LUT per bit, then one per leaf output bit.
+            mismatch = Signal(width, name=f"mismatch_{lane}", attrs=MAPPING_BOUNDARY)
+            m.d.comb += [mismatch.eq((activation_word ^ weight_row[lane]) & beat_mask),
+                         tree.bits.eq(mismatch)]
 
             mismatches = Signal(range(self.max_k + 1), name=f"mismatches_{lane}", reset_less=True)
             with m.If(count_tag.valid):

@@ -23,6 +23,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.synthesis import MAPPING_BOUNDARY
+
 __all__ = ["PopcountTree", "popcount_latency"]
 
 _LEAF_BITS = 4
@@ -86,7 +88,9 @@ class PopcountTree(wiring.Component):
             domain = "sync" if (adder_levels - depth) % 2 == 0 else "comb"
             next_level = []
             for pair in range(len(level) // 2):
-                total = Signal(range(maximum + 1), name=f"sum_{depth}_{pair}", reset_less=True)
+                # An unregistered level stays its own carry chain (`MAPPING_BOUNDARY`).
+                total = Signal(range(maximum + 1), name=f"sum_{depth}_{pair}", reset_less=True,
+                               attrs=MAPPING_BOUNDARY if domain == "comb" else {})
                 m.d[domain] += total.eq(level[2 * pair] + level[2 * pair + 1])
                 next_level.append(total)
             level = next_level
