@@ -2,8 +2,9 @@
 
 * The `MULT18X18D` instance (what the board build gets) is formally equivalent to the behavioural
   two-register model pysim runs, using a MULT18X18D model written from Lattice's sysDSP guide
-  (tests/models/mult18x18d.v; yosys ships the primitive only as a blackbox). The LUT mapping is
-  proved equivalent to the same behavioural model.
+  (tests/models/mult18x18d.v; yosys ships the primitive only as a blackbox) and the LUT4s that
+  drive its control pins (tests/models/lut4.v). The LUT mapping is proved equivalent to the same
+  behavioural model.
 * `synth_ecp5` maps a small "dsp" array onto exactly R*C MULT18X18D and a "lut" one onto none.
 """
 
@@ -22,7 +23,16 @@ from hw.systolic.array import SystolicArray
 from hw.systolic.pe import MULT18X18D_PARAMETERS, Multiplier
 from sim.synth import YOSYS, synthesize
 
-MODEL = os.path.join(os.path.dirname(__file__), "models", "mult18x18d.v")
+MODELS = {name: os.path.join(os.path.dirname(__file__), "models", name)
+          for name in ("mult18x18d.v", "lut4.v")}
+
+
+def _models():
+    models = {}
+    for name, path in MODELS.items():
+        with open(path) as file:
+            models[name] = file.read()
+    return models
 
 
 def _yosys(script, files):
@@ -52,22 +62,23 @@ def test_dsp_instance_uses_only_modelled_features():
                   if re.fullmatch(r"(CLK|CE|RST)[123]|SRI[AB]\d+|SRO[AB]\d+|RO[ABC]\d+", port)}
     assert not unmodelled
     assert {"CLK0", "CE0", "RST0", "SIGNEDA", "SIGNEDB", "A0", "B17", "P15"} <= connected
+    # The control pins' constants are two LUT4s of the multiplier's own, all ones and all zeros.
+    inits = re.findall(r"cell \\LUT4 \S+\n\s*parameter \\INIT 16'([01]+)", text)
+    assert sorted(inits) == ["0" * 16, "1" * 16]
 
 
 @pytest.mark.slow          # 30-80 s: SAT proof that two 8x8 multipliers agree
 def test_dsp_multiplier_equivalent_to_behavioural_model():
-    with open(MODEL) as file:
-        model = file.read()
     mapped = _multiplier_rtlil("dsp", "mapped", ULX3S_85F_Platform())
     behavioural = _multiplier_rtlil("dsp", "behavioural", None)
     output = _yosys(
-        "read_verilog mult18x18d.v; read_rtlil mapped.il; hierarchy -check -top mapped; "
+        "read_verilog mult18x18d.v lut4.v; read_rtlil mapped.il; hierarchy -check -top mapped; "
         "read_rtlil behavioural.il; proc; "
         "miter -equiv -flatten -make_outputs behavioural mapped miter; hierarchy -top miter; "
         # Both sides are 2-register pipelines from a zero state: at step 3 the outputs depend on
         # arbitrary inputs of step 1 only, so a 3-step bounded proof covers every operand pair.
         "sat -verify -seq 3 -prove trigger 0 -set-init-zero -show-inputs miter",
-        {"mult18x18d.v": model, "mapped.il": mapped, "behavioural.il": behavioural})
+        {**_models(), "mapped.il": mapped, "behavioural.il": behavioural})
     assert "SUCCESS!" in output, output[-3000:]
 
 
@@ -79,8 +90,6 @@ def test_dsp_multiplier_equivalent_to_behavioural_model():
     (signed(15), unsigned(17)), (signed(15), unsigned(14)),
 ])
 def test_wide_dsp_multiplier_matches_behavioural_model(a_shape, b_shape):
-    with open(MODEL) as file:
-        model = file.read()
     shapes = {"a_shape": a_shape, "b_shape": b_shape}
     mapped = _multiplier_rtlil("dsp", "mapped", ULX3S_85F_Platform(), **shapes)
     behavioural = _multiplier_rtlil("dsp", "behavioural", None, **shapes)
@@ -97,11 +106,11 @@ def test_wide_dsp_multiplier_matches_behavioural_model(a_shape, b_shape):
         f"-set-at 1 in_b {b % (1 << b_shape.width)} -prove trigger 0 -set-init-zero miter;"
         for a, b in zip(corners(a_shape), corners(b_shape)))
     output = _yosys(
-        "read_verilog mult18x18d.v; read_rtlil mapped.il; hierarchy -check -top mapped; "
+        "read_verilog mult18x18d.v lut4.v; read_rtlil mapped.il; hierarchy -check -top mapped; "
         "read_rtlil behavioural.il; proc; "
         "miter -equiv -flatten -make_outputs behavioural mapped miter; hierarchy -top miter; "
         + checks,
-        {"mult18x18d.v": model, "mapped.il": mapped, "behavioural.il": behavioural})
+        {**_models(), "mapped.il": mapped, "behavioural.il": behavioural})
     assert output.count("SUCCESS!") == len(corners(a_shape)), output[-3000:]
 
 

@@ -77,6 +77,9 @@ MULT18X18D_PARAMETERS = {
     "REG_OUTPUT_CLK": "CLK0",
 }
 DSP_WIDTH = 18
+# INIT of a LUT4 whose output is 1 (0) whatever its inputs.
+LOCAL_ONE = Const(0xFFFF, 16)
+LOCAL_ZERO = Const(0x0000, 16)
 
 
 def check_choice(name, value, allowed):
@@ -155,13 +158,20 @@ class Multiplier(wiring.Component):
             ports[f"i_C{bit}"] = Const(0, 1)
         for bit in range(2 * DSP_WIDTH):
             ports[f"o_P{bit}"] = p[bit]
+        # The control pins' constants come from two LUT4s of this multiplier's own (`LOCAL_ONE`,
+        # `LOCAL_ZERO`), which the placer puts beside its DSP. nextpnr routes these pins when they
+        # are tied to a constant, all from one driver for the whole die: on the 85F SoC its ~900
+        # arcs to the DSP rows were most of the router's last, slowest thousand arcs.
+        one, zero = Signal(name="local_one"), Signal(name="local_zero")
+        for name, init, output in (("local_one", LOCAL_ONE, one), ("local_zero", LOCAL_ZERO, zero)):
+            m.submodules[name] = Instance("LUT4", p_INIT=init, o_Z=output,
+                                          **{f"i_{pin}": Const(0, 1) for pin in "ABCD"})
         placement = {} if self.site is None else {"a_BEL": self.site}
         m.submodules.mult18x18d = Instance(
             "MULT18X18D", **placement,
             **{f"p_{name}": value for name, value in MULT18X18D_PARAMETERS.items()},
-            i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1),
-            i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+            i_SIGNEDA=one, i_SIGNEDB=one, i_SOURCEA=zero, i_SOURCEB=zero,
+            i_CLK0=ClockSignal(), i_CE0=one, i_RST0=zero,
             **ports)
 
 
