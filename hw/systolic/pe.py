@@ -11,8 +11,10 @@ registered); its operands are signed int8 by default, or any shapes that fit the
 ``mapping="dsp"`` puts the whole product on one ECP5 ``MULT18X18D`` using the DSP's own input
 registers (A, B) and output register: on this flow fabric registers around an inferred multiplier
 reached 72 MHz, the DSP's own registers 149 MHz, and yosys does not move fabric registers into the
-DSP. When elaborated without a platform (simulation) the same two registers are modelled
-behaviourally; ``tests/test_systolic_dsp.py`` proves the two equivalent with yosys.
+DSP. Its control pins (clock enable, reset, operand sign and source) are tied by two constant LUT4s
+of its own, placed beside it, not by nextpnr's constant nets. When elaborated without a platform
+(simulation) the same two registers are modelled behaviourally; ``tests/test_systolic_dsp.py``
+proves the two equivalent with yosys.
 ``mapping="lut"`` builds the product in fabric as a shift-and-add of partial products (no ``*``,
 so yosys cannot map it onto a DSP), with the same registers and latency.
 
