@@ -352,12 +352,17 @@ class StoreUnit(wiring.Component):
         param_channel = Signal(range(cols))
 
         # Output side: pool stage and scratchpad write, counting rows of the current block.
-        column = Signal(10)
-        image_row = Signal(10)
+        # Position of the next row in the image as counts down to the last column and image row,
+        # with the parity and "at the last one" of each kept as flags beside them (timing: the
+        # flags are loaded from compares with a constant, no adder behind the row's handshake).
+        columns_left = Signal(10)
+        rows_left = Signal(10)
         last_column = Signal(10)            # width - 1, registered (timing)
         last_image_row = Signal(10)         # height - 1
-        at_last_row = Signal()              # image_row == last_image_row, kept with image_row
-        at_last_column = Signal()           # column == last_column, kept with column
+        odd_column = Signal()
+        odd_row = Signal()
+        at_last_row = Signal()              # rows_left == 0
+        at_last_column = Signal()           # columns_left == 0
         held = Signal(pool_row)
         out_addr = Signal(ADDRESS_BITS)
         # The requantizer's rows reach the pool through a skid buffer: its output FIFO's read
@@ -378,8 +383,6 @@ class StoreUnit(wiring.Component):
                 quad[lane].eq(Mux((line_row[lane] > held[lane]) &
                                   (line_row[lane] > incoming[lane]), line_row[lane], pair[lane])),
             ]
-        odd_column = column[0]
-        odd_row = image_row[0]
         emits = ~cmd.pool | (odd_column & odd_row)
         # From flip-flops only: they steer the row's ready and the line FIFO.
         pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
@@ -419,11 +422,13 @@ class StoreUnit(wiring.Component):
         with m.If(taken):
             m.d.sync += held.eq(incoming)
             with m.If(at_last_column):
-                m.d.sync += [column.eq(0), at_last_column.eq(last_column == 0),
-                             image_row.eq(image_row + 1),
-                             at_last_row.eq(image_row + 1 == last_image_row)]
+                m.d.sync += [columns_left.eq(last_column), odd_column.eq(0),
+                             at_last_column.eq(last_column == 0),
+                             rows_left.eq(rows_left - 1), odd_row.eq(~odd_row),
+                             at_last_row.eq(rows_left == 1)]
             with m.Else():
-                m.d.sync += [column.eq(column + 1), at_last_column.eq(column + 1 == last_column)]
+                m.d.sync += [columns_left.eq(columns_left - 1), odd_column.eq(~odd_column),
+                             at_last_column.eq(columns_left == 1)]
 
         registered_parameter = delayed(m, self.param_data, 1, name="parameter",
                                        reset_less=True)
@@ -472,8 +477,10 @@ class StoreUnit(wiring.Component):
                                  param_index.eq(param_index + 1)]
                 with m.Else():
                     m.d.sync += [param_index.eq(0), issued.eq(0), drain_addr.eq(block_acc),
-                                 draining.eq(pixels != 0), written.eq(0), column.eq(0),
-                                 at_last_column.eq(last_column == 0), image_row.eq(0),
+                                 draining.eq(pixels != 0), written.eq(0),
+                                 columns_left.eq(last_column), odd_column.eq(0),
+                                 at_last_column.eq(last_column == 0),
+                                 rows_left.eq(last_image_row), odd_row.eq(0),
                                  at_last_row.eq(last_image_row == 0),
                                  out_addr.eq(block_out)]
                     m.next = "DRAIN"
