@@ -11,16 +11,20 @@ from hw.synthesis import MAPPING_BOUNDARY, UNDEFINED_ON_COLLISION, UNMERGED_REGI
 from sim.synth import synthesize
 
 
-class _RegisteredRam(wiring.Component):
+class _Directed(wiring.Component):
+    """A small design whose key signal or memory carries `attrs` (a directive or none)."""
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+        super().__init__()
+
+
+class _RegisteredRam(_Directed):
     """1024 x 8 bits, one write and one read port, the read data registered."""
     write_addr: In(10)
     write_data: In(8)
     read_addr: In(10)
     read_data: Out(8)
-
-    def __init__(self, attrs):
-        self.attrs = attrs
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -41,14 +45,10 @@ def test_undefined_on_collision_drops_read_first_emulation(attrs, emulated):
     assert (cells["FF"] > 8) == emulated
 
 
-class _TwinRegisters(wiring.Component):
+class _TwinRegisters(_Directed):
     """Two registers loaded with the same input."""
     d: In(1)
     q: Out(2)
-
-    def __init__(self, attrs):
-        self.attrs = attrs
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -64,17 +64,13 @@ def test_unmerged_register_is_not_shared(attrs, flip_flops):
     assert synthesize(_TwinRegisters(attrs), "twins")["FF"] == flip_flops
 
 
-class _ChainedAdders(wiring.Component):
+class _ChainedAdders(_Directed):
     """(a + b) + (c + d), 8-bit operands, the sum registered."""
     a: In(8)
     b: In(8)
     c: In(8)
     d: In(8)
     total: Out(10)
-
-    def __init__(self, attrs):
-        self.attrs = attrs
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
