@@ -60,6 +60,7 @@ from amaranth._toolchain import tool_env_var
 
 from boards import BudgetError, check_budget, variant
 from boards.catalog import BOARDS
+from ecpnn import __version__
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.soc.pll import format_mhz, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
@@ -121,6 +122,7 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m hw.build",
         description="Build an ecpnn accelerator bitstream for an ECP5 board.")
+    parser.add_argument("--version", action="version", version=f"ecpnn {__version__}")
     parser.add_argument("--board", required=True,
                         help=f"board name ({', '.join(sorted(BOARDS))})")
     parser.add_argument("--device", help="device variant, e.g. 85F (default: the board's largest)")

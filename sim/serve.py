@@ -15,6 +15,7 @@ import sys
 import time
 import tty
 
+from ecpnn.package_data import reports_damaged_install
 from hw.config import PRESETS, preset
 from sw.driver.sim import BACKENDS, LINES, SimTransport, parse_divisor
 
@@ -57,6 +58,7 @@ def serve_pty(transport, *, seconds, announce):
         os.close(slave)
 
 
+@reports_damaged_install
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sim.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--pty", action="store_true", required=True,

