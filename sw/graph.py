@@ -280,8 +280,8 @@ def _describe_cycle(start, writers, done):
         path.append((node, name))
         node = writers[name]
     cycle = path[seen[node.name]:]
-    steps = ", which ".join(f"{reader} reads {name!r} written by" for reader, name in cycle)
-    return f"the graph has a cycle: {steps} {cycle[0][0]}"
+    steps = ", which ".join(f"reads {name!r}, written by {writers[name]}" for _, name in cycle)
+    return f"the graph has a cycle: {cycle[0][0]} {steps}"
 
 
 class GraphBuilder:

@@ -17,7 +17,7 @@ Tensor dtypes: ``"int8"`` (affine quantized: real = scale * (q - zero_point)), `
 
 Kinds and what they compute (x: the input, batch first)::
 
-    Dense            requantize(gemm(x, weights, folded_bias))            int8|binary [K] -> int8 [N]
+    Dense            requantize(gemm(x, weights, folded_bias))            int8|binary [K] -> [N]
     Conv2D           requantize(conv2d(x, ...)) (+ 2x2 max-pool if pool)  int8 HWC -> int8 HWC
     DepthwiseConv2D  requantize(depthwise_conv2d(x, ...))                 int8 HWC -> int8 HWC
     Flatten          x.reshape(B, -1) (NHWC order)                        any [H, W, C] -> [HWC]
