@@ -38,11 +38,11 @@ Requantization fields (Dense, Conv2D, DepthwiseConv2D): int32 ``bias``, per outp
 returns them, ``input_zero_point``, ``output_zero_point``, ``act_min``/``act_max`` and the
 ``rounding`` form: "double" (gemmlowp, LiteRT's reference CONV_2D and DEPTHWISE_CONV_2D) or
 "single" (one rounding: FULLY_CONNECTED, and CONV_2D/DEPTHWISE_CONV_2D in LiteRT's default
-interpreter, whose XNNPACK kernels round once; tests/test_litert.py). Input zero points are folded into the bias for the hardware
-(``folded_bias``); convolution padding is filled with the input zero point so the folding stays
-exact at the borders. Kinds that derive their integers from scales (Add, Mean, Concat,
-Requantize, Softmax) state the scales and zero points; scales are held as float32 values, as
-TFLite stores them.
+interpreter, whose XNNPACK kernels round once; tests/test_litert.py). Input zero points are
+folded into the bias for the hardware (``folded_bias``); convolution padding is filled with the
+input zero point so the folding stays exact at the borders. Kinds that derive their integers
+from scales (Add, Mean, Concat, Requantize, Softmax) state the scales and zero points; scales
+are held as float32 values, as TFLite stores them.
 """
 
 from dataclasses import dataclass
