@@ -30,6 +30,9 @@ __all__ = [
     "gemm", "fold_zero_point", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot", "requantize", "im2col", "conv_output_size", "same_padding",
     "conv2d", "max_pool2x2",
+    "multiply_by_quantized_multiplier", "tflite_scale", "depthwise_conv2d", "add_multipliers",
+    "add", "max_pool2d", "average_pool2d", "mean_multiplier", "mean_hw", "requantize_int8",
+    "concatenate", "pad", "softmax_int8", "SOFTMAX_OUTPUT_SCALE", "SOFTMAX_OUTPUT_ZERO_POINT",
     "pack_bits", "unpack_bits", "binary_dense", "threshold_activation", "fold_batchnorm_sign",
     "binary_conv2d",
 ]
@@ -341,6 +344,277 @@ def max_pool2x2(x):
                               x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]])
 
 
+# Graph operations: TFLite int8 kernels beyond GEMM -----------------------------------------------
+#
+# Each is the integer arithmetic of a TFLite reference kernel (tflite/kernels/internal/reference),
+# with the parameters derived from the tensors' scales as the kernel's Prepare does. TFLite
+# stores scales as float32 and derives multipliers from them in double: `tflite_scale` rounds a
+# scale to float32 first, so the derived integers match the runtime's.
+
+SOFTMAX_OUTPUT_SCALE = 1.0 / 256
+SOFTMAX_OUTPUT_ZERO_POINT = -128
+_ADD_LEFT_SHIFT = 20      # TFLite ADD, 8-bit inputs: 255 << 20 stays well inside int32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def tflite_scale(name, value):
+    """`value` as TFLite stores a quantization scale: float32, finite and > 0 (a Python float)."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    if not (math.isfinite(value) and 0 < value <= _FLOAT32_MAX) or np.float32(value) == 0:
+        raise ValueError(f"{name} must be a finite float32 > 0, not {value!r}")
+    return float(np.float32(value))
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift):
+    """TFLite ``MultiplyByQuantizedMultiplier`` as LiteRT builds it (double rounding)::
+
+        RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), M0),
+                            max(-shift, 0))
+
+    x: int32 values; multiplier: M0 in [0, 2^31) (not necessarily normalised: MEAN divides it);
+    shift: in [-31, 30]. Unlike `requantize` it takes the left shifts that ADD, MEAN and QUANTIZE
+    derive. Returns int64 values; raises OverflowError where ``x * 2^shift`` leaves int32 (C
+    undefined behaviour in TFLite).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any((multiplier < 0) | (multiplier > INT32_MAX)):
+        raise ValueError(f"multiplier must be in [0, 2^31), not {multiplier}")
+    if np.any((shift < -31) | (shift > 30)):
+        raise ValueError(f"shift must be in [-31, 30], not {shift}")
+    shifted = _check_int32("x * 2^shift", x << np.maximum(shift, 0)).astype(np.int64)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier),
+                                  np.maximum(-shift, 0))
+
+
+def depthwise_conv2d(x, w, bias=None, stride=1, padding=0, input_zero_point=0):
+    """INT8 NHWC depthwise convolution (TFLite DEPTHWISE_CONV_2D), the int32 accumulators.
+
+    x: int8 [B, H, W, Cin] or [H, W, Cin]; w: int8 [KH, KW, Cin, M] with M the depth multiplier
+    (TFLite's [1, KH, KW, Cin*M] filter reshaped); bias: int32 [Cin*M]. Output channel
+    ``c*M + m`` is ``sum((x[.., c] - zp) * w[.., c, m]) + bias[c*M + m]`` over its window;
+    padding is filled with `input_zero_point`, so it adds 0 as TFLite's skipped taps do.
+    Returns int32 [B, Ho, Wo, Cin*M] (or [Ho, Wo, Cin*M] for an unbatched x).
+    """
+    x = _as_int_array("x", x, np.int8, (3, 4))
+    w = _as_int_array("w", w, np.int8, 4)
+    kh, kw, cin, multiplier = w.shape
+    if x.shape[-1] != cin:
+        raise ValueError(f"depthwise_conv2d: x has {x.shape[-1]} channels but w ([KH, KW, Cin, M] "
+                         f"{w.shape}) expects {cin}")
+    zp = _check_zero_point("input_zero_point", input_zero_point)
+    batched = x.ndim == 4
+    xb = x if batched else x[np.newaxis]
+    columns = im2col(xb, kh, kw, stride, padding, pad_value=zp)
+    windows = columns.reshape(len(columns), kh * kw, cin).astype(np.int64) - zp
+    acc = np.einsum("pkc,kcm->pcm", windows, w.reshape(kh * kw, cin, multiplier).astype(np.int64))
+    acc = acc.reshape(len(columns), cin * multiplier)
+    if bias is not None:
+        acc = acc + _per_channel("bias", _as_int_array("bias", bias, np.int32), cin * multiplier)
+    top, bottom, left, right = _padding(padding)
+    sh, sw = _pair("stride", stride)
+    shape = (xb.shape[0], conv_output_size(xb.shape[1], kh, sh, top, bottom),
+             conv_output_size(xb.shape[2], kw, sw, left, right), cin * multiplier)
+    result = _check_int32("depthwise_conv2d result", acc).reshape(shape)
+    return result if batched else result[0]
+
+
+def add_multipliers(input1_scale, input2_scale, output_scale):
+    """TFLite ADD's int8 parameters (``PrepareGeneralSubgraph``): ((M1, shift1), (M2, shift2),
+    (M_out, shift_out)) from ``QuantizeMultiplierSmallerThanOneExp`` of ``s1 / (2 max(s1, s2))``,
+    ``s2 / (2 max(s1, s2))`` and ``2 max(s1, s2) / (2^20 s_out)``.
+
+    Raises ValueError when the output multiplier is not below 1, as TFLite rejects it.
+    """
+    s1 = tflite_scale("input1_scale", input1_scale)
+    s2 = tflite_scale("input2_scale", input2_scale)
+    so = tflite_scale("output_scale", output_scale)
+    twice_max = 2 * max(s1, s2)
+    output_real = twice_max / ((1 << _ADD_LEFT_SHIFT) * so)
+    if output_real >= 1:
+        raise ValueError(f"ADD needs output_scale > 2 * max(input scales) / 2^20, not {so!r} for "
+                         f"input scales {s1!r} and {s2!r}")
+    return tuple(quantize_multiplier(real)
+                 for real in (s1 / twice_max, s2 / twice_max, output_real))
+
+
+def add(x1, x2, *, input1_scale, input1_zero_point, input2_scale, input2_zero_point,
+        output_scale, output_zero_point, act_min=INT8_MIN, act_max=INT8_MAX):
+    """TFLite int8 ADD (``reference_integer_ops::AddFunc``), same-shape operands::
+
+        a_i = MBQM((x_i - zp_i) * 2^20, M_i, shift_i)          (`add_multipliers`)
+        y   = clamp(MBQM(a_1 + a_2, M_out, shift_out) + zp_out, act_min, act_max)
+
+    with MBQM = `multiply_by_quantized_multiplier`. x1, x2: int8 of one shape. Returns int8.
+    """
+    x1 = _as_int_array("x1", x1, np.int8)
+    x2 = _as_int_array("x2", x2, np.int8)
+    if x1.shape != x2.shape:
+        raise ValueError(f"add: x1 {x1.shape} and x2 {x2.shape} must have one shape")
+    (m1, s1), (m2, s2), (mo, so) = add_multipliers(input1_scale, input2_scale, output_scale)
+    zp1, zp2, zpo, low, high = _activation_range(
+        input1_zero_point=input1_zero_point, input2_zero_point=input2_zero_point,
+        output_zero_point=output_zero_point, act_min=act_min, act_max=act_max)
+    scaled1 = multiply_by_quantized_multiplier((x1.astype(np.int64) - zp1) << _ADD_LEFT_SHIFT,
+                                               m1, s1)
+    scaled2 = multiply_by_quantized_multiplier((x2.astype(np.int64) - zp2) << _ADD_LEFT_SHIFT,
+                                               m2, s2)
+    raw = multiply_by_quantized_multiplier(scaled1 + scaled2, mo, so) + zpo
+    return np.clip(raw, low, high).astype(np.int8)
+
+
+def _activation_range(**values):
+    """Checked int8 zero points followed by (act_min, act_max), in the order given."""
+    checked = [_check_zero_point(name, value) for name, value in values.items()]
+    if checked[-2] > checked[-1]:
+        raise ValueError(f"act_min ({checked[-2]}) must not exceed act_max ({checked[-1]})")
+    return checked
+
+
+def _pool_windows(x, pool_size, stride, padding, fill):
+    """[B, Ho, Wo, KH*KW, C] windows of int8 NHWC `x` (int16, padding = `fill`)."""
+    x = _as_int_array("x", x, np.int8, 4)
+    kh, kw = _pair("pool_size", pool_size)
+    top, bottom, left, right = _padding(padding)
+    if kh < 1 or kw < 1 or top >= kh or bottom >= kh or left >= kw or right >= kw:
+        # Padding as large as the window would make windows of padding only.
+        raise ValueError(f"pool_size {(kh, kw)} must be >= 1 and larger than every side of "
+                         f"padding {(top, bottom, left, right)}")
+    sh, sw = _pair("stride", stride)
+    batch, height, width, channels = x.shape
+    out_h = conv_output_size(height, kh, sh, top, bottom)
+    out_w = conv_output_size(width, kw, sw, left, right)
+    columns = im2col(x.astype(np.int16), kh, kw, stride, (top, bottom, left, right), fill)
+    return columns.reshape(batch, out_h, out_w, kh * kw, channels)
+
+
+def max_pool2d(x, pool_size, stride, padding=0, act_min=INT8_MIN, act_max=INT8_MAX):
+    """TFLite int8 MAX_POOL_2D: the max over each window's in-image elements (padding is
+    ignored), clamped to [act_min, act_max]. x: int8 NHWC; returns int8 NHWC."""
+    low, high = _activation_range(act_min=act_min, act_max=act_max)
+    windows = _pool_windows(x, pool_size, stride, padding, fill=np.iinfo(np.int16).min)
+    return np.clip(windows.max(axis=3), low, high).astype(np.int8)
+
+
+def average_pool2d(x, pool_size, stride, padding=0, act_min=INT8_MIN, act_max=INT8_MAX):
+    """TFLite int8 AVERAGE_POOL_2D: per window the sum of its in-image elements divided by
+    their count n (padding is not counted), rounded half away from zero as the reference
+    kernel's ``(sum +- n/2) / n`` with C division, clamped. Input and output share one scale
+    and zero point. x: int8 NHWC; returns int8 NHWC."""
+    low, high = _activation_range(act_min=act_min, act_max=act_max)
+    sums = _pool_windows(x, pool_size, stride, padding, fill=0).astype(np.int64).sum(axis=3)
+    ones = np.ones((1, *np.shape(x)[1:3], 1), np.int8)
+    counts = _pool_windows(ones, pool_size, stride, padding, fill=0).astype(np.int64).sum(axis=3)
+    half = counts // 2
+    # C division truncates toward zero: for sum <= 0 that is -((half - sum) // n).
+    average = np.where(sums > 0, (sums + half) // counts, -((half - sums) // counts))
+    return np.clip(average, low, high).astype(np.int8)
+
+
+def mean_multiplier(input_scale, output_scale, count):
+    """(M, shift) of TFLite's int8 MEAN over `count` elements (``reference_ops::
+    QuantizedMeanOrSum``): ``QuantizeMultiplier(s_in / s_out)`` with 1/count folded in as
+    ``M = (M << k) / count``, ``shift -= k``, k = min(floor(log2 count), 32, 31 + shift)."""
+    ratio = tflite_scale("input_scale", input_scale) / tflite_scale("output_scale", output_scale)
+    if not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be a positive integer, not {count!r}")
+    multiplier, shift = quantize_multiplier(ratio)
+    fold = min(int(count).bit_length() - 1, 32, 31 + shift)
+    return (multiplier << fold) // int(count), shift - fold
+
+
+def mean_hw(x, *, input_scale, input_zero_point, output_scale, output_zero_point):
+    """TFLite int8 MEAN over H and W (global average pool) as LiteRT's reference kernel
+    computes it (``QuantizedMeanOrSum``; LiteRT takes this path unless keep_dims is set)::
+
+        y[b, c] = clamp(MBQM(sum_hw(x[b, :, :, c]) - zp_in * H*W, M, shift) + zp_out)
+
+    with (M, shift) from `mean_multiplier`. x: int8 [B, H, W, C]; returns int8 [B, C].
+    LiteRT's optimized kernel for keep_dims=True (``optimized_integer_ops::Mean``) uses another
+    formula and is not modelled here.
+    """
+    x = _as_int_array("x", x, np.int8, 4)
+    zp_in, zp_out = (_check_zero_point(name, value) for name, value in (
+        ("input_zero_point", input_zero_point), ("output_zero_point", output_zero_point)))
+    count = x.shape[1] * x.shape[2]
+    multiplier, shift = mean_multiplier(input_scale, output_scale, count)
+    sums = _check_int32("MEAN sum", x.astype(np.int64).sum(axis=(1, 2)) - zp_in * count)
+    out = multiply_by_quantized_multiplier(sums, multiplier, shift) + zp_out
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def requantize_int8(x, *, input_scale, input_zero_point, output_scale, output_zero_point):
+    """TFLite QUANTIZE int8 -> int8 (``reference_ops::Requantize``)::
+
+        y = clamp(MBQM(x - zp_in, M, shift) + zp_out),  (M, shift) = QuantizeMultiplier(s_in/s_out)
+    """
+    x = _as_int_array("x", x, np.int8)
+    zp_in, zp_out = (_check_zero_point(name, value) for name, value in (
+        ("input_zero_point", input_zero_point), ("output_zero_point", output_zero_point)))
+    ratio = tflite_scale("input_scale", input_scale) / tflite_scale("output_scale", output_scale)
+    multiplier, shift = quantize_multiplier(ratio)
+    out = multiply_by_quantized_multiplier(x.astype(np.int64) - zp_in, multiplier, shift) + zp_out
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def concatenate(xs, *, input_quantizations, output_scale, output_zero_point):
+    """Concatenate int8 tensors along the last (channel) axis.
+
+    TFLite's int8 CONCATENATION requires every input to share the output's scale and zero point;
+    the converter puts a QUANTIZE before each input that does not. This kernel does the same in
+    one step: an input whose (scale, zero point) in `input_quantizations` differs from the
+    output's is first rescaled with `requantize_int8`, the others are copied.
+    """
+    xs = [_as_int_array(f"xs[{index}]", x, np.int8) for index, x in enumerate(xs)]
+    if len(xs) < 1 or len(input_quantizations) != len(xs):
+        raise ValueError(f"concatenate needs one (scale, zero_point) per input, got "
+                         f"{len(input_quantizations)} for {len(xs)} inputs")
+    output_scale = tflite_scale("output_scale", output_scale)
+    parts = []
+    for index, (x, (scale, zero_point)) in enumerate(zip(xs, input_quantizations)):
+        if x.shape[:-1] != xs[0].shape[:-1]:
+            raise ValueError(f"concatenate: xs[{index}] has shape {x.shape}, which differs from "
+                             f"xs[0] {xs[0].shape} outside the last axis")
+        same = (tflite_scale(f"input_quantizations[{index}] scale", scale) == output_scale
+                and zero_point == output_zero_point)
+        parts.append(x if same else requantize_int8(
+            x, input_scale=scale, input_zero_point=zero_point, output_scale=output_scale,
+            output_zero_point=output_zero_point))
+    return np.concatenate(parts, axis=-1)
+
+
+def pad(x, pads, value):
+    """TFLite PAD: `x` [B, *dims] with ``pads[i] = (before, after)`` elements of `value` (the
+    zero point, for int8) added on per-sample axis i; the batch axis is not padded."""
+    x = np.asarray(x)
+    if len(pads) != x.ndim - 1:
+        raise ValueError(f"pad needs one (before, after) per per-sample axis ({x.ndim - 1}), "
+                         f"not {pads!r}")
+    return np.pad(x, [(0, 0), *pads], constant_values=value)
+
+
+def softmax_int8(x, *, input_scale, beta=1.0):
+    """Softmax over the last axis, int8 in and out, as a HOST FLOAT kernel.
+
+    ``p = exp(beta * s_in * (x - max)) / sum(...)`` in float64, quantized with TFLite's fixed
+    int8 softmax output quantization (scale 1/256, zero point -128):
+    ``y = clamp(round_half_away(p * 256) - 128)``. It is NOT bit-exact with LiteRT, whose
+    reference kernel uses a gemmlowp fixed-point exp and whose default kernel a float32 lookup
+    table; outputs may differ from either by a step. The zero point cancels, so it is not taken.
+    """
+    x = _as_int_array("x", x, np.int8)
+    scale = tflite_scale("input_scale", input_scale)
+    if not isinstance(beta, (int, float, np.floating)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta must be a finite number > 0, not {beta!r}")
+    logits = (x.astype(np.float64) - x.max(axis=-1, keepdims=True)) * (scale * beta)
+    exp = np.exp(logits)
+    probabilities = exp / exp.sum(axis=-1, keepdims=True)
+    quantized = np.floor(probabilities * 256 + 0.5) + SOFTMAX_OUTPUT_ZERO_POINT
+    return np.clip(quantized, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
 # Binary (W1A1) -----------------------------------------------------------------------------------
 
 def _check_plus_minus_one(name, x):
@@ -437,7 +711,7 @@ def fold_batchnorm_sign(gamma, beta, mean, var, eps=1e-5):
     if np.any(var + eps <= 0):
         raise ValueError("var + eps must be positive")
     sigma = np.sqrt(var + eps)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         bound = mean - beta * sigma / gamma
     ascending = gamma >= 0
     thresholds = np.where(ascending, np.ceil(bound), np.floor(bound))
