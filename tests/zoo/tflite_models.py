@@ -446,4 +446,41 @@ def residual_block(rng):
     return net
 
 
-ZOO = {"digits_cnn": digits_cnn, "residual_block": residual_block}
+def cifar_cnn(rng):
+    """32x32x3 input: conv3x3(16) stride 2, explicit PAD + VALID conv3x3(32), 2x2 average
+    pool, conv1x1 RELU6, 2x2 max pool, dense 64 RELU (per-channel), dense 10, SOFTMAX."""
+    net = Net("cifar_cnn", (32, 32, 3))
+    x = net.conv("input", _conv_weights(rng, 16, 3, 3, 3), _bias(rng, 16), stride=2)
+    x = net.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x = net.conv(x, _conv_weights(rng, 32, 3, 3, 16), _bias(rng, 32), padding="valid")
+    x = net.pool(x, "avg_pool")
+    x = net.conv(x, _conv_weights(rng, 32, 1, 1, 32), _bias(rng, 32), activation="relu6")
+    x = net.pool(x, "max_pool")
+    x = net.reshape(x, (1, 4 * 4 * 32))
+    x = net.dense(x, (rng.standard_normal((64, 512)) / 22).astype(np.float32), _bias(rng, 64),
+                  activation="relu", per_channel=True)
+    x = net.dense(x, (rng.standard_normal((10, 64)) / 8).astype(np.float32), _bias(rng, 10))
+    net.output(net.softmax(x))
+    return net
+
+
+def mobilenet_block(rng):
+    """Depthwise-separable blocks (depthwise 3x3 RELU6 + pointwise 1x1 RELU6, the second block
+    strided with depth multiplier 2), a concatenation of two branches, MEAN and a classifier."""
+    net = Net("mobilenet_block", (12, 12, 8))
+    depthwise = (rng.standard_normal((1, 3, 3, 8)) / 3).astype(np.float32)
+    x = net.depthwise("input", depthwise, _bias(rng, 8))
+    x = net.conv(x, _conv_weights(rng, 16, 1, 1, 8), _bias(rng, 16), activation="relu6")
+    y = net.depthwise(x, (rng.standard_normal((1, 3, 3, 32)) / 3).astype(np.float32),
+                      _bias(rng, 32), stride=2)
+    y = net.conv(y, _conv_weights(rng, 16, 1, 1, 32), _bias(rng, 16), activation="relu6")
+    z = net.pool(x, "max_pool", size=3, stride=2, padding="same")
+    x = net.concat([y, z])
+    x = net.mean(x)
+    net.output(net.dense(x, (rng.standard_normal((10, 32)) / 6).astype(np.float32),
+                         _bias(rng, 10)))
+    return net
+
+
+ZOO = {"digits_cnn": digits_cnn, "residual_block": residual_block, "cifar_cnn": cifar_cnn,
+       "mobilenet_block": mobilenet_block}
