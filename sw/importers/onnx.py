@@ -552,7 +552,13 @@ class _Lowering:
     def _lower_AveragePool(self, qop):
         if qop.attributes.get("count_include_pad", 0):
             raise self._error(qop, "AveragePool with count_include_pad=1 is not supported")
-        self._pool(qop, ops.AveragePool2D)
+        (x,) = qop.inputs[:1]
+        if self._padding(qop, x, qop.attributes["kernel_shape"], qop.attributes) == (0, 0, 0, 0):
+            # Every window has kernel_shape elements: one rounding, as onnxruntime.
+            self._unit_depthwise(qop, x, qop.output, tuple(qop.attributes["kernel_shape"]),
+                                 stride=tuple(qop.attributes.get("strides", [1, 1])))
+        else:
+            self._pool(qop, ops.AveragePool2D)
 
     def _pool(self, qop, kind):
         (x,) = qop.inputs[:1]
@@ -581,14 +587,32 @@ class _Lowering:
         (x,) = qop.inputs[:1]
         if qop.attributes.get("channels_last", 0):
             raise self._error(qop, "channels_last=1 is not supported")
-        output = qop.output
-        mean = self._emit(qop, ops.Mean(
-            input_scale=x.scale, input_zero_point=x.zero_point, output_scale=output.scale,
-            output_zero_point=output.zero_point), [self._name(x)], output,
-            name=f"{output.name}/mean")
-        channels = self.tensors[mean].shape[0]
-        # ONNX keeps [1, C, 1, 1]: the graph tensor is [1, 1, C].
-        self._emit(qop, ops.Reshape(shape=(1, 1, channels)), [mean], output)
+        height, width, _ = self._tensor(x).shape
+        self._unit_depthwise(qop, x, qop.output, (height, width))
+
+    def _unit_depthwise(self, qop, x, output, window, stride=(1, 1), name=None):
+        """Average or rescale `x` into `output`'s quantization with one rounding, as
+        onnxruntime does in float (QLinearGlobalAveragePool, QLinearAveragePool without
+        padding, QLinearConcat's inputs): a VALID depthwise
+        convolution with unit weights sums each window, and the device's one-rounding
+        requantizer (rounding "single") multiplies by ``s_in / (count * s_out)``, the ratio
+        onnxruntime computes in float32. TFLite's MEAN and QUANTIZE kernels round twice and
+        would differ from onnxruntime far more often."""
+        channels = self._tensor(x).shape[-1]
+        count = window[0] * window[1]
+        real = float(np.float32(x.scale) / np.float32(np.float32(output.scale) * count))
+        weight = 1
+        while real / weight >= 1 and weight < 64:
+            weight *= 2         # the requantizer only shifts right: scale the sum up instead
+        multiplier, shift = quantize_multiplier(real / weight)
+        if shift > 0:
+            raise self._error(qop, f"rescaling by {real:.6g} is beyond the requantizer's range")
+        graph_op = ops.DepthwiseConv2D(
+            weights=np.full((*window, channels, 1), weight, np.int8),
+            bias=np.zeros(channels, np.int32), multiplier=np.full(channels, multiplier),
+            shift=np.full(channels, shift), stride=stride, input_zero_point=x.zero_point,
+            output_zero_point=output.zero_point, rounding="single")
+        return self._emit(qop, graph_op, [self._name(x)], output, name=name)
 
     def _lower_Flatten(self, qop):
         (x,) = qop.inputs[:1]
@@ -621,11 +645,18 @@ class _Lowering:
             raise self._error(qop, f"only concatenation of 4-D NCHW tensors on the channel axis "
                                    f"is supported, not axis {qop.attributes.get('axis')}")
         output = qop.output
-        self._emit(qop, ops.Concat(
-            input_scales=tuple(x.scale for x in qop.inputs),
-            input_zero_points=tuple(x.zero_point for x in qop.inputs),
-            output_scale=output.scale, output_zero_point=output.zero_point),
-            [self._name(x) for x in qop.inputs], output)
+        inputs = []
+        for index, x in enumerate(qop.inputs):
+            if (x.scale, x.zero_point) == (output.scale, output.zero_point):
+                inputs.append(self._name(x))
+            else:
+                inputs.append(self._unit_depthwise(qop, x, output, (1, 1),
+                                                   name=f"{output.name}/input{index}"))
+        count = len(inputs)
+        self._emit(qop, ops.Concat(input_scales=(output.scale,) * count,
+                                   input_zero_points=(output.zero_point,) * count,
+                                   output_scale=output.scale,
+                                   output_zero_point=output.zero_point), inputs, output)
 
     def _lower_Pad(self, qop):
         x, pads = qop.inputs[:2]
