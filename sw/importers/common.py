@@ -1,6 +1,8 @@
 """What the importers share: their exception and the errors every format reports alike."""
 
-__all__ = ["ModelImportError", "unsupported_op"]
+import struct
+
+__all__ = ["ModelImportError", "unsupported_op", "inconsistent_model"]
 
 
 class ModelImportError(ValueError):
@@ -14,3 +16,22 @@ def unsupported_op(format_name, op, node, position, supported):
     return ModelImportError(
         f"{format_name} op {op} (node {node!r}, position {position} in execution order) is not "
         f"supported; supported ops: {', '.join(sorted(supported))}")
+
+
+# What a file that parses but contradicts itself (a flipped bit in a shape or an index) makes
+# the lowering raise before a check of ours catches it; struct.error comes from flatbuffers
+# tables (TFLite op options) that are read lazily, during the lowering.
+_INCONSISTENCIES = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
+                    struct.error)
+
+
+def inconsistent_model(format_name, convert, data):
+    """`convert(data)`, any failure other than a `ModelImportError` reported as an
+    inconsistent (likely corrupted) model instead of a traceback from inside the importer."""
+    try:
+        return convert(data)
+    except ModelImportError:
+        raise
+    except _INCONSISTENCIES as error:
+        raise ModelImportError(f"the {format_name} model is inconsistent (a corrupted file?): "
+                               f"{type(error).__name__}: {error}") from None

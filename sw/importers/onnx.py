@@ -38,7 +38,7 @@ import numpy as np
 from sim.reference import quantize_multiplier, same_padding
 from sw import ops
 from sw.graph import Graph, Node, Tensor
-from sw.importers.common import ModelImportError, unsupported_op
+from sw.importers.common import ModelImportError, inconsistent_model, unsupported_op
 
 __all__ = ["load_onnx", "onnx_to_graph", "SUPPORTED_OPS"]
 
@@ -85,9 +85,7 @@ def load_onnx(path):
 
 def onnx_to_graph(data):
     """The `Graph` of serialized ONNX model bytes (see the module docstring)."""
-    model = _parse(data)
-    reader = _Reader(model)
-    return _Lowering(reader).graph()
+    return inconsistent_model("ONNX", lambda d: _Lowering(_Reader(_parse(d))).graph(), data)
 
 
 def _parse(data):
@@ -490,6 +488,10 @@ class _Lowering:
             raise self._error(qop, "the second operand must be constant 2-D weights")
         weights = b.values.T if transposed else b.values            # [K, N]
         source = self._name(a)
+        features = int(np.prod(self.tensors[source].shape))
+        if weights.shape[0] != features:
+            raise self._error(qop, f"weights {list(b.values.shape)} (transB={transposed}) do "
+                                   f"not take the {features} input features")
         if source in self.flattened:
             channels, height, width = self.flattened[source]
             # ONNX flattened (c, h, w); the graph's Flatten gives (h, w, c).

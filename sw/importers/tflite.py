@@ -30,7 +30,7 @@ import numpy as np
 
 from sim.reference import INT8_MAX, INT8_MIN, quantize_multiplier, same_padding
 from sw.graph import Graph, Node, Tensor
-from sw.importers.common import ModelImportError, unsupported_op
+from sw.importers.common import ModelImportError, inconsistent_model, unsupported_op
 from sw.importers.tflite_reader import read_tflite
 from sw import ops
 
@@ -51,7 +51,7 @@ def load_tflite(path):
 
 def tflite_to_graph(data):
     """The `Graph` of TFLite flatbuffer bytes (see the module docstring)."""
-    return _Lowering(read_tflite(data)).graph()
+    return inconsistent_model("TFLite", lambda d: _Lowering(read_tflite(d)).graph(), data)
 
 
 class _Lowering:
@@ -94,7 +94,8 @@ class _Lowering:
                                    f"({len(tensor.scales)} scales); activations need one scale")
         if not tensor.shape or tensor.shape[0] != 1:
             raise ModelImportError(f"{tensor.describe()}: activations must have batch 1 first")
-        name = tensor.name if tensor.name not in self.names else f"{tensor.name}#{tensor.index}"
+        name = tensor.name if tensor.name and tensor.name not in self.names \
+            else f"{tensor.name}#{tensor.index}"
         self.names.add(name)
         return Tensor(name=name, shape=tensor.shape[1:] or (1,), dtype="int8",
                       scale=float(tensor.scales[0]), zero_point=int(tensor.zero_points[0]))

@@ -103,6 +103,8 @@ def _layer(builder, net, kind, inputs, output, parameters):
         builder.node("Concat", inputs, output, axis=_nchw_axis(parameters["axis"]))
     elif kind == "softmax":
         builder.node("Softmax", inputs, output, axis=-1)
+    elif kind == "tanh":
+        builder.node("Tanh", inputs, output)
     else:
         raise ValueError(f"no ONNX form for zoo layer {kind!r}")
 
@@ -140,14 +142,18 @@ class _Calibration:
             "input": sample.transpose(2, 0, 1)[np.newaxis].astype(np.float32)}
 
 
-def quantized_onnx(net, calibration, path, *, qdq, per_channel):
-    """Quantize the float model with `quantize_static` (int8 activations and weights) into
-    `path` (QDQ or QOperator format); return the path."""
+def quantized_onnx(model, calibration, path, *, qdq, per_channel, activation_type="QInt8",
+                   weight_type="QInt8", extra_options=None):
+    """Quantize a float model (a zoo `Net` or an ONNX ModelProto with input "input") with
+    `quantize_static` into `path`, QDQ or QOperator format; int8 activations and symmetric int8
+    weights unless the QuantType names and `extra_options` say otherwise. Returns the path."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    quantize_static(float_onnx(net), str(path), _Calibration(calibration),
+    if not isinstance(model, onnx.ModelProto):
+        model = float_onnx(model)
+    quantize_static(model, str(path), _Calibration(calibration),
                     quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
-                    per_channel=per_channel, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+                    per_channel=per_channel, activation_type=QuantType[activation_type],
+                    weight_type=QuantType[weight_type], extra_options=extra_options)
     return path
 
 

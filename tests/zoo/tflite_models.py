@@ -197,6 +197,10 @@ class Net:
     def softmax(self, x):
         return self._add("softmax", [x], self.shapes[x])
 
+    def tanh(self, x):
+        """An op the importers do not support (for the error tests)."""
+        return self._add("tanh", [x], self.shapes[x])
+
     def output(self, x):
         self.output_name = x
 
@@ -376,7 +380,11 @@ def _write_softmax(writer, net, inputs, output, parameters, quantization):
     writer.operator(tflite.BuiltinOperator.SOFTMAX, inputs, [output], "SoftmaxOptions", Beta=1.0)
 
 
-_LAYERS = {"conv": _write_conv, "depthwise": _write_depthwise, "dense": _write_dense,
+def _write_tanh(writer, net, inputs, output, parameters, quantization):
+    writer.operator(tflite.BuiltinOperator.TANH, inputs, [output])
+
+
+_LAYERS = {"tanh": _write_tanh, "conv": _write_conv, "depthwise": _write_depthwise, "dense": _write_dense,
            "max_pool": _write_pool(tflite.BuiltinOperator.MAX_POOL_2D),
            "avg_pool": _write_pool(tflite.BuiltinOperator.AVERAGE_POOL_2D),
            "mean": _write_mean, "add": _write_add, "reshape": _write_reshape, "pad": _write_pad,
