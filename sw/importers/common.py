@@ -21,7 +21,7 @@ def unsupported_op(format_name, op, node, position, supported):
 # What a file that parses but contradicts itself (a flipped bit in a shape or an index) makes
 # the lowering raise before a check of ours catches it; struct.error comes from flatbuffers
 # tables (TFLite op options) that are read lazily, during the lowering.
-_INCONSISTENCIES = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
+_INCONSISTENCIES = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError,
                     struct.error)
 
 

@@ -155,7 +155,11 @@ def _tensor(model, tensor, index, data):
     axis = 0
     quantization = tensor.Quantization()
     if quantization is not None and quantization.ScaleLength():
-        scales = quantization.ScaleAsNumpy().astype(np.float64)
+        with np.errstate(invalid="ignore"):     # a corrupted scale may be a signalling NaN
+            scales = quantization.ScaleAsNumpy().astype(np.float64)
+        if not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ModelImportError(f"tensor {index} {name!r} has scales "
+                                   f"{scales[:4].tolist()}; scales must be finite and > 0")
         zero_points = quantization.ZeroPointAsNumpy().astype(np.int64) \
             if quantization.ZeroPointLength() else np.zeros(len(scales), np.int64)
         axis = quantization.QuantizedDimension()
