@@ -169,6 +169,31 @@ def test_unsupported_onnx_op_is_named_with_position_and_supported_list(fmt, posi
         load_model(path)
 
 
+def _one_conv_net(dilation=1):
+    rng = np.random.default_rng(9)
+    net = Net("one_conv", (6, 6, 2))
+    net.output(net.conv("input", (rng.standard_normal((4, 3, 3, 2)) / 4).astype(np.float32),
+                        np.zeros(4, np.float32), dilation=dilation))
+    return net, rng.standard_normal((4, 6, 6, 2))
+
+
+@pytest.mark.parametrize("dilation,weight_quantization,message", [
+    (2, None, r"CONV_2D \(node 'conv0', position 1\): dilated convolutions"),
+    (1, lambda scales, zero_points, axis: (scales, [3] * len(scales), axis),
+     r"asymmetric weights"),
+    (1, lambda scales, zero_points, axis: (scales, zero_points, 3),
+     r"quantized per channel on axis 3 with 4 scales; CONV_2D takes per-channel scales on "
+     r"axis 0"),
+])
+def test_tflite_quantization_outside_the_device_is_refused_by_name(
+        dilation, weight_quantization, message, tmp_path):
+    net, calibration = _one_conv_net(dilation)
+    path = tmp_path / "conv.tflite"
+    path.write_bytes(net.quantized_tflite(calibration, weight_quantization))
+    with pytest.raises(ModelImportError, match=message):
+        load_model(path)
+
+
 @pytest.mark.parametrize("option,message", [
     (dict(activation_type="QUInt8", weight_type="QUInt8"), "only int8 quantization"),
     (dict(extra_options={"WeightSymmetric": False}), "asymmetric weights"),

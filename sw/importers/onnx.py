@@ -276,6 +276,9 @@ class _Reader:
 
     def _qoperator(self, node, position):
         kind, operands, output = _QOPERATOR[node.op_type]
+        if len(node.input) <= output[0] or not node.input[output[0]]:
+            raise self._error(node, position, "a float output (no y_scale) is not supported; "
+                                              "the output must be int8")
         inputs = [self._operand(node, position, indices) for indices in operands]
         scale, zero_point = self._quantization(node, position, node.input[output[0]],
                                                node.input[output[1]])

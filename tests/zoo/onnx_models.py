@@ -52,6 +52,8 @@ class _Builder:
 
 
 def _conv(builder, net, inputs, output, parameters, weights, group):
+    if parameters.get("dilation", 1) != 1:
+        raise ValueError("the ONNX zoo writes no dilated convolutions")
     kernel = weights.shape[2]
     stride = parameters["stride"]
     pads = _same_pads(net, inputs[0], kernel, stride) if parameters["padding"] == "same" \

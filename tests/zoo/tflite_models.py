@@ -61,6 +61,7 @@ class _Writer:
         self.operators = []         # (opcode index, inputs, outputs, options type, options fields)
         self.opcodes = []
         self.index = {}
+        self.weight_quantization = None
 
     def tensor(self, name, shape, dtype, data=None, quantization=None):
         buffer = 0
@@ -150,13 +151,15 @@ class Net:
         self.layers.append((kind, tuple(inputs), output, parameters))
         return output
 
-    def conv(self, x, weights, bias, stride=1, padding="same", activation="relu"):
+    def conv(self, x, weights, bias, stride=1, padding="same", activation="relu", dilation=1):
         _, height, width, _ = self.shapes[x]
+        if dilation != 1 and padding != "same":
+            raise ValueError("the zoo writes dilated convolutions with SAME padding only")
         cout, kh, kw, _ = weights.shape
         shape = (1, _conv_size(height, kh, stride, padding), _conv_size(width, kw, stride, padding),
                  cout)
         return self._add("conv", [x], shape, weights=weights, bias=bias, stride=stride,
-                         padding=padding, activation=activation)
+                         padding=padding, activation=activation, dilation=dilation)
 
     def depthwise(self, x, weights, bias, stride=1, padding="same", activation="relu6"):
         _, height, width, channels = self.shapes[x]
@@ -215,11 +218,13 @@ class Net:
             _LAYERS[kind](writer, self, inputs, output, parameters, None)
         return writer.serialise(["input"], [self.output_name])
 
-    def quantized_tflite(self, calibration):
+    def quantized_tflite(self, calibration, weight_quantization=None):
         """The full-integer model, activations quantized from their ranges on `calibration`
-        (float inputs [N, *input_shape]); float in, float out."""
+        (float inputs [N, *input_shape]); float in, float out. `weight_quantization`, for
+        the error tests, rewrites each weight tensor's (scales, zero points, axis) as stored."""
         quantization = _activation_quantization(self, _ranges(self, calibration))
         writer = _Writer()
+        writer.weight_quantization = weight_quantization
         writer.tensor("input", self.shapes["input"], np.float32)
         writer.tensor("input_int8", self.shapes["input"], np.int8,
                       quantization=quantization["input"])
@@ -287,8 +292,10 @@ def _weights(writer, name, weights, axis, per_channel):
     shaped = scales.reshape([-1 if a == axis else 1 for a in range(weights.ndim)]) \
         if per_channel else scales[0]
     values = np.clip(np.round(weights / shaped), -127, 127).astype(np.int8)
-    writer.tensor(name, weights.shape, np.int8, values,
-                  (list(scales), [0] * len(scales), axis if per_channel else 0))
+    stored = (list(scales), [0] * len(scales), axis if per_channel else 0)
+    if writer.weight_quantization is not None:
+        stored = writer.weight_quantization(*stored)
+    writer.tensor(name, weights.shape, np.int8, values, stored)
     return scales
 
 
@@ -317,7 +324,8 @@ def _write_conv(writer, net, inputs, output, parameters, quantization):
     stride = parameters["stride"]
     writer.operator(tflite.BuiltinOperator.CONV_2D, [inputs[0], *names], [output],
                     "Conv2DOptions", Padding=_PADDING[parameters["padding"]], StrideW=stride,
-                    StrideH=stride, DilationWFactor=1, DilationHFactor=1,
+                    StrideH=stride, DilationWFactor=parameters["dilation"],
+                    DilationHFactor=parameters["dilation"],
                     FusedActivationFunction=_ACTIVATION[parameters["activation"]])
 
 
