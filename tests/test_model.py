@@ -287,7 +287,7 @@ def test_dense_rejects(changes, error, words):
     (dict(stride=(0, 1)), ValueError, "Conv2D.stride must be a tuple of 2 integers >= 1"),
     (dict(stride=2), ValueError, "Conv2D.stride"),
     (dict(padding=(1, 1)), ValueError, "Conv2D.padding must be a tuple of 4"),
-    (dict(padding=(3, 0, 0, 0)), ValueError, "smaller than the 3x3 kernel"),
+    (dict(padding=(3, 0, 0, 0)), ValueError, "smaller than the 3x3 window"),
     (dict(pool=1), TypeError, "Conv2D.pool must be a bool"),
 ])
 def test_conv2d_rejects(changes, error, words):
@@ -342,12 +342,13 @@ def binary_layer(n, k, hidden):
 @pytest.mark.parametrize("build, error, words", [
     (lambda: int8_model([]), ValueError, "must not be empty"),
     (lambda: int8_model([Dense(**dense_kwargs())], input_shape=(5,)), ValueError,
-     "layers[0]: Dense expects a per-sample input of shape (4,), not (5,)"),
+     "node 'layers[0]' (Dense): Dense expects a per-sample input of shape (4,), not (5,)"),
     (lambda: int8_model([Dense(**dense_kwargs())], zero_point=3), ValueError,
-     "layers[0].input_zero_point is 0 but its input's zero point (input.zero_point) is 3"),
+     "node 'layers[0]' (Dense): input_zero_point is 0 but input tensor 'input' has zero point 3"),
     (lambda: int8_model([Dense(**dense_kwargs(output_zero_point=5)),
                          Dense(**dense_kwargs(weights=np.ones((2, 2), np.int8)))]),
-     ValueError, "(layers[0].output_zero_point) is 5"),
+     ValueError, "node 'layers[1]' (Dense): input_zero_point is 0 but input tensor 'layers[0]' "
+     "has zero point 5"),
     (lambda: int8_model([Conv2D(**conv_kwargs(pool=True))], input_shape=(2, 2, 1)),
      ValueError, "does not fit"),
     (lambda: int8_model([Conv2D(**conv_kwargs(padding=(1, 1, 1, 1), pool=True))],
@@ -362,7 +363,8 @@ def binary_layer(n, k, hidden):
      "layers[1] is BinaryDense; a INT8 model takes only"),
     (lambda: QuantizedModel(layers=[binary_layer(3, 4, False), binary_layer(2, 3, False)],
                             input_shape=(4,), input=SignInput(threshold=0.0)), ValueError,
-     "layers[0] is a BinaryDense without thresholds"),
+     "node 'layers[1]' (BinaryDense): input tensor 'layers[0]' is int32; BinaryDense takes "
+     "binary"),
     (lambda: QuantizedModel(layers=[binary_layer(3, 4, False)], input_shape=(4,),
                             input=Int8Input(scale=1.0)), TypeError, "must be a SignInput"),
     (lambda: QuantizedModel(layers=[binary_layer(3, 4, False)], input_shape=(4,),
@@ -383,7 +385,7 @@ def test_model_rejects(build, error, words):
 
 def test_executor_checks_its_input():
     model = int8_model([Dense(**dense_kwargs())])
-    with pytest.raises(ValueError, match=r"shape \[M, 4\]"):
+    with pytest.raises(ValueError, match=r"input 'input' must have shape \[B, 4\]"):
         run_reference(model, np.zeros((2, 5), np.int8))
     with pytest.raises(TypeError, match="quantize_input"):
         run_reference(model, np.zeros((2, 4)))

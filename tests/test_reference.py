@@ -330,3 +330,285 @@ def test_binary_conv2d_matches_direct_loops(kernel, stride, pad):
     expected = direct_conv2d(x, w, 0, (stride, stride), (pad,) * 4, -1) \
         - w.astype(np.int64).sum(axis=(0, 1, 2))
     assert (dot == expected).all()
+
+
+# Graph kernels: independent integer models -------------------------------------------------------
+# Python integers only, written from the definitions: SaturatingRoundingDoublingHighMul rounds
+# (a*b) / 2^31 half away from zero (nudge, then C division), RoundingDivideByPOT rounds half away
+# from zero, and C division truncates toward zero.
+
+def c_div(a, b):
+    quotient = abs(a) // abs(b)
+    return quotient if (a >= 0) == (b > 0) else -quotient
+
+
+def mbqm_int(x, m0, shift):
+    x = x * 2 ** max(shift, 0)
+    product = x * m0
+    high = c_div(product + (2 ** 30 if product >= 0 else 1 - 2 ** 30), 2 ** 31)
+    exponent = max(-shift, 0)
+    if exponent == 0:
+        return high
+    magnitude = (abs(high) + 2 ** (exponent - 1)) >> exponent       # half away from zero
+    return magnitude if high >= 0 else -magnitude
+
+
+def clamp8(value, low=-128, high=127):
+    return max(low, min(high, value))
+
+
+@pytest.mark.parametrize("x, m0, shift, expected", [
+    (3, 1 << 30, 1, 3),              # (3 * 2) * 0.5, exact
+    (5, 1 << 30, -1, 2),             # SRDHM 2.5 -> 3, then 3 / 2 = 1.5 -> 2 (exact 1.25)
+    (-5, 1 << 30, -1, -1),           # SRDHM -2.5 -> -2 (its nudge), then -2 / 2 = -1
+    (7, 3 << 29, 0, 5),              # 7 * 0.75 = 5.25
+    (100, 1 << 30, 30, None),        # 100 * 2^30 leaves int32
+])
+def test_multiply_by_quantized_multiplier_hand_worked(x, m0, shift, expected):
+    if expected is None:
+        with pytest.raises(OverflowError, match="int32"):
+            ref.multiply_by_quantized_multiplier(x, m0, shift)
+        return
+    assert int(ref.multiply_by_quantized_multiplier(x, m0, shift)) == expected \
+        == mbqm_int(x, m0, shift)
+
+
+@FAST
+@given(st.integers(-2**20, 2**20), st.integers(0, 2**31 - 1), st.integers(-31, 10))
+def test_multiply_by_quantized_multiplier_matches_python_integers(x, m0, shift):
+    assert int(ref.multiply_by_quantized_multiplier(x, m0, shift)) == mbqm_int(x, m0, shift)
+
+
+def direct_depthwise(x, w, bias, stride, pads, zp):
+    """Loops over every output pixel, input channel c and multiplier m (output c*M + m)."""
+    sh, sw = stride
+    top, bottom, left, right = pads
+    h, wd, cin = x.shape
+    kh, kw, _, mult = w.shape
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (wd + left + right - kw) // sw + 1
+    out = np.zeros((out_h, out_w, cin * mult), np.int64)
+    for oy, ox, c, m in np.ndindex(out_h, out_w, cin, mult):
+        acc = int(bias[c * mult + m])
+        for i, j in np.ndindex(kh, kw):
+            y, xx = oy * sh + i - top, ox * sw + j - left
+            if 0 <= y < h and 0 <= xx < wd:
+                acc += (int(x[y, xx, c]) - zp) * int(w[i, j, c, m])
+        out[oy, ox, c * mult + m] = acc
+    return out
+
+
+@pytest.mark.parametrize("kernel, stride, pad, mult", [
+    (3, 1, 1, 1), (3, 2, 1, 2), (1, 1, 0, 3), (5, 2, 2, 1), (2, 2, 0, 1), (3, 1, 0, 2),
+])
+def test_depthwise_conv2d_matches_direct_loops(kernel, stride, pad, mult):
+    rng = np.random.default_rng(kernel * 1000 + stride * 100 + pad * 10 + mult)
+    x = rng.integers(-128, 128, (2, 7, 6, 3), dtype=np.int8)
+    w = rng.integers(-128, 128, (kernel, kernel, 3, mult), dtype=np.int8)
+    bias = rng.integers(-1000, 1000, 3 * mult, dtype=np.int32)
+    zp = int(rng.integers(-128, 128))
+    result = ref.depthwise_conv2d(x, w, bias, stride, pad, zp)
+    for b in range(2):
+        assert (result[b] == direct_depthwise(x[b], w, bias, (stride, stride), (pad,) * 4,
+                                              zp)).all()
+
+
+def test_depthwise_conv2d_asymmetric_padding_and_errors():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (5, 4, 2), dtype=np.int8)
+    w = rng.integers(-128, 128, (3, 2, 2, 2), dtype=np.int8)
+    pads = (0, 2, 1, 0)
+    result = ref.depthwise_conv2d(x, w, None, (2, 1), pads, -128)
+    assert (result == direct_depthwise(x, w, np.zeros(4), (2, 1), pads, -128)).all()
+    with pytest.raises(ValueError, match="channels"):
+        ref.depthwise_conv2d(x, np.zeros((3, 3, 3, 1), np.int8))
+
+
+def test_add_multipliers_hand_worked():
+    # twice_max = 1.0: 0.5 and 0.25 for the inputs, 1.0 / 2^20 for the output.
+    assert ref.add_multipliers(0.5, 0.25, 1.0) == ((1 << 30, 0), (1 << 30, -1), (1 << 30, -19))
+    with pytest.raises(ValueError, match="output_scale >"):
+        ref.add_multipliers(1.0, 1.0, 2.0 ** -20)
+
+
+def add_int(x1, x2, zps, multipliers, act=(-128, 127)):
+    (m1, s1), (m2, s2), (mo, so) = multipliers
+    a = mbqm_int((x1 - zps[0]) * 2 ** 20, m1, s1)
+    b = mbqm_int((x2 - zps[1]) * 2 ** 20, m2, s2)
+    return clamp8(mbqm_int(a + b, mo, so) + zps[2], *act)
+
+
+@pytest.mark.parametrize("x1, x2, expected", [
+    (1, 2, 3), (127, 127, 127), (-128, -128, -128), (-1, 1, 0), (100, -28, 72)])
+def test_add_hand_worked(x1, x2, expected):
+    quant = dict(input1_scale=1.0, input1_zero_point=0, input2_scale=1.0, input2_zero_point=0,
+                 output_scale=1.0, output_zero_point=0)
+    assert ref.add(np.array([x1], np.int8), np.array([x2], np.int8), **quant).tolist() == \
+        [expected]
+
+
+@FAST
+@given(st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.floats(1e-2, 2.0),
+       st.lists(st.integers(-128, 127), min_size=3, max_size=3), st.data())
+def test_add_matches_integers_and_real_sum(s1, s2, so, zps, data):
+    x1 = data.draw(int8_arrays(12))
+    x2 = data.draw(int8_arrays(12))
+    low = data.draw(st.integers(-128, 0))
+    out = ref.add(x1, x2, input1_scale=s1, input1_zero_point=zps[0], input2_scale=s2,
+                  input2_zero_point=zps[1], output_scale=so, output_zero_point=zps[2],
+                  act_min=low)
+    multipliers = ref.add_multipliers(s1, s2, so)
+    s1, s2, so = (float(np.float32(s)) for s in (s1, s2, so))
+    for a, b, got in zip(x1.tolist(), x2.tolist(), out.tolist()):
+        assert got == add_int(a, b, zps, multipliers, (low, 127))
+        real = (s1 * (a - zps[0]) + s2 * (b - zps[1])) / so + zps[2]
+        assert abs(got - clamp8(round(real), low)) <= 1
+
+
+def direct_pool(x, size, stride, pads, reduce):
+    """Loops: `reduce` over each window's in-image elements, as Python integers."""
+    kh, kw = size
+    sh, sw = stride
+    top, bottom, left, right = pads
+    batch, h, wd, channels = x.shape
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (wd + left + right - kw) // sw + 1
+    out = np.zeros((batch, out_h, out_w, channels), np.int64)
+    for b, oy, ox, c in np.ndindex(out.shape):
+        window = [int(x[b, y, xx, c]) for y in range(oy * sh - top, oy * sh - top + kh)
+                  for xx in range(ox * sw - left, ox * sw - left + kw)
+                  if 0 <= y < h and 0 <= xx < wd]
+        out[b, oy, ox, c] = reduce(window)
+    return out
+
+
+def rounded_mean(values):
+    total, count = sum(values), len(values)
+    magnitude = (2 * abs(total) + count) // (2 * count)     # floor(|total| / count + 1/2)
+    return magnitude if total >= 0 else -magnitude
+
+
+POOLS = [  # (size, stride, padding)
+    ((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (0, 0, 0, 0)), ((3, 3), (1, 1), (1, 1, 1, 1)),
+    ((3, 3), (2, 2), (0, 1, 0, 1)), ((2, 3), (1, 2), (1, 0, 2, 0)), ((1, 1), (1, 1), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("size, stride, pads", POOLS)
+def test_pools_match_direct_loops(size, stride, pads):
+    rng = np.random.default_rng(sum(size) * 100 + sum(stride) * 10 + sum(pads))
+    x = rng.integers(-128, 128, (2, 7, 5, 3), dtype=np.int8)
+    assert (ref.max_pool2d(x, size, stride, pads) == direct_pool(x, size, stride, pads, max)).all()
+    assert (ref.average_pool2d(x, size, stride, pads)
+            == direct_pool(x, size, stride, pads, rounded_mean)).all()
+    low, high = -20, 30
+    assert (ref.average_pool2d(x, size, stride, pads, low, high)
+            == np.clip(direct_pool(x, size, stride, pads, rounded_mean), low, high)).all()
+
+
+def test_average_pool_hand_worked_ties_and_borders():
+    x = np.array([1, 2, 3, 5, -1, -2, -3, -5], np.int8).reshape(1, 2, 4, 1)
+    # [[1, 2, 3, 5], [-1, -2, -3, -5]]: 2x2 windows stride 2: (1+2-1-2)/4 = 0, (3+5-3-5)/4 = 0
+    assert ref.average_pool2d(x, 2, 2)[..., 0].tolist() == [[[0, 0]]]
+    # 1x2 windows: 1.5 -> 2, 4 -> 4, -1.5 -> -2, -4 -> -4 (half away from zero)
+    assert ref.average_pool2d(x, (1, 2), (1, 2))[..., 0].tolist() == [[[2, 4], [-2, -4]]]
+    # 3x3, padding 1: the corner window holds 1, 2, -1, -2 only: 0/4; next: (1+2+3-1-2-3)/6 = 0;
+    # the right edge: (3+5-3-5)/4 = 0; a single row shows the counts: (1+2)/2 = 1.5 -> 2.
+    assert ref.average_pool2d(x[:, :1], 3, 1, 1)[..., 0].tolist() == [[[2, 2, 3, 4]]]
+    # max ignores padding even when every real value is negative.
+    assert ref.max_pool2d(-np.abs(x), 3, 1, 1)[..., 0].min() == -3
+    with pytest.raises(ValueError, match="larger than every side"):
+        ref.max_pool2d(x, 2, 1, (2, 0, 0, 0))
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([1, 2, 3, 5], 3),          # 2.75
+    ([1, 1, 2], 1),             # 1.33
+    ([-1, -2, -3, -5], -3),
+    ([1, 2], 2),                # 1.5: SRDHM rounds the positive tie up
+    ([-1, -2], -1),             # -1.5: SRDHM's nudge rounds the negative tie toward zero
+])
+def test_mean_hand_worked(values, expected):
+    x = np.array(values, np.int8).reshape(1, 1, len(values), 1)
+    assert ref.mean_hw(x, input_scale=0.5, input_zero_point=0, output_scale=0.5,
+                       output_zero_point=0).tolist() == [[expected]]
+
+
+@FAST
+@given(st.integers(1, 7), st.integers(1, 7), st.floats(1e-3, 1.0), st.floats(1e-3, 1.0),
+       st.integers(-128, 127), st.integers(-128, 127), st.data())
+def test_mean_within_one_step_of_real_mean(h, w, s_in, s_out, zp_in, zp_out, data):
+    x = data.draw(int8_arrays((2, h, w, 3)))
+    out = ref.mean_hw(x, input_scale=s_in, input_zero_point=zp_in, output_scale=s_out,
+                      output_zero_point=zp_out)
+    s_in, s_out = float(np.float32(s_in)), float(np.float32(s_out))
+    for b, c in np.ndindex(2, 3):
+        values = [int(v) - zp_in for v in x[b, :, :, c].ravel()]
+        real = s_in / s_out * sum(values) / len(values) + zp_out
+        assert abs(int(out[b, c]) - clamp8(round(real))) <= 1
+
+
+def test_mean_multiplier_folds_the_count():
+    # ratio 1.0 = 2^30 * 2^(1-31); 4 elements: M unchanged, shift 1 - 2.
+    assert ref.mean_multiplier(0.5, 0.5, 4) == (1 << 30, -1)
+    assert ref.mean_multiplier(0.5, 0.5, 3) == ((1 << 31) // 3, 0)
+
+
+@pytest.mark.parametrize("q, zp_in, s_in, zp_out, s_out, expected", [
+    (3, 1, 1.0, -2, 0.5, 2),         # (3 - 1) * 2 - 2
+    (127, 0, 1.0, 0, 0.5, 127),      # 254 saturates
+    (-128, 0, 1.0, 0, 0.5, -128),
+    (5, 0, 0.5, 0, 1.0, 3),          # 2.5 -> 3
+    (-5, 0, 0.5, 0, 1.0, -2),        # -2.5: SRDHM nudges the tie toward zero (as TFLite)
+])
+def test_requantize_int8_hand_worked(q, zp_in, s_in, zp_out, s_out, expected):
+    out = ref.requantize_int8(np.array([q], np.int8), input_scale=s_in, input_zero_point=zp_in,
+                              output_scale=s_out, output_zero_point=zp_out)
+    assert out.tolist() == [expected]
+
+
+@FAST
+@given(int8_arrays(20), st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.integers(-128, 127),
+       st.integers(-128, 127))
+def test_requantize_int8_within_one_step_of_real(x, s_in, s_out, zp_in, zp_out):
+    out = ref.requantize_int8(x, input_scale=s_in, input_zero_point=zp_in, output_scale=s_out,
+                              output_zero_point=zp_out)
+    s_in, s_out = float(np.float32(s_in)), float(np.float32(s_out))
+    for q, got in zip(x.tolist(), out.tolist()):
+        assert abs(got - clamp8(round((q - zp_in) * s_in / s_out) + zp_out)) <= 1
+
+
+def test_concatenate_copies_equal_and_rescales_other_inputs():
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (2, 3, 3, 2), dtype=np.int8)
+    b = rng.integers(-128, 128, (2, 3, 3, 4), dtype=np.int8)
+    out = ref.concatenate([a, b], input_quantizations=[(0.1, 5), (0.2, -3)], output_scale=0.1,
+                          output_zero_point=5)
+    assert out.shape == (2, 3, 3, 6)
+    assert (out[..., :2] == a).all()
+    assert (out[..., 2:] == ref.requantize_int8(b, input_scale=0.2, input_zero_point=-3,
+                                                output_scale=0.1, output_zero_point=5)).all()
+    with pytest.raises(ValueError, match="outside the last axis"):
+        ref.concatenate([a, b[:, :2]], input_quantizations=[(0.1, 5)] * 2, output_scale=0.1,
+                        output_zero_point=5)
+
+
+def test_pad_fills_borders_with_the_value():
+    x = np.arange(12, dtype=np.int8).reshape(1, 2, 3, 2)
+    out = ref.pad(x, [(1, 0), (0, 2), (0, 0)], -7)
+    assert out.shape == (1, 3, 5, 2)
+    assert (out[:, 1:, :3] == x).all()
+    assert (out[:, 0] == -7).all() and (out[:, :, 3:] == -7).all()
+
+
+def test_softmax_int8_quantization():
+    x = np.array([[0, 0], [127, -128], [10, 10], [-128, -128]], np.int8)
+    out = ref.softmax_int8(x, input_scale=0.1)
+    # 0.5 -> 128 - 128 = 0; certain -> 256 - 128 saturates at 127, 0 -> -128.
+    assert out.tolist() == [[0, 0], [127, -128], [0, 0], [0, 0]]
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (50, 10), dtype=np.int8)
+    out = ref.softmax_int8(x, input_scale=0.05, beta=1.5)
+    logits = 0.05 * 1.5 * x.astype(np.float64)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # Within half a step of p, except where p * 256 - 128 saturates at 127.
+    distance = np.abs((out.astype(int) + 128) / 256 - np.minimum(probabilities, 255 / 256))
+    assert distance.max() <= 0.5 / 256 + 1e-12
