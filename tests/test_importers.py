@@ -18,8 +18,8 @@ pytest.importorskip("onnxruntime")
 
 from sw.graph import run_reference_tensors                             # noqa: E402
 from sw.importers import ModelImportError, load_model                  # noqa: E402
-from tests.zoo.onnx_models import float_onnx, quantized_onnx, run_onnxruntime   # noqa: E402
-from tests.zoo.tflite_models import ZOO, Net, run_litert                # noqa: E402
+from zoo.onnx_models import float_onnx, quantized_onnx, run_onnxruntime   # noqa: E402
+from zoo.tflite_models import ZOO, Net, run_litert                # noqa: E402
 
 TRIALS = 12
 
