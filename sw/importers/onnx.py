@@ -59,11 +59,12 @@ class _QValue:
 @dataclass(frozen=True)
 class _QConst:
     """A constant: integer values, and (for quantized weights and biases) per-tensor or
-    per-axis scales and zero points."""
+    per-axis scales and zero points; `axis` is a DequantizeLinear's axis (QDQ), or None where
+    the op fixes it (QOperator: the output-channel axis)."""
     values: np.ndarray
     scales: np.ndarray = None
     zero_points: np.ndarray = None
-    axis: int = 0
+    axis: int = None
 
 
 @dataclass
@@ -123,8 +124,9 @@ SUPPORTED_OPS = tuple(sorted({*_QOPERATOR, "QLinearConcat", *_COMPUTE, "Quantize
 
 
 class _Reader:
-    """Turns the ONNX graph into `ops` (a list of `_QOp`), `input` (the quantized graph input,
-    with its NCHW shape) and `output` (the quantized value behind the float output)."""
+    """Turns the ONNX graph into `ops` (a list of `_QOp`), `input` ((quantized value, float
+    graph input name) of the input's QuantizeLinear) and `output` (the quantized value behind
+    the float graph output)."""
 
     def __init__(self, model):
         from onnx import numpy_helper
@@ -301,8 +303,7 @@ class _Reader:
             elif name in self.constants:
                 inputs.append(_QConst(np.asarray(self.constants[name])))
             elif self._weight_dequantize(name) is not None:
-                producer = self._weight_dequantize(name)
-                inputs.append(self._operand(producer, position, (0, 1, 2)))
+                inputs.append(self._operand(self._weight_dequantize(name), position, (0, 1, 2)))
             else:
                 inputs.append(self._activation(node, position, name))
         self._add(node.op_type, node, position, inputs, self._output(node, position, inputs))
@@ -326,8 +327,8 @@ class _Reader:
         name = node.output[0]
         readers = self.consumers.get(name, [])
         quantizers = [reader for reader in readers if reader.op_type == "QuantizeLinear"]
-        if not quantizers and node.op_type in _PASS_THROUGH and isinstance(inputs[0], _QValue) \
-                and inputs[0].name in self.values and inputs[0].name not in self.aliases:
+        int8_input = node.input[0] in self.values        # not a DequantizeLinear's float output
+        if not quantizers and node.op_type in _PASS_THROUGH and int8_input:
             return _QValue(name, inputs[0].scale, inputs[0].zero_point)
         if len(quantizers) != 1 or len(readers) != 1:
             raise ModelImportError(
