@@ -3,6 +3,7 @@
 TFLite: every tensor of the imported graph (`run_reference_tensors`) equals LiteRT's reference
 kernels (BUILTIN_REF) bit for bit. ONNX: every int8 tensor is within one step of onnxruntime's,
 in at most 0.1% of elements (the count is printed per model), and the predictions are identical.
+QONNX (binary MLP): every hidden +1/-1 tensor and the output dots equal qonnx's execution.
 The expected values come from the runtimes at test time, never from the importers.
 """
 
@@ -118,6 +119,46 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, tmp_path):
     print(f"{name} {fmt} {'per-channel' if per_channel else 'per-tensor'}: {differing} of "
           f"{total} int8 elements one step from onnxruntime")
     assert differing <= 0.001 * total
+
+
+# QONNX -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("weight_scale", [1.0, 0.37])
+def test_qonnx_binary_mlp_equals_qonnx_execution(weight_scale, tmp_path):
+    pytest.importorskip("qonnx")
+    from zoo.qonnx_models import binary_mlp, run_qonnx
+    rng = np.random.default_rng(11)
+    model = binary_mlp(rng, weight_scale=weight_scale)
+    path = tmp_path / "binary_mlp.onnx"
+    path.write_bytes(model.SerializeToString())
+    graph = load_model(path)
+    assert [node.kind for node in graph.nodes] == ["BinaryDense"] * 3
+    scale = graph.tensor(graph.outputs[0]).scale
+    for _ in range(TRIALS * 4):
+        x = rng.standard_normal((1, 64))
+        expected = run_qonnx(model, x)
+        got = run_reference_tensors(graph, np.where(x >= 0, 1, -1))
+        for hidden in ("act0", "act1"):                         # +1/-1, exactly
+            np.testing.assert_array_equal(got[hidden], expected[hidden], err_msg=hidden)
+        # qonnx sums the scaled +-1 products in float32: compare in units of the scale.
+        np.testing.assert_array_equal(got["output"], np.rint(expected["output"] / scale))
+
+
+def test_qonnx_multi_bit_quant_is_refused_by_name(tmp_path):
+    from onnx import helper
+    from zoo.qonnx_models import QONNX_DOMAIN, binary_mlp
+    model = binary_mlp(np.random.default_rng(2))
+    first = model.graph.node[0]
+    model.graph.node.remove(first)
+    model.graph.node.insert(0, helper.make_node(
+        "Quant", [first.input[0], first.input[1], first.input[1], first.input[1]],
+        list(first.output), domain=QONNX_DOMAIN, name="input_quant"))
+    path = tmp_path / "quant.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelImportError, match=r"QONNX op Quant \(node 'input_quant', position "
+                                               r"0 .*supported ops: BatchNormalization, "
+                                               r"BipolarQuant"):
+        load_model(path)
 
 
 # Bad input -------------------------------------------------------------------------------------

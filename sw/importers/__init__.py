@@ -1,15 +1,17 @@
 """Trained, quantized models -> `sw.graph.Graph`: `load_model(path)` picks the format from the file.
 
-=========  =====================================================  ===============================
-format     recognised by                                          module
-=========  =====================================================  ===============================
-TFLite     ``TFL3`` at bytes 4..8 (any extension)                 `sw.importers.tflite`
-ONNX       ``.onnx`` extension, or a protobuf that parses as ONNX  `sw.importers.onnx`
-=========  =====================================================  ===============================
+=========  ======================================================  ======================
+format     recognised by                                           module
+=========  ======================================================  ======================
+TFLite     ``TFL3`` at bytes 4..8 (any extension)                  `sw.importers.tflite`
+ONNX       ``.onnx`` extension                                     `sw.importers.onnx`
+QONNX      an ``.onnx`` file using QONNX custom ops (BipolarQuant)  `sw.importers.qonnx`
+=========  ======================================================  ======================
 
 TFLite full-integer models convert bit-exactly (LiteRT's reference kernels); ONNX models
 quantized by onnxruntime convert to the device's fixed-point arithmetic, which differs from
-onnxruntime's float32 requantization by one step on rare elements (see `sw.importers.onnx`).
+onnxruntime's float32 requantization by one step on rare elements (see `sw.importers.onnx`);
+binary QONNX networks become XNOR-popcount layers with BatchNorm+sign folded into thresholds.
 Every problem with a file is a `ModelImportError` that names it.
 """
 

@@ -1,5 +1,8 @@
 """ONNX models quantized by onnxruntime (`quantize_static`) -> `sw.graph.Graph`.
 
+(A model using QONNX custom ops, as Brevitas exports binary networks, goes to
+`sw.importers.qonnx`.)
+
 Both of onnxruntime's formats are read, int8 activations, int8 weights with zero point 0 per
 tensor or per output channel:
 
@@ -39,6 +42,7 @@ from sim.reference import quantize_multiplier, same_padding
 from sw import ops
 from sw.graph import Graph, Node, Tensor
 from sw.importers.common import ModelImportError, inconsistent_model, unsupported_op
+from sw.importers.qonnx import is_qonnx, qonnx_to_graph
 
 __all__ = ["load_onnx", "onnx_to_graph", "SUPPORTED_OPS"]
 
@@ -86,7 +90,14 @@ def load_onnx(path):
 
 def onnx_to_graph(data):
     """The `Graph` of serialized ONNX model bytes (see the module docstring)."""
-    return inconsistent_model("ONNX", lambda d: _Lowering(_Reader(_parse(d))).graph(), data)
+    return inconsistent_model("ONNX", _convert, data)
+
+
+def _convert(data):
+    model = _parse(data)
+    if is_qonnx(model):
+        return qonnx_to_graph(model)
+    return _Lowering(_Reader(model)).graph()
 
 
 def _parse(data):
