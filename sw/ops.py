@@ -36,12 +36,13 @@ Kinds and what they compute (x: the input, batch first)::
 Requantization fields (Dense, Conv2D, DepthwiseConv2D): int32 ``bias``, per output channel M0
 (``multiplier``, in [2^30, 2^31) or 0) and ``shift`` (<= 0) as `sim.reference.quantize_multiplier`
 returns them, ``input_zero_point``, ``output_zero_point``, ``act_min``/``act_max`` and the
-``rounding`` form ("double" as CONV_2D and DEPTHWISE_CONV_2D run, "single" as FULLY_CONNECTED
-runs in current LiteRT). Input zero points are folded into the bias for the hardware
-(``folded_bias``); convolution padding is filled with the input zero point so the folding stays
-exact at the borders. Kinds that derive their integers from scales (Add, Mean, Concat,
-Requantize, Softmax) state the scales and zero points; scales are held as float32 values, as
-TFLite stores them.
+``rounding`` form: "double" (gemmlowp, LiteRT's reference CONV_2D and DEPTHWISE_CONV_2D) or
+"single" (one rounding: FULLY_CONNECTED, and CONV_2D/DEPTHWISE_CONV_2D in LiteRT's default
+interpreter, whose XNNPACK kernels round once; tests/test_litert.py). Input zero points are
+folded into the bias for the hardware (``folded_bias``); convolution padding is filled with the
+input zero point so the folding stays exact at the borders. Kinds that derive their integers
+from scales (Add, Mean, Concat, Requantize, Softmax) state the scales and zero points; scales
+are held as float32 values, as TFLite stores them.
 """
 
 from dataclasses import dataclass
@@ -413,7 +414,8 @@ class DepthwiseConv2D:
     weights : int8 [KH, KW, Cin, M] (M the depth multiplier; output channel c*M + m, TFLite's
     [1, KH, KW, Cin*M] filter reshaped); bias, multiplier, shift : per output channel [Cin*M];
     stride, padding as `Conv2D` (padding filled with the input zero point); zero points,
-    act_min/act_max; rounding : "double" as LiteRT's per-channel kernel runs it.
+    act_min/act_max; rounding : "double" as LiteRT's builtin and reference kernels run it,
+    "single" as its default interpreter (XNNPACK) does.
     """
 
     arity = 1
