@@ -218,6 +218,18 @@ def _one_conv_net(dilation=1):
     return net, rng.standard_normal((4, 6, 6, 2))
 
 
+@pytest.mark.parametrize("activation_type", [np.uint8, np.int16])
+def test_tflite_activations_other_than_int8_are_refused_by_name(activation_type, tmp_path):
+    net, calibration = _one_conv_net()
+    path = tmp_path / "conv.tflite"
+    path.write_bytes(net.quantized_tflite(calibration, activation_type=activation_type))
+    name = np.dtype(activation_type).name
+    with pytest.raises(ModelImportError, match=rf"TFLite op QUANTIZE \(position 0\) uses tensor 1 "
+                                               rf"'input_int8' \({name} .*{name} activations are "
+                                               rf"not supported, only int8"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("dilation,weight_quantization,message", [
     (2, None, r"CONV_2D \(node 'conv0', position 1\): dilated convolutions"),
     (1, lambda scales, zero_points, axis: (scales, [3] * len(scales), axis),

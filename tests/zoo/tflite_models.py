@@ -22,7 +22,8 @@ import tflite
 __all__ = ["Net", "run_litert", "ZOO"]
 
 _TYPES = {np.dtype(np.float32): tflite.TensorType.FLOAT32, np.dtype(np.int8): tflite.TensorType.INT8,
-          np.dtype(np.int32): tflite.TensorType.INT32}
+          np.dtype(np.int32): tflite.TensorType.INT32, np.dtype(np.uint8): tflite.TensorType.UINT8,
+          np.dtype(np.int16): tflite.TensorType.INT16}
 _PADDING = {"same": tflite.Padding.SAME, "valid": tflite.Padding.VALID}
 _ACTIVATION = {None: tflite.ActivationFunctionType.NONE, "relu": tflite.ActivationFunctionType.RELU,
                "relu6": tflite.ActivationFunctionType.RELU6}
@@ -218,20 +219,21 @@ class Net:
             _LAYERS[kind](writer, self, inputs, output, parameters, None)
         return writer.serialise(["input"], [self.output_name])
 
-    def quantized_tflite(self, calibration, weight_quantization=None):
+    def quantized_tflite(self, calibration, weight_quantization=None, activation_type=np.int8):
         """The full-integer model, activations quantized from their ranges on `calibration`
-        (float inputs [N, *input_shape]); float in, float out. `weight_quantization`, for
-        the error tests, rewrites each weight tensor's (scales, zero points, axis) as stored."""
+        (float inputs [N, *input_shape]); float in, float out. For the error tests,
+        `weight_quantization` rewrites each weight tensor's (scales, zero points, axis) as
+        stored and `activation_type` is the activations' declared type (values stay int8)."""
         quantization = _activation_quantization(self, _ranges(self, calibration))
         writer = _Writer()
         writer.weight_quantization = weight_quantization
         writer.tensor("input", self.shapes["input"], np.float32)
-        writer.tensor("input_int8", self.shapes["input"], np.int8,
+        writer.tensor("input_int8", self.shapes["input"], activation_type,
                       quantization=quantization["input"])
         writer.operator(tflite.BuiltinOperator.QUANTIZE, ["input"], ["input_int8"])
         names = {"input": "input_int8"}
         for kind, inputs, output, parameters in self.layers:
-            writer.tensor(output, self.shapes[output], np.int8,
+            writer.tensor(output, self.shapes[output], activation_type,
                           quantization=quantization[output])
             _LAYERS[kind](writer, self, [names.get(n, n) for n in inputs], output, parameters,
                           quantization)
