@@ -85,8 +85,11 @@ def _onnxruntime_view(graph, name, value):
     return value.reshape(-1, *graph.tensor(name).shape)
 
 
-ONNX_CASES = [(name, fmt, per_channel) for name in ZOO for fmt in ("qdq", "qoperator")
+ONNX_CASES = [(name, fmt, per_channel, False) for name in ZOO for fmt in ("qdq", "qoperator")
               for per_channel in (True, False)]
+# Dense layers as MatMul (no bias) instead of Gemm: QLinearMatMul / DequantizeLinear on axis 1.
+ONNX_CASES += [("digits_cnn", fmt, per_channel, True) for fmt in ("qdq", "qoperator")
+               for per_channel in (True, False)]
 # onnxruntime rounds an average's ties to even; the graph's averaging rounds them up (there is
 # no half-to-even requantizer). QDQ keeps the pooled tensor's scale, so the 2x2 average lands on
 # a tie in ~1/4 of windows (measured: ~11% of that tensor's elements differ by one).
@@ -94,13 +97,13 @@ _TIES_TO_EVEN = pytest.mark.xfail(strict=True, reason="AveragePool ties: half-to
                                                       "onnxruntime, half-up in the graph")
 
 
-@pytest.mark.parametrize("name,fmt,per_channel", [
+@pytest.mark.parametrize("name,fmt,per_channel,matmul", [
     pytest.param(*case, marks=_TIES_TO_EVEN) if case[:2] == ("cifar_cnn", "qdq") else case
     for case in ONNX_CASES])
-def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, tmp_path):
+def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, tmp_path):
     net, calibration, rng = _net(name)
     path = quantized_onnx(net, calibration, tmp_path / f"{name}.onnx", qdq=fmt == "qdq",
-                          per_channel=per_channel)
+                          per_channel=per_channel, dense_as_matmul=matmul)
     graph = load_model(path)
     names = [t.name for t in graph.tensors if "/" not in t.name]
     differing = total = 0
@@ -116,8 +119,9 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, tmp_path):
         # The prediction, from a session without the extra outputs.
         scores = _onnxruntime_view(graph, graph.outputs[0], run_onnxruntime(path, x)["output"])
         assert np.argmax(got[graph.outputs[0]]) == np.argmax(scores)
-    print(f"{name} {fmt} {'per-channel' if per_channel else 'per-tensor'}: {differing} of "
-          f"{total} int8 elements one step from onnxruntime")
+    print(f"{name}{' (MatMul)' if matmul else ''} {fmt} "
+          f"{'per-channel' if per_channel else 'per-tensor'}: {differing} of {total} int8 "
+          f"elements one step from onnxruntime")
     assert differing <= 0.001 * total
 
 

@@ -66,13 +66,19 @@ def _conv(builder, net, inputs, output, parameters, weights, group):
     builder.activation(name, parameters["activation"], output)
 
 
-def _layer(builder, net, kind, inputs, output, parameters):
+def _layer(builder, net, kind, inputs, output, parameters, dense_as_matmul):
     if kind == "conv":
         _conv(builder, net, inputs, output, parameters,
               parameters["weights"].transpose(0, 3, 1, 2), 1)
     elif kind == "depthwise":
         _conv(builder, net, inputs, output, parameters,
               parameters["weights"].transpose(3, 0, 1, 2), net.shapes[inputs[0]][-1])
+    elif kind == "dense" and dense_as_matmul:
+        name = output if parameters["activation"] is None else f"{output}_matmul"
+        builder.node("MatMul", [inputs[0], builder.constant(f"{output}_weights",
+                                                            parameters["weights"].T.copy())],
+                     name)
+        builder.activation(name, parameters["activation"], output)
     elif kind == "dense":
         name = output if parameters["activation"] is None else f"{output}_gemm"
         builder.node("Gemm", [inputs[0],
@@ -115,11 +121,12 @@ def _nchw(shape):
     return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else list(shape)
 
 
-def float_onnx(net):
-    """The float32 ONNX model of a zoo `Net` (input "input" NCHW, output "output")."""
+def float_onnx(net, dense_as_matmul=False):
+    """The float32 ONNX model of a zoo `Net` (input "input" NCHW, output "output"); with
+    `dense_as_matmul` each dense layer is a MatMul without its bias instead of a Gemm."""
     builder = _Builder()
     for kind, inputs, output, parameters in net.layers:
-        _layer(builder, net, kind, inputs, output, parameters)
+        _layer(builder, net, kind, inputs, output, parameters, dense_as_matmul)
     builder.node("Identity", [net.output_name], "output")
     graph = helper.make_graph(
         builder.nodes, net.name,
@@ -145,13 +152,14 @@ class _Calibration:
 
 
 def quantized_onnx(model, calibration, path, *, qdq, per_channel, activation_type="QInt8",
-                   weight_type="QInt8", extra_options=None):
-    """Quantize a float model (a zoo `Net` or an ONNX ModelProto with input "input") with
-    `quantize_static` into `path`, QDQ or QOperator format; int8 activations and symmetric int8
-    weights unless the QuantType names and `extra_options` say otherwise. Returns the path."""
+                   weight_type="QInt8", extra_options=None, dense_as_matmul=False):
+    """Quantize a float model (a zoo `Net`, written by `float_onnx`, or an ONNX ModelProto with
+    input "input") with `quantize_static` into `path`, QDQ or QOperator format; int8
+    activations and symmetric int8 weights unless the QuantType names and `extra_options` say
+    otherwise. Returns the path."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     if not isinstance(model, onnx.ModelProto):
-        model = float_onnx(model)
+        model = float_onnx(model, dense_as_matmul)
     quantize_static(model, str(path), _Calibration(calibration),
                     quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
                     per_channel=per_channel, activation_type=QuantType[activation_type],
