@@ -2,7 +2,9 @@
 
 TFLite: every tensor of the imported graph (`run_reference_tensors`) equals LiteRT's reference
 kernels (BUILTIN_REF) bit for bit. ONNX: every int8 tensor is within one step of onnxruntime's,
-in at most 0.1% of elements (the count is printed per model), and the predictions are identical.
+in at most 0.1% of elements (the count is printed per model), and the predictions are identical;
+onnxruntime runs the graph as written (optimisations off, `run_onnxruntime`): its default
+optimisations turn int8 QDQ models into u8s8 kernels that saturate on CPUs without AVX-VNNI.
 QONNX (binary MLP): every hidden +1/-1 tensor and the output dots equal qonnx's execution.
 The expected values come from the runtimes at test time, never from the importers.
 """

@@ -44,7 +44,7 @@ from sw.graph import Graph, Node, Tensor
 from sw.importers.common import ModelImportError, inconsistent_model, unsupported_op
 from sw.importers.qonnx import is_qonnx, qonnx_to_graph
 
-__all__ = ["load_onnx", "onnx_to_graph", "SUPPORTED_OPS"]
+__all__ = ["onnx_to_graph", "SUPPORTED_OPS"]
 
 _QUANTIZE_HINT = (
     "quantize it with onnxruntime.quantization.quantize_static(model, output, "
@@ -80,12 +80,6 @@ class _QOp:
     inputs: list
     output: _QValue
     attributes: dict = field(default_factory=dict)
-
-
-def load_onnx(path):
-    """Read the ONNX file at `path` and return its `Graph`."""
-    with open(path, "rb") as file:
-        return onnx_to_graph(file.read())
 
 
 def onnx_to_graph(data):

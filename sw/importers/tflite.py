@@ -35,19 +35,13 @@ from sw.importers.common import ModelImportError, inconsistent_model, unsupporte
 from sw.importers.tflite_reader import read_tflite
 from sw import ops
 
-__all__ = ["load_tflite", "tflite_to_graph", "SUPPORTED_OPS"]
+__all__ = ["tflite_to_graph", "SUPPORTED_OPS"]
 
 _QUANTIZE_HINT = (
     "quantize it for full-integer inference with the TFLite converter: "
     "converter.optimizations = [tf.lite.Optimize.DEFAULT], converter.representative_dataset = "
     "<calibration inputs>, converter.target_spec.supported_ops = "
     "[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]")
-
-
-def load_tflite(path):
-    """Read the TFLite file at `path` and return its `Graph`."""
-    with open(path, "rb") as file:
-        return tflite_to_graph(file.read())
 
 
 def tflite_to_graph(data):
@@ -214,7 +208,7 @@ class _Lowering:
         options = operator.options
         if options is not None and options.KeepNumDims():
             raise self._error(operator, "keep_num_dims=True is not supported")
-        if x.shape[-1] != weights.shape[1] or len(output.shape) != 2:
+        if int(np.prod(x.shape)) != weights.shape[1] or len(output.shape) != 2:
             raise self._error(operator, f"input {list(x.shape)} and weights "
                                         f"{list(weights.shape)} do not form a [1, K] x [K, N] "
                                         f"product")
@@ -224,14 +218,15 @@ class _Lowering:
                   [self._flat(operator, x)], output.index)
 
     def _flat(self, operator, x):
-        """x itself when it is [1, K]; else a Reshape to [K] (FULLY_CONNECTED flattens)."""
-        if len(x.shape) == 2:
-            return x.index
+        """x itself when it is [1, K]; else a Reshape to [K] (FULLY_CONNECTED flattens its
+        input, in NHWC order), made once per tensor."""
+        key = ("flat", x.index)
+        if len(x.shape) == 2 or key in self.tensors:
+            return x.index if len(x.shape) == 2 else key
         if x.index not in self.tensors:
             self.tensors[x.index] = self._activation(x)
         source = self.tensors[x.index]
         name = f"{source.name}/flattened"
-        key = ("flat", x.index)
         self.tensors[key] = Tensor(name=name, shape=(int(np.prod(source.shape)),),
                                    scale=source.scale, zero_point=source.zero_point)
         self.nodes.append(Node(name=name, op=ops.Reshape(shape=self.tensors[key].shape),

@@ -67,6 +67,9 @@ def _conv(builder, net, inputs, output, parameters, weights, group):
 
 
 def _layer(builder, net, kind, inputs, output, parameters, dense_as_matmul):
+    if kind == "dense" and len(net.shapes[inputs[0]]) == 4:
+        # TFLite's FULLY_CONNECTED flattens its input; ONNX's Gemm needs a Flatten first.
+        inputs = [builder.node("Flatten", inputs, f"{output}_flatten")]
     if kind == "conv":
         _conv(builder, net, inputs, output, parameters,
               parameters["weights"].transpose(0, 3, 1, 2), 1)
@@ -167,14 +170,23 @@ def quantized_onnx(model, calibration, path, *, qdq, per_channel, activation_typ
     return path
 
 
-def run_onnxruntime(path, x_nhwc, outputs=()):
-    """Run an ONNX file in onnxruntime (default optimisations, as a user would) on one NHWC
-    float sample; return {"output": float output, name: value for each extra output name}."""
+def run_onnxruntime(path, x_nhwc, outputs=(), optimized=False):
+    """Run an ONNX file in onnxruntime on one NHWC float sample; return {"output": float
+    output, name: value for each extra output name}.
+
+    By default the graph runs as written (graph optimisations off): QDQ models compute each op
+    in float between their QuantizeLinear/DequantizeLinear, QOperator models run onnxruntime's
+    QLinear kernels. `optimized` runs onnxruntime's default optimisations instead, which on
+    x86 rewrite int8 QDQ models to uint8 activations and fuse them into u8s8 kernels; without
+    AVX-VNNI those sum pairs of products in saturating int16 (VPMADDUBSW) and lose precision."""
     import onnxruntime
     model = onnx.load(str(path))
     for name in outputs:
         model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
+    options = onnxruntime.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
     names = ["output", *outputs]
     values = session.run(names, {"input": np.asarray(x_nhwc, np.float32)

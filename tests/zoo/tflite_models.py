@@ -466,7 +466,8 @@ def residual_block(rng):
 
 def cifar_cnn(rng):
     """32x32x3 input: conv3x3(16) stride 2, explicit PAD + VALID conv3x3(32), 2x2 average
-    pool, conv1x1 RELU6, 2x2 max pool, dense 64 RELU (per-channel), dense 10, SOFTMAX."""
+    pool, conv1x1 RELU6, 2x2 max pool, dense 64 RELU (per-channel) reading the 4-D tensor,
+    dense 10, SOFTMAX."""
     net = Net("cifar_cnn", (32, 32, 3))
     x = net.conv("input", _conv_weights(rng, 16, 3, 3, 3), _bias(rng, 16), stride=2)
     x = net.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -474,9 +475,8 @@ def cifar_cnn(rng):
     x = net.pool(x, "avg_pool")
     x = net.conv(x, _conv_weights(rng, 32, 1, 1, 32), _bias(rng, 32), activation="relu6")
     x = net.pool(x, "max_pool")
-    x = net.reshape(x, (1, 4 * 4 * 32))
     x = net.dense(x, (rng.standard_normal((64, 512)) / 22).astype(np.float32), _bias(rng, 64),
-                  activation="relu", per_channel=True)
+                  activation="relu", per_channel=True)          # FULLY_CONNECTED flattens
     x = net.dense(x, (rng.standard_normal((10, 64)) / 8).astype(np.float32), _bias(rng, 10))
     net.output(net.softmax(x))
     return net
