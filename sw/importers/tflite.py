@@ -5,7 +5,7 @@ int8 weights with zero point 0 per output channel or per tensor, int32 bias with
 read with the `tflite` package (`tflite_reader`; no TensorFlow). Each op becomes one graph node
 whose `sim.reference` kernel is the integer arithmetic LiteRT's reference kernel runs::
 
-    CONV_2D            Conv2D           rounding "double" (per-channel MultiplyByQuantizedMultiplier)
+    CONV_2D            Conv2D           rounding "double" (MultiplyByQuantizedMultiplier)
     DEPTHWISE_CONV_2D  DepthwiseConv2D  rounding "double"
     FULLY_CONNECTED    Dense            rounding "single" (current LiteRT's FC rounds once)
     MAX_POOL_2D        MaxPool2D        AVERAGE_POOL_2D  AveragePool2D
@@ -62,8 +62,8 @@ class _Lowering:
     def graph(self):
         for operator in self.model.operators:
             self._lower(operator)
-        inputs = [self._edge(index, "input") for index in self.model.inputs]
-        outputs = [self._edge(index, "output") for index in self.model.outputs]
+        inputs = [self._edge(index) for index in self.model.inputs]
+        outputs = [self._edge(index) for index in self.model.outputs]
         try:
             return Graph(tensors=tuple(self.tensors.values()), nodes=tuple(self.nodes),
                          inputs=tuple(inputs), outputs=tuple(outputs))
@@ -71,7 +71,8 @@ class _Lowering:
             raise ModelImportError(f"the TFLite model does not form a valid graph: {error}") \
                 from None
 
-    def _edge(self, index, where):
+    def _edge(self, index):
+        """The graph tensor name of model input/output `index` (past its QUANTIZE/DEQUANTIZE)."""
         index = self.edges.get(index, index)
         if index not in self.tensors:
             self.tensors[index] = self._activation(self.model.tensors[index])

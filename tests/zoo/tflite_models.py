@@ -21,9 +21,9 @@ import tflite
 
 __all__ = ["Net", "run_litert", "ZOO"]
 
-_TYPES = {np.dtype(np.float32): tflite.TensorType.FLOAT32, np.dtype(np.int8): tflite.TensorType.INT8,
-          np.dtype(np.int32): tflite.TensorType.INT32, np.dtype(np.uint8): tflite.TensorType.UINT8,
-          np.dtype(np.int16): tflite.TensorType.INT16}
+_TYPES = {np.dtype(np.float32): tflite.TensorType.FLOAT32,
+          np.dtype(np.int8): tflite.TensorType.INT8, np.dtype(np.int32): tflite.TensorType.INT32,
+          np.dtype(np.uint8): tflite.TensorType.UINT8, np.dtype(np.int16): tflite.TensorType.INT16}
 _PADDING = {"same": tflite.Padding.SAME, "valid": tflite.Padding.VALID}
 _ACTIVATION = {None: tflite.ActivationFunctionType.NONE, "relu": tflite.ActivationFunctionType.RELU,
                "relu6": tflite.ActivationFunctionType.RELU6}
@@ -394,7 +394,8 @@ def _write_tanh(writer, net, inputs, output, parameters, quantization):
     writer.operator(tflite.BuiltinOperator.TANH, inputs, [output])
 
 
-_LAYERS = {"tanh": _write_tanh, "conv": _write_conv, "depthwise": _write_depthwise, "dense": _write_dense,
+_LAYERS = {"tanh": _write_tanh, "conv": _write_conv, "depthwise": _write_depthwise,
+           "dense": _write_dense,
            "max_pool": _write_pool(tflite.BuiltinOperator.MAX_POOL_2D),
            "avg_pool": _write_pool(tflite.BuiltinOperator.AVERAGE_POOL_2D),
            "mean": _write_mean, "add": _write_add, "reshape": _write_reshape, "pad": _write_pad,
