@@ -71,6 +71,25 @@ def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path):
         assert compared == len(net.layers) + 1          # every layer's output and the input
 
 
+def test_tflite_per_tensor_convolution_weights_bit_exact_with_litert(tmp_path):
+    # Older converters quantize CONV_2D/DEPTHWISE_CONV_2D weights per tensor: store one scale.
+    net, calibration, rng = _net("mobilenet_block")
+    model = net.quantized_tflite(calibration, lambda scales, zero_points, axis:
+                                 ([max(scales)], [0], 0))
+    path = tmp_path / "per_tensor.tflite"
+    path.write_bytes(model)
+    graph = load_model(path)
+    for node in graph.nodes:
+        if node.kind in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            assert len(set(node.op.multiplier.tolist())) == 1, node.name
+    for x in _inputs(net, rng):
+        expected = run_litert(model, x[np.newaxis])
+        got = run_reference_tensors(graph, expected[graph.inputs[0]])
+        for tensor in graph.tensors:
+            want = expected[tensor.name].reshape(got[tensor.name].shape)
+            np.testing.assert_array_equal(got[tensor.name], want, err_msg=tensor.name)
+
+
 # ONNX ------------------------------------------------------------------------------------------
 
 def _nhwc(value):
