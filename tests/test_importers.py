@@ -284,6 +284,23 @@ def test_onnx_quantization_outside_the_device_is_refused_by_name(option, message
         load_model(path)
 
 
+def test_onnx_per_axis_weights_on_another_axis_are_refused(tmp_path):
+    import onnx
+    from onnx import helper
+    net, calibration, _ = _net("digits_cnn")
+    path = quantized_onnx(net, calibration, tmp_path / "model.onnx", qdq=True, per_channel=True)
+    model = onnx.load(str(path))
+    dequantize = next(node for node in model.graph.node
+                      if node.input[0] == "conv0_weights_quantized")
+    del dequantize.attribute[:]
+    dequantize.attribute.append(helper.make_attribute("axis", 1))
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelImportError, match=r"node 'conv0_conv' \(Conv, position \d+\): weights "
+                                               r"are quantized per axis 1 with 8 scales; the "
+                                               r"output-channel axis 0 is supported"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("attributes,message", [
     (dict(dilations=[2, 2]), "dilated convolutions"),
     (dict(group=2), "grouped convolutions"),
