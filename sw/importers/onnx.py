@@ -3,8 +3,8 @@
 (A model using QONNX custom ops, as Brevitas exports binary networks, goes to
 `sw.importers.qonnx`.)
 
-Both of onnxruntime's formats are read, int8 activations, int8 weights with zero point 0 per
-tensor or per output channel:
+Both of onnxruntime's formats are read, int8 (or uint8) activations, int8 weights with zero
+point 0 per tensor or per output channel:
 
 * QOperator: QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool,
   QLinearAveragePool, QLinearConcat and int8 MaxPool / Flatten / Reshape / Pad between them;
@@ -27,8 +27,11 @@ QuantizeLinear (half to even) likewise compute in float where the graph runs TFL
 ADD and MEAN kernels. Results agree except where a value lies within float32 error of a
 rounding tie: one int8 step, rarely (the tests count it per model).
 
+uint8 activations (QuantType.QUInt8) are held as int8 ones minus 128, exactly the same
+values: a graph imported from such a model takes and returns its tensors minus 128.
+
 Refused by name (`ModelImportError`): float (unquantized) models and float ops between
-quantized ones, uint8 or int16 activations, weights with a nonzero zero point or per-axis
+quantized ones, int16 activations, uint8 weights, weights with a nonzero zero point or per-axis
 scales on an axis other than the output channel, dilated or grouped (other than depthwise)
 convolutions, effective scales >= 1, ops with no graph kind (the supported list is in the
 message), and files that are not readable ONNX.
@@ -45,6 +48,11 @@ from sw.importers.common import ModelImportError, inconsistent_model, unsupporte
 from sw.importers.qonnx import is_qonnx, qonnx_to_graph
 
 __all__ = ["onnx_to_graph", "SUPPORTED_OPS"]
+
+# uint8 activations are int8 ones shifted: q_u8 - 128 with zero point zp_u8 - 128 is the same
+# real value, and every op here commutes with the shift. The graph holds the int8 form: a graph
+# fed from a uint8 model takes (and returns) its tensors minus 128.
+_UINT8_SHIFT = 128
 
 _QUANTIZE_HINT = (
     "quantize it with onnxruntime.quantization.quantize_static(model, output, "
@@ -174,15 +182,19 @@ class _Reader:
         return self.constants[name]
 
     def _quantization(self, node, position, scale_name, zero_point_name, weights=False):
-        """(float32 scales, zero points); activations and weights must be int8 (a bias's
-        zero point is int32)."""
+        """(float32 scales, zero points). Weights must be int8 (a bias's zero point is
+        int32); activations int8 or uint8, a uint8 one shifted to int8 (`_UINT8_SHIFT`)."""
         scale = np.asarray(self._constant(scale_name, node, position), np.float32)
         zero_point = np.asarray(self._constant(zero_point_name, node, position)) \
             if zero_point_name else np.zeros(scale.shape, np.int8)
+        if zero_point.dtype == np.uint8 and not weights:
+            return scale, zero_point.astype(np.int64) - _UINT8_SHIFT
         if zero_point.dtype != np.int8 and not (weights and zero_point.dtype == np.int32):
-            raise self._error(node, position, f"{zero_point_name!r} is {zero_point.dtype}: only "
-                                              f"int8 quantization (QuantType.QInt8) is "
-                                              f"supported, not uint8 or int16")
+            raise self._error(node, position, f"{zero_point_name!r} is {zero_point.dtype}: "
+                                              f"{'weights' if weights else 'activations'} "
+                                              f"must be int8 (QuantType.QInt8)"
+                                              f"{'' if weights else ' or uint8'}, not "
+                                              f"{zero_point.dtype}")
         return scale, zero_point
 
     def _value(self, node, position, name, scale, zero_point):
@@ -674,8 +686,12 @@ class _Lowering:
         value = qop.inputs[2] if len(qop.inputs) > 2 else None
         if qop.attributes.get("mode", b"constant") not in (b"constant", "constant"):
             raise self._error(qop, f"Pad mode {qop.attributes['mode']!r} is not supported")
-        if value is not None and int(np.asarray(value.values).ravel()[0]) != x.zero_point:
-            raise self._error(qop, "Pad must fill with the input zero point")
+        if value is not None:
+            fill = int(np.asarray(value.values).ravel()[0])
+            if value.values.dtype == np.uint8:
+                fill -= _UINT8_SHIFT
+            if fill != x.zero_point:
+                raise self._error(qop, "Pad must fill with the input zero point")
         amounts = [int(v) for v in pads.values.ravel()]
         if len(amounts) != 8 or amounts[0] or amounts[4] or amounts[1] or amounts[5]:
             raise self._error(qop, f"Pad {amounts} is not supported; only H and W of an NCHW "

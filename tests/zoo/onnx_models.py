@@ -155,18 +155,20 @@ class _Calibration:
 
 
 def quantized_onnx(model, calibration, path, *, qdq, per_channel, activation_type="QInt8",
-                   weight_type="QInt8", extra_options=None, dense_as_matmul=False):
+                   weight_type="QInt8", extra_options=None, dense_as_matmul=False,
+                   reduce_range=False):
     """Quantize a float model (a zoo `Net`, written by `float_onnx`, or an ONNX ModelProto with
     input "input") with `quantize_static` into `path`, QDQ or QOperator format; int8
     activations and symmetric int8 weights unless the QuantType names and `extra_options` say
-    otherwise. Returns the path."""
+    otherwise; `reduce_range` quantizes weights to 7 bits. Returns the path."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     if not isinstance(model, onnx.ModelProto):
         model = float_onnx(model, dense_as_matmul)
     quantize_static(model, str(path), _Calibration(calibration),
                     quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
                     per_channel=per_channel, activation_type=QuantType[activation_type],
-                    weight_type=QuantType[weight_type], extra_options=extra_options)
+                    weight_type=QuantType[weight_type], extra_options=extra_options,
+                    reduce_range=reduce_range)
     return path
 
 
