@@ -616,11 +616,10 @@ class _Lowering:
     def _unit_depthwise(self, qop, x, output, window, stride=(1, 1), name=None):
         """Average or rescale `x` into `output`'s quantization with one rounding, as
         onnxruntime does in float (QLinearGlobalAveragePool, QLinearAveragePool without
-        padding, QLinearConcat's inputs): a VALID depthwise
-        convolution with unit weights sums each window, and the device's one-rounding
-        requantizer (rounding "single") multiplies by ``s_in / (count * s_out)``, the ratio
-        onnxruntime computes in float32. TFLite's MEAN and QUANTIZE kernels round twice and
-        would differ from onnxruntime far more often."""
+        padding, QLinearConcat's inputs): a VALID depthwise convolution with unit weights sums
+        each window, and the device's one-rounding requantizer (rounding "single") multiplies
+        by ``s_in / (count * s_out)``, the ratio onnxruntime computes in float32. TFLite's MEAN
+        and QUANTIZE kernels round twice and would differ from onnxruntime far more often."""
         channels = self._tensor(x).shape[-1]
         count = window[0] * window[1]
         real = float(np.float32(x.scale) / np.float32(np.float32(output.scale) * count))
