@@ -1,0 +1,41 @@
+"""Trained, quantized models -> `sw.graph.Graph`: `load_model(path)` picks the format from the file.
+
+=========  ======================================================  ======================
+format     recognised by                                           module
+=========  ======================================================  ======================
+TFLite     ``TFL3`` at bytes 4..8 (any extension)                  `sw.importers.tflite`
+ONNX       ``.onnx`` extension                                     `sw.importers.onnx`
+QONNX      an ``.onnx`` file using QONNX custom ops (BipolarQuant)  `sw.importers.qonnx`
+=========  ======================================================  ======================
+
+TFLite full-integer models convert bit-exactly (LiteRT's reference kernels); ONNX models
+quantized by onnxruntime convert to the device's fixed-point arithmetic, which differs from
+onnxruntime's float32 requantization by one step on rare elements (see `sw.importers.onnx`);
+binary QONNX networks become XNOR-popcount layers with BatchNorm+sign folded into thresholds.
+Every problem with a file is a `ModelImportError` that names it.
+"""
+
+from pathlib import Path
+
+from sw.importers.common import ModelImportError
+
+__all__ = ["load_model", "ModelImportError"]
+
+
+def load_model(path):
+    """The `Graph` of the model file at `path` (TFLite or ONNX, chosen from the file)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelImportError(f"cannot read model file {str(path)!r}: {error.strerror}") \
+            from None
+    from sw.importers.tflite_reader import TFLITE_IDENTIFIER
+    if data[4:8] == TFLITE_IDENTIFIER or path.suffix.lower() == ".tflite":
+        from sw.importers.tflite import tflite_to_graph
+        return tflite_to_graph(data)
+    if path.suffix.lower() == ".onnx":
+        from sw.importers.onnx import onnx_to_graph
+        return onnx_to_graph(data)
+    raise ModelImportError(f"{str(path)!r} is neither a TFLite flatbuffer ('TFL3' at bytes 4..8) "
+                           f"nor an .onnx file; load_model reads TFLite and ONNX models")
