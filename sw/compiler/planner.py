@@ -1,0 +1,307 @@
+"""The planner: a graph and a device -> a `Program`.
+
+1. Each node's lowering (`sw.compiler.lowering.LOWERINGS`) says whether the device can run it
+   (else a host step with the reason).
+2. Weights and requant parameters of device nodes are placed once: the scratchpad's upper bank
+   and the parameter memory hold them resident while they fit; otherwise the largest nodes are
+   *streamed* (written every round, in output-channel groups, into what the resident ones leave).
+3. The nodes are lowered in topological order into steps whose tensors live in *regions* of the
+   scratchpad's lower bank; a region lives from the node that writes it to its last reader (a
+   graph output: to the end of the round), and the tensors move over the link only where a host
+   step needs them or a device node needs a layout the producer did not write.
+4. The regions get addresses (first fit, freed after their last reader), for the largest batch
+   (samples per round) that fits; then the commands are encoded, alternating accumulator halves
+   through the whole program so each store overlaps the next compute.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw.core.isa import COMMAND_WORDS, Opcode, encode
+from sw.graph import Graph
+
+from .geometry import DeviceGeometry
+from .layout import rows_to_words
+from .program import Placement, Program, Step
+
+__all__ = ["DoesNotFit", "compile_graph", "MAX_BATCH"]
+
+MAX_BATCH = 1023        # a GEMM's rows are one store's height (10 bits)
+_WORD = 4
+
+
+class DoesNotFit(ValueError):
+    """A node that does not fit the device even when split (names the node, what it needs and
+    what the device has)."""
+
+
+def _blocks(size, block):
+    return -(-size // block)
+
+
+@dataclass(eq=False)
+class Region:
+    """Rows of the scratchpad's lower bank holding `tensor` in `layout` for a round's samples;
+    live from node index `first` to `last` (inclusive)."""
+
+    tensor: str
+    layout: dict
+    rows_per_sample: int
+    owner: str
+    first: int
+    last: int
+    base: int = None
+
+
+@dataclass
+class WeightPlacement:
+    """Where a device node's weights and parameters go: resident (written at load) or streamed
+    (written every round); `w_base` scratchpad row, `p_base` parameter entry; `groups` of
+    (first output block, block count) written and run one after the other."""
+
+    resident: bool
+    w_base: int
+    p_base: int
+    groups: list
+
+
+class _Overflow(Exception):
+    def __init__(self, region, live, capacity):
+        super().__init__()
+        self.region, self.live, self.capacity = region, live, capacity
+
+
+@dataclass(eq=False)
+class Plan:
+    """The lowering context: what the lowerings call while the planner walks the graph."""
+
+    graph: Graph
+    device: DeviceGeometry
+    batch: int
+    weights: dict
+    at: int = 0
+    node: object = None
+    host: set = field(default_factory=set)
+    scratch: dict = field(default_factory=dict)
+    regions: list = field(default_factory=list)
+    steps: list = field(default_factory=list)      # functions half -> (steps, half)
+    placements: list = field(default_factory=list)
+    resident: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.core = self.device.core
+        self.host = set(self.graph.inputs)
+
+    # Tensors ---------------------------------------------------------------------------------------
+
+    def rows_per_sample(self, tensor, layout):
+        shape = self.graph.tensor(tensor).shape
+        if layout["layout"] == "binary":
+            return _blocks(int(np.prod(shape)), layout["width"])
+        return int(np.prod(shape[:-1])) * _blocks(shape[-1], layout["block"])
+
+    def _transfer_bytes(self, region):
+        return region.rows_per_sample * self.batch * self.core.scratchpad_stride * _WORD
+
+    def find(self, tensor, kind="int8"):
+        """A live region holding `tensor` in a layout of `kind`, or None."""
+        return next((region for (name, _), region in self.scratch.items()
+                     if name == tensor and region.layout["layout"] == kind), None)
+
+    def on_host(self, tensor):
+        """Make `tensor`'s value available on the host (a read step if it is only on chip)."""
+        if tensor in self.host:
+            return
+        region = self.find(tensor)
+        region.last = max(region.last, self.at)
+        shape, node = list(self.graph.tensor(tensor).shape), self.node.name
+        self.emit(lambda: Step("read", node, {"tensor": tensor, "shape": shape,
+                                                        "base_row": region.base,
+                                                        **region.layout},
+                               bytes_out=self._transfer_bytes(region)))
+        self.host.add(tensor)
+
+    def in_scratch(self, tensor, layout):
+        """The region holding `tensor` in `layout` (written from the host if it is not)."""
+        key = (tensor, tuple(sorted(layout.items())))
+        region = self.scratch.get(key)
+        if region is None:
+            self.on_host(tensor)
+            region = self.new_region(tensor, layout)
+            shape, node = list(self.graph.tensor(tensor).shape), self.node.name
+            self.emit(lambda: Step("write", node, {"tensor": tensor, "shape": shape,
+                                                             "base_row": region.base, **layout},
+                                   bytes_in=self._transfer_bytes(region)))
+        region.last = max(region.last, self.at)
+        return region
+
+    def new_region(self, tensor, layout):
+        region = Region(tensor, layout, self.rows_per_sample(tensor, layout), self.node.name,
+                        self.at, self.at)
+        self.regions.append(region)
+        self.scratch[(tensor, tuple(sorted(layout.items())))] = region
+        return region
+
+    def alias(self, tensor, region):
+        """`tensor` is `region`'s rows read another way (a reshape that moves no data)."""
+        self.scratch[(tensor, tuple(sorted(region.layout.items())))] = region
+
+    # Steps -------------------------------------------------------------------------------------
+
+    def emit(self, make_step):
+        """Add a step made once addresses are known (`make_step()` -> `Step`)."""
+        self.steps.append(lambda half: ([make_step()], half))
+
+    def commands(self, make_commands):
+        """Add a command step: `make_commands(half)` -> (word lists, next accumulator half)."""
+        node = self.node.name
+
+        def make(half):
+            words, half = make_commands(half)
+            data = np.asarray(words, np.uint32).reshape(-1, COMMAND_WORDS)
+            return [Step("commands", node, {}, data, bytes_in=data.size * _WORD)], half
+        self.steps.append(make)
+
+    def image(self, window, word, words, *, resident):
+        """Words for a memory window: at load (`resident`) or every round."""
+        data = np.asarray(words, np.int64).astype(np.uint32)
+        step = Step("image", self.node.name, {"window": window, "word": int(word)}, data,
+                    bytes_in=data.size * _WORD)
+        if resident:
+            self.resident.append(step)
+        else:
+            self.steps.append(lambda half: ([step], half))
+
+    def scratch_image(self, base_row, rows, *, resident):
+        self.image("scratchpad", base_row * self.core.scratchpad_stride,
+                   rows_to_words(rows, stride=self.core.scratchpad_stride), resident=resident)
+
+    def place(self, where, reason):
+        node = self.node
+        self.placements.append((node.name, node.kind, where, reason,
+                                self.graph.tensor(node.output).shape, macs_of(self.graph, node)))
+
+    def host_step(self, reason):
+        """Run the node on the host (its op's `sim.reference` kernel), with `reason`."""
+        node = self.node
+        for tensor in node.inputs:
+            self.on_host(tensor)
+        self.emit(lambda: Step("host", node.name, {"op": node.op, "inputs": list(node.inputs),
+                                                   "output": node.output}))
+        self.host.add(node.output)
+        self.place("host", reason)
+
+    # Addresses ---------------------------------------------------------------------------------
+
+    def allocate(self):
+        """First-fit addresses in the lower bank; `_Overflow` when a region does not fit."""
+        capacity = self.core.scratchpad_rows // 2
+        live = []
+        for region in sorted(self.regions, key=lambda r: r.first):
+            live = [other for other in live if other.last >= region.first]
+            size = region.rows_per_sample * self.batch
+            base = 0
+            for other in sorted(live, key=lambda r: r.base):
+                if base + size <= other.base:
+                    break
+                base = max(base, other.base + other.rows_per_sample * self.batch)
+            if base + size > capacity:
+                raise _Overflow(region, live, capacity)
+            region.base = base
+            live.append(region)
+
+    def materialize(self):
+        steps, half = [], 0
+        for make in self.steps:
+            made, half = make(half)
+            steps += made
+        return steps
+
+
+def macs_of(graph, node):
+    """Multiply-accumulates per sample of a node's op (0 for ops without a weight matrix)."""
+    op = node.op
+    if node.kind == "BinaryDense":
+        return op.k * op.units
+    if not hasattr(op, "weight_matrix"):
+        return 0
+    k, n = op.weight_matrix.shape
+    if node.kind == "Dense":
+        return k * n
+    height, width = graph.tensor(node.output).shape[:2]
+    if node.kind == "Conv2D":
+        height, width, _ = op.conv_output_shape(graph.tensor(node.inputs[0]).shape)
+    return k * n * height * width
+
+
+def compile_graph(graph, device, *, batch=None, max_batch=MAX_BATCH):
+    """The `Program` running `graph` (a `sw.graph.Graph`, or a model with a ``graph``) on
+    `device` (a `DeviceGeometry`), `batch` samples per round (default: the most that fit, up to
+    `max_batch`). Raises `DoesNotFit` naming the node that does not fit even split."""
+    from .lowering import LOWERINGS, device_nodes, plan_weights
+    graph = getattr(graph, "graph", graph)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"compile_graph takes a sw.graph.Graph or a model with one, "
+                        f"not {type(graph).__name__}")
+    if not isinstance(device, DeviceGeometry):
+        raise TypeError(f"device must be a DeviceGeometry, not {type(device).__name__}")
+    for name, value in (("batch", batch), ("max_batch", max_batch)):
+        if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_BATCH):
+            raise ValueError(f"{name} must be an integer in [1, {MAX_BATCH}], not {value!r}")
+    on_device = device_nodes(graph, device.core)
+    weights = plan_weights(graph, device.core, on_device)
+
+    def plan(samples):
+        result = Plan(graph, device, samples, weights)
+        for index, node in enumerate(graph.nodes):
+            result.at, result.node = index, node
+            if node.name in on_device:
+                LOWERINGS[node.kind].lower(result, node)
+            else:
+                result.host_step(LOWERINGS[node.kind].host_reason(node, device.core))
+        result.at = len(graph.nodes)
+        for name in graph.outputs:      # read at the end of the round, for the node writing it
+            result.node = graph.writer(name) or graph.nodes[-1]
+            result.on_host(name)
+        result.allocate()
+        return result
+
+    def fits(samples):
+        try:
+            return plan(samples)
+        except _Overflow:
+            return None
+
+    if batch is None:
+        low, high = 1, max_batch
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        batch = low
+    try:
+        chosen = plan(batch)
+    except _Overflow as overflow:
+        raise DoesNotFit(_overflow_message(overflow, batch, device.core)) from None
+    return Program(
+        device=device.describe(), batch=batch,
+        inputs={name: (graph.tensor(name).shape, graph.tensor(name).dtype)
+                for name in graph.inputs},
+        outputs={name: (graph.tensor(name).shape, graph.tensor(name).dtype)
+                 for name in graph.outputs},
+        resident=tuple(chosen.resident), steps=tuple(chosen.materialize()),
+        placements=tuple(Placement(*placement) for placement in chosen.placements))
+
+
+def _overflow_message(overflow, batch, core):
+    region = overflow.region
+    need = region.rows_per_sample * batch + sum(other.rows_per_sample * batch
+                                                for other in overflow.live)
+    held = ", ".join(f"{other.tensor!r} {other.rows_per_sample * batch}"
+                     for other in overflow.live) or "nothing else"
+    return (f"node {region.owner!r} does not fit the device: with {batch} sample(s) per round "
+            f"its tensor {region.tensor!r} needs {region.rows_per_sample * batch} scratchpad "
+            f"rows beside the live tensors ({held}), {need} rows in all, but the scratchpad's "
+            f"activation bank (its lower half) has {overflow.capacity} rows "
+            f"(scratchpad_rows={core.scratchpad_rows})")
+
