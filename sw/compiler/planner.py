@@ -93,7 +93,7 @@ class Plan:
         self.core = self.device.core
         self.host = set(self.graph.inputs)
 
-    # Tensors ---------------------------------------------------------------------------------------
+    # Tensors -------------------------------------------------------------------------------------
 
     def rows_per_sample(self, tensor, layout):
         shape = self.graph.tensor(tensor).shape
