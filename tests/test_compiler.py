@@ -13,10 +13,10 @@ import pytest
 from hw.config import preset
 from hw.core.isa import Opcode, decode
 from sim import reference
-from sw.compiler import DeviceGeometry, DoesNotFit, Program, compile_graph
+from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_graph
 from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
-from sw.ops import Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
+from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
 
 TINY = DeviceGeometry.of(preset("tiny"))
 
@@ -69,6 +69,10 @@ def _stores(program, node):
 
 
 # Planner -----------------------------------------------------------------------------------------
+
+def test_every_node_kind_has_a_lowering():
+    assert set(LOWERINGS) == {kind.__name__ for kind in OPERATIONS}
+
 
 def test_activations_are_freed_after_their_last_reader():
     # x (3 rows per sample) -> d0 -> d1 -> d2, two samples per round: x lives at rows 0..5

@@ -393,8 +393,13 @@ class Accelerator(Closable):
         return self._run_once(builder.build([output]), a)
 
     def _run_once(self, graph, x):
-        """Load `graph` with rounds no larger than the batch and run it on `x`."""
-        return self.load(graph, max_batch=min(len(x), MAX_BATCH))(x)
+        """Load `graph` and run it on `x`, in as few rounds as fit, of equal size where they
+        can be (a short last round would still compute a whole one)."""
+        program = self.compile(graph, max_batch=min(len(x), MAX_BATCH))
+        rounds = _blocks(len(x), program.batch)
+        if len(x) % program.batch:
+            program = self.compile(graph, batch=_blocks(len(x), rounds))
+        return self.load(program)(x)
 
     def matmul_int32(self, a, w, bias=None):
         """``gemm(a, w, bias)`` on the device, the raw int32 accumulators: a int8 [M, K], w int8
