@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.core.isa import COMMAND_WORDS, Opcode, encode
+from hw.core.isa import COMMAND_WORDS
 from sw.graph import Graph
 
 from .geometry import DeviceGeometry
@@ -57,8 +57,9 @@ class Region:
 @dataclass
 class WeightPlacement:
     """Where a device node's weights and parameters go: resident (written at load) or streamed
-    (written every round); `w_base` scratchpad row, `p_base` parameter entry; `groups` of
-    (first output block, block count) written and run one after the other."""
+    (written every round); `w_base` scratchpad row, `p_base` parameter entry; `groups` written
+    and run one after the other: (first output block, block count) of an INT8 node, (first
+    neuron, end neuron) of a BinaryDense."""
 
     resident: bool
     w_base: int
@@ -67,6 +68,8 @@ class WeightPlacement:
 
 
 class _Overflow(Exception):
+    """A region found no room in the activation bank (the planner tries a smaller batch)."""
+
     def __init__(self, region, live, capacity):
         super().__init__()
         self.region, self.live, self.capacity = region, live, capacity
