@@ -87,6 +87,17 @@ def test_activations_are_freed_after_their_last_reader():
     assert (read.args["tensor"], read.args["base_row"]) == ("dense2", 4)
 
 
+def test_layers_hand_over_through_the_host_when_row_layouts_differ():
+    # A 4x8 array stores 8-channel rows but reads 4-lane rows: dense0's output is read back
+    # and written again in the layout dense1 reads (into x's rows, free by then).
+    device = DeviceGeometry.of(preset("tiny").replace(rows=4, cols=8))
+    program = compile_graph(mlp(np.random.default_rng(0), (10, 12, 5)), device, batch=2)
+    moves = [(step.kind, step.args["tensor"], step.args["block"], step.args["base_row"])
+             for step in program.steps if step.kind in ("read", "write")]
+    assert moves == [("write", "x", 4, 0), ("read", "dense0", 8, 6), ("write", "dense0", 4, 0),
+                     ("read", "dense1", 8, 10)]
+
+
 def test_weights_are_resident_and_only_inputs_and_outputs_cross_the_link():
     program = compile_graph(mlp(np.random.default_rng(0)), TINY, batch=3)
     assert {step.kind for step in program.steps} == {"write", "commands", "read"}
