@@ -206,7 +206,11 @@ def test_cnn_from_a_saved_program_in_rounds(device, tmp_path):
     device.compile(graph, batch=2).save(tmp_path / "cnn.npz")
     network = device.load(Program.load(tmp_path / "cnn.npz"))
     x = rng.integers(-128, 128, (3, 4, 4, 1)).astype(np.int8)     # rounds of 2 and 1
+    device.clear_perf_counters()
     np.testing.assert_array_equal(network(x), run_reference(graph, x))
+    # The short round skips the missing image's CONV (3 x 16 pixels x 9 taps x 4 channels);
+    # the GEMM runs on both rows of each round (2 x 2 rows x 16 x 3).
+    assert device.perf_counters()["macs"] == 3 * 16 * 9 * 4 + 2 * 2 * 16 * 3
 
 
 def test_mlp_sends_only_inputs_and_reads_only_outputs(device, monkeypatch):

@@ -67,7 +67,12 @@ class DenseLowering:
         _lower_int8(plan, node, self._commands, "GEMM + REQUANT_STORE (act range fused)")
 
     @staticmethod
-    def _commands(plan, node, source, out, placement, first, cout, half):
+    def _commands(plan, node, source, out, placement, first, cout):
+        plan.commands(lambda half: DenseLowering._gemm(plan, node, source, out, placement,
+                                                       first, cout, half))
+
+    @staticmethod
+    def _gemm(plan, node, source, out, placement, first, cout, half):
         op, core = node.op, plan.core
         layer = ConvLayer(in_h=plan.batch, in_w=1, cin=op.weights.shape[0], cout=cout,
                           a_base=source.base, w_base=placement.w_base,
@@ -113,34 +118,39 @@ class Conv2DLowering:
         plan.host_step(reason)
 
     @staticmethod
-    def _commands(plan, node, source, out, placement, first, cout, half):
+    def _commands(plan, node, source, out, placement, first, cout):
+        """One command step per image (a round without the image skips it), one FENCE after
+        the last: the images' stores overlap the next image's compute."""
+        for sample in range(plan.batch):
+            plan.commands(lambda half, sample=sample: Conv2DLowering._image(
+                plan, node, source, out, placement, first, cout, sample, half), sample=sample)
+        plan.commands(lambda half: ([encode(Opcode.FENCE)], half))
+
+    @staticmethod
+    def _image(plan, node, source, out, placement, first, cout, sample, half):
         op, core = node.op, plan.core
         height, width, _ = plan.graph.tensor(node.inputs[0]).shape
-        words = []
-        for sample in range(plan.batch):
-            layer = ConvLayer(
-                in_h=height, in_w=width, cin=op.in_channels, cout=cout,
-                kh=op.kernel_size[0], kw=op.kernel_size[1], stride=op.stride[0],
-                padding=op.padding, zero_point=op.input_zero_point,
-                a_base=source.base + sample * source.rows_per_sample, w_base=placement.w_base,
-                out_base=out.base + sample * out.rows_per_sample + first,
-                param_base=placement.p_base, rounding=op.rounding,
-                output_zero_point=op.output_zero_point, act_min=op.act_min,
-                act_max=op.act_max, pool=op.pool, out_stride=_blocks(op.out_channels, core.cols))
-            more, half = layer_commands(layer, rows=core.rows, cols=core.cols,
-                                        accumulator_rows=core.accumulator_rows,
-                                        first_half=half)
-            words += more[:-1]      # one FENCE after the last image: the images overlap
-        return words + [encode(Opcode.FENCE)], half
+        layer = ConvLayer(
+            in_h=height, in_w=width, cin=op.in_channels, cout=cout,
+            kh=op.kernel_size[0], kw=op.kernel_size[1], stride=op.stride[0],
+            padding=op.padding, zero_point=op.input_zero_point,
+            a_base=source.base + sample * source.rows_per_sample, w_base=placement.w_base,
+            out_base=out.base + sample * out.rows_per_sample + first,
+            param_base=placement.p_base, rounding=op.rounding,
+            output_zero_point=op.output_zero_point, act_min=op.act_min, act_max=op.act_max,
+            pool=op.pool, out_stride=_blocks(op.out_channels, core.cols))
+        words, half = layer_commands(layer, rows=core.rows, cols=core.cols,
+                                     accumulator_rows=core.accumulator_rows, first_half=half)
+        return words[:-1], half         # without its FENCE
 
 
 def _weights_hwio(op):
     return op.weights if op.weights.ndim == 4 else op.weights[np.newaxis, np.newaxis]
 
 
-def _lower_int8(plan, node, make_commands, reason):
+def _lower_int8(plan, node, emit_commands, reason):
     """Input region (R-lane rows) -> output region (C-lane rows, pixel-major); weights and
-    parameters per output-block group (once if resident)."""
+    parameters per output-block group (once if resident), then `emit_commands` for the group."""
     op, core = node.op, plan.core
     source = plan.in_scratch(node.inputs[0], {"layout": "int8", "block": core.rows})
     out = plan.new_region(node.output, {"layout": "int8", "block": core.cols})
@@ -155,8 +165,7 @@ def _lower_int8(plan, node, make_commands, reason):
         plan.image("parameters", 4 * placement.p_base, parameter_words(
             bias[low:high], op.multiplier[low:high], op.shift[low:high],
             channels=count * core.cols), resident=placement.resident)
-        plan.commands(lambda half, first=first, cout=high - low: make_commands(
-            plan, node, source, out, placement, first, cout, half))
+        emit_commands(plan, node, source, out, placement, first, high - low)
     streamed = "" if placement.resident else (
         f"; weights streamed every round in {len(placement.groups)} group(s): they do not fit "
         f"resident beside the others")
@@ -233,7 +242,7 @@ class BinaryDenseLowering:
         plan.commands(lambda half: ([encode(
             Opcode.BINARY, a_base=source.base + first * beats, vectors=vectors, k=node.op.k,
             neuron_folds=folds, last_lanes=high - low - (folds - 1) * core.binary_lanes,
-            out_base=0), encode(Opcode.FENCE)], half))
+            out_base=0), encode(Opcode.FENCE)], half), sample=first)
         plan.emit(lambda: Step("read_binary", node.name, {
             "tensor": node.output, "vector": first, "vectors": vectors, "folds": folds,
             "low": low, "high": high, "units": node.op.units,

@@ -156,14 +156,15 @@ class Plan:
         """Add a step made once addresses are known (`make_step()` -> `Step`)."""
         self.steps.append(lambda half: ([make_step()], half))
 
-    def commands(self, make_commands):
-        """Add a command step: `make_commands(half)` -> (word lists, next accumulator half)."""
-        node = self.node.name
+    def commands(self, make_commands, *, sample=None):
+        """Add a command step: `make_commands(half)` -> (word lists, next accumulator half).
+        Commands for one `sample` only are skipped in a round without that sample."""
+        node, args = self.node.name, {} if sample is None else {"sample": sample}
 
         def make(half):
             words, half = make_commands(half)
             data = np.asarray(words, np.uint32).reshape(-1, COMMAND_WORDS)
-            return [Step("commands", node, {}, data, bytes_in=data.size * _WORD)], half
+            return [Step("commands", node, args, data, bytes_in=data.size * _WORD)], half
         self.steps.append(make)
 
     def image(self, window, word, words, *, resident):

@@ -5,8 +5,9 @@ A call checks the inputs against the program's, splits the batch into rounds of 
 ``program.batch`` samples and runs the program's steps for each round: only the inputs (and what
 host steps hand back to the device) are written, the commands are pushed, host steps run their
 op's `sim.reference` kernel, and only the outputs (and what host steps need) are read back. A
-round with fewer samples than the program's batch writes and reads only its own samples (the
-commands still cover the whole batch: the rows past them hold stale values nobody reads).
+round with fewer samples than the program's batch writes and reads only its own samples and
+skips the commands of the others (per image for convolutions, per vector chunk for binary
+layers; a GEMM's rows are the whole batch, computed on stale rows nobody reads).
 """
 
 import numpy as np
@@ -82,6 +83,8 @@ class LoadedProgram:
         device, pending = self.accelerator, False
         for step in self.program.steps:
             if step.kind == "commands":
+                if step.args.get("sample", 0) >= samples:
+                    continue        # commands for samples this round does not have
                 device._push(step.data.tolist())
                 pending = True
                 continue
