@@ -1,5 +1,5 @@
 """One lowering per node kind: `LOWERINGS[kind]` turns a node plus the device's geometry into
-steps of the planner (`sw.compiler.planner.Plan`): scratchpad regions, weight and parameter
+steps of the lowering context (`sw.compiler.plan.Plan`): scratchpad regions, weight and parameter
 images, `hw.core.isa` commands, reads and writes over the link, or a host step with its reason.
 
 A lowering has ``host_reason(node, core)``: None when the device can run the node, else why it
@@ -25,7 +25,7 @@ from hw.core.isa import Opcode, encode
 
 from .layout import (ConvLayer, binary_threshold_words, binary_weight_words, layer_commands,
                      parameter_words, weight_rows)
-from .planner import DoesNotFit, WeightPlacement
+from .plan import DoesNotFit, WeightPlacement
 from .program import Step
 
 __all__ = ["LOWERINGS", "device_nodes", "plan_weights"]
