@@ -5,7 +5,7 @@ the target side of `hw.soc.bridge` (writes take effect at once, read data
 import numpy as np
 
 from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS
-from hw.core.layout import rows_to_words, words_to_rows
+from sw.compiler.layout import rows_to_words, words_to_rows
 from hw.soc.bridge import TARGET_READ_LATENCY
 
 

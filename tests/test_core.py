@@ -14,7 +14,7 @@ from core_host import PysimHost
 from hw.binary.encoding import threshold_writes, weight_writes
 from hw.core.core import Core, core_from_config
 from hw.core.isa import (COMMAND_WORDS, ErrorCode, Opcode, REGISTERS, decode, encode)
-from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
+from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
                             output_from_rows, parameter_words, weight_rows)
 from hw.config import preset
 from sim import reference

@@ -1,7 +1,7 @@
 """The accelerator core: buffers, command queue and units that execute whole layers on chip.
 
-`hw.core.isa` is the command set (shared with the driver), `hw.core.core.Core` the component,
-`hw.core.layout` the host-side tensor layouts and command planning.
+`hw.core.isa` is the command set (shared with the driver), `hw.core.core.Core` the component;
+the host-side tensor layouts and command planning are the compiler's (`sw.compiler`).
 """
 
 from .core import Core, CoreGeometry, core_from_config, geometry_from_config

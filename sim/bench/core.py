@@ -26,7 +26,7 @@ from hw.binary.encoding import threshold_writes, weight_writes
 from hw.config import AcceleratorConfig
 from hw.core.core import core_from_config
 from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS, Opcode, encode
-from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
+from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
                             output_from_rows, parameter_words, rows_to_words, weight_rows,
                             words_to_rows)
 from hw.soc.bridge import TARGET_READ_LATENCY

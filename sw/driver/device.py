@@ -6,6 +6,8 @@
         print(accelerator.config)                   # read from the device's CONFIG_* registers
         y = accelerator.matmul(a, w, bias, multiplier=m0, shift=shift)      # int8 [M, N]
         scores = accelerator.run(model, x)          # a whole sw.model.QuantizedModel
+        network = accelerator.load(graph)           # weights written once (sw.compiler)
+        y = network(x)                              # only inputs and outputs cross the link
         print(accelerator.perf_counters())          # the core's hardware counters
 
 On connect the driver reads the identification registers and refuses (`DeviceMismatch`) a device
@@ -13,17 +15,19 @@ whose magic or protocol version it does not know, so it never carries constants 
 disagree with the bitstream: the config, the max payload, every window's base and the core's
 sizes all come from the device; the buffer geometry (row strides, lanes) is the one
 `hw.core.geometry_from_config` gives for them, the command encoding is `hw.core.isa`, the tensor
-layouts `hw.core.layout`.
+layouts `sw.compiler.layout`.
 
-How a layer runs (host tensors -> bulk writes -> queued commands -> bulk reads): the driver
-places activations and outputs in the scratchpad's lower bank and weights in its upper bank (so
-the core loads the next weight tile while computing), requant parameters in the parameter
-memory, pushes the layer's commands (GEMM/CONV + REQUANT_STORE pairs, or BINARY, then FENCE),
-polls ``completed`` and reads the outputs back. A layer larger than the buffers is split into
-pieces that fit: output channels into groups whose weights and parameters fit, rows/images into
-groups whose activations and outputs fit; what cannot be split (one output channel's weights,
-one image) is rejected with a `ValueError` saying what does not fit. A command the core refuses
-raises `CommandError` naming the command and the error code.
+How a network runs: `load` compiles a graph (`sw.compiler.compile_graph`: one lowering per node
+kind, weights resident in the scratchpad's upper bank and the parameter memory, activations in
+its lower bank by liveness, host steps where the device has no operation) or takes a compiled
+`sw.compiler.Program`, writes the resident weights and parameters once and returns a
+`LoadedProgram`; calling that with a batch writes only the inputs, pushes the commands, polls
+``completed`` and reads only the outputs back (`sw.driver.loaded`). `matmul`, `conv2d`,
+`binary_dense` and `run` are one-node (or chain) programs; `matmul_int32` reads the raw
+accumulators with its own GEMM loop. What cannot be split to fit (one output block's weights,
+one sample's activations) is rejected with a `sw.compiler.DoesNotFit` (a `ValueError`) naming
+the node, what it needs and what the device has. A command the core refuses raises
+`CommandError` naming the command and the error code.
 
 Every input is checked (shape, dtype, range) before anything is sent: `TypeError` for a wrong
 dtype, `ValueError` for a wrong shape or value.
@@ -34,15 +38,16 @@ import numpy as np
 from hw.core import geometry_from_config
 from hw.core.isa import (COMMAND_REGISTER, COUNTERS, COUNTERS_BASE, REGISTERS, ErrorCode, Opcode,
                          decode, encode)
-from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
-                            output_from_rows, parameter_words, rows_to_words, weight_rows,
-                            words_to_rows)
-from hw.binary.encoding import threshold_writes, weight_writes
 from hw.soc import protocol
 from sim import reference
+from sw.compiler import MAX_BATCH, DeviceGeometry, Program, compile_graph
+from sw.compiler.layout import activation_rows, rows_to_words, weight_rows, words_to_rows
 from sw.driver.errors import CommandError, DeviceMismatch
 from sw.driver.link import open_link
+from sw.driver.loaded import LoadedProgram
 from sw.driver.transport import Closable
+from sw.graph import GraphBuilder
+from sw.ops import BinaryDense, Conv2D, Dense
 
 __all__ = ["Accelerator"]
 
@@ -150,6 +155,8 @@ class Accelerator(Closable):
     `version`, `windows` (window name -> byte base), `core_sizes` (`protocol.CORE_SIZES`), and
     `core` (the `hw.core.Core` of that config and sizes: buffer geometry only, never simulated).
     """
+
+    _generation = 0         # bumped by every load and layer call that writes weights
 
     def __init__(self, link, *, url="<link>"):
         self.link = link
@@ -325,125 +332,54 @@ class Accelerator(Closable):
         return np.frombuffer(self.bulk_read(self.windows[window] + _WORD * word, _WORD * count),
                              "<u4")
 
-    def _output_groups(self, channels, rows_per_block, what):
-        """Output channel groups (first block, block count) whose weights fit the scratchpad's
-        upper bank and whose parameters fit the parameter memory."""
-        cols = self.config.cols
-        blocks = _blocks(channels, cols)
-        per_group = min(self._half_rows // rows_per_block, self.core.parameter_rows // cols)
-        if per_group == 0:
-            raise ValueError(f"{what}: one block of {cols} output channels needs "
-                             f"{rows_per_block} weight rows, but the scratchpad's weight bank "
-                             f"holds {self._half_rows} rows (scratchpad_rows="
-                             f"{self.core.scratchpad_rows})")
-        return [(first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)]
+    # Programs ------------------------------------------------------------------------------------
 
-    def _load_group(self, weights_hwio, first_block, count, requant):
-        """Weights and requant parameters of output blocks [first, first+count) -> the device."""
-        cols = self.config.cols
-        low, high = first_block * cols, min(weights_hwio.shape[3], (first_block + count) * cols)
-        self._write_rows(self._half_rows, weight_rows(
-            weights_hwio[..., low:high], rows=self.config.rows, cols=cols,
-            row_bytes=self.core.row_bytes))
-        self._write_words("parameters", 0, parameter_words(
-            requant["bias"][low:high], requant["multiplier"][low:high], requant["shift"][low:high],
-            channels=count * cols))
-        return low, high
+    @property
+    def geometry(self):
+        """The `sw.compiler.DeviceGeometry` of this device (what programs are compiled for)."""
+        return DeviceGeometry.of(self.config, **self.core_sizes)
+
+    def compile(self, graph, *, batch=None, max_batch=MAX_BATCH):
+        """`sw.compiler.compile_graph` of `graph` (a `sw.graph.Graph` or a model with one) for
+        this device."""
+        return compile_graph(graph, self.geometry, batch=batch, max_batch=max_batch)
+
+    def load(self, program, *, batch=None, max_batch=MAX_BATCH):
+        """Write a program's resident weights and parameters once; returns the `LoadedProgram`
+        to call with batches.
+
+        program : a `sw.compiler.Program`, or a graph / model (compiled here with `batch` and
+        `max_batch`). A program compiled for another device configuration raises
+        `DeviceMismatch` before anything is written. Loading invalidates the programs loaded
+        before (they share the device's memories); a load that fails part way leaves no
+        program loaded and the device ready for the next load."""
+        if not isinstance(program, Program):
+            program = self.compile(program, batch=batch, max_batch=max_batch)
+        elif batch is not None:
+            raise ValueError("batch is fixed when a program is compiled; pass a graph to "
+                             "compile it with another batch")
+        differences = DeviceGeometry.from_description(program.device).differences(self.geometry)
+        if differences:
+            raise DeviceMismatch(f"the program was compiled for another device configuration "
+                                 f"(program != {self.url}: {'; '.join(differences)}); compile "
+                                 f"it again for this device")
+        self._generation += 1
+        for step in program.resident:
+            self._write_words(step.args["window"], step.args["word"], step.data)
+        return LoadedProgram(self, program, self._generation)
+
+    def _invalidate_programs(self):
+        """A call that writes weights of its own: loaded programs must be loaded again."""
+        self._generation += 1
 
     # INT8 layers ---------------------------------------------------------------------------------
-
-    def _int8_layer(self, images, weights_hwio, requant, *, stride, padding, zero_point, pool,
-                    gemm, what):
-        """images: a list of int8 HWC arrays (same width and channels); returns the list of
-        their int8 outputs [Ho', Wo', Cout] (pooled when `pool`)."""
-        kh, kw, cin, cout = weights_hwio.shape
-        rows, cols = self.config.rows, self.config.cols
-        cin_blocks = _blocks(cin, rows)
-        shapes = []
-        for image in images:
-            layer = ConvLayer(in_h=image.shape[0], in_w=image.shape[1], cin=cin, cout=cout,
-                              kh=kh, kw=kw, stride=stride, padding=padding)
-            out_h, out_w = layer.out_h, layer.out_w
-            if out_h < 1 or out_w < 1:
-                raise ValueError(f"{what}: a {kh}x{kw} kernel with stride {stride} and padding "
-                                 f"{padding} does not fit a {image.shape[0]}x{image.shape[1]} "
-                                 f"input")
-            if pool and (out_h < 2 or out_w < 2):
-                raise ValueError(f"{what}: the 2x2 max-pool needs at least a 2x2 output, "
-                                 f"not {out_h}x{out_w}")
-            if pool and out_w > self.core.max_pool_width:
-                raise ValueError(f"{what}: the max-pool takes rows of at most "
-                                 f"{self.core.max_pool_width} pixels, not {out_w}")
-            shapes.append((out_h // 2, out_w // 2) if pool else (out_h, out_w))
-        groups = self._output_groups(cout, kh * kw * cin_blocks * rows, what)
-        outputs = [np.zeros((height * width, cout), np.int8) for height, width in shapes]
-        for first_block, count in groups:
-            group_cout = min(cout - first_block * cols, count * cols)
-            # Rounds: as many images as fit the activation bank with their outputs, pushed at
-            # once (their commands alternate accumulator halves, so stores overlap compute).
-            rounds, current, used = [], [], 0
-            for index, image in enumerate(images):
-                need = image.shape[0] * image.shape[1] * cin_blocks \
-                    + shapes[index][0] * shapes[index][1] * count
-                if need > self._half_rows:
-                    raise ValueError(f"{what}: one input and its output ({need} rows) do not "
-                                     f"fit the scratchpad's activation bank "
-                                     f"({self._half_rows} rows)")
-                if used + need > self._half_rows:
-                    rounds.append(current)
-                    current, used = [], 0
-                current.append(index)
-                used += need
-            rounds.append(current)
-            plans = []
-            for members in rounds:
-                commands, half = [], 0
-                a_base = 0
-                out_base = sum(images[i].shape[0] * images[i].shape[1] for i in members) \
-                    * cin_blocks
-                placements = []
-                for index in members:
-                    image = images[index]
-                    pixels = shapes[index][0] * shapes[index][1]
-                    layer = ConvLayer(
-                        in_h=image.shape[0], in_w=image.shape[1], cin=cin, cout=group_cout,
-                        kh=kh, kw=kw, stride=stride, padding=padding, zero_point=zero_point,
-                        a_base=a_base, w_base=self._half_rows, out_base=out_base,
-                        rounding=requant["rounding"],
-                        output_zero_point=requant["output_zero_point"],
-                        act_min=requant["act_min"], act_max=requant["act_max"], pool=pool)
-                    try:
-                        more, half = layer_commands(layer, rows=rows, cols=cols,
-                                                    accumulator_rows=self.core.accumulator_rows,
-                                                    gemm=gemm, first_half=half)
-                    except ValueError as error:
-                        raise ValueError(f"{what} does not fit the core: {error}") from None
-                    commands += more
-                    placements.append((index, out_base, pixels))
-                    a_base += image.shape[0] * image.shape[1] * cin_blocks
-                    out_base += pixels * count
-                plans.append((members, placements, commands))
-            low, high = self._load_group(weights_hwio, first_block, count, requant)
-            for members, placements, commands in plans:
-                self._write_rows(0, np.concatenate([
-                    activation_rows(images[index], rows=rows, row_bytes=self.core.row_bytes)
-                    for index in members]))
-                self._push(commands)
-                self._finish()
-                first_out = placements[0][1]
-                total = placements[-1][1] + placements[-1][2] * count - first_out
-                result = self._read_rows(first_out, total)
-                for index, out_base, pixels in placements:
-                    outputs[index][:, low:high] = output_from_rows(
-                        result[out_base - first_out:], pixels=pixels, channels=high - low,
-                        cols=cols, stride=count)
-        return [output.reshape(*shape, cout) for output, shape in zip(outputs, shapes)]
 
     def matmul(self, a, w, bias=None, *, multiplier, shift, output_zero_point=0, act_min=-128,
                act_max=127, rounding="double"):
         """``requantize(gemm(a, w, bias), ...)`` on the device: a int8 [M, K], w int8 [K, N],
         bias int32 [N] or None; multiplier (M0) and shift (<= 0) per output channel (or one for
-        all); returns int8 [M, N], bit-exact with `sim.reference`."""
+        all); returns int8 [M, N], bit-exact with `sim.reference`. A one-node program (`load`):
+        the rows of `a` are its samples."""
         a = _int_array("a", a, np.int8, 2)
         w = _int_array("w", w, np.int8, 2)
         if a.shape[1] != w.shape[0]:
@@ -451,17 +387,19 @@ class Accelerator(Closable):
                              f"{list(w.shape)}: K differs")
         requant = _requant(w.shape[1], bias, multiplier, shift, output_zero_point, act_min,
                            act_max, rounding)
-        # A GEMM is a 1x1 convolution over M x 1 images: rows in chunks that fit the activation
-        # bank next to their outputs (and the store command's 10-bit height).
-        k_blocks = _blocks(w.shape[0], self.config.rows)
-        widest_group = max(count for _, count in self._output_groups(
-            w.shape[1], k_blocks * self.config.rows, "matmul"))
-        chunk = max(1, min(self._half_rows // (k_blocks + widest_group), 1023))
-        pieces = self._int8_layer(
-            [a[start:start + chunk, np.newaxis, :] for start in range(0, a.shape[0], chunk)],
-            w[np.newaxis, np.newaxis], requant, stride=1, padding=(0, 0, 0, 0), zero_point=0,
-            pool=False, gemm=True, what="matmul")
-        return np.concatenate(pieces).reshape(a.shape[0], w.shape[1])
+        builder = GraphBuilder()
+        builder.input("a", (w.shape[0],), zero_point=0)
+        output = builder.node("matmul", Dense(weights=w, **_op_requant(requant)), ["a"])
+        return self._run_once(builder.build([output]), a)
+
+    def _run_once(self, graph, x):
+        """Load `graph` and run it on `x`, in as few rounds as fit, of equal size where they
+        can be (a short last round would still compute a whole one)."""
+        program = self.compile(graph, max_batch=min(len(x), MAX_BATCH))
+        rounds = _blocks(len(x), program.batch)
+        if len(x) % program.batch:
+            program = self.compile(graph, batch=_blocks(len(x), rounds))
+        return self.load(program)(x)
 
     def matmul_int32(self, a, w, bias=None):
         """``gemm(a, w, bias)`` on the device, the raw int32 accumulators: a int8 [M, K], w int8
@@ -478,6 +416,7 @@ class Accelerator(Closable):
         (m, k), n = a.shape, w.shape[1]
         k_blocks = _blocks(k, rows)
         acc_half = self.core.accumulator_rows // 2
+        self._invalidate_programs()
         groups = self._output_groups(n, k_blocks * rows, "matmul_int32")
         acc = np.zeros((m, n), np.int64)
         for first_block, count in groups:
@@ -510,14 +449,28 @@ class Accelerator(Closable):
                                 f"{acc.max()}])")
         return acc.astype(np.int32)
 
+    def _output_groups(self, channels, rows_per_block, what):
+        """Output channel groups (first block, block count) whose weights fit the scratchpad's
+        upper bank and whose parameters fit the parameter memory."""
+        cols = self.config.cols
+        blocks = _blocks(channels, cols)
+        per_group = min(self._half_rows // rows_per_block, self.core.parameter_rows // cols)
+        if per_group == 0:
+            raise ValueError(f"{what}: one block of {cols} output channels needs "
+                             f"{rows_per_block} weight rows, but the scratchpad's weight bank "
+                             f"holds {self._half_rows} rows (scratchpad_rows="
+                             f"{self.core.scratchpad_rows})")
+        return [(first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)]
+
     def conv2d(self, x, w, bias=None, *, stride=1, padding=0, input_zero_point=0, multiplier,
                shift, output_zero_point=0, act_min=-128, act_max=127, rounding="double",
                pool=False):
         """``requantize(conv2d(x, w, bias, stride, padding, input_zero_point), ...)`` on the
         device, then an optional 2x2 max-pool: x int8 NHWC [B, H, W, Cin] or [H, W, Cin], w
         int8 HWIO; padding as `sim.reference.conv2d` takes it (filled with the input zero
-        point); the im2col expansion happens on chip. Returns int8 NHWC (unbatched for an
-        unbatched x), bit-exact with `sim.reference`."""
+        point, smaller than the kernel on every side); the im2col expansion happens on chip.
+        Returns int8 NHWC (unbatched for an unbatched x), bit-exact with `sim.reference`. A
+        one-node program (`load`)."""
         x = _int_array("x", x, np.int8, (3, 4))
         w = _int_array("w", w, np.int8, 4)
         batched = x.ndim == 4
@@ -530,14 +483,14 @@ class Accelerator(Closable):
         zero_point = _int_in("input_zero_point", input_zero_point, -128, 127)
         if not isinstance(pool, bool):
             raise TypeError(f"pool must be a bool, not {pool!r}")
-        cout = w.shape[3]
-        requant = _requant(cout, bias, multiplier, shift, output_zero_point, act_min, act_max,
-                           rounding)
-        requant["bias"] = reference.fold_zero_point(requant["bias"], w.reshape(-1, cout),
-                                                    zero_point).astype(np.int64)
-        y = np.stack(self._int8_layer(list(images), w, requant, stride=stride, padding=padding,
-                                      zero_point=zero_point, pool=pool, gemm=False,
-                                      what="conv2d"))
+        requant = _requant(w.shape[3], bias, multiplier, shift, output_zero_point, act_min,
+                           act_max, rounding)
+        builder = GraphBuilder()
+        builder.input("x", images.shape[1:], zero_point=zero_point)
+        output = builder.node("conv2d", Conv2D(
+            weights=w, stride=(stride, stride), padding=padding, input_zero_point=zero_point,
+            pool=pool, **_op_requant(requant)), ["x"])
+        y = self._run_once(builder.build([output]), images)
         return y if batched else y[0]
 
     # Binary layers -------------------------------------------------------------------------------
@@ -546,7 +499,8 @@ class Accelerator(Closable):
         """W1A1 dense on the XNOR-popcount engine: a_bits uint8 [M, ceil(k/8)] and w_bits uint8
         [N, ceil(k/8)] packed as `sim.reference.pack_bits`; returns the int32 dots
         ``k - 2*popcount(a XOR w)`` [M, N], or with thresholds (int [N]) and ascending (bool [N])
-        the +1/-1 int8 activations `sim.reference.threshold_activation` gives."""
+        the +1/-1 int8 activations `sim.reference.threshold_activation` gives. A one-node
+        program (`load`)."""
         k = _int_in("k", k, 1, self.core.binary_max_k)
         packed_bytes = _blocks(k, 8)
         a_bits = _int_array("a_bits", a_bits, np.uint8, 2)
@@ -564,119 +518,43 @@ class Accelerator(Closable):
             if ascending.dtype != bool or ascending.shape != (n,):
                 raise ValueError(f"ascending must be a bool array of shape ({n},), not "
                                  f"{ascending.dtype} {ascending.shape}")
-        m = a_bits.shape[0]
-        width, lanes = self.config.binary_width, self.config.binary_lanes
-        beats = _blocks(k, width)
-        # Neurons per weight load: whole folds, as many as the engine's weight memory holds.
-        per_group = self.core.binary_max_n // lanes * lanes or self.core.binary_max_n
-        folds_max = _blocks(per_group, lanes)
-        per_round = min(self.core.scratchpad_rows // beats,
-                        self.core.binary_result_rows // folds_max, 2**16 - 1)
-        if per_round == 0:
-            raise ValueError(f"binary_dense: one vector of k={k} bits does not fit the binary "
-                             f"result memory ({self.core.binary_result_rows} rows)")
-        dots = np.zeros((m, n), np.int32)
-        signs = np.zeros((m, n), np.int8)
-        for low in range(0, n, per_group):
-            high = min(n, low + per_group)
-            folds = _blocks(high - low, lanes)
-            self._write_binary_weights(w_bits[low:high], k)
-            if thresholds is not None:
-                self._write_binary_thresholds(thresholds[low:high], ascending[low:high], k)
-            for start in range(0, m, per_round):
-                vectors = min(per_round, m - start)
-                self._write_rows(0, binary_activation_rows(
-                    a_bits[start:start + vectors], k, width=width, row_bytes=self.core.row_bytes))
-                self._push([encode(Opcode.BINARY, a_base=0, vectors=vectors, k=k,
-                                   neuron_folds=folds, last_lanes=high - low - (folds - 1) * lanes,
-                                   out_base=0),
-                            encode(Opcode.FENCE)])
-                self._finish()
-                stride = self.core.result_stride
-                words = self._read_words("binary_results", 0, vectors * folds * stride)
-                words = words.reshape(vectors, folds, stride)
-                fold_dots = words[:, :, :lanes].view(np.int32).reshape(vectors, folds * lanes)
-                dots[start:start + vectors, low:high] = fold_dots[:, :high - low]
-                bit_words = words[:, :, lanes:lanes + self.core.result_bit_words]
-                bits = np.stack([(bit_words[:, :, lane // 32] >> (lane % 32)) & 1
-                                 for lane in range(lanes)], axis=-1).reshape(vectors, -1)
-                signs[start:start + vectors, low:high] = np.where(bits[:, :high - low], 1, -1)
-        return dots if thresholds is None else signs
-
-    def _write_binary_weights(self, w_bits, k):
-        core = self.core
-        width = self.config.binary_width
-        words_per_beat = _blocks(width, 32)
-        writes = weight_writes(w_bits, k, width=width, lanes=self.config.binary_lanes)
-        depth = max(item["address"] for item in writes) + 1
-        words = np.zeros(depth * core.lanes_stride * core.weight_word_stride, np.int64)
-        for item in writes:
-            base = (item["address"] * core.lanes_stride + item["lane"]) * core.weight_word_stride
-            for word in range(words_per_beat):
-                words[base + word] = (item["bits"] >> (32 * word)) & 0xFFFF_FFFF
-        self._write_words("binary_weights", 0, words)
-
-    def _write_binary_thresholds(self, thresholds, ascending, k):
-        core = self.core
-        writes = threshold_writes(thresholds, ascending, k, lanes=self.config.binary_lanes)
-        folds = max(item["neuron_fold"] for item in writes) + 1
-        words = np.zeros(folds * core.lanes_stride, np.int64)
-        for item in writes:
-            words[item["neuron_fold"] * core.lanes_stride + item["lane"]] = (
-                (int(item["threshold"]) & 0x7FFF_FFFF) | item["ascending"] << 31)
-        self._write_words("binary_thresholds", 0, words)
+        builder = GraphBuilder()
+        builder.input("a", (k,), "binary")
+        output = builder.node("binary_dense", BinaryDense.from_packed(
+            w_bits, k, thresholds=thresholds, ascending=ascending), ["a"])
+        return self._run_once(builder.build([output]), reference.unpack_bits(a_bits, k))
 
     # Models --------------------------------------------------------------------------------------
 
     def run(self, model, x):
-        """Run every layer of `model` (a `sw.model.QuantizedModel`) on the device.
+        """Run `model` (a `sw.model.QuantizedModel`) on the device: compiled and loaded
+        (`load`), then called on `x`.
 
         x: [M, *model.input_shape] int8 (INT8 models) or +1/-1 int8 (binary models; uint8
         packed bits [M, ceil(K/8)] accepted). Returns the last layer's output, equal to
-        `sw.model.run_reference` (int8, or the int32 dots of a binary model's last layer). A
-        batch runs as one call per layer (M images = M rows of the GEMM)."""
-        from sw.model import Conv2D, Dense, Flatten, QuantizedModel
+        `sw.model.run_reference` (int8, or the int32 dots of a binary model's last layer)."""
+        from sw.model import QuantizedModel
         if not isinstance(model, QuantizedModel):
             raise TypeError(f"model must be a sw.model.QuantizedModel, not {type(model).__name__}")
         x = np.asarray(x)
         if x.dtype.kind not in "iu":
             raise TypeError(f"x must be an integer array, not dtype {x.dtype}; quantize floats "
                             f"with model.quantize_input")
-        if model.is_binary:
+        if model.is_binary and x.dtype == np.uint8:
             k = model.input_shape[0]
-            if x.dtype == np.uint8:
-                if x.ndim != 2 or x.shape[1] != _blocks(k, 8):
-                    raise ValueError(f"packed input must have shape [M, {_blocks(k, 8)}], "
-                                     f"not {x.shape}")
-                activations = x
-            else:
-                if x.ndim != 2 or x.shape[1] != k or not np.all((x == 1) | (x == -1)):
-                    raise ValueError(f"a binary model's input must be +1/-1 of shape [M, {k}] "
-                                     f"(or uint8 packed bits), not {x.dtype} {x.shape}")
-                activations = reference.pack_bits(x.astype(np.int8))
-            for layer in model.layers:
-                y = self.binary_dense(activations, layer.packed_weights, layer.k,
-                                      layer.thresholds, layer.ascending)
-                activations = y if layer.is_output else reference.pack_bits(y)
-            return y
-        if x.shape[1:] != model.input_shape or x.ndim != len(model.input_shape) + 1:
+            if x.ndim != 2 or x.shape[1] != _blocks(k, 8):
+                raise ValueError(f"packed input must have shape [M, {_blocks(k, 8)}], "
+                                 f"not {x.shape}")
+            x = reference.unpack_bits(x, k)
+        if x.ndim != len(model.input_shape) + 1 or x.shape[1:] != model.input_shape:
             raise ValueError(f"x must have shape [M, {', '.join(map(str, model.input_shape))}], "
                              f"not {x.shape}")
-        y = _int_array("x", x, np.int8, x.ndim)
-        for layer in model.layers:
-            if isinstance(layer, Flatten):
-                y = y.reshape(y.shape[0], -1)
-            elif isinstance(layer, Dense):
-                y = self.matmul(y, layer.weights, layer.folded_bias, multiplier=layer.multiplier,
-                                shift=layer.shift, output_zero_point=layer.output_zero_point,
-                                act_min=layer.act_min, act_max=layer.act_max,
-                                rounding=layer.rounding)
-            elif isinstance(layer, Conv2D):
-                y = self.conv2d(y, layer.weights, layer.bias, stride=layer.stride,
-                                padding=layer.padding, input_zero_point=layer.input_zero_point,
-                                multiplier=layer.multiplier, shift=layer.shift,
-                                output_zero_point=layer.output_zero_point, act_min=layer.act_min,
-                                act_max=layer.act_max, rounding=layer.rounding, pool=layer.pool)
-            else:
-                raise TypeError(f"run: no device mapping for {type(layer).__name__}")
-        return y
+        return self._run_once(model.graph, x)
+
+
+def _op_requant(requant):
+    """`_requant`'s checked parameters as `sw.ops` requantization fields."""
+    return dict(bias=requant["bias"].astype(np.int32), multiplier=requant["multiplier"],
+                shift=requant["shift"], output_zero_point=requant["output_zero_point"],
+                act_min=requant["act_min"], act_max=requant["act_max"],
+                rounding=requant["rounding"])

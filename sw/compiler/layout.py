@@ -1,7 +1,8 @@
 """Host side of the core: tensors <-> scratchpad rows, and layers -> command lists.
 
-Used by the tests and the bench now and by the driver later; the layouts are the ones documented
-in `hw.core.isa` (pixel-major activations, ``cin_blocks`` rows of R lanes per pixel; weight tiles
+The one tiling implementation: the compiler's lowerings (`sw.compiler.lowering`), the driver,
+`tests/core_host.py` and `sim.bench core` use it. The layouts are the ones documented in
+`hw.core.isa` (pixel-major activations, ``cin_blocks`` rows of R lanes per pixel; weight tiles
 of R rows per (column block, kh, kw, cin block)). Every function takes explicit sizes, no config.
 """
 
@@ -11,10 +12,12 @@ import numpy as np
 
 from sim import reference
 
-from .isa import Opcode, encode
+from hw.binary.encoding import threshold_writes, weight_writes
+from hw.core.isa import Opcode, encode
 
 __all__ = ["activation_rows", "weight_rows", "rows_to_words", "words_to_rows", "output_from_rows",
-           "parameter_words", "ConvLayer", "layer_commands", "binary_activation_rows"]
+           "parameter_words", "ConvLayer", "layer_commands", "binary_activation_rows",
+           "binary_weight_words", "binary_threshold_words", "binary_results"]
 
 
 def _blocks(size, block):
@@ -118,6 +121,7 @@ class ConvLayer:
     act_min: int = -128
     act_max: int = 127
     pool: bool = False
+    out_stride: int = None              # rows per output pixel (None: this layer's column blocks)
 
     @property
     def out_h(self):
@@ -161,6 +165,7 @@ def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_hal
     commands = []
     half = first_half
     top, _, left, _ = layer.padding
+    out_stride = n_blocks if layer.out_stride is None else layer.out_stride
     for ho_start, ho_count, nb_start, count in bands:
         acc_base = half * half_rows
         n_last = cols if nb_start + count < n_blocks else layer.cout - (n_blocks - 1) * cols
@@ -182,9 +187,46 @@ def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_hal
         commands.append(encode(
             Opcode.REQUANT_STORE, acc_base=acc_base, height=ho_count, width=layer.out_w,
             n_blocks=count, param_base=layer.param_base + nb_start * cols,
-            out_base=layer.out_base + nb_start + first_pixel * n_blocks, out_stride=n_blocks,
+            out_base=layer.out_base + nb_start + first_pixel * out_stride, out_stride=out_stride,
             rounding=("double", "single").index(layer.rounding), zero_point=layer.output_zero_point,
             act_min=layer.act_min, act_max=layer.act_max, pool=int(layer.pool)))
         half ^= 1
     commands.append(encode(Opcode.FENCE))
     return commands, half
+
+
+def binary_weight_words(w_bits, k, *, width, lanes, lanes_stride, weight_word_stride):
+    """Binary weights window words for neurons ``w_bits`` (uint8 [N, ceil(k/8)], N <= one
+    load): entry (fold address, lane) at ``(address*lanes_stride + lane)*weight_word_stride``."""
+    words_per_beat = _blocks(width, 32)
+    writes = weight_writes(w_bits, k, width=width, lanes=lanes)
+    depth = max(item["address"] for item in writes) + 1
+    words = np.zeros(depth * lanes_stride * weight_word_stride, np.int64)
+    for item in writes:
+        base = (item["address"] * lanes_stride + item["lane"]) * weight_word_stride
+        for word in range(words_per_beat):
+            words[base + word] = (item["bits"] >> (32 * word)) & 0xFFFF_FFFF
+    return words
+
+
+def binary_threshold_words(thresholds, ascending, k, *, lanes, lanes_stride):
+    """Binary thresholds window words: neuron fold f, lane l at ``f*lanes_stride + l`` (31-bit
+    threshold, bit 31 the comparison direction)."""
+    writes = threshold_writes(thresholds, ascending, k, lanes=lanes)
+    folds = max(item["neuron_fold"] for item in writes) + 1
+    words = np.zeros(folds * lanes_stride, np.int64)
+    for item in writes:
+        words[item["neuron_fold"] * lanes_stride + item["lane"]] = (
+            (int(item["threshold"]) & 0x7FFF_FFFF) | item["ascending"] << 31)
+    return words
+
+
+def binary_results(words, *, vectors, folds, lanes, result_stride, result_bit_words):
+    """Binary result rows (vector v, fold f at row ``v*folds + f``) -> (int32 dots, +1/-1 int8
+    signs), each [vectors, folds*lanes]."""
+    words = np.asarray(words, "<u4").reshape(vectors, folds, result_stride)
+    dots = words[:, :, :lanes].view(np.int32).reshape(vectors, folds * lanes)
+    bit_words = words[:, :, lanes:lanes + result_bit_words]
+    bits = np.stack([(bit_words[:, :, lane // 32] >> (lane % 32)) & 1
+                     for lane in range(lanes)], axis=-1).reshape(vectors, -1)
+    return dots, np.where(bits, 1, -1).astype(np.int8)

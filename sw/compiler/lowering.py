@@ -1,0 +1,334 @@
+"""One lowering per node kind: `LOWERINGS[kind]` turns a node plus the device's geometry into
+steps of the lowering context (`sw.compiler.plan.Plan`): scratchpad regions, weight and parameter
+images, `hw.core.isa` commands, reads and writes over the link, or a host step with its reason.
+
+A lowering has ``host_reason(node, core)``: None when the device can run the node, else why it
+runs on the host; and ``lower(plan, node)`` for a device node. Tiling (column blocks, bands of
+output rows, accumulator halves) is `sw.compiler.layout.layer_commands`; weight placement is
+`plan_weights`.
+
+* Dense -> GEMM + REQUANT_STORE per output-block group (the samples of a round are the GEMM's
+  rows); Conv2D -> CONV + REQUANT_STORE per image with the activation range and the 2x2
+  max-pool fused into the store. Both read their input from the scratchpad in R-lane rows and
+  store their output there, so INT8 -> INT8 layers hand over on chip.
+* Flatten, Reshape: no data moves when each row holds whole channel blocks before and after
+  (the rows are then the flattened order already); else the host reshapes.
+* BinaryDense -> BINARY on the XNOR-popcount engine. Its results cross the link, also between
+  binary layers: the engine writes them only to its result memory (an on-chip binary -> binary
+  handoff needs a gateware change).
+* Every other kind: a host step running the op's `sim.reference` kernel, with the reason.
+"""
+
+import numpy as np
+
+from hw.core.isa import Opcode, encode
+
+from .layout import (ConvLayer, binary_threshold_words, binary_weight_words, layer_commands,
+                     parameter_words, weight_rows)
+from .plan import DoesNotFit, WeightPlacement
+from .program import Step
+
+__all__ = ["LOWERINGS", "device_nodes", "plan_weights"]
+
+
+def _blocks(size, block):
+    return -(-size // block)
+
+
+class HostOnly:
+    """A kind the core has no operation for: always a host step with `reason`."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def host_reason(self, node, core):
+        return self.reason
+
+    def lower(self, plan, node):
+        plan.host_step(self.reason)
+
+
+def _int8_reason(core):
+    if core.dataflow != "weight_stationary":
+        return "the core is output-stationary: it runs no GEMM/CONV"
+    return None
+
+
+class DenseLowering:
+    """Dense -> GEMM + REQUANT_STORE, the round's samples as the GEMM's rows."""
+
+    def host_reason(self, node, core):
+        k, n = node.op.weights.shape
+        if _blocks(k, core.rows) > 1023 or _blocks(n, core.cols) > 1023:
+            return f"{k}x{n} weights exceed the GEMM command's 1023 row/column blocks"
+        return _int8_reason(core)
+
+    def lower(self, plan, node):
+        _lower_int8(plan, node, self._commands, "GEMM + REQUANT_STORE (act range fused)")
+
+    @staticmethod
+    def _commands(plan, node, source, out, placement, first, cout):
+        plan.commands(lambda half: DenseLowering._gemm(plan, node, source, out, placement,
+                                                       first, cout, half))
+
+    @staticmethod
+    def _gemm(plan, node, source, out, placement, first, cout, half):
+        op, core = node.op, plan.core
+        layer = ConvLayer(in_h=plan.batch, in_w=1, cin=op.weights.shape[0], cout=cout,
+                          a_base=source.base, w_base=placement.w_base,
+                          out_base=out.base + first, param_base=placement.p_base,
+                          rounding=op.rounding, output_zero_point=op.output_zero_point,
+                          act_min=op.act_min, act_max=op.act_max,
+                          out_stride=out.rows_per_sample)
+        return layer_commands(layer, rows=core.rows, cols=core.cols,
+                              accumulator_rows=core.accumulator_rows, gemm=True,
+                              first_half=half)
+
+
+class Conv2DLowering:
+    """Conv2D -> CONV + REQUANT_STORE per image (im2col on chip; pool and act range fused)."""
+
+    def host_reason(self, node, core):
+        op = node.op
+        (kh, kw), (sh, sw) = op.kernel_size, op.stride
+        if sh != sw:
+            return f"the core's CONV takes one stride for both axes, not {op.stride}"
+        if sh > 7 or kh > 15 or kw > 15 or max(op.padding) > 15:
+            return (f"stride {sh} (at most 7), kernel {kh}x{kw} (at most 15) or padding "
+                    f"{op.padding} (at most 15) beyond the CONV command")
+        if _blocks(op.in_channels, core.rows) > 255:
+            return f"{op.in_channels} input channels exceed the CONV command's 255 blocks"
+        return _int8_reason(core)
+
+    def lower(self, plan, node):
+        op, core = node.op, plan.core
+        height, width, _ = op.conv_output_shape(plan.graph.tensor(node.inputs[0]).shape)
+        half = core.accumulator_rows // 2
+        if op.pool and width > core.max_pool_width:
+            reason = (f"the 2x2 max-pool takes rows of at most {core.max_pool_width} pixels, "
+                      f"not {width}")
+        elif (2 if op.pool else 1) * width > half:
+            reason = (f"{'two output rows' if op.pool else 'an output row'} of {width} pixels "
+                      f"do not fit half of the accumulator ({half} rows)")
+        else:
+            what = "2x2 max-pool and act range" if op.pool else "act range"
+            _lower_int8(plan, node, self._commands, f"CONV (im2col on chip) + REQUANT_STORE "
+                                                    f"({what} fused)")
+            return
+        plan.host_step(reason)
+
+    @staticmethod
+    def _commands(plan, node, source, out, placement, first, cout):
+        """One command step per image (a round without the image skips it), one FENCE after
+        the last: the images' stores overlap the next image's compute."""
+        for sample in range(plan.batch):
+            plan.commands(lambda half, sample=sample: Conv2DLowering._image(
+                plan, node, source, out, placement, first, cout, sample, half), sample=sample)
+        plan.commands(lambda half: ([encode(Opcode.FENCE)], half))
+
+    @staticmethod
+    def _image(plan, node, source, out, placement, first, cout, sample, half):
+        op, core = node.op, plan.core
+        height, width, _ = plan.graph.tensor(node.inputs[0]).shape
+        layer = ConvLayer(
+            in_h=height, in_w=width, cin=op.in_channels, cout=cout,
+            kh=op.kernel_size[0], kw=op.kernel_size[1], stride=op.stride[0],
+            padding=op.padding, zero_point=op.input_zero_point,
+            a_base=source.base + sample * source.rows_per_sample, w_base=placement.w_base,
+            out_base=out.base + sample * out.rows_per_sample + first,
+            param_base=placement.p_base, rounding=op.rounding,
+            output_zero_point=op.output_zero_point, act_min=op.act_min, act_max=op.act_max,
+            pool=op.pool, out_stride=_blocks(op.out_channels, core.cols))
+        words, half = layer_commands(layer, rows=core.rows, cols=core.cols,
+                                     accumulator_rows=core.accumulator_rows, first_half=half)
+        return words[:-1], half         # without its FENCE
+
+
+def _weights_hwio(op):
+    return op.weights if op.weights.ndim == 4 else op.weights[np.newaxis, np.newaxis]
+
+
+def _lower_int8(plan, node, emit_commands, reason):
+    """Input region (R-lane rows) -> output region (C-lane rows, pixel-major); weights and
+    parameters per output-block group (once if resident), then `emit_commands` for the group."""
+    op, core = node.op, plan.core
+    source = plan.in_scratch(node.inputs[0], {"layout": "int8", "block": core.rows})
+    out = plan.new_region(node.output, {"layout": "int8", "block": core.cols})
+    placement = plan.weights[node.name]
+    weights, cout = _weights_hwio(op), op.weight_matrix.shape[1]
+    bias = op.folded_bias
+    for first, count in placement.groups:
+        low, high = first * core.cols, min(cout, (first + count) * core.cols)
+        plan.scratch_image(placement.w_base, weight_rows(
+            weights[..., low:high], rows=core.rows, cols=core.cols, row_bytes=core.row_bytes),
+            resident=placement.resident)
+        plan.image("parameters", 4 * placement.p_base, parameter_words(
+            bias[low:high], op.multiplier[low:high], op.shift[low:high],
+            channels=count * core.cols), resident=placement.resident)
+        emit_commands(plan, node, source, out, placement, first, high - low)
+    streamed = "" if placement.resident else (
+        f"; weights streamed every round in {len(placement.groups)} group(s): they do not fit "
+        f"resident beside the others")
+    plan.place("device", reason + streamed)
+
+
+class ReshapeLowering:
+    """Flatten / Reshape: an alias of the input's rows when they hold whole channel blocks."""
+
+    def host_reason(self, node, core):
+        return None
+
+    def lower(self, plan, node):
+        source = plan.find(node.inputs[0])
+        if source is None:
+            plan.host_step("its input is on the host (a reshape there moves no link data)")
+            return
+        block = source.layout["block"]
+        channels = plan.graph.tensor(node.inputs[0]).shape[-1]
+        target = plan.graph.tensor(node.output).shape[-1]
+        if channels % block or target % block:
+            plan.host_step(f"the rows hold {channels} channels in blocks of {block} lanes "
+                           f"(padded): the reshape moves data")
+            return
+        source.last = max(source.last, plan.at)
+        plan.alias(node.output, source)
+        plan.place("device", f"no data moves: each row holds whole blocks of {block} channels")
+
+
+class BinaryDenseLowering:
+    """BinaryDense -> BINARY on the XNOR-popcount engine, results read back over the link."""
+
+    def host_reason(self, node, core):
+        if node.op.k > core.binary_max_k:
+            return (f"k={node.op.k} input bits exceed the engine's longest vector "
+                    f"(binary_max_k={core.binary_max_k})")
+        return None
+
+    def lower(self, plan, node):
+        op, core = node.op, plan.core
+        width, lanes = core.binary_width, core.binary_lanes
+        source = plan.in_scratch(node.inputs[0], {"layout": "binary", "width": width})
+        placement = plan.weights[node.name]
+        beats = _blocks(op.k, width)
+        widest = max(high - low for low, high in placement.groups)
+        per_chunk = min(core.binary_result_rows // _blocks(widest, lanes), 2**16 - 1,
+                        plan.batch)
+        if per_chunk == 0:
+            raise DoesNotFit(f"node {node.name!r} (BinaryDense): one vector's {widest} neurons "
+                             f"need {_blocks(widest, lanes)} binary result rows, the device "
+                             f"has {core.binary_result_rows}")
+        packed = op.packed_weights
+        for low, high in placement.groups:
+            plan.image("binary_weights", 0, binary_weight_words(
+                packed[low:high], op.k, width=width, lanes=lanes,
+                lanes_stride=core.lanes_stride, weight_word_stride=core.weight_word_stride),
+                resident=placement.resident)
+            if not op.is_output:
+                plan.image("binary_thresholds", 0, binary_threshold_words(
+                    op.thresholds[low:high], op.ascending[low:high], op.k, lanes=lanes,
+                    lanes_stride=core.lanes_stride), resident=placement.resident)
+            folds = _blocks(high - low, lanes)
+            for first in range(0, plan.batch, per_chunk):
+                vectors = min(per_chunk, plan.batch - first)
+                self._chunk(plan, node, source, first, vectors, beats, low, high, folds)
+        plan.host.add(node.output)
+        streamed = "" if placement.resident else "; weights written every round"
+        plan.place("device", "BINARY; results cross the link (the engine writes them only to "
+                             "its result memory)" + streamed)
+
+    @staticmethod
+    def _chunk(plan, node, source, first, vectors, beats, low, high, folds):
+        core = plan.core
+        plan.commands(lambda half: ([encode(
+            Opcode.BINARY, a_base=source.base + first * beats, vectors=vectors, k=node.op.k,
+            neuron_folds=folds, last_lanes=high - low - (folds - 1) * core.binary_lanes,
+            out_base=0), encode(Opcode.FENCE)], half), sample=first)
+        plan.emit(lambda: Step("read_binary", node.name, {
+            "tensor": node.output, "vector": first, "vectors": vectors, "folds": folds,
+            "low": low, "high": high, "units": node.op.units,
+            "output": "dots" if node.op.is_output else "signs"},
+            bytes_out=vectors * folds * core.result_stride * 4))
+
+
+LOWERINGS = {
+    "Dense": DenseLowering(),
+    "Conv2D": Conv2DLowering(),
+    "Flatten": ReshapeLowering(),
+    "Reshape": ReshapeLowering(),
+    "BinaryDense": BinaryDenseLowering(),
+    "DepthwiseConv2D": HostOnly("no hardware op: the array runs full convolutions only"),
+    "Sign": HostOnly("no hardware op: the engine thresholds popcount dots, not int8 values"),
+    "Add": HostOnly("no hardware op for element-wise addition"),
+    "MaxPool2D": HostOnly("no standalone pool: the 2x2 max-pool is fused into a Conv2D's store"),
+    "AveragePool2D": HostOnly("no hardware op for average pooling"),
+    "Mean": HostOnly("no hardware op for a mean"),
+    "Concat": HostOnly("no hardware op for concatenation"),
+    "Requantize": HostOnly("no hardware op for an int8 -> int8 rescale"),
+    "Pad": HostOnly("no hardware op for padding a tensor"),
+    "Softmax": HostOnly("a host float kernel (no hardware op)"),
+}
+
+_WEIGHTED = ("Dense", "Conv2D")
+
+
+def device_nodes(graph, core):
+    """Names of the nodes whose lowering can run them on the device."""
+    return {node.name for node in graph.nodes
+            if LOWERINGS[node.kind].host_reason(node, core) is None}
+
+
+def plan_weights(graph, core, on_device):
+    """{node name: `WeightPlacement`} for the device's Dense, Conv2D and BinaryDense nodes."""
+    placements = _plan_int8_weights(
+        [node for node in graph.nodes if node.name in on_device and node.kind in _WEIGHTED],
+        core)
+    binary = [node for node in graph.nodes
+              if node.name in on_device and node.kind == "BinaryDense"]
+    per_group = core.binary_max_n // core.binary_lanes * core.binary_lanes or core.binary_max_n
+    for node in binary:
+        units = node.op.units
+        groups = [(low, min(units, low + per_group)) for low in range(0, units, per_group)]
+        placements[node.name] = WeightPlacement(len(binary) == 1 and len(groups) == 1, 0, 0,
+                                                groups)
+    return placements
+
+
+def _plan_int8_weights(nodes, core):
+    """Resident while they fit (upper bank, parameter memory); the largest are streamed into
+    what is left, in groups of whole output blocks."""
+    bank, entries, cols = core.scratchpad_rows // 2, core.parameter_rows, core.cols
+    sizes = {}
+    for node in nodes:
+        kh, kw = _weights_hwio(node.op).shape[:2]
+        cin = node.op.weight_matrix.shape[0] // (kh * kw)
+        tile = kh * kw * _blocks(cin, core.rows) * core.rows
+        if tile > bank:
+            raise DoesNotFit(f"node {node.name!r} ({node.kind}) does not fit the device: one "
+                             f"block of {cols} output channels needs {tile} weight rows, but "
+                             f"the scratchpad's weight bank holds {bank} rows "
+                             f"(scratchpad_rows={core.scratchpad_rows})")
+        sizes[node.name] = (tile, _blocks(node.op.weight_matrix.shape[1], cols))
+    resident, streamed = [node.name for node in nodes], []
+
+    def totals():
+        return (sum(sizes[n][0] * sizes[n][1] for n in resident),
+                sum(cols * sizes[n][1] for n in resident))
+    while True:
+        rows, params = totals()
+        if rows <= bank and params <= entries and all(
+                sizes[n][0] <= bank - rows and cols <= entries - params for n in streamed):
+            break
+        largest = max(resident, key=lambda n: sizes[n][0] * sizes[n][1])
+        resident.remove(largest)
+        streamed.append(largest)
+    placements, row, entry = {}, bank, 0
+    for name in resident:
+        tile, blocks = sizes[name]
+        placements[name] = WeightPlacement(True, row, entry, [(0, blocks)])
+        row, entry = row + tile * blocks, entry + cols * blocks
+    for name in streamed:
+        tile, blocks = sizes[name]
+        per_group = min((2 * bank - row) // tile, (entries - entry) // cols)
+        placements[name] = WeightPlacement(False, row, entry, [
+            (first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)])
+    return placements

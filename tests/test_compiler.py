@@ -1,0 +1,292 @@
+"""The compiler (`sw.compiler`) and `Accelerator.load`: placements, liveness, resident weights,
+host steps, the program file, and networks run on the simulated device bit-exact with
+`sw.graph.run_reference`.
+
+Planner tests need no device (they compile for the ``tiny`` preset's geometry); device tests
+run on ``sim://tiny`` (pysim: 4x4 array, scratchpad 256 rows, accumulator 64 rows) and are kept
+to a handful of commands each.
+"""
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from hw.core.isa import Opcode, decode
+from sim import reference
+from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_graph
+from sw.driver import Accelerator, DeviceMismatch, LinkError
+from sw.graph import GraphBuilder, run_reference
+from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
+
+TINY = DeviceGeometry.of(preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def device():
+    accelerator = Accelerator.open("sim://tiny")
+    yield accelerator
+    accelerator.close()
+
+
+def _requant(rng, channels):
+    multiplier, shift = zip(*(reference.quantize_multiplier(float(scale))
+                              for scale in rng.uniform(1e-3, 1e-2, channels)))
+    return dict(bias=rng.integers(-2000, 2000, channels), multiplier=np.array(multiplier),
+                shift=np.array(shift))
+
+
+def _dense(rng, k, n, input_zero_point=0, output_zero_point=0, **fields):
+    return Dense(weights=rng.integers(-128, 128, (k, n)), input_zero_point=input_zero_point,
+                 output_zero_point=output_zero_point, **_requant(rng, n), **fields)
+
+
+def mlp(rng, sizes=(10, 7, 5)):
+    builder = GraphBuilder()
+    tensor = builder.input("x", (sizes[0],), scale=0.1, zero_point=3)
+    zero_point = 3
+    for index, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        tensor = builder.node(f"dense{index}", _dense(rng, k, n, zero_point, -5, act_min=-5),
+                              [tensor], scale=0.1)
+        zero_point = -5
+    return builder.build([tensor])
+
+
+def cnn(rng, cout=4):
+    builder = GraphBuilder()
+    x = builder.input("x", (4, 4, 1), scale=0.05, zero_point=-3)
+    conv = builder.node("conv", Conv2D(
+        weights=rng.integers(-128, 128, (3, 3, 1, cout)), padding=(1, 1, 1, 1),
+        input_zero_point=-3, output_zero_point=-128, act_min=-128, pool=True,
+        **_requant(rng, cout)), [x], scale=0.1)
+    flat = builder.node("flatten", Flatten(), [conv])
+    dense = builder.node("dense", _dense(rng, 4 * cout, 3, -128, 2), [flat], scale=0.2)
+    return builder.build([dense])
+
+
+def _stores(program, node):
+    return [fields for step in program.steps if step.kind == "commands" and step.node == node
+            for opcode, fields in map(decode, step.data) if opcode == Opcode.REQUANT_STORE]
+
+
+# Planner -----------------------------------------------------------------------------------------
+
+def test_every_node_kind_has_a_lowering():
+    assert set(LOWERINGS) == {kind.__name__ for kind in OPERATIONS}
+
+
+def test_activations_are_freed_after_their_last_reader():
+    # x (3 rows per sample) -> d0 -> d1 -> d2, two samples per round: x lives at rows 0..5
+    # until d0 has read it (d0 stores at 6..9), so d1's output reuses rows 0..3; d2's output
+    # goes to the first free rows after it, 4..5 (x and d0 are both dead by then).
+    program = compile_graph(mlp(np.random.default_rng(0), (10, 8, 8, 4)), TINY, batch=2)
+    (write,) = [step for step in program.steps if step.kind == "write"]
+    assert (write.args["tensor"], write.args["base_row"]) == ("x", 0)
+    assert [store["out_base"] for node in ("dense0", "dense1", "dense2")
+            for store in _stores(program, node)] == [6, 0, 4]
+    (read,) = [step for step in program.steps if step.kind == "read"]
+    assert (read.args["tensor"], read.args["base_row"]) == ("dense2", 4)
+
+
+def test_layers_hand_over_through_the_host_when_row_layouts_differ():
+    # A 4x8 array stores 8-channel rows but reads 4-lane rows: dense0's output is read back
+    # and written again in the layout dense1 reads (into x's rows, free by then).
+    device = DeviceGeometry.of(preset("tiny").replace(rows=4, cols=8))
+    program = compile_graph(mlp(np.random.default_rng(0), (10, 12, 5)), device, batch=2)
+    moves = [(step.kind, step.args["tensor"], step.args["block"], step.args["base_row"])
+             for step in program.steps if step.kind in ("read", "write")]
+    assert moves == [("write", "x", 4, 0), ("read", "dense0", 8, 6), ("write", "dense0", 4, 0),
+                     ("read", "dense1", 8, 10)]
+
+
+def test_weights_are_resident_and_only_inputs_and_outputs_cross_the_link():
+    program = compile_graph(mlp(np.random.default_rng(0)), TINY, batch=3)
+    assert {step.kind for step in program.steps} == {"write", "commands", "read"}
+    half = TINY.core.scratchpad_rows // 2
+    weight_images = [step for step in program.resident if step.args["window"] == "scratchpad"]
+    # 10x7: 3 k-blocks x 2 column blocks of 4 rows; 7x5: 2 x 2 -- both in the upper bank.
+    assert [step.args["word"] for step in weight_images] == [half, half + 24]
+    assert [p.where for p in program.placements] == ["device", "device"]
+
+
+def test_weights_that_do_not_fit_are_streamed_in_groups():
+    # 40x20 needs 200 weight rows (the bank has 128): streamed, 3 + 2 column blocks.
+    builder = GraphBuilder()
+    x = builder.input("x", (40,), scale=0.1)
+    y = builder.node("wide", _dense(np.random.default_rng(1), 40, 20), [x], scale=0.1)
+    program = compile_graph(builder.build([y]), TINY, batch=1)
+    assert program.resident == ()
+    images = [step for step in program.steps if step.kind == "image"]
+    assert [step.data.size for step in images] == [120, 48, 80, 32]   # weights, params x2
+    assert "streamed every round in 2 group(s)" in program.placements[0].reason
+
+
+def test_host_nodes_and_reshapes_say_why():
+    rng = np.random.default_rng(2)
+    builder = GraphBuilder()
+    x = builder.input("x", (4,), scale=0.1)
+    d0 = builder.node("d0", _dense(rng, 4, 4, 0, 1), [x], scale=0.2)
+    d1 = builder.node("d1", _dense(rng, 4, 4, 1, -1), [d0], scale=0.3)
+    total = builder.node("add", Add(input1_scale=0.2, input1_zero_point=1, input2_scale=0.3,
+                                    input2_zero_point=-1, output_scale=0.25,
+                                    output_zero_point=0), [d0, d1])
+    soft = builder.node("softmax", Softmax(input_scale=0.25, input_zero_point=0), [total])
+    program = compile_graph(builder.build([soft]), TINY)
+    where = {p.node: (p.where, p.reason) for p in program.placements}
+    assert where["add"] == ("host", "no hardware op for element-wise addition")
+    assert where["softmax"][0] == "host" and where["d1"][0] == "device"
+    # Flatten moves no data when the rows hold whole channel blocks, else the host reshapes.
+    assert [(p.where, p.reason) for p in compile_graph(cnn(rng, 4), TINY).placements
+            if p.op == "Flatten"] == [("device", "no data moves: each row holds whole blocks "
+                                                 "of 4 channels")]
+    (flatten,) = [p for p in compile_graph(cnn(rng, 5), TINY).placements if p.op == "Flatten"]
+    assert flatten.where == "host" and "moves data" in flatten.reason
+    table = program.table()
+    assert "add" in table and "host: no hardware op for element-wise addition" in table
+
+
+def test_a_node_that_cannot_fit_is_named_with_need_and_have():
+    rng = np.random.default_rng(3)
+    builder = GraphBuilder()
+    x = builder.input("x", (600,), scale=0.1)
+    y = builder.node("big", _dense(rng, 600, 1), [x], scale=0.1)
+    with pytest.raises(DoesNotFit, match="node 'big' \\(Dense\\) does not fit the device: one "
+                                         "block of 4 output channels needs 600 weight rows, but "
+                                         "the scratchpad's weight bank holds 128 rows"):
+        compile_graph(builder.build([y]), TINY)
+    builder = GraphBuilder()
+    x = builder.input("x", (16, 16, 1), scale=0.1)
+    y = builder.node("conv", Conv2D(weights=rng.integers(-128, 128, (1, 1, 1, 1)),
+                                    **_requant(rng, 1)), [x], scale=0.1)
+    with pytest.raises(DoesNotFit, match="node 'conv' does not fit the device: .* tensor 'x' "
+                                         "needs 256 scratchpad rows.* has 128 rows"):
+        compile_graph(builder.build([y]), TINY)
+
+
+def test_program_file_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    program = compile_graph(_binary_graph(rng), TINY, batch=2)
+    program.save(tmp_path / "net.npz")
+    again = Program.load(tmp_path / "net.npz")
+    assert again.table() == program.table()
+    assert (again.device, again.batch, again.inputs, again.outputs) == (
+        program.device, program.batch, program.inputs, program.outputs)
+    for mine, theirs in zip((*program.resident, *program.steps),
+                            (*again.resident, *again.steps), strict=True):
+        assert (mine.kind, mine.node, mine.bytes_in, mine.bytes_out) == (
+            theirs.kind, theirs.node, theirs.bytes_in, theirs.bytes_out)
+        if mine.kind == "host":
+            x = rng.integers(-128, 128, (2, 6)).astype(np.int8)
+            np.testing.assert_array_equal(theirs.args["op"].run(x), mine.args["op"].run(x))
+        else:
+            assert theirs.args == {key: tuple(value) if isinstance(value, list) else value
+                                   for key, value in mine.args.items()}
+            np.testing.assert_array_equal(theirs.data, mine.data)
+    (tmp_path / "bad.npz").write_bytes(b"not a program")
+    with pytest.raises(ValueError, match="is not a saved ecpnn program"):
+        Program.load(tmp_path / "bad.npz")
+
+
+# On the device -----------------------------------------------------------------------------------
+
+def _binary_graph(rng):
+    """int8 -> Sign (host) -> BinaryDense (hidden) -> BinaryDense (int dots)."""
+    builder = GraphBuilder()
+    x = builder.input("x", (6,), scale=0.1)
+    signs = builder.node("sign", Sign(thresholds=rng.integers(-20, 20, 6)), [x])
+    hidden = builder.node("hidden", BinaryDense(
+        weights=rng.choice([-1, 1], (5, 6)), thresholds=rng.integers(-3, 4, 5),
+        ascending=rng.integers(0, 2, 5).astype(bool)), [signs])
+    dots = builder.node("out", BinaryDense(weights=rng.choice([-1, 1], (3, 5))), [hidden])
+    return builder.build([dots])
+
+
+def test_cnn_from_a_saved_program_in_rounds(device, tmp_path):
+    rng = np.random.default_rng(5)
+    graph = cnn(rng)
+    device.compile(graph, batch=2).save(tmp_path / "cnn.npz")
+    network = device.load(Program.load(tmp_path / "cnn.npz"))
+    x = rng.integers(-128, 128, (3, 4, 4, 1)).astype(np.int8)     # rounds of 2 and 1
+    device.clear_perf_counters()
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+    # The short round skips the missing image's CONV (3 x 16 pixels x 9 taps x 4 channels);
+    # the GEMM runs on both rows of each round (2 x 2 rows x 16 x 3).
+    assert device.perf_counters()["macs"] == 3 * 16 * 9 * 4 + 2 * 2 * 16 * 3
+
+
+def test_mlp_sends_only_inputs_and_reads_only_outputs(device, monkeypatch):
+    rng = np.random.default_rng(6)
+    graph = mlp(rng)
+    network = device.load(graph, batch=3)
+    moved = {"in": 0, "out": 0}
+    write, read = device.bulk_write, device.bulk_read
+
+    def counting_write(address, data):
+        moved["in"] += len(data)
+        write(address, data)
+
+    def counting_read(address, length):
+        moved["out"] += length
+        return read(address, length)
+    monkeypatch.setattr(device, "bulk_write", counting_write)
+    monkeypatch.setattr(device, "bulk_read", counting_read)
+    x = rng.integers(-128, 128, (3, 10)).astype(np.int8)
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+    # 3 samples x 3 rows of 4 lanes in (one word per row), 3 x 2 rows of the 5 outputs back.
+    assert moved == {"in": 3 * 3 * 4, "out": 3 * 2 * 4}
+
+
+def test_dag_with_host_nodes(device):
+    rng = np.random.default_rng(7)
+    builder = GraphBuilder()
+    x = builder.input("x", (4,), scale=0.1)
+    d0 = builder.node("d0", _dense(rng, 4, 4, 0, 1), [x], scale=0.2)
+    d1 = builder.node("d1", _dense(rng, 4, 4, 1, -1), [d0], scale=0.3)
+    total = builder.node("add", Add(input1_scale=0.2, input1_zero_point=1, input2_scale=0.3,
+                                    input2_zero_point=-1, output_scale=0.25,
+                                    output_zero_point=0), [d0, d1])
+    d2 = builder.node("d2", _dense(rng, 4, 3, 0, 0), [total], scale=0.5)
+    soft = builder.node("softmax", Softmax(input_scale=0.5, input_zero_point=0), [d2])
+    graph = builder.build([soft, d1])
+    x = rng.integers(-128, 128, (2, 4)).astype(np.int8)
+    for got, expected in zip(device.load(graph)(x), run_reference(graph, x), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_binary_network_with_a_host_sign(device):
+    rng = np.random.default_rng(8)
+    graph = _binary_graph(rng)
+    x = rng.integers(-128, 128, (3, 6)).astype(np.int8)
+    network = device.load(graph)
+    assert [p.where for p in network.program.placements] == ["host", "device", "device"]
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+
+
+def test_device_mismatch_before_anything_is_written(device):
+    other = DeviceGeometry.of(device.config.replace(scratchpad_rows=512), **device.core_sizes)
+    program = compile_graph(mlp(np.random.default_rng(9)), other)
+    frames = device.link_status()["FRAMES_OK"]
+    with pytest.raises(DeviceMismatch, match="scratchpad_rows: 512 != 256"):
+        device.load(program)
+    assert device.link_status()["FRAMES_OK"] == frames + 1     # only the status read above
+
+
+def test_a_failed_load_leaves_the_device_usable(device, monkeypatch):
+    rng = np.random.default_rng(10)
+    graph = mlp(rng)
+    first = device.load(graph)
+    write = device._write_words
+    calls = []
+
+    def failing(window, word, values):
+        calls.append(window)
+        if len(calls) == 2:
+            raise LinkError("line dropped (injected)")
+        write(window, word, values)
+    monkeypatch.setattr(device, "_write_words", failing)
+    with pytest.raises(LinkError, match="injected"):
+        device.load(mlp(np.random.default_rng(11)))
+    monkeypatch.undo()
+    x = rng.integers(-128, 128, (2, 10)).astype(np.int8)
+    with pytest.raises(RuntimeError, match="load it again"):
+        first(x)        # its weights may be half overwritten: refused, not wrong
+    np.testing.assert_array_equal(device.load(graph)(x), run_reference(graph, x))
