@@ -26,6 +26,7 @@ scoreboard for a stream block: every accepted token comes out once, in order, as
 import linecache
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sysconfig
@@ -39,7 +40,7 @@ from amaranth.asserts import AnySeq
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Fragment, Signal, Value
 
-__all__ = ["check", "probe", "check_stream_order", "FormalResult", "ProofFailed",
+__all__ = ["check", "probe", "submodule", "check_stream_order", "FormalResult", "ProofFailed",
            "ProofInconclusive", "SOLVER", "MODES"]
 
 SOLVER = "yices"
@@ -61,15 +62,19 @@ class FormalResult:
     mode: str
     depth: int
     seconds: float
+    cpu_seconds: float
+    cover_steps: tuple = ()     # cover mode: the step at which each cover was first reached
 
     def __str__(self):
-        return f"{self.name}: {self.mode} depth {self.depth}: PASS in {self.seconds:.1f} s"
+        covers = f", covers reached at steps {list(self.cover_steps)}" if self.cover_steps else ""
+        return (f"{self.name}: {self.mode} depth {self.depth}: PASS in {self.seconds:.1f} s "
+                f"({self.cpu_seconds:.1f} s CPU){covers}")
 
 
 def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
     """Run `harness` through SymbiYosys in `mode` (one of `MODES`) to `depth` cycles.
 
-    Returns a `FormalResult` (wall-clock seconds of the whole run); raises `ProofFailed` or
+    Returns a `FormalResult` (wall-clock and CPU seconds of the whole run); raises `ProofFailed` or
     `ProofInconclusive` with the property's source line and the trace path. The run's directory
     is removed after a pass and kept otherwise.
     """
@@ -82,7 +87,7 @@ def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
     workdir = Path(tempfile.mkdtemp(prefix=f"ecpnn-formal-{name}-"))
     (workdir / "top.il").write_text(rtlil.convert(harness, ports=[], platform="formal"))
     (workdir / f"{name}.sby").write_text(_sby_file(mode, depth, timeout))
-    started = time.monotonic()
+    started, children = time.monotonic(), _children_cpu_seconds()
     try:
         completed = subprocess.run(
             [_tool("yowasp-sby"), "-f", f"{name}.sby"], cwd=workdir, env=_tool_environment(),
@@ -90,14 +95,21 @@ def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
     except subprocess.TimeoutExpired:
         raise ProofInconclusive(f"formal check {name!r} ({mode}, depth {depth}) still ran after "
                                 f"{timeout + 60} s; its files are in {workdir}") from None
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, _children_cpu_seconds() - children
     log = completed.stdout + completed.stderr
     (workdir / "sby.log").write_text(log)
     status = re.search(r"DONE \((\w+), rc=\d+\)", log)
     if status and status.group(1) == "PASS":
         shutil.rmtree(workdir)
-        return FormalResult(name, mode, depth, seconds)
+        cover_steps = tuple(int(step) for step in
+                            re.findall(r"summary:\s+reached cover statement .* step (\d+)", log))
+        return FormalResult(name, mode, depth, seconds, cpu_seconds, cover_steps)
     _raise_failure(name, mode, depth, workdir, log, status.group(1) if status else None)
+
+
+def _children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sby_file(mode, depth, timeout):
@@ -113,6 +125,7 @@ def _sby_file(mode, depth, timeout):
         [script]
         read_rtlil top.il
         prep -top top
+        memory_map
 
         [files]
         top.il
@@ -163,16 +176,26 @@ def _raise_failure(name, mode, depth, workdir, log, status):
     raise ProofFailed(message)
 
 
+def _subfragment(fragment, name):
+    by_name = {sub_name: sub for sub, sub_name, _ in fragment.subfragments}
+    if name not in by_name:
+        raise KeyError(f"no submodule {name!r} in the fragment (it has "
+                       f"{sorted(str(key) for key in by_name)})")
+    return by_name[name]
+
+
+def submodule(fragment, name):
+    """The block that `fragment` (an elaborated block, ``Fragment.get(block, "formal")``)
+    instantiated as submodule `name`, for its public signals."""
+    return _subfragment(fragment, name).origins[0]
+
+
 def probe(fragment, name):
-    """The signal called `name` that `fragment` (an elaborated block, `Fragment.get(block,
-    "formal")`, or one of its submodules' as ``"submodule/name"``) assigns; for invariants."""
+    """The signal called `name` that `fragment` (an elaborated block, ``Fragment.get(block,
+    "formal")``, or one of its submodules' as ``"submodule/name"``) assigns; for invariants."""
     *path, signal_name = name.split("/")
-    for submodule in path:
-        by_name = {sub_name: sub for sub, sub_name, _ in fragment.subfragments}
-        if submodule not in by_name:
-            raise KeyError(f"no submodule {submodule!r} in the fragment (it has "
-                           f"{sorted(str(key) for key in by_name)})")
-        fragment = by_name[submodule]
+    for submodule_name in path:
+        fragment = _subfragment(fragment, submodule_name)
     assigned = {signal.name: signal for statements in fragment.statements.values()
                 for statement in statements for signal in statement._lhs_signals()}
     if signal_name not in assigned:
