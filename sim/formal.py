@@ -40,7 +40,7 @@ from amaranth.asserts import AnySeq
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Fragment, Signal, Value
 
-__all__ = ["check", "probe", "submodule", "check_stream_order", "FormalResult", "ProofFailed",
+__all__ = ["check", "probe", "in_state", "submodule", "remove_submodules", "check_stream_order", "FormalResult", "ProofFailed",
            "ProofInconclusive", "SOLVER", "MODES"]
 
 SOLVER = "yices"
@@ -157,21 +157,28 @@ def _tool_environment():
 def _raise_failure(name, mode, depth, workdir, log, status):
     # The summary lists each counterexample trace, then the assertions that fail in it.
     lines = []
+    heading = "failed assertion"
     for summary in re.findall(r"summary: (.*)", log):
-        trace = re.match(r"(counterexample|cover) trace(?: \[(\w+)\])?: (\S+)", summary)
-        failed = re.match(r"\s+(failed assertion|unreached cover statement) \S+ at "
+        trace = re.match(r"counterexample trace(?: \[(\w+)\])?: (\S+)", summary)
+        failed = re.match(r"\s+(?:(failed assertion|unreached cover statement) )?\S+ at "
                           r"(\S+):(\d+)( step \d+)?", summary)
-        if trace and trace.group(1) == "counterexample":
-            lines.append(f"  counterexample [{trace.group(2) or mode}]: "
-                         f"{workdir / trace.group(3)}")
+        if summary.startswith("unreached cover statements"):
+            heading = "unreached cover statement"
+        elif trace:
+            lines.append(f"  counterexample [{trace.group(1) or mode}]: {workdir / trace.group(2)}")
         elif failed:
             kind, path, line, step = failed.groups()
             source = linecache.getline(path, int(line)).strip()
-            lines.append(f"    {kind} at {path}:{line}{step or ''}: {source}")
+            lines.append(f"    {kind or heading} at {path}:{line}{step or ''}: {source}")
     described = "\n".join(lines) or "  (no property named)"
     message = (f"formal check {name!r} ({mode}, depth {depth}): {status or 'no result'}\n"
                f"{described}\n  log: {workdir / 'sby.log'}")
-    if status in ("UNKNOWN", "TIMEOUT"):
+    if status == "UNKNOWN":
+        raise ProofInconclusive(message + "\n  the induction step failed: its trace starts from "
+                                "any state where the assertions held for the previous steps, so "
+                                "either an invariant is missing or the property fails deeper "
+                                "than the base case (a bmc run of more cycles tells which)")
+    if status == "TIMEOUT":
         raise ProofInconclusive(message)
     raise ProofFailed(message)
 
@@ -190,6 +197,15 @@ def submodule(fragment, name):
     return _subfragment(fragment, name).origins[0]
 
 
+def remove_submodules(fragment, *names):
+    """Take submodules `names` out of `fragment` and return their blocks by name: what they
+    drove becomes the harness's to drive (`AnySeq` under `Assume`s of their contract), so a
+    proof covers every behaviour of them that the contract allows."""
+    blocks = {name: submodule(fragment, name) for name in names}
+    fragment.subfragments = [entry for entry in fragment.subfragments if entry[1] not in names]
+    return blocks
+
+
 def probe(fragment, name):
     """The signal called `name` that `fragment` (an elaborated block, ``Fragment.get(block,
     "formal")``, or one of its submodules' as ``"submodule/name"``) assigns; for invariants."""
@@ -202,6 +218,15 @@ def probe(fragment, name):
         raise KeyError(f"no signal {signal_name!r} assigned in the fragment "
                        f"(it assigns {sorted(assigned)})")
     return assigned[signal_name]
+
+
+def in_state(fragment, state, fsm="fsm"):
+    """Whether the FSM `fsm` of `fragment` (``with m.FSM(name=fsm)``) is in `state`."""
+    signal = probe(fragment, f"{fsm}_state")
+    codes = {signal.decoder(code).rsplit("/", 1)[0]: code for code in range(1 << len(signal))}
+    if state not in codes:
+        raise KeyError(f"FSM {fsm!r} has no state {state!r} (it has {sorted(codes)})")
+    return signal == codes[state]
 
 
 @dataclass(frozen=True)

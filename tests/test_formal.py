@@ -12,10 +12,13 @@ import pytest
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal
 
+from hw.core.core import Core
+from hw.core.isa import COMMAND_LAYOUT, REGISTERS, ErrorCode, Opcode
 from hw.core.read_stage import ReadStage
 from hw.credit import credit_counter
 from hw.pipeline import SkidBuffer, delayed
-from sim.formal import check, check_stream_order, probe, submodule
+from sim.formal import (ProofFailed, check, check_stream_order, in_state, probe,
+                        remove_submodules, submodule)
 
 
 class SkidBufferHarness(Elaboratable):
@@ -167,3 +170,160 @@ class CreditCounterHarness(Elaboratable):
 def test_credit_counter(slots):
     print(check(CreditCounterHarness(slots), name=f"credit_counter_{slots}", mode="prove",
                 depth=3))
+
+
+# The dispatcher (hw/core/core.py) ----------------------------------------------------------------
+
+class DispatcherHarness(Elaboratable):
+    """The `Core`'s command queue and dispatcher, with its units, memories and the products'
+    multiplier taken out: their outputs are free (`AnySeq`), within the unit contract of
+    `hw.core.units` (a unit's ``command.ready`` falls only by a transfer; ``busy`` is high the
+    cycle after one; the command is finished the first cycle after that with ``busy`` low). So
+    any command sequence, any check outcome and any unit timing is covered. The control bus is
+    written and read at will, except (unless `clear_with_push`) that the error register is not
+    cleared in the cycle a command is pushed.
+    """
+
+    def __init__(self, *, clear_with_push=False):
+        self.clear_with_push = clear_with_push
+
+    def elaborate(self, platform):
+        m = Module()
+        core = Core(rows=1, cols=1, dataflow="weight_stationary", multiplier="lut",
+                    requant_lanes=1, scratchpad_rows=16, accumulator_rows=16, binary_width=8,
+                    binary_lanes=1, binary_max_k=8, binary_max_n=1, parameter_rows=1,
+                    binary_result_rows=2, queue_depth=2, max_pool_width=2)
+        m.submodules.core = fragment = Fragment.get(core, platform)
+        blocks = remove_submodules(fragment, "scratchpad", "accumulator_0", "accumulator_1",
+                                   "parameters", "binary_results", "compute", "store", "binary",
+                                   "multiplier")
+        bus = core.control
+        m.d.comb += [bus.address.eq(AnySeq(len(bus.address))), bus.read.eq(AnySeq(1)),
+                     bus.write.eq(AnySeq(1)), bus.write_data.eq(AnySeq(32))]
+        multiplier = blocks["multiplier"]
+        m.d.comb += [multiplier.request.ready.eq(AnySeq(1)), multiplier.product.valid.eq(AnySeq(1)),
+                     multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload)))]
+        for half in ("accumulator_0", "accumulator_1"):
+            m.d.comb += blocks[half].idle.eq(AnySeq(1))
+
+        half_bit = (core.accumulator_rows // 2 - 1).bit_length()
+        units = {name: blocks[name] for name in ("compute", "store", "binary")}
+        busy = {name: unit.busy for name, unit in units.items()}
+        busy["compute"] = (busy["compute"] | ~blocks["accumulator_0"].idle |
+                           ~blocks["accumulator_1"].idle)
+        halves = {name: units[name].command.payload.acc_base[half_bit]
+                  for name in ("compute", "store")}
+        active, active_half, waiting = {}, {}, {}
+        for name, unit in units.items():
+            active[name], active_half[name], waiting[name] = self._unit(
+                m, name, unit, busy[name], halves.get(name, 0))
+        offered = {name: unit.command.valid for name, unit in units.items()}
+        m.d.comb += [
+            Assert(~(offered["store"] & active["compute"] &
+                     (active_half["compute"] == halves["store"])),
+                   "a store issued on the half an unfinished GEMM/CONV writes (RAW)"),
+            Assert(~(offered["compute"] & active["store"] &
+                     (active_half["store"] == halves["compute"])),
+                   "a GEMM/CONV issued on the half an unfinished store reads (WAR)"),
+            Assert(~(offered["compute"] & active["binary"]) &
+                   ~(offered["binary"] & active["compute"]),
+                   "compute and binary issued together (they share a scratchpad read port)"),
+            Assert(~(probe(fragment, "offer_fence") & Cat(*active.values()).any()),
+                   "a FENCE completed while a command was unfinished"),
+        ]
+
+        # Each fetched command has one outcome: refused (skipped: no unit sees it), issued to
+        # one unit, or a completed FENCE.
+        queue = submodule(fragment, "queue")
+        skip = probe(fragment, "skip")
+        outcomes = Cat(skip, probe(fragment, "offer_fence"), *offered.values())
+        decided = Signal()
+        with m.If(queue.r_en & queue.r_rdy):
+            m.d.sync += decided.eq(0)
+        with m.Elif(outcomes.any()):
+            m.d.sync += decided.eq(1)
+        m.d.comb += [
+            Assert(~(outcomes & (outcomes - 1)).any(), "a command with two outcomes"),
+            Assert(~(decided & outcomes.any()), "a command acted on twice"),
+        ]
+
+        # A command pushed into a full queue is dropped, never silently: the error is set. The
+        # push is registered after the command's last word; a host write that clears the error
+        # in the push's cycle wins over the overflow (`test_dispatcher_overflow_and_clear`).
+        overflowed = Signal()
+        m.d.sync += overflowed.eq(queue.w_en & ~queue.w_rdy)
+        if not self.clear_with_push:
+            m.d.comb += Assume(~(queue.w_en & bus.write &
+                                 (bus.address == REGISTERS["error_code"])))
+        m.d.comb += Assert(~overflowed | (probe(fragment, "error_code") != ErrorCode.NONE),
+                           "a command dropped by a full queue without an error")
+        # Invariants for the induction: the dispatcher's scoreboard is the harness's record of
+        # unfinished commands, its registered readies are the units' (no transfer since), an
+        # offer is made only in DISPATCH, and after an outcome it waits in FETCH.
+        offer_registers = Cat(*(probe(fragment, f"offer_{name}")
+                                for name in ("compute", "store", "binary", "fence")))
+        for name in units:
+            m.d.comb += [
+                Assert(probe(fragment, f"{name}_active") == active[name]),
+                Assert(probe(fragment, f"{name}_ready") == waiting[name]),
+            ]
+        for name, scoreboard in (("compute", "computing"), ("store", "storing")):
+            m.d.comb += [
+                Assert(~active[name] | (probe(fragment, f"{name}_half") == active_half[name])),
+                Assert(probe(fragment, scoreboard) ==
+                       Cat(active[name] & ~active_half[name], active[name] & active_half[name])),
+            ]
+        opcode = COMMAND_LAYOUT(probe(fragment, "command")).opcode
+        for flag, code in (("gemm", Opcode.GEMM), ("conv", Opcode.CONV),
+                           ("store", Opcode.REQUANT_STORE), ("binary", Opcode.BINARY),
+                           ("fence", Opcode.FENCE)):
+            m.d.comb += Assert(probe(fragment, f"is_{flag}") == (opcode == code))
+        m.d.comb += [
+            Assert(~offer_registers.any() | in_state(fragment, "DISPATCH")),
+            Assert(~(offer_registers & (offer_registers - 1)).any()),
+            Assert(~decided | in_state(fragment, "FETCH")),
+        ]
+        m.d.comb += [
+            Cover(offered["compute"] & active["store"]),        # ping-pong: the other half
+            Cover(offered["store"] & active["compute"]),
+            Cover(offered["binary"] & active["store"]),
+            Cover(probe(fragment, "offer_fence")),
+            Cover(skip),
+            Cover(overflowed),
+        ]
+        return m
+
+    @staticmethod
+    def _unit(m, name, unit, busy, half):
+        """Drive `unit`'s outputs within its contract; returns whether it has an unfinished
+        command, that command's accumulator half, and whether its ready must hold (it was
+        ready last cycle without a transfer)."""
+        command = unit.command
+        m.d.comb += [command.ready.eq(AnySeq(1)), unit.busy.eq(AnySeq(1))]
+        transfer = command.valid & command.ready
+        waiting, transferred = Signal(name=f"{name}_waiting"), Signal(name=f"{name}_transferred")
+        m.d.sync += [waiting.eq(command.ready & ~command.valid), transferred.eq(transfer)]
+        m.d.comb += [Assume(~waiting | command.ready), Assume(~transferred | busy)]
+        active, active_half = Signal(name=f"{name}_unfinished"), Signal(name=f"{name}_half")
+        with m.If(transfer):
+            m.d.sync += [active.eq(1), active_half.eq(half)]
+        with m.Elif(active & ~busy):
+            m.d.sync += active.eq(0)
+        m.d.comb += [
+            Assert(~command.valid | command.ready, f"a command offered to the {name} unit "
+                                                   f"while it is not ready"),
+            Assert(~(command.valid & active), f"a second command to the busy {name} unit"),
+        ]
+        return active, active_half, waiting
+
+
+def test_dispatcher():
+    print(check(DispatcherHarness(), name="dispatcher_prove", mode="prove", depth=6))
+
+
+@pytest.mark.xfail(strict=True, raises=ProofFailed, reason=(
+    "a host write that clears error_code in the cycle a command is pushed into a full queue "
+    "wins over the QUEUE_OVERFLOW error: the command is dropped silently"))
+def test_dispatcher_overflow_and_clear():
+    print(check(DispatcherHarness(clear_with_push=True), name="dispatcher_clear", mode="bmc",
+                depth=4))
