@@ -71,12 +71,13 @@ class FormalResult:
                 f"({self.cpu_seconds:.1f} s CPU){covers}")
 
 
-def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
+def check(harness, *, name, mode, depth, directory=None, timeout=DEFAULT_TIMEOUT):
     """Run `harness` through SymbiYosys in `mode` (one of `MODES`) to `depth` cycles.
 
     Returns a `FormalResult` (wall-clock and CPU seconds of the whole run); raises `ProofFailed` or
-    `ProofInconclusive` with the property's source line and the trace path. The run's directory
-    is removed after a pass and kept otherwise.
+    `ProofInconclusive` with the property's source line and the trace path. The run's files go
+    to `directory` (created; a test's ``tmp_path``) and stay there; without one, to a temporary
+    directory that is removed after a pass and kept otherwise.
     """
     if mode not in MODES:
         raise ValueError(f"formal mode must be one of {MODES}, not {mode!r}")
@@ -84,7 +85,11 @@ def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
         raise ValueError(f"formal depth must be a positive integer, not {depth!r}")
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"formal check name must be letters, digits and _, not {name!r}")
-    workdir = Path(tempfile.mkdtemp(prefix=f"ecpnn-formal-{name}-"))
+    if directory is None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"ecpnn-formal-{name}-"))
+    else:
+        workdir = Path(directory)
+        workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(harness, ports=[], platform="formal"))
     (workdir / f"{name}.sby").write_text(_sby_file(mode, depth, timeout))
     started, children = time.monotonic(), _children_cpu_seconds()
@@ -100,7 +105,8 @@ def check(harness, *, name, mode, depth, timeout=DEFAULT_TIMEOUT):
     (workdir / "sby.log").write_text(log)
     status = re.search(r"DONE \((\w+), rc=\d+\)", log)
     if status and status.group(1) == "PASS":
-        shutil.rmtree(workdir)
+        if directory is None:
+            shutil.rmtree(workdir)
         cover_steps = tuple(int(step) for step in
                             re.findall(r"summary:\s+reached cover statement .* step (\d+)", log))
         return FormalResult(name, mode, depth, seconds, cpu_seconds, cover_steps)
