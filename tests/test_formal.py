@@ -1,4 +1,4 @@
-"""Formal proofs (SymbiYosys through `sim.formal`): stream blocks, the dispatcher, the frame engine.
+"""Formal proofs (SymbiYosys, `sim.formal`): stream blocks, the dispatcher, the frame engine.
 
 Each harness drives a block from unconstrained inputs (`AnySeq`: any valid/ready/payload pattern,
 any port theft, resets at any cycle), constrained only by the contract of what it is connected
@@ -35,7 +35,7 @@ from sim.formal import (ProofFailed, check, check_stream_order, in_state, probe,
                         remove_submodules, submodule)
 
 
-# Stream blocks -------------------------------------------------------------------------------------
+# Stream blocks ---------------------------------------------------------------------------------
 
 class SkidBufferHarness(Elaboratable):
     """`SkidBuffer(4)` under any producer and consumer."""
@@ -119,9 +119,9 @@ class ReadStageHarness(Elaboratable):
                 Cover(scoreboard.tracking & (scoreboard.ahead == 3) & dut.blocked),
             ]
         else:
-            scoreboard = check_stream_order(m, accepted=accepted, expected=expected, matches=matches,
-                               valid=fifo.w_en, taken=fifo.w_en, actual=fifo.w_data,
-                               capacity=latency, latency=latency)
+            scoreboard = check_stream_order(
+                m, accepted=accepted, expected=expected, matches=matches, valid=fifo.w_en,
+                taken=fifo.w_en, actual=fifo.w_data, capacity=latency, latency=latency)
             # Induction invariants: every promised entry is in the port pipeline, the FIFO or
             # the returned register; the credit flags follow the count.
             credits = probe(fragment, "fifo_credits")
@@ -189,7 +189,7 @@ def test_credit_counter(slots, tmp_path):
                 depth=3, directory=tmp_path))
 
 
-# The dispatcher (hw/core/core.py) ----------------------------------------------------------------
+# The dispatcher (hw/core/core.py) --------------------------------------------------------------
 
 class DispatcherHarness(Elaboratable):
     """The `Core`'s command queue and dispatcher, with its units, memories and the products'
@@ -218,7 +218,8 @@ class DispatcherHarness(Elaboratable):
         m.d.comb += [bus.address.eq(AnySeq(len(bus.address))), bus.read.eq(AnySeq(1)),
                      bus.write.eq(AnySeq(1)), bus.write_data.eq(AnySeq(32))]
         multiplier = blocks["multiplier"]
-        m.d.comb += [multiplier.request.ready.eq(AnySeq(1)), multiplier.product.valid.eq(AnySeq(1)),
+        m.d.comb += [multiplier.request.ready.eq(AnySeq(1)),
+                     multiplier.product.valid.eq(AnySeq(1)),
                      multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload)))]
         for half in ("accumulator_0", "accumulator_1"):
             m.d.comb += blocks[half].idle.eq(AnySeq(1))
@@ -348,7 +349,7 @@ def test_dispatcher_overflow_and_clear(tmp_path):
                 depth=4, directory=tmp_path))
 
 
-# The frame engine (hw/soc/framing.py) ------------------------------------------------------------
+# The frame engine (hw/soc/framing.py) ----------------------------------------------------------
 #
 # Its proof goes here, once the framing and sequence rewrite has landed: a FrameEngineHarness
 # feeding the engine any byte sequence (AnySeq bytes, any gaps) with the bus side taken out by
