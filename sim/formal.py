@@ -255,14 +255,16 @@ def check_stream_order(m, *, accepted, expected, valid, taken, actual, capacity,
 
     `accepted`/`taken` are the input and output transfers; `expected` what the token accepted
     now must come out as; `valid`/`actual` the output's valid and payload; `matches(tracked,
-    actual)` (default: equal) compares them. The block holds at most `capacity` tokens, and the
-    oldest token inside is offered at most `latency` cycles after it was accepted. One token,
+    actual)` (default: equal) compares them. The block holds at most `capacity` tokens, and
+    (unless `latency` is None) the oldest token inside is offered at most `latency` cycles after
+    it was accepted. One token,
     chosen by the solver among all accepted ones, is followed through the block (symbolic
     tracking): since the choice is free, a property proved for it holds for every token.
     Also asserted: the output is never withdrawn or changed before it is taken (stream contract).
     """
-    if not isinstance(latency, int) or isinstance(latency, bool) or latency < 1:
-        raise ValueError(f"scoreboard latency must be an integer >= 1, not {latency!r}")
+    if latency is not None and (not isinstance(latency, int) or isinstance(latency, bool) or
+                                latency < 1):
+        raise ValueError(f"scoreboard latency must be None or an integer >= 1, not {latency!r}")
     if matches is None:
         matches = operator.eq
     expected, actual = Value.cast(expected), Value.cast(actual)
@@ -276,25 +278,28 @@ def check_stream_order(m, *, accepted, expected, valid, taken, actual, capacity,
     tracking = Signal(name="scoreboard_tracking")
     ahead = Signal(range(capacity + 1), name="scoreboard_ahead")
     tracked = Signal(expected.shape(), name="scoreboard_tracked")
-    age = Signal(range(latency + 1), name="scoreboard_age")
     with m.If(~tracking & accepted & AnySeq(1)):
-        m.d.sync += [tracking.eq(1), ahead.eq(count - taken), tracked.eq(expected), age.eq(1)]
-    with m.If(tracking):
-        with m.If(age < latency):
-            m.d.sync += age.eq(age + 1)
-        with m.If(taken):
-            with m.If(ahead == 0):
-                m.d.sync += tracking.eq(0)
-            with m.Else():
-                m.d.sync += ahead.eq(ahead - 1)
+        m.d.sync += [tracking.eq(1), ahead.eq(count - taken), tracked.eq(expected)]
+    with m.If(tracking & taken):
+        with m.If(ahead == 0):
+            m.d.sync += tracking.eq(0)
+        with m.Else():
+            m.d.sync += ahead.eq(ahead - 1)
     oldest = tracking & (ahead == 0)
     m.d.comb += [
         Assert(~tracking | (ahead < count), "the tracked token is not counted inside"),
         Assert(~(oldest & valid) | matches(tracked, actual),
                "a token given out of order, lost, duplicated or altered"),
-        Assert(~(oldest & (age == latency)) | valid,
-               "the oldest token is not offered within the latency"),
     ]
+    if latency is not None:
+        # Cycles since the tracked token was accepted, up to `latency`.
+        age = Signal(range(latency + 1), name="scoreboard_age")
+        with m.If(~tracking):
+            m.d.sync += age.eq(1)
+        with m.Elif(age < latency):
+            m.d.sync += age.eq(age + 1)
+        m.d.comb += Assert(~(oldest & (age == latency)) | valid,
+                           "the oldest token is not offered within the latency")
 
     held = Signal(name="scoreboard_held")
     held_payload = Signal(actual.shape(), name="scoreboard_held_payload")

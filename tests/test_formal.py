@@ -15,6 +15,9 @@ vacuously.
     ReadStage          its path to the response FIFO, credits,    prove      8
                        the FIFO never written when full
                        the whole stage through the FIFO           bmc        12
+    Requantizer        its path to the output FIFO (rows by their prove      18
+                       ``last`` flag), FIFO never written when full
+                       the whole unit through the FIFO            bmc        24
     credit_counter     flags = "a slot is free"/"all free"        prove      3
     dispatcher         RAW/WAR scoreboard, compute/binary apart,  prove      6
                        FENCE, one outcome per command (a refused
@@ -31,6 +34,7 @@ from hw.core.isa import COMMAND_LAYOUT, REGISTERS, ErrorCode, Opcode
 from hw.core.read_stage import ReadStage
 from hw.credit import credit_counter
 from hw.pipeline import SkidBuffer, delayed
+from hw.systolic.requant import PIPELINE_STAGES, Requantizer
 from sim.formal import (ProofFailed, check, check_stream_order, in_state, probe,
                         remove_submodules, submodule)
 
@@ -144,6 +148,65 @@ def test_read_stage(port_latency, through_fifo, mode, depth, tmp_path):
     scope = "responses" if through_fifo else "fifo_writes"
     print(check(harness, name=f"read_stage_l{port_latency}_{scope}_{mode}", mode=mode,
                 depth=depth, directory=tmp_path))
+
+
+class RequantizerHarness(Elaboratable):
+    """`Requantizer(channels=1, lanes=1)` (its behavioural multipliers) under any rows,
+    parameters, settings and consumer: rows (followed by their ``last`` flag) come out once, in
+    order. `through_fifo` as for `ReadStageHarness`; the write side carries the invariants that
+    let an induction prove the output FIFO is never written when full (a row is started only
+    when its FIFO entry is free)."""
+
+    def __init__(self, *, through_fifo):
+        self.through_fifo = through_fifo
+
+    def elaborate(self, platform):
+        m = Module()
+        dut = Requantizer(channels=1, lanes=1)
+        # Without a platform: the multipliers' behavioural models, not MULT18X18D instances.
+        m.submodules.dut = fragment = Fragment.get(dut, None)
+        fifo = submodule(fragment, "output_fifo")
+        for port in (dut.i.payload, dut.params.payload, dut.settings):
+            m.d.comb += port.eq(AnySeq(len(port.as_value())))
+        m.d.comb += [dut.i.valid.eq(AnySeq(1)), dut.params.valid.eq(AnySeq(1)),
+                     dut.o.ready.eq(AnySeq(1))]
+        accepted = dut.i.valid & dut.i.ready
+        m.d.comb += Assert(~fifo.w_en | fifo.w_rdy, "a row written to a full FIFO (lost)")
+        if self.through_fifo:
+            scoreboard = check_stream_order(
+                m, accepted=accepted, expected=dut.i.payload.last, valid=dut.o.valid,
+                taken=dut.o.valid & dut.o.ready, actual=dut.o.payload.last,
+                capacity=dut.fifo_depth + 1, latency=dut.latency)
+            m.d.comb += Cover(scoreboard.tracking & (scoreboard.ahead == 2) & ~dut.i.ready)
+        else:
+            scoreboard = check_stream_order(
+                m, accepted=accepted, expected=dut.i.payload.last, valid=fifo.w_en,
+                taken=fifo.w_en, actual=fifo.w_data[-1], capacity=PIPELINE_STAGES + 1,
+                latency=None)
+            # Induction invariants: the rows counted in the unit are in the pipeline or the
+            # FIFO, the rows inside also in the input register (the newest, which may wait
+            # there for a FIFO entry as long as the consumer stalls); the FIFO's level is in
+            # range.
+            rows_in_unit = probe(fragment, "rows_in_unit")
+            in_pipeline = sum(probe(fragment, f"control_{stage}")[0]      # the valid bit
+                              for stage in range(PIPELINE_STAGES))
+            held_last = probe(fragment, "held")[-1]
+            m.d.comb += [
+                Assert(rows_in_unit == in_pipeline + fifo.level),
+                Assert(scoreboard.count == in_pipeline + probe(fragment, "held_valid")),
+                Assert(~(scoreboard.tracking & (scoreboard.ahead == in_pipeline)) |
+                       (held_last == scoreboard.tracked)),
+                Assert(probe(fragment, "output_fifo/inner_level") <= fifo.depth - 1),
+            ]
+        return m
+
+
+@pytest.mark.parametrize("through_fifo, mode, depth", [
+    (False, "prove", 18), (True, "bmc", 24), (True, "cover", 24)])
+def test_requantizer(through_fifo, mode, depth, tmp_path):
+    scope = "rows" if through_fifo else "fifo_writes"
+    print(check(RequantizerHarness(through_fifo=through_fifo), name=f"requantizer_{scope}_{mode}",
+                mode=mode, depth=depth, directory=tmp_path))
 
 
 class _CreditCounter(Elaboratable):
