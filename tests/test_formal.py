@@ -25,9 +25,12 @@ vacuously.
     frame engine       (its proof goes in the last section)
 """
 
+from dataclasses import dataclass
+
 import pytest
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal
+from amaranth.hdl import (Assert, Assume, Cat, Const, Cover, Elaboratable, Fragment, Module, Mux,
+                          Signal, Value)
 
 from hw.core.core import Core
 from hw.core.isa import COMMAND_LAYOUT, REGISTERS, ErrorCode, Opcode
@@ -254,6 +257,18 @@ def test_credit_counter(slots, tmp_path):
 
 # The dispatcher (hw/core/core.py) --------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _UnitRecord:
+    """The harness's view of a unit: a command `offered` now (for accumulator half
+    `offered_half`), one still `unfinished` (for `half`), and `waiting` (ready last cycle
+    without a transfer, so ready now)."""
+    offered: Value
+    offered_half: Value
+    unfinished: Signal
+    half: Signal
+    waiting: Signal
+
+
 class DispatcherHarness(Elaboratable):
     """The `Core`'s command queue and dispatcher, with its units, memories and the products'
     multiplier taken out: their outputs are free (`AnySeq`), within the unit contract of
@@ -278,46 +293,84 @@ class DispatcherHarness(Elaboratable):
                                    "parameters", "binary_results", "compute", "store", "binary",
                                    "multiplier")
         bus = core.control
-        m.d.comb += [bus.address.eq(AnySeq(len(bus.address))), bus.read.eq(AnySeq(1)),
-                     bus.write.eq(AnySeq(1)), bus.write_data.eq(AnySeq(32))]
         multiplier = blocks["multiplier"]
-        m.d.comb += [multiplier.request.ready.eq(AnySeq(1)),
-                     multiplier.product.valid.eq(AnySeq(1)),
-                     multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload)))]
-        for half in ("accumulator_0", "accumulator_1"):
-            m.d.comb += blocks[half].idle.eq(AnySeq(1))
-
-        half_bit = (core.accumulator_rows // 2 - 1).bit_length()
-        units = {name: blocks[name] for name in ("compute", "store", "binary")}
-        busy = {name: unit.busy for name, unit in units.items()}
-        busy["compute"] = (busy["compute"] | ~blocks["accumulator_0"].idle |
-                           ~blocks["accumulator_1"].idle)
-        halves = {name: units[name].command.payload.acc_base[half_bit]
-                  for name in ("compute", "store")}
-        active, active_half, waiting = {}, {}, {}
-        for name, unit in units.items():
-            active[name], active_half[name], waiting[name] = self._unit(
-                m, name, unit, busy[name], halves.get(name, 0))
-        offered = {name: unit.command.valid for name, unit in units.items()}
         m.d.comb += [
-            Assert(~(offered["store"] & active["compute"] &
-                     (active_half["compute"] == halves["store"])),
+            bus.address.eq(AnySeq(len(bus.address))), bus.read.eq(AnySeq(1)),
+            bus.write.eq(AnySeq(1)), bus.write_data.eq(AnySeq(32)),
+            multiplier.request.ready.eq(AnySeq(1)), multiplier.product.valid.eq(AnySeq(1)),
+            multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload))),
+            blocks["accumulator_0"].idle.eq(AnySeq(1)), blocks["accumulator_1"].idle.eq(AnySeq(1)),
+        ]
+        half_bit = (core.accumulator_rows // 2 - 1).bit_length()
+        compute_busy = (blocks["compute"].busy | ~blocks["accumulator_0"].idle |
+                        ~blocks["accumulator_1"].idle)
+        units = {
+            "compute": self._unit(m, "compute", blocks["compute"], compute_busy, half_bit),
+            "store": self._unit(m, "store", blocks["store"], blocks["store"].busy, half_bit),
+            "binary": self._unit(m, "binary", blocks["binary"], blocks["binary"].busy, None),
+        }
+        self._check_scoreboard(m, fragment, units)
+        skip, decided = self._check_outcomes(m, fragment, units)
+        overflowed = self._check_overflow(m, fragment, bus)
+        self._invariants(m, fragment, units, decided)
+        compute, store, binary = units["compute"], units["store"], units["binary"]
+        m.d.comb += [
+            Cover(compute.offered & store.unfinished),      # ping-pong: the other half
+            Cover(store.offered & compute.unfinished),
+            Cover(binary.offered & store.unfinished),
+            Cover(probe(fragment, "offer_fence")),
+            Cover(skip),
+            Cover(overflowed),
+        ]
+        return m
+
+    @staticmethod
+    def _unit(m, name, unit, busy, half_bit):
+        """Drive `unit`'s outputs within its contract (its command's accumulator half is bit
+        `half_bit` of ``acc_base``, or None) and assert that it is offered one command at a
+        time, only when ready."""
+        command = unit.command
+        m.d.comb += [command.ready.eq(AnySeq(1)), unit.busy.eq(AnySeq(1))]
+        transfer = command.valid & command.ready
+        waiting, transferred = Signal(name=f"{name}_waiting"), Signal(name=f"{name}_transferred")
+        m.d.sync += [waiting.eq(command.ready & ~command.valid), transferred.eq(transfer)]
+        m.d.comb += [Assume(~waiting | command.ready), Assume(~transferred | busy)]
+        unfinished, half = Signal(name=f"{name}_unfinished"), Signal(name=f"{name}_half")
+        offered_half = command.payload.acc_base[half_bit] if half_bit is not None else Const(0)
+        with m.If(transfer):
+            m.d.sync += [unfinished.eq(1), half.eq(offered_half)]
+        with m.Elif(unfinished & ~busy):
+            m.d.sync += unfinished.eq(0)
+        m.d.comb += [
+            Assert(~command.valid | command.ready, f"a command offered to the {name} unit "
+                                                   f"while it is not ready"),
+            Assert(~(command.valid & unfinished), f"a second command to the busy {name} unit"),
+        ]
+        return _UnitRecord(command.valid, offered_half, unfinished, half, waiting)
+
+    @staticmethod
+    def _check_scoreboard(m, fragment, units):
+        compute, store, binary = units["compute"], units["store"], units["binary"]
+        m.d.comb += [
+            Assert(~(store.offered & compute.unfinished & (compute.half == store.offered_half)),
                    "a store issued on the half an unfinished GEMM/CONV writes (RAW)"),
-            Assert(~(offered["compute"] & active["store"] &
-                     (active_half["store"] == halves["compute"])),
+            Assert(~(compute.offered & store.unfinished & (store.half == compute.offered_half)),
                    "a GEMM/CONV issued on the half an unfinished store reads (WAR)"),
-            Assert(~(offered["compute"] & active["binary"]) &
-                   ~(offered["binary"] & active["compute"]),
+            Assert(~(compute.offered & binary.unfinished) & ~(binary.offered & compute.unfinished),
                    "compute and binary issued together (they share a scratchpad read port)"),
-            Assert(~(probe(fragment, "offer_fence") & Cat(*active.values()).any()),
+            Assert(~(probe(fragment, "offer_fence") &
+                     Cat(*(unit.unfinished for unit in units.values())).any()),
                    "a FENCE completed while a command was unfinished"),
         ]
 
-        # Each fetched command has one outcome: refused (skipped: no unit sees it), issued to
-        # one unit, or a completed FENCE.
+    @staticmethod
+    def _check_outcomes(m, fragment, units):
+        """Each fetched command has one outcome: refused (skipped: no unit sees it), issued to
+        one unit, or a completed FENCE. Returns the refusal and 'this command has had it'."""
         queue = submodule(fragment, "queue")
         skip = probe(fragment, "skip")
-        outcomes = Cat(skip, probe(fragment, "offer_fence"), *offered.values())
+        outcomes = Cat(skip, probe(fragment, "offer_fence"),
+                       *(unit.offered for unit in units.values()))
         decided = Signal()
         with m.If(queue.r_en & queue.r_rdy):
             m.d.sync += decided.eq(0)
@@ -327,10 +380,13 @@ class DispatcherHarness(Elaboratable):
             Assert(~(outcomes & (outcomes - 1)).any(), "a command with two outcomes"),
             Assert(~(decided & outcomes.any()), "a command acted on twice"),
         ]
+        return skip, decided
 
-        # A command pushed into a full queue is dropped, never silently: the error is set. The
-        # push is registered after the command's last word; a host write that clears the error
-        # in the push's cycle wins over the overflow (`test_dispatcher_overflow_and_clear`).
+    def _check_overflow(self, m, fragment, bus):
+        """A command pushed into a full queue is dropped, never silently: the error is set. The
+        push is registered after the command's last word; a host write that clears the error
+        in the push's cycle wins over the overflow (`test_dispatcher_overflow_and_clear`)."""
+        queue = submodule(fragment, "queue")
         overflowed = Signal()
         m.d.sync += overflowed.eq(queue.w_en & ~queue.w_rdy)
         if not self.clear_with_push:
@@ -338,64 +394,38 @@ class DispatcherHarness(Elaboratable):
                                  (bus.address == REGISTERS["error_code"])))
         m.d.comb += Assert(~overflowed | (probe(fragment, "error_code") != ErrorCode.NONE),
                            "a command dropped by a full queue without an error")
-        # Invariants for the induction: the dispatcher's scoreboard is the harness's record of
-        # unfinished commands, its registered readies are the units' (no transfer since), an
-        # offer is made only in DISPATCH, and after an outcome it waits in FETCH.
-        offer_registers = Cat(*(probe(fragment, f"offer_{name}")
-                                for name in ("compute", "store", "binary", "fence")))
-        for name in units:
+        return overflowed
+
+    @staticmethod
+    def _invariants(m, fragment, units, decided):
+        """For the induction: the dispatcher's scoreboard is the harness's record of unfinished
+        commands, its registered readies are the units' (no transfer since), its opcode flags
+        decode its command, an offer is made only in DISPATCH, and after an outcome it waits in
+        FETCH."""
+        for name, unit in units.items():
             m.d.comb += [
-                Assert(probe(fragment, f"{name}_active") == active[name]),
-                Assert(probe(fragment, f"{name}_ready") == waiting[name]),
+                Assert(probe(fragment, f"{name}_active") == unit.unfinished),
+                Assert(probe(fragment, f"{name}_ready") == unit.waiting),
             ]
         for name, scoreboard in (("compute", "computing"), ("store", "storing")):
+            unit = units[name]
             m.d.comb += [
-                Assert(~active[name] | (probe(fragment, f"{name}_half") == active_half[name])),
+                Assert(~unit.unfinished | (probe(fragment, f"{name}_half") == unit.half)),
                 Assert(probe(fragment, scoreboard) ==
-                       Cat(active[name] & ~active_half[name], active[name] & active_half[name])),
+                       Cat(unit.unfinished & ~unit.half, unit.unfinished & unit.half)),
             ]
         opcode = COMMAND_LAYOUT(probe(fragment, "command")).opcode
         for flag, code in (("gemm", Opcode.GEMM), ("conv", Opcode.CONV),
                            ("store", Opcode.REQUANT_STORE), ("binary", Opcode.BINARY),
                            ("fence", Opcode.FENCE)):
             m.d.comb += Assert(probe(fragment, f"is_{flag}") == (opcode == code))
+        offer_registers = Cat(*(probe(fragment, f"offer_{name}")
+                                for name in ("compute", "store", "binary", "fence")))
         m.d.comb += [
             Assert(~offer_registers.any() | in_state(fragment, "DISPATCH")),
             Assert(~(offer_registers & (offer_registers - 1)).any()),
             Assert(~decided | in_state(fragment, "FETCH")),
         ]
-        m.d.comb += [
-            Cover(offered["compute"] & active["store"]),        # ping-pong: the other half
-            Cover(offered["store"] & active["compute"]),
-            Cover(offered["binary"] & active["store"]),
-            Cover(probe(fragment, "offer_fence")),
-            Cover(skip),
-            Cover(overflowed),
-        ]
-        return m
-
-    @staticmethod
-    def _unit(m, name, unit, busy, half):
-        """Drive `unit`'s outputs within its contract; returns whether it has an unfinished
-        command, that command's accumulator half, and whether its ready must hold (it was
-        ready last cycle without a transfer)."""
-        command = unit.command
-        m.d.comb += [command.ready.eq(AnySeq(1)), unit.busy.eq(AnySeq(1))]
-        transfer = command.valid & command.ready
-        waiting, transferred = Signal(name=f"{name}_waiting"), Signal(name=f"{name}_transferred")
-        m.d.sync += [waiting.eq(command.ready & ~command.valid), transferred.eq(transfer)]
-        m.d.comb += [Assume(~waiting | command.ready), Assume(~transferred | busy)]
-        active, active_half = Signal(name=f"{name}_unfinished"), Signal(name=f"{name}_half")
-        with m.If(transfer):
-            m.d.sync += [active.eq(1), active_half.eq(half)]
-        with m.Elif(active & ~busy):
-            m.d.sync += active.eq(0)
-        m.d.comb += [
-            Assert(~command.valid | command.ready, f"a command offered to the {name} unit "
-                                                   f"while it is not ready"),
-            Assert(~(command.valid & active), f"a second command to the busy {name} unit"),
-        ]
-        return active, active_half, waiting
 
 
 @pytest.mark.parametrize("mode, depth", [("prove", 6), ("cover", 47)])
