@@ -11,8 +11,6 @@ from hw.soc.protocol import Status
 from hw.soc.soc import BusSoC, SoC, SoCCore
 from sim import reference
 from sw.driver import Accelerator, DeviceError
-from sw.driver.link import FrameLink
-from sw.driver.sim import SimTransport
 
 TINY = PRESETS["tiny"]      # 4x4, scratchpad 256 rows, accumulator 64 rows, binary 32b x 4 lanes
 
