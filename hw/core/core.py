@@ -48,9 +48,12 @@ im2col produces and what a weight-stationary array consumes, one row per cycle, 
 while a tile's R weight rows load from the other and stay for all M rows. An output-stationary
 array consumes a *column* of A per beat (one element from each of R rows) together with a row of
 W, for every output tile again: both operands streamed per tile, and A read R rows at a time or
-stored transposed, which im2col does not produce. Output-stationary remains available for
-the array alone (`hw.systolic.SystolicArray`, `python -m sim.bench systolic --dataflow
-output_stationary`) and the engines' self-test (`python -m hw.build --design bringup`).
+stored transposed, which im2col does not produce. On the array alone neither dataflow is ahead
+on every layer: weight-stationary zero-pads K to the array's rows, output-stationary M, and the
+shape decides (`python -m sim.bench systolic --gemm MxKxN`; figures in the README's status
+table). Output-stationary remains available for the array alone (`hw.systolic.SystolicArray`,
+`python -m sim.bench systolic --dataflow output_stationary`) and the engines' self-test
+(`python -m hw.build --design bringup`).
 
 Bus windows (32-bit words; see `Core.windows`): ``control`` (registers, `hw.core.isa.REGISTERS`
 and `COUNTERS`), ``scratchpad`` (row r, word i at ``r*scratchpad_stride + i``, byte b of the row
