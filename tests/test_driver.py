@@ -168,9 +168,10 @@ def test_uart_line_in_simulation(divisor):
 
 # pcie:// against a file-backed window ------------------------------------------------------------
 
-def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16 | 1):
+def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16 | 1,
+                   dataflow=0):
     """A file laid out like the device's BAR: the identity registers, then the scratchpad."""
-    config = [4, 4, 0, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]     # PRESETS["tiny"]
+    config = [4, 4, dataflow, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]  # PRESETS["tiny"]
     live = [0] * 5                      # STATUS, LAST_ERROR, FRAMES_OK/BAD, BYTES_DISCARDED
     windows = [0x400] + [SCRATCHPAD + (i << 24) for i in range(1, 6)]     # core control, memories
     core_sizes = [1024, 256, 1024, 1024, 8, 64]                      # core_from_config defaults
@@ -198,6 +199,9 @@ def test_pcie_file_window(tmp_path):
     ({"magic": 0xFFFFFFFF}, "not an ecpnn accelerator: MAGIC reads 0xffffffff"),
     ({"version": 2 << 16}, "speaks protocol 2.0, this driver needs 1.1"),
     ({"version": 1 << 16}, "speaks protocol 1.0, this driver needs 1.1"),
+    # An earlier bitstream built output-stationary: its core could not run GEMM or CONV.
+    ({"dataflow": 1}, "reports a config this driver cannot read: .* runs dataflow "
+                      "'weight_stationary' only, not 'output_stationary'"),
 ])
 def test_device_mismatch(tmp_path, kwargs, message):
     path = tmp_path / "bar0"

@@ -15,7 +15,8 @@ from hypothesis import given, settings, strategies as st
 from hw.systolic.array import SystolicArray
 from hw.systolic.pe import Multiplier, ProcessingElement, exact_sum_shape
 from sim import reference
-from sim.bench.systolic import simulate_output_stationary, simulate_weight_stationary
+from sim.bench.systolic import (gemm_tiles, simulate_gemm, simulate_output_stationary,
+                                simulate_weight_stationary)
 from sim.harness import run
 
 SHAPES = [(1, 1), (2, 3), (3, 2), (4, 4)]
@@ -34,24 +35,12 @@ def _check_output_stationary(array, tiles, **kwargs):
     return cycles
 
 
-def _weight_chunks(a, w, rows):
-    """Split A [M x K] @ W [K x C] into zero-padded K chunks of `rows` for the WS array."""
-    chunks = []
-    for start in range(0, a.shape[1], rows):
-        a_chunk = np.zeros((a.shape[0], rows), dtype=np.int64)
-        w_chunk = np.zeros((rows, w.shape[1]), dtype=np.int64)
-        width = min(rows, a.shape[1] - start)
-        a_chunk[:, :width] = a[:, start:start + width]
-        w_chunk[:width] = w[start:start + width]
-        chunks.append((a_chunk, w_chunk))
-    return chunks
-
-
 def _check_weight_stationary(array, problems, **kwargs):
     """Each problem (A [M x K], W [K x C]) goes in as K chunks; check chunks and their sum."""
     tiles, owners = [], []
     for index, (a, w) in enumerate(problems):
-        chunks = _weight_chunks(a, w, array.rows)
+        chunks, _ = gemm_tiles(a, w, rows=array.rows, cols=array.cols,
+                               dataflow="weight_stationary")
         tiles += chunks
         owners += [index] * len(chunks)
     results, cycles = simulate_weight_stationary(array, tiles, **kwargs)
@@ -95,6 +84,18 @@ def test_weight_stationary_random(shape, multiplier, sizes, traffic, seed):
                           multiplier=multiplier)
     _check_weight_stationary(array, problems, gap_probability=traffic[0],
                              stall_probability=traffic[1], seed=seed)
+
+
+@pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
+@pytest.mark.parametrize("m, k, n", [(7, 5, 4), (3, 2, 2), (1, 7, 5)])
+def test_whole_gemm_tiled_onto_the_array(dataflow, m, k, n):
+    """The bench's `--gemm` path: a GEMM larger than the array in every dimension (or smaller),
+    cut into zero-padded tiles and put back together, equals the reference."""
+    rng = np.random.default_rng(m * k * n)
+    a, w = _int8(rng, (m, k)), _int8(rng, (k, n))
+    array = SystolicArray(rows=3, cols=2, dataflow=dataflow, multiplier="dsp")
+    product, _ = simulate_gemm(array, a, w)
+    np.testing.assert_array_equal(product, reference.gemm(a, w))
 
 
 # Edge cases --------------------------------------------------------------------------------------

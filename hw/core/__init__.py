@@ -4,8 +4,9 @@
 the host-side tensor layouts and command planning are the compiler's (`sw.compiler`).
 """
 
-from .core import Core, CoreGeometry, core_from_config, geometry_from_config
+from .core import (CORE_DATAFLOW, Core, CoreGeometry, check_core_dataflow, core_from_config,
+                   geometry_from_config)
 from .isa import COMMAND_WORDS, ErrorCode, Opcode, decode, encode
 
-__all__ = ["Core", "CoreGeometry", "core_from_config", "geometry_from_config", "Opcode", "ErrorCode",
-           "COMMAND_WORDS", "encode", "decode"]
+__all__ = ["Core", "CoreGeometry", "CORE_DATAFLOW", "check_core_dataflow", "core_from_config",
+           "geometry_from_config", "Opcode", "ErrorCode", "COMMAND_WORDS", "encode", "decode"]

@@ -36,13 +36,24 @@ FENCE, which waits for every unit to be idle; the binary unit shares the scratch
 with the compute unit, so the two never run at the same time.
 
 Errors. Each command is validated before dispatch (unknown opcode, rows past the scratchpad,
-accumulator half, parameter or result memory, zero/out-of-range counts, CONV/GEMM on an
-output-stationary core). A failing command is skipped -- nothing is written anywhere -- and
-counts as completed; the first error since the last clear is kept in ``error_code``,
-``error_index`` (0-based index of the command since reset) and ``error_opcode``.
+accumulator half, parameter or result memory, zero/out-of-range counts). A failing command is
+skipped -- nothing is written anywhere -- and counts as completed; the first error since the last
+clear is kept in ``error_code``, ``error_index`` (0-based index of the command since reset) and
+``error_opcode``.
 
-Output-stationary configs build no compute unit (the WS dataflow is what makes on-chip im2col
-natural): GEMM and CONV are rejected with ``ErrorCode.UNSUPPORTED``; REQUANT_STORE and BINARY work.
+Dataflow. The core drives a weight-stationary array and refuses any other dataflow at
+construction (`check_core_dataflow`), so every core runs every command. Its memory system is built
+for that dataflow: a scratchpad row is one pixel's channels (a row of A), which is what on-chip
+im2col produces and what a weight-stationary array consumes, one row per cycle, from one bank,
+while a tile's R weight rows load from the other and stay for all M rows. An output-stationary
+array consumes a *column* of A per beat (one element from each of R rows) together with a row of
+W, for every output tile again: both operands streamed per tile, and A read R rows at a time or
+stored transposed, which im2col does not produce. On the array alone neither dataflow is ahead
+on every layer: weight-stationary zero-pads K to the array's rows, output-stationary M, and the
+shape decides (`python -m sim.bench systolic --gemm MxKxN`; figures in the README's status
+table). Output-stationary remains available for the array alone (`hw.systolic.SystolicArray`,
+`python -m sim.bench systolic --dataflow output_stationary`) and the engines' self-test
+(`python -m hw.build --design bringup`).
 
 Bus windows (32-bit words; see `Core.windows`): ``control`` (registers, `hw.core.isa.REGISTERS`
 and `COUNTERS`), ``scratchpad`` (row r, word i at ``r*scratchpad_stride + i``, byte b of the row
@@ -83,7 +94,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
-from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.config import MULTIPLIERS
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
 from hw.pipeline import delayed
@@ -96,8 +107,22 @@ from .isa import (ADDRESS_BITS, COMMAND_LAYOUT, COMMAND_WORDS, CONTROL_WORDS, CO
                   COUNTERS_BASE, REGISTERS, ErrorCode, Opcode)
 from .units import BinaryUnit, ComputeUnit, StoreUnit, binary_result_layout, parameter_layout
 
-__all__ = ["Core", "CoreGeometry", "core_from_config", "geometry_from_config",
-           "scratchpad_stride_words"]
+__all__ = ["Core", "CoreGeometry", "CORE_DATAFLOW", "check_core_dataflow", "core_from_config",
+           "geometry_from_config", "scratchpad_stride_words"]
+
+CORE_DATAFLOW = "weight_stationary"
+
+
+def check_core_dataflow(dataflow):
+    """Raise `ValueError` unless the core -- so the SoC around it -- can run `dataflow`: it runs
+    `CORE_DATAFLOW` only (see the module docstring)."""
+    if dataflow != CORE_DATAFLOW:
+        raise ValueError(
+            f"The accelerator core, and so the SoC, runs dataflow {CORE_DATAFLOW!r} only, not "
+            f"{dataflow!r}: its on-chip im2col and weight streaming feed a weight-stationary "
+            f"array. Output-stationary remains available for the array alone "
+            f"(hw.systolic.SystolicArray; python -m sim.bench systolic --dataflow "
+            f"output_stationary) and the engines' self-test (python -m hw.build --design bringup)")
 
 
 def scratchpad_stride_words(row_bytes):
@@ -132,7 +157,8 @@ class CoreGeometry:
     Parameters (keyword-only)
     -------------------------
     rows, cols : int                 array shape, 1..32
-    dataflow, multiplier : str       as `hw.config.AcceleratorConfig`
+    dataflow : str                   `CORE_DATAFLOW` ("weight_stationary"), the only one it runs
+    multiplier : str                 as `hw.config.AcceleratorConfig`
     requant_lanes : int              1..cols
     scratchpad_rows : int            power of two, 16..65536
     accumulator_rows : int           power of two, 16..65536 (two halves)
@@ -152,8 +178,7 @@ class CoreGeometry:
                  max_pool_width=64):
         self.rows = _check_int("rows", rows, 1, 32)
         self.cols = _check_int("cols", cols, 1, 32)
-        if dataflow not in DATAFLOWS:
-            raise ValueError(f"Core dataflow must be one of {DATAFLOWS}, not {dataflow!r}")
+        check_core_dataflow(dataflow)
         if multiplier not in MULTIPLIERS:
             raise ValueError(f"Core multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
         self.dataflow, self.multiplier = dataflow, multiplier
@@ -229,7 +254,6 @@ class Core(CoreGeometry, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        weight_stationary = self.dataflow == "weight_stationary"
 
         m.submodules.scratchpad = scratchpad = Scratchpad(
             row_bytes=self.row_bytes, depth=self.scratchpad_rows, banks=self.SCRATCHPAD_BANKS)
@@ -260,25 +284,21 @@ class Core(CoreGeometry, wiring.Component):
             width=self.binary_width, lanes=self.binary_lanes, max_k=self.binary_max_k,
             max_n=self.binary_max_n, row_bytes=self.row_bytes,
             result_rows=self.binary_result_rows)
-        if weight_stationary:
-            m.submodules.compute = compute = ComputeUnit(
-                rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
-                accumulator_rows=self.accumulator_rows)
-            # A GEMM/CONV is done when its last row is written, not just accepted.
-            compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
-            write_half = compute.acc_write.payload.addr[half_bits]
-            for index, half in enumerate(halves):
-                m.d.comb += [
-                    half.write.payload.addr.eq(compute.acc_write.payload.addr[:half_bits]),
-                    half.write.payload.data.eq(compute.acc_write.payload.data),
-                    half.write.payload.accumulate.eq(compute.acc_write.payload.accumulate),
-                    half.write.valid.eq(compute.acc_write.valid & (write_half == index)),
-                ]
-            m.d.comb += compute.acc_write.ready.eq(
-                Mux(write_half, halves[1].write.ready, halves[0].write.ready))
-        else:
-            compute = None
-            compute_busy = Const(0)
+        m.submodules.compute = compute = ComputeUnit(
+            rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
+            accumulator_rows=self.accumulator_rows)
+        # A GEMM/CONV is done when its last row is written, not just accepted.
+        compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
+        write_half = compute.acc_write.payload.addr[half_bits]
+        for index, half in enumerate(halves):
+            m.d.comb += [
+                half.write.payload.addr.eq(compute.acc_write.payload.addr[:half_bits]),
+                half.write.payload.data.eq(compute.acc_write.payload.data),
+                half.write.payload.accumulate.eq(compute.acc_write.payload.accumulate),
+                half.write.valid.eq(compute.acc_write.valid & (write_half == index)),
+            ]
+        m.d.comb += compute.acc_write.ready.eq(
+            Mux(write_half, halves[1].write.ready, halves[0].write.ready))
 
         # Memory windows --------------------------------------------------------------------------
         host_sp_read, host_sp_row, host_sp_commit = self._scratchpad_window(m, scratchpad)
@@ -292,18 +312,16 @@ class Core(CoreGeometry, wiring.Component):
         # counts), never from the blocked answers derived from them (timing: the address
         # registers of both banks).
         bank_bits = scratchpad.bank_addr_width
-        activation_clients = [binary] if compute is None else [compute, binary]
+        activation_clients = [compute, binary]
         activation_request = Signal()
         activation_addr = Signal(ADDRESS_BITS)
         m.d.comb += [activation_request.eq(Cat(client.sp_request
                                                for client in activation_clients).any()),
                      activation_addr.eq(binary.sp_addr)]
-        if compute is not None:
-            with m.If(compute.sp_request):
-                m.d.comb += activation_addr.eq(compute.sp_addr)
-        requests = [(host_sp_read, host_sp_row), (activation_request, activation_addr)]
-        if compute is not None:
-            requests.append((compute.weight_request, compute.weight_addr))
+        with m.If(compute.sp_request):
+            m.d.comb += activation_addr.eq(compute.sp_addr)
+        requests = [(host_sp_read, host_sp_row), (activation_request, activation_addr),
+                    (compute.weight_request, compute.weight_addr)]
         host_reads = []
         for bank, port in enumerate(scratchpad.read):
             wants = [enable & (address[bank_bits] == bank) for enable, address in requests]
@@ -321,20 +339,19 @@ class Core(CoreGeometry, wiring.Component):
                                       scratchpad.read[0].data)),
                 client.sp_blocked.eq(Mux(client.sp_addr[bank_bits], host_reads[1], host_reads[0])),
             ]
-        if compute is not None:
-            weight_bank = compute.weight_addr[bank_bits]
-            weight_read_bank = delayed(m, weight_bank, Scratchpad.READ_LATENCY,
-                                       name="weight_read_bank")
-            m.d.comb += [
-                compute.weight_data.eq(Mux(weight_read_bank, scratchpad.read[1].data,
-                                           scratchpad.read[0].data)),
-                # Only compute's own activation reads compete with its weights: the binary unit
-                # never runs alongside compute (and leaving it out keeps its read logic off the
-                # weight path).
-                compute.weight_blocked.eq(Mux(weight_bank, host_reads[1], host_reads[0]) |
-                                          (compute.sp_request &
-                                           (compute.sp_addr[bank_bits] == weight_bank))),
-            ]
+        weight_bank = compute.weight_addr[bank_bits]
+        weight_read_bank = delayed(m, weight_bank, Scratchpad.READ_LATENCY,
+                                   name="weight_read_bank")
+        m.d.comb += [
+            compute.weight_data.eq(Mux(weight_read_bank, scratchpad.read[1].data,
+                                       scratchpad.read[0].data)),
+            # Only compute's own activation reads compete with its weights: the binary unit
+            # never runs alongside compute (and leaving it out keeps its read logic off the
+            # weight path).
+            compute.weight_blocked.eq(Mux(weight_bank, host_reads[1], host_reads[0]) |
+                                      (compute.sp_request &
+                                       (compute.sp_addr[bank_bits] == weight_bank))),
+        ]
         # Scratchpad write port: the host's row commit, else the store unit.
         m.d.comb += store.sp_blocked.eq(host_sp_commit)
         with m.If(~host_sp_commit):
@@ -544,7 +561,6 @@ class Core(CoreGeometry, wiring.Component):
         # the command is held: only those of its opcode, 3 + ceil(bits(b)/2) cycles each. Each
         # is exact (as wide as its operands together), so a huge command cannot wrap into range.
         compute_command = is_gemm | is_conv
-        layer_products = compute_command if compute is not None else Const(0)
         width_log2 = self.binary_width.bit_length() - 1
         binary_folds = (binary_args.k + (self.binary_width - 1)) >> width_log2
         pool = store_args.pool
@@ -555,13 +571,13 @@ class Core(CoreGeometry, wiring.Component):
             steps.append((target, a, b, condition))
             return target
 
-        image = product("image", layer.in_h, layer.in_w, layer_products)
-        a_rows = product("a_rows", image, layer.cin_blocks, layer_products)
-        kernel = product("kernel", layer.kh, layer.kw, layer_products)
-        kernel_chunks = product("kernel_chunks", kernel, layer.cin_blocks, layer_products)
-        w_tiles = product("w_tiles", kernel_chunks, layer.n_blocks, layer_products)
-        pixels = product("pixels", layer.ho_count, layer.out_w, layer_products)
-        acc_rows = product("acc_rows", pixels, layer.n_blocks, layer_products)
+        image = product("image", layer.in_h, layer.in_w, compute_command)
+        a_rows = product("a_rows", image, layer.cin_blocks, compute_command)
+        kernel = product("kernel", layer.kh, layer.kw, compute_command)
+        kernel_chunks = product("kernel_chunks", kernel, layer.cin_blocks, compute_command)
+        w_tiles = product("w_tiles", kernel_chunks, layer.n_blocks, compute_command)
+        pixels = product("pixels", layer.ho_count, layer.out_w, compute_command)
+        acc_rows = product("acc_rows", pixels, layer.n_blocks, compute_command)
         store_pixels = product("store_pixels", store_args.height, store_args.width, is_store)
         store_acc_rows = product("store_acc_rows", store_pixels, store_args.n_blocks, is_store)
         pooled = product("pooled", Mux(pool, store_args.height >> 1, store_args.height),
@@ -608,8 +624,6 @@ class Core(CoreGeometry, wiring.Component):
 
         fail(~(is_gemm | is_conv | is_store | is_binary | is_fence), ErrorCode.UNKNOWN_OPCODE,
              Const(1))
-        if compute is None:
-            fail(compute_command, ErrorCode.UNSUPPORTED, Const(1))
         fail(compute_command, ErrorCode.BAD_SHAPE,
              layer.in_h == 0, layer.in_w == 0, layer.cin_blocks == 0, layer.kh == 0,
              layer.kw == 0, layer.stride == 0, layer.out_w == 0, layer.ho_count == 0,
@@ -668,18 +682,16 @@ class Core(CoreGeometry, wiring.Component):
             Signal(name=f"{name}_ready") for name in ("compute", "store", "binary"))
         for ready, unit in ((compute_ready, compute), (store_ready, store),
                             (binary_ready, binary)):
-            if unit is not None:
-                m.d.sync += ready.eq(unit.command.ready & ~unit.command.valid)
+            m.d.sync += ready.eq(unit.command.ready & ~unit.command.valid)
 
         offer_conditions = {
             "store": is_store & store_ready & ~store_active &
                      ~computing.bit_select(store_args_half, 1),
             "binary": is_binary & binary_ready & ~binary_active & ~compute_active,
             "fence": is_fence & ~compute_active & ~store_active & ~binary_active,
+            "compute": compute_command & compute_ready & ~compute_active & ~binary_active &
+                       ~storing.bit_select(layer_half, 1),
         }
-        if compute is not None:
-            offer_conditions["compute"] = (compute_command & compute_ready & ~compute_active &
-                                           ~binary_active & ~storing.bit_select(layer_half, 1))
         offers = {name: Signal(name=f"offer_{name}") for name in offer_conditions}
         skip = Signal()
         fence_done = offers["fence"]
@@ -687,9 +699,8 @@ class Core(CoreGeometry, wiring.Component):
         dispatched = Signal()
         dispatcher_idle = Signal()
 
-        if compute is not None:
-            m.d.comb += compute.command.payload.eq(layer)
         m.d.comb += [
+            compute.command.payload.eq(layer),
             store.command.payload.acc_base.eq(store_args.acc_base),
             binary.command.payload.eq(binary_args),
         ]
@@ -748,11 +759,10 @@ class Core(CoreGeometry, wiring.Component):
                                  for name, condition in offer_conditions.items()]
 
         # An offer is taken in its cycle; the unit's scoreboard entry is set with it.
-        if compute is not None:
-            m.d.comb += compute.command.valid.eq(offers["compute"])
-            with m.If(offers["compute"]):
-                m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
-                             computing.bit_select(layer_half, 1).eq(1)]
+        m.d.comb += compute.command.valid.eq(offers["compute"])
+        with m.If(offers["compute"]):
+            m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
+                         computing.bit_select(layer_half, 1).eq(1)]
         m.d.comb += [store.command.valid.eq(offers["store"]),
                      binary.command.valid.eq(offers["binary"])]
         with m.If(offers["store"]):
@@ -803,18 +813,17 @@ class Core(CoreGeometry, wiring.Component):
 
         # Performance counters --------------------------------------------------------------------
         busy_bits = Cat(compute_busy, store.busy, binary.busy, ~dispatcher_idle)
-        compute_stall = (compute_busy & ~compute.issued) if compute is not None else Const(0)
         events = {
             "cycles": 1,
             "active_cycles": busy_bits.any(),
             "compute_busy": compute_busy,
-            "compute_stall": compute_stall,
+            "compute_stall": compute_busy & ~compute.issued,
             "store_busy": store.busy,
             "store_stall": store.busy & ~store.drain_en & ~store.sp_en,
             "binary_busy": binary.busy,
             "binary_stall": binary.busy & ~binary.beats,
             "dispatch_stall": waiting & ~dispatched,
-            "macs": compute.macs if compute is not None else 0,
+            "macs": compute.macs,
             "binary_ops": binary.ops,
             "commands_retired": retiring,
         }

@@ -76,7 +76,11 @@ class ErrorCode(enum.Enum, shape=4):
     ACCUMULATOR_RANGE = 3       # rows past the accumulator half that holds acc_base
     PARAMETER_RANGE = 4         # requant parameter entries past the parameter memory
     BAD_SHAPE = 5               # a zero count, a lane count out of range, a too-long vector, ...
-    UNSUPPORTED = 6             # CONV/GEMM on an output-stationary core
+    # Reserved: earlier bitstreams answered GEMM/CONV with it when their core was built
+    # output-stationary (without a compute unit). No core is built that way any more
+    # (`hw.core.core.check_core_dataflow`), so none reports it; the number stays taken so that
+    # a code never means two things across bitstreams.
+    UNSUPPORTED = 6
     QUEUE_OVERFLOW = 7          # a command was pushed while the queue was full (it is dropped)
     RESULT_RANGE = 8            # binary result rows past the binary result memory
 

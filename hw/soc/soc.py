@@ -16,8 +16,10 @@ The identity registers report every window's base and the core's sizes, so the d
 instead of assuming them. An access outside every window is answered BAD_ADDRESS by the frame
 engine before it reaches the bus.
 
-The core is built from the config (`hw.core.core_from_config`). An output-stationary config
-still elaborates: its core has no compute unit and answers GEMM/CONV with an UNSUPPORTED error.
+The core is built from the config (`hw.core.core_from_config`), so every constructor here
+refuses a config whose dataflow the core cannot run -- anything but weight-stationary -- with a
+`ValueError` naming what is supported and where output-stationary remains
+(`hw.core.core.check_core_dataflow`).
 
 `SoCCore` is everything from the byte streams inward (tests and the byte-level simulation
 transport use it directly); `SoC` adds the UART PHY, joined to the frame engine through a

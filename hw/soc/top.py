@@ -7,6 +7,8 @@ CSRs, accelerator core) that the host driver talks to; ``"bringup"`` (`hw.soc.br
 self-test design that drives the engines from LFSRs and reports a signature. Each board variant
 names its default (`boards.Variant.design`): the SoC wherever it fits. A design is a component
 with ``txd: Out(1)``, ``rxd: In(1)`` and ``leds: Out(n)`` built from the accelerator config.
+`check_design` says whether a design can be built from a config without building it: the SoC
+runs the weight-stationary dataflow only, the self-test either.
 
 ::
 
@@ -20,12 +22,13 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from boards.budget import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
+from hw.core import check_core_dataflow
 
 from .bringup import BringUp
 from .pll import SystemClock
 from .soc import SoC
 
-__all__ = ["BoardTop", "DESIGNS", "make_design"]
+__all__ = ["BoardTop", "DESIGNS", "check_design", "make_design"]
 
 
 def _bringup(config, *, led_count):
@@ -62,6 +65,14 @@ def _soc(config, *, led_count):
 
 
 DESIGNS = {"bringup": _bringup, "soc": _soc}
+
+
+def check_design(name, config):
+    """Raise `ValueError` when design `name` cannot be built from `config`, before anything is
+    constructed: the SoC's core runs the weight-stationary dataflow only
+    (`hw.core.check_core_dataflow`); the self-test drives either dataflow's array."""
+    if name == "soc":
+        check_core_dataflow(config.dataflow)
 
 
 def make_design(name, config, *, led_count):

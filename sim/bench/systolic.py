@@ -6,11 +6,21 @@ while the result consumer is always ready. ``cycles`` runs from the first input 
 last result handshake, so pipeline fill and drain are included; ``utilization`` is useful MACs /
 (R*C*cycles). Results are checked against `sim.reference.gemm` on the way.
 
-The drivers `simulate_output_stationary` / `simulate_weight_stationary` are shared with
-``tests/test_systolic.py``.
+With ``--gemm MxKxN`` (repeatable) the points are whole GEMMs instead, each run through both
+dataflows side by side: `gemm_tiles` cuts ``A [M x K] @ W [K x N]`` into the array's tiles
+(output-stationary: one tile per R x C block of the result, all of K; weight-stationary: one tile
+per R x C block of W, all M rows, the K blocks summed afterwards as the accumulator memory does),
+partial tiles zero-padded, all sent back to back; ``macs`` counts only the GEMM's own M*K*N, so
+padding shows as lost utilization. This is the array alone, fed one beat per cycle: what feeding
+it from memory costs is the core bench's (`sim.bench.core`).
+
+The drivers `simulate_output_stationary` / `simulate_weight_stationary` and `gemm_tiles` are
+shared with ``tests/test_systolic.py``.
 """
 
+import argparse
 import random
+from functools import partial
 
 import numpy as np
 from amaranth.hdl import ResetInserter, Signal
@@ -156,6 +166,60 @@ def _simulate(array, inputs, count, gap_probability, stall_probability, seed, re
     return received, end[0] - min(start)
 
 
+def _padded(matrix, rows, cols):
+    """`matrix` zero-padded at the bottom and right to `rows` x `cols`."""
+    padded = np.zeros((rows, cols), dtype=np.int64)
+    padded[:matrix.shape[0], :matrix.shape[1]] = matrix
+    return padded
+
+
+def _round_up(value, step):
+    return -(-value // step) * step
+
+
+def gemm_tiles(a, w, *, rows, cols, dataflow):
+    """The tiles of ``A [M x K] @ W [K x N]`` on an R x C array of `dataflow` (see the module
+    docstring), partial tiles zero-padded. Returns (tiles, blocks): ``blocks[i]`` is the
+    (row slice, column slice) of the product that tile i's result adds to."""
+    (m, k), n = a.shape, w.shape[1]
+    width = _round_up(n, cols)
+    if dataflow == "output_stationary":
+        a, w = _padded(a, _round_up(m, rows), k), _padded(w, k, width)
+        pairs = [((a[i:i + rows], w[:, j:j + cols]), (slice(i, i + rows), slice(j, j + cols)))
+                 for i in range(0, a.shape[0], rows) for j in range(0, width, cols)]
+    else:
+        depth = _round_up(k, rows)
+        a, w = _padded(a, m, depth), _padded(w, depth, width)
+        pairs = [((a[:, d:d + rows], w[d:d + rows, j:j + cols]), (slice(0, m), slice(j, j + cols)))
+                 for j in range(0, width, cols) for d in range(0, depth, rows)]
+    tiles, blocks = zip(*pairs)
+    return list(tiles), list(blocks)
+
+
+def simulate_gemm(array, a, w):
+    """``A @ W`` through `array` as `gemm_tiles`, back to back. Returns (int64 product [M x N],
+    cycles from the first input handshake to the last result handshake)."""
+    rows, cols = array.rows, array.cols
+    tiles, blocks = gemm_tiles(a, w, rows=rows, cols=cols, dataflow=array.dataflow)
+    simulate = (simulate_output_stationary if array.dataflow == "output_stationary"
+                else simulate_weight_stationary)
+    results, cycles = simulate(array, tiles, name=f"systolic_gemm_{array.dataflow}")
+    product = np.zeros((_round_up(a.shape[0], rows), _round_up(w.shape[1], cols)),
+                       dtype=np.int64)
+    for (row_block, column_block), result in zip(blocks, results):
+        product[row_block, column_block] += result
+    return product[:a.shape[0], :w.shape[1]], cycles
+
+
+def _gemm_shape(text):
+    """``MxKxN`` -> (M, K, N), for argparse."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"a GEMM shape is MxKxN with positive integers, "
+                                         f"e.g. 256x64x64, not {text!r}")
+    return tuple(int(part) for part in parts)
+
+
 def _random_int8(rng, shape):
     return rng.integers(-128, 128, size=shape, dtype=np.int64)
 
@@ -170,8 +234,36 @@ def add_arguments(parser):
                              f"default: {' '.join(map(str, DEFAULT_REUSE))})")
     parser.add_argument("--tiles", type=int, default=6,
                         help="back-to-back tiles per point (default: 6)")
+    parser.add_argument("--gemm", type=_gemm_shape, action="append", metavar="MxKxN",
+                        help="measure whole GEMMs of these shapes instead of reuse points "
+                             "(repeatable), e.g. the core bench's layers as GEMMs: 256x256x256, "
+                             "64x576x64, 256x288x32 (3x3 conv), 256x64x64 (1x1 conv)")
     parser.add_argument("--multiplier", choices=("dsp", "lut"), default="dsp",
                         help="multiplier mapping (pysim uses the behavioural DSP model)")
+
+
+def _reuse_point(array, reuse, tile_count, rng):
+    """(row fields, tiles, results, cycles) of `tile_count` tiles with reuse `reuse`."""
+    rows, cols = array.rows, array.cols
+    depth = reuse * rows
+    if array.dataflow == "output_stationary":
+        tiles = [(_random_int8(rng, (rows, depth)), _random_int8(rng, (depth, cols)))
+                 for _ in range(tile_count)]
+        results, cycles = simulate_output_stationary(array, tiles)
+    else:
+        tiles = [(_random_int8(rng, (depth, rows)), _random_int8(rng, (rows, cols)))
+                 for _ in range(tile_count)]
+        results, cycles = simulate_weight_stationary(array, tiles)
+    return {"reuse": f"{reuse}x", "tiles": tile_count}, tiles, results, cycles
+
+
+def _gemm_point(array, shape, rng):
+    """(row fields, [(A, W)], [product], cycles) of one GEMM of `shape` (M, K, N)."""
+    m, k, n = shape
+    a, w = _random_int8(rng, (m, k)), _random_int8(rng, (k, n))
+    product, cycles = simulate_gemm(array, a, w)
+    tiles, _ = gemm_tiles(a, w, rows=array.rows, cols=array.cols, dataflow=array.dataflow)
+    return {"gemm": "x".join(map(str, shape)), "tiles": len(tiles)}, [(a, w)], [product], cycles
 
 
 def run(args):
@@ -184,34 +276,35 @@ def run(args):
     if args.tiles < 1 or any(reuse < 1 for reuse in reuses):
         raise ValueError("--tiles and --reuse must be positive")
     rng = np.random.default_rng(0)
+    if args.gemm:
+        points = [partial(_gemm_point, shape=shape, rng=rng) for shape in args.gemm]
+    else:
+        points = [partial(_reuse_point, reuse=reuse, tile_count=args.tiles, rng=rng)
+                  for reuse in reuses]
     rows_out = []
-    for dataflow in dataflows:
-        for rows, cols in shapes:
-            array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow,
-                                  multiplier=args.multiplier)
-            for reuse in reuses:
-                if dataflow == "output_stationary":
-                    depth = reuse * rows
-                    tiles = [(_random_int8(rng, (rows, depth)), _random_int8(rng, (depth, cols)))
-                             for _ in range(args.tiles)]
-                    results, cycles = simulate_output_stationary(array, tiles)
-                else:
-                    depth = reuse * rows
-                    tiles = [(_random_int8(rng, (depth, rows)), _random_int8(rng, (rows, cols)))
-                             for _ in range(args.tiles)]
-                    results, cycles = simulate_weight_stationary(array, tiles)
-                for (a, w), result in zip(tiles, results):
+    for rows, cols in shapes:
+        arrays = [SystolicArray(rows=rows, cols=cols, dataflow=dataflow,
+                                multiplier=args.multiplier) for dataflow in dataflows]
+        # Both dataflows of a point side by side.
+        for point in points:
+            for array in arrays:
+                fields, problems, results, cycles = point(array)
+                for (a, w), result in zip(problems, results):
                     if not np.array_equal(result, reference.gemm(a, w)):
-                        raise AssertionError(f"{dataflow} {rows}x{cols}: result differs from "
-                                             f"reference.gemm")
-                macs = sum(a.shape[0] * a.shape[1] * w.shape[1] for a, w in tiles)
+                        raise AssertionError(f"{array.dataflow} {rows}x{cols}: result differs "
+                                             f"from reference.gemm")
+                macs = sum(a.shape[0] * a.shape[1] * w.shape[1] for a, w in problems)
                 rows_out.append({
-                    "dataflow": dataflow, "array": f"{rows}x{cols}", "reuse": f"{reuse}x",
-                    "tiles": args.tiles, "cycles": cycles, "macs": macs,
+                    "dataflow": array.dataflow, "array": f"{rows}x{cols}", **fields,
+                    "cycles": cycles, "macs": macs,
                     "utilization": macs / (rows * cols * cycles),
                     "latency": array.latency,
                 })
     notes = ["reuse = K per output-stationary tile / A rows per weight-stationary tile, "
              "in multiples of the array side; cycles include pipeline fill and drain.",
              "Target: utilization >= 0.90 at reuse 8x for both dataflows."]
+    if args.gemm:
+        notes = ["gemm = M x K x N, tiled onto the array per dataflow (partial tiles "
+                 "zero-padded), all tiles back to back; macs = M*K*N; cycles include pipeline "
+                 "fill and drain. The array alone, fed one beat per cycle."]
     return {"rows": rows_out, "notes": notes}
