@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Whole layers on `hw.core.Core` in pysim, driven through its bus ports as the host does.
 
 Expected values come from `sim.reference` only. Each test runs several layers in one simulation
