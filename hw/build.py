@@ -180,7 +180,7 @@ def _check_clock(board, clock_hz):
 def _check_seeds(seeds):
     for seed in seeds or ():
         if not 0 <= seed <= MAX_SEED:
-            raise BuildError(f"--seed must be integers in 0..{MAX_SEED} (nextpnr's range), "
+            raise BuildError(f"--seed takes integers in 0..{MAX_SEED} (nextpnr's range), "
                              f"not {seed}")
         if seeds.count(seed) > 1:
             raise BuildError(f"--seed names {seed} more than once")

@@ -49,9 +49,9 @@ def no_tools(monkeypatch):
                                              "not inf"),
     (["--board", "ulx3s", "--clock", "-100"], "--clock must be a positive, finite number of MHz, "
                                               "not -100"),
-    (["--board", "ulx3s", "--seed", "1", "-1"], "--seed must be integers in 0..2147483647 "
+    (["--board", "ulx3s", "--seed", "1", "-1"], "--seed takes integers in 0..2147483647 "
                                                 "(nextpnr's range), not -1"),
-    (["--board", "ulx3s", "--seed", "2147483648"], "--seed must be integers in 0..2147483647"),
+    (["--board", "ulx3s", "--seed", "2147483648"], "--seed takes integers in 0..2147483647"),
     (["--board", "ulx3s", "--seed", "3", "3"], "--seed names 3 more than once"),
     (["--board", "ulx3s", "--rows", "-1"], "Invalid configuration (--rows -1): "
                                            "AcceleratorConfig.rows must be in 1..32, not -1"),
