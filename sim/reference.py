@@ -724,6 +724,8 @@ def fold_batchnorm_sign(gamma, beta, mean, var, eps=1e-5):
     if np.any(var + eps <= 0):
         raise ValueError("var + eps must be positive")
     sigma = np.sqrt(var + eps)
+    # gamma == 0 divides by zero, a tiny gamma overflows: both bounds are replaced or clipped
+    # to the int32 range below.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         bound = mean - beta * sigma / gamma
     ascending = gamma >= 0

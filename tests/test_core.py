@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Whole layers on `hw.core.Core` in pysim, driven through its bus ports as the host does.
 
 Expected values come from `sim.reference` only. Each test runs several layers in one simulation
@@ -13,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from core_host import PysimHost
 from hw.binary.encoding import threshold_writes, weight_writes
-from hw.core.core import Core, CoreGeometry, core_from_config
+from hw.core.core import Core, CoreGeometry, geometry_from_config
 from hw.core.isa import (COMMAND_WORDS, ErrorCode, Opcode, REGISTERS, decode, encode)
 from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
                             output_from_rows, parameter_words, weight_rows)
@@ -404,9 +405,10 @@ def test_parameter_errors_name_the_parameter(name, value, error):
         make_core(4, 4, **{name: value}) if name != "rows" else make_core(value, 4)
 
 
-def test_core_from_config_sizes_memories_from_the_config():
+def test_geometry_from_config_sizes_memories_from_the_config():
+    # The geometry core_from_config builds its Core with (every SoC test elaborates one).
     config = preset("tiny").replace(dataflow="weight_stationary")
-    core = core_from_config(config, binary_max_k=64, binary_max_n=8)
+    core = geometry_from_config(config, binary_max_k=64, binary_max_n=8)
     assert (core.scratchpad_rows, core.accumulator_rows, core.row_bytes) == (256, 64, 4)
     names = [window.name for window in core.windows(0x1000_0000)]
     assert names[0] == "control" and "scratchpad" in names

@@ -1,5 +1,6 @@
 """The host driver: Accelerator over sim:// (byte streams and UART pins), retries through a
-faulty line, pcie:// against a file-backed window, URL errors, and the pty server end to end."""
+faulty line, pcie:// against a file-backed window, URL errors, every transport and link after
+close(), and the pty server end to end."""
 
 import os
 import random
@@ -12,10 +13,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hw.config import PRESETS
-from sw.driver import (Accelerator, DeviceError, DeviceMismatch, InvalidURL, LinkError,
-                       LinkTimeout, ProtocolError, open_link)
+from sw.driver import (Accelerator, DeviceError, DeviceMismatch, InvalidURL, LinkClosed,
+                       LinkError, LinkTimeout, ProtocolError, open_link)
 from sw.driver.link import FrameLink
-from sw.driver.sim import SimTransport
+from sw.driver.pcie import PcieTransport
+from sw.driver.sim import SimBusTransport, SimTransport
+from sw.driver.uart import UartTransport
 from hw.soc.protocol import Status
 from sim import reference
 
@@ -250,6 +253,64 @@ def test_pyserial_url_loop_never_answers():
     # loop:// echoes the request back; a request is not a reply, so the driver times out.
     with pytest.raises(LinkTimeout):
         open_link("uart://loop://?timeout=0.02&retries=1")
+
+
+# After close() ----------------------------------------------------------------------------------
+
+def pcie_file(tmp_path):
+    write_identity(tmp_path / "bar0")
+    return tmp_path / "bar0"
+
+
+# (operation, what LinkClosed says was attempted); the first works before close().
+BYTE_OPERATIONS = [(lambda t: t.read(4, 1e-4), "Cannot read from"),
+                   (lambda t: t.write(b"\x00" * 12), "Cannot write 12 bytes to"),
+                   (lambda t: t.discard_input(), "Cannot discard the input of")]
+MAPPED_OPERATIONS = [(lambda t: t.read32(SCRATCHPAD), f"Cannot load from {SCRATCHPAD:#x}"),
+                     (lambda t: t.write32(SCRATCHPAD + 4, 1),
+                      f"Cannot store to {SCRATCHPAD + 4:#x}")]
+
+
+@pytest.mark.parametrize("make_transport, operations, name", [
+    (lambda tmp_path: SimTransport(config=TINY), BYTE_OPERATIONS, "the simulated SoC"),
+    (lambda tmp_path: UartTransport("loop://"), BYTE_OPERATIONS, "serial port 'loop://'"),
+    (lambda tmp_path: SimBusTransport(config=TINY), MAPPED_OPERATIONS,
+     "the simulated SoC's bus"),
+    (lambda tmp_path: PcieTransport(str(pcie_file(tmp_path))), MAPPED_OPERATIONS, "bar0"),
+], ids=["sim", "uart", "sim-bus", "pcie-file"])
+def test_every_transport_refuses_use_after_close(tmp_path, make_transport, operations, name):
+    transport = make_transport(tmp_path)
+    works, _ = operations[0]
+    works(transport)
+    assert not transport.closed
+    transport.close()
+    transport.close()                   # harmless
+    assert transport.closed
+    for operation, attempted in operations:
+        with pytest.raises(LinkClosed, match=attempted) as error:
+            operation(transport)
+        assert name in str(error.value) and "closed" in str(error.value)
+        assert isinstance(error.value, LinkError)
+
+
+@pytest.mark.parametrize("url, attempted", [
+    ("sim://tiny", "Cannot send READ_REGISTERS of 4 bytes at 0x800"),       # FrameLink
+    ("pcie-file", "Cannot load from 0x800 of"),                             # MappedLink
+])
+def test_the_link_and_the_accelerator_refuse_use_after_close(tmp_path, url, attempted):
+    if url == "pcie-file":
+        url = f"pcie://file:{pcie_file(tmp_path)}"
+    with Accelerator.open(url) as device:
+        device.write_register("SCRATCH", 7)
+    device.close()                      # again: harmless
+    assert device.closed and device.link.closed and device.link.transport.closed
+    with pytest.raises(LinkClosed, match=f"{attempted}.*: the link was closed"):
+        device.read_register("SCRATCH")
+    with pytest.raises(LinkClosed, match="closed"):
+        device.bulk_write(SCRATCHPAD, b"1234")
+    with pytest.raises(LinkClosed, match="closed"):
+        device.matmul(np.ones((2, 4), np.int8), np.ones((4, 4), np.int8), None,
+                      multiplier=2**30, shift=0)
 
 
 # The pty server --------------------------------------------------------------------------------

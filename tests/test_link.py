@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The frame engine in the SoC, at the byte streams: bit-exact with the host encoder and an
 independent model of the memory map, recovery from corrupted lines, no side effects on errors."""
 

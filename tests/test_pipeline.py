@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.pipeline: `delayed` and `SkidBuffer` (order, no loss under back-pressure, registered ready)."""
 
 import random

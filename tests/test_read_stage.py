@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """ReadStage: responses in request order under random port theft and back-pressure, the
 documented latency and one request per cycle, and `idle`."""
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """SequentialMultiplier, sequence_products and multiply_by_constant against Python integers."""
 
 import random

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """INT8 systolic array in pysim, bit-exact against `sim.reference.gemm`.
 
 Both dataflows, both multiplier mappings (the "dsp" one runs its behavioural model here; the

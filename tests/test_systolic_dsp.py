@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The DSP mapping of the systolic PE, checked with yosys.
 
 * The `MULT18X18D` instance (what the board build gets) is formally equivalent to the behavioural

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """UART PHY in pysim, against an independent bit-level model of an 8N1 line."""
 
 import math

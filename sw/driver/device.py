@@ -210,7 +210,7 @@ class Accelerator(Closable):
             link.close()
             raise
 
-    def close(self):
+    def _release(self):
         self.link.close()
 
     # Link-level access ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Driver exceptions. Every one is a `LinkError`, so callers can catch the family at once."""
 
-__all__ = ["LinkError", "LinkTimeout", "ProtocolError", "DeviceError", "DeviceMismatch",
-           "InvalidURL", "CommandError"]
+__all__ = ["LinkError", "LinkTimeout", "LinkClosed", "ProtocolError", "DeviceError",
+           "DeviceMismatch", "InvalidURL", "CommandError"]
 
 
 class LinkError(Exception):
@@ -10,6 +10,10 @@ class LinkError(Exception):
 
 class LinkTimeout(LinkError, TimeoutError):
     """The device did not answer in time, even after the retries."""
+
+
+class LinkClosed(LinkError):
+    """A transport, link or accelerator used after its `close()`."""
 
 
 class ProtocolError(LinkError):

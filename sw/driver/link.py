@@ -72,7 +72,7 @@ class Link(Closable):
     def bulk_write(self, address, data):
         raise NotImplementedError
 
-    def close(self):
+    def _release(self):
         self.transport.close()
 
 
@@ -136,6 +136,7 @@ class FrameLink(Link):
 
     def transact(self, opcode, address, length, payload=b""):
         """One request, retried until a reply comes back intact; returns the reply data."""
+        self._check_open(f"send {opcode.name} of {length} bytes at {address:#x}")
         self._seq = (self._seq + 1) & 0xFF
         request = Request(self._seq, opcode, address, length, payload)
         frame = request.encode()

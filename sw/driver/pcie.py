@@ -78,14 +78,14 @@ class PcieTransport(MappedTransport):
         return address // 4
 
     def read32(self, address):
+        self._check_open(f"load from {address:#x} of {self.path!r}")
         return self._words[self._index(address)]
 
     def write32(self, address, value):
+        self._check_open(f"store to {address:#x} of {self.path!r}")
         self._words[self._index(address)] = value
 
-    def close(self):
-        if self._fd is not None:
-            self._words.release()
-            self._map.close()
-            os.close(self._fd)
-            self._fd = None
+    def _release(self):
+        self._words.release()
+        self._map.close()
+        os.close(self._fd)

@@ -279,6 +279,7 @@ class SimTransport(ByteTransport):
         return max(1, math.ceil(seconds * self.clock_hz))
 
     def write(self, data):
+        self._check_open(f"write {len(data)} bytes to the simulated SoC")
         # Like a serial port's flush(): return once the bytes are on the line.
         self.backend.push(data)
         budget = math.ceil(2 * (len(data) + 1) * self.cycles_per_byte) + self.max_payload + 64
@@ -288,6 +289,7 @@ class SimTransport(ByteTransport):
                             f"of {len(data)} still queued after {budget} cycles")
 
     def read(self, count, timeout):
+        self._check_open("read from the simulated SoC")
         received = self.backend.received()
         self.backend.run(self._cycles(timeout), lambda: len(received) >= count)
         data = bytes(received[:count])
@@ -295,9 +297,10 @@ class SimTransport(ByteTransport):
         return data
 
     def discard_input(self):
+        self._check_open("discard the input of the simulated SoC")
         self.backend.received().clear()
 
-    def close(self):
+    def _release(self):
         self.backend.close()
 
     def reply_timeout(self, byte_count):
@@ -379,6 +382,8 @@ class SimBusTransport(MappedTransport):
             self._access = None
 
     def _run(self, address, value):
+        self._check_open(f"{'load from' if value is None else 'store to'} {address:#x} of the "
+                         f"simulated SoC's bus")
         window = next((window for window in self.memory_map.windows
                        if window.base <= address < window.base + window.size), None)
         what = "Load from" if value is None else "Store to"

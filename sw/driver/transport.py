@@ -14,17 +14,30 @@ simulation, so that a simulated device behaves as it would on the line.
 
 import urllib.parse
 
-from sw.driver.errors import InvalidURL
+from sw.driver.errors import InvalidURL, LinkClosed
 
 __all__ = ["Closable", "ByteTransport", "MappedTransport", "split_url", "parse_options",
            "positive_int", "non_negative_int", "positive_float"]
 
 
 class Closable:
-    """Closed by `close()`, and a context manager that closes on exit."""
+    """Closed by `close()` (a second call does nothing), and a context manager that closes on
+    exit. Subclasses free what they hold in `_release()` and call `_check_open(action)` before
+    using it, so every use after `close()` raises `LinkClosed` naming what was attempted."""
+
+    closed = False
 
     def close(self):
+        if not self.closed:
+            self.closed = True
+            self._release()
+
+    def _release(self):
         pass
+
+    def _check_open(self, action):
+        if self.closed:
+            raise LinkClosed(f"Cannot {action}: the link was closed")
 
     def __enter__(self):
         return self
@@ -63,9 +76,6 @@ class MappedTransport(Closable):
 
     def write32(self, address, value):
         raise NotImplementedError
-
-    def close(self):
-        pass
 
 
 def split_url(url):

@@ -50,6 +50,7 @@ class UartTransport(ByteTransport):
         return cls(target, baud=baud), options
 
     def write(self, data):
+        self._check_open(f"write {len(data)} bytes to serial port {self.port!r}")
         try:
             self._serial.write(data)
             self._serial.flush()
@@ -57,6 +58,7 @@ class UartTransport(ByteTransport):
             raise LinkError(f"Writing to {self.port!r} failed: {error}") from error
 
     def read(self, count, timeout):
+        self._check_open(f"read from serial port {self.port!r}")
         deadline = time.monotonic() + timeout
         received = bytearray()
         try:
@@ -71,10 +73,11 @@ class UartTransport(ByteTransport):
         return bytes(received)
 
     def discard_input(self):
+        self._check_open(f"discard the input of serial port {self.port!r}")
         self._serial.reset_input_buffer()
 
     def reply_timeout(self, byte_count):
         return _MIN_REPLY_TIMEOUT + 2 * byte_count * BITS_PER_BYTE / self.baud
 
-    def close(self):
+    def _release(self):
         self._serial.close()
