@@ -65,7 +65,7 @@ from hw.soc.pll import format_mhz, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop
 from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
-__all__ = ["main", "BuildError", "resolve", "elaborate", "run_tools", "build_report",
+__all__ = ["main", "BuildError", "parse_args", "resolve", "elaborate", "run_tools", "build_report",
            "parse_nextpnr_report", "slow_endpoints", "YOWASP_TOOLS", "DEFAULT_SEEDS"]
 
 YOWASP_TOOLS = {
@@ -155,6 +155,12 @@ def _parser():
                         help="do not run the tools; report the build already in --out")
     parser.add_argument("--verbose", action="store_true", help="show every line the tools print")
     return parser
+
+
+def parse_args(argv):
+    """Parsed ``python -m hw.build`` arguments for `resolve` (argparse exits with status 2 on bad
+    ones)."""
+    return _parser().parse_args(argv)
 
 
 _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
