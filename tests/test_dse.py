@@ -12,9 +12,8 @@ import pytest
 
 from hw.dse.__main__ import main
 from hw.dse.pareto import pareto_front
+import sim.bench.core
 from hw.dse.point import run_point
-
-pytest.importorskip("distributed")
 
 # Per point (by build folder name): the Fmax, the clock constraint nextpnr states and the LUT4 it
 # reports, an error, or (the first time) killing the Dask worker that runs it: the tool's parent
@@ -128,16 +127,43 @@ def test_a_sweep_reports_every_point_and_goes_on_past_failures(first_sweep, flow
     assert [row["name"] for row in pareto_front(list(rows.values()))] == ["12F_rows1_cols1"]
 
 
+def point_task(folder, rows, cols, bench=()):
+    """`run_point`'s task for the point of the sweeps above called 12F_rows<rows>_cols<cols>."""
+    argv = ["--board", "ulx3s", "--device", "12F", "--rows", str(rows), "--cols", str(cols),
+            "--binary-width", "8", "--binary-lanes", "1", "--seed", "1", "--seed-minutes", "30"]
+    return {"name": f"12F_rows{rows}_cols{cols}", "argv": argv, "out": str(folder / "out"),
+            "cache": str(folder / "cache"), "bench": list(bench)}
+
+
 def test_the_sweep_equals_the_points_run_one_by_one(first_sweep, flow, tmp_path):
     _, rows, _ = first_sweep
-    for name in ("12F_rows1_cols1", "12F_rows1_cols2", "12F_rows2_cols1"):
-        rows_, cols = name.split("_")[1:]
-        argv = ["--board", "ulx3s", "--device", "12F", "--rows", rows_[4:], "--cols", cols[4:],
-                "--binary-width", "8", "--binary-lanes", "1", "--seed", "1",
-                "--seed-minutes", "30"]
-        alone = run_point({"name": name, "argv": argv, "out": str(tmp_path / "out"),
-                           "cache": str(tmp_path / "cache"), "bench": []})
-        assert without_times(alone) == without_times(rows[name])
+    for shape in ((1, 1), (1, 2), (2, 1)):
+        alone = run_point(point_task(tmp_path, *shape))
+        assert without_times(alone) == without_times(rows[alone["name"]])
+
+
+def test_a_passing_point_runs_the_bench_on_its_core(flow, tmp_path, monkeypatch):
+    benched = []
+
+    def bench_core(config, wanted):
+        benched.append((config, wanted))
+        return [{"layer": "gemm_64x576x64", "active_cycles": 3000, "utilization": 0.75,
+                 "bit_exact": True},
+                {"layer": "binary_256x256", "active_cycles": 500, "utilization": 0.5,
+                 "bit_exact": True}]
+
+    monkeypatch.setattr(sim.bench.core, "bench_core", bench_core)
+    row = run_point(point_task(tmp_path, 1, 1, ["gemm_64x576x64", "binary_256x256"]))
+    [(config, wanted)] = benched
+    assert (config.rows, config.cols, config.multiplier) == (1, 1, "lut")
+    assert wanted == {"gemm_64x576x64", "binary_256x256"}
+    assert row["inferences_per_s"] == pytest.approx(105e6 / 3500)
+    assert row["bench_cycles"] == 3500 and row["bench_bit_exact"]
+    assert (row["gemm_64x576x64_utilization"], row["binary_256x256_utilization"]) == (0.75, 0.5)
+    assert pareto_front([row])[0]["inferences_per_s"] == row["inferences_per_s"]
+    assert run_point(point_task(tmp_path, 1, 2, ["binary_256x256"])).keys().isdisjoint(
+        {"inferences_per_s", "bench_cycles"}), "a point that misses timing is not benched"
+    assert len(benched) == 1
 
 
 def test_a_second_run_builds_only_the_lost_point(first_sweep, flow, capsys):
@@ -172,6 +198,7 @@ def test_a_second_run_builds_only_the_lost_point(first_sweep, flow, capsys):
     (["--device", "12F,100F"], "Unknown device '100F' for board ulx3s"),
     (["--dataflow", "diagonal"], "'diagonal' is not one of weight_stationary, output_stationary"),
     (["--board", "vesa"], "Unknown board 'vesa'"),
+    (["--bench", "gemm_64x576x64,resnet"], "--bench: unknown layer 'resnet'"),
     (["--rows", "40", "--clock", "107.3"], "every one of the 1 points is refused"),
     (["--rows", "2", "--scheduler", "tcp://127.0.0.1:1", "--connect-seconds", "0.5"],
      "--scheduler tcp://127.0.0.1:1: cannot reach the scheduler"),

@@ -11,9 +11,11 @@ from boards import variant
 from hw import build
 from hw.dse.pareto import pareto_front, plot, throughput
 from hw.dse.point import ROW_FIELDS, cache_directory, run_point
-from hw.dse.space import FIELDS, SpaceError, parse_values, points, point_name, prune, read_spec
+from hw.dse.space import (FIELDS, SPEC_KEYS, SpaceError, parse_values, points, point_name, prune,
+                          read_spec)
 from hw.dse.sweep import SchedulerError, connect, run_tasks
 from sim.bench.__main__ import format_table
+from sim.bench.core import LAYERS
 
 # Columns of the terminal's tables (the files hold every column).
 _SHOWN = ("name", "status", "LUT4", "FF", "DSP", "EBR", "fmax_mhz", "peak_gops_at_target",
@@ -40,6 +42,10 @@ def _parser():
                              f"{','.join(map(str, build.DEFAULT_SEEDS))})")
     parser.add_argument("--seed-minutes", type=float,
                         help=f"time limit per seed (default: {build.DEFAULT_SEED_MINUTES:g})")
+    parser.add_argument("--bench", metavar="LAYERS",
+                        help="core bench layer set run on each passing point: comma-separated "
+                             f"layers of sim.bench.core ({', '.join(LAYERS)}), all, or none "
+                             "(default: none; needs the CXXRTL backend, minutes per point)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="an existing Dask scheduler (default: a LocalCluster)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -59,9 +65,10 @@ def _parser():
 
 
 def _settings(args):
-    """``(board, {field: values}, seeds, seed_minutes)`` from the command line and spec file."""
+    """``(board, {field: values}, seeds, seed_minutes, bench layers)`` from the command line and
+    the spec file."""
     spec = read_spec(args.spec) if args.spec else {}
-    given = {key: getattr(args, key) for key in [*FIELDS, "board", "seeds", "seed_minutes"]
+    given = {key: getattr(args, key) for key in [*FIELDS, *SPEC_KEYS]
              if getattr(args, key) is not None}
     twice = sorted(set(spec) & set(given))
     if twice:
@@ -81,6 +88,7 @@ def _settings(args):
     except ValueError:
         raise SpaceError(f"seed_minutes must be a number, not {settings['seed_minutes']!r}") \
             from None
+    bench = _bench_layers(settings.get("bench", "none"))
     if args.workers < 1:
         raise SpaceError(f"--workers must be at least 1, not {args.workers}")
     if args.plot:
@@ -88,7 +96,23 @@ def _settings(args):
             import matplotlib       # noqa: F401 (only checked for here)
         except ImportError:
             raise SpaceError("--plot needs matplotlib: pip install 'ecpnn[dse]'") from None
-    return board, ranges, tuple(seeds), seed_minutes
+    return board, ranges, tuple(seeds), seed_minutes, bench
+
+
+def _bench_layers(text):
+    """The layer names of ``--bench`` (empty for none); `SpaceError` on an unknown layer or
+    without the CXXRTL backend."""
+    if text == "none":
+        return ()
+    layers = LAYERS if text == "all" else tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+        raise SpaceError(f"--bench: unknown layer {', '.join(map(repr, unknown))}; the layers "
+                         f"are {', '.join(LAYERS)} (or all, none)")
+    from sim import cxxrtl
+    if not cxxrtl.available():
+        raise SpaceError(f"--bench needs the CXXRTL backend: {cxxrtl.unavailable_reason()}")
+    return layers
 
 
 def _write_results(rows, out):
@@ -104,7 +128,7 @@ def _write_results(rows, out):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        board, ranges, seeds, seed_minutes = _settings(args)
+        board, ranges, seeds, seed_minutes, bench = _settings(args)
         kept, pruned = prune(board, points(ranges), seeds=seeds, seed_minutes=seed_minutes)
         varying = [field for field, values in ranges.items() if len(values) > 1]
         for point, reason in pruned:
@@ -118,7 +142,7 @@ def main(argv=None):
         return 2
     cache = args.cache or cache_directory()
     tasks = [{"name": point_name(point, varying), "argv": argv, "out": str(args.out.resolve()),
-              "cache": str(cache.resolve()), "bench": []} for point, argv in kept]
+              "cache": str(cache.resolve()), "bench": list(bench)} for point, argv in kept]
     print(f"{len(tasks)} points to run ({len(pruned)} pruned) on "
           f"{args.scheduler or f'a LocalCluster of {args.workers} workers'}; builds in "
           f"{args.out}, cache {cache}")

@@ -1,6 +1,8 @@
 """One point of a sweep, as a worker runs it: `hw.build`'s own flow (resolve, elaborate, yosys,
-nextpnr seeds one after another on one core, ecppack, report), optionally the core bench, and a
-cache of the result.
+nextpnr seeds one after another on one core, ecppack, report), the core bench on a layer set when
+asked for and the build passed (`sim.bench.core` on the compiled CXXRTL model of the point's
+core, LUT multipliers: the cycle counts give inferences/s at the target clock), and a cache of
+the result.
 
 `run_point` takes and returns plain data (a dict of strings and numbers), so it runs the same in
 this process or on any Dask worker that shares the output and cache folders. The cache key is a
@@ -25,7 +27,7 @@ from amaranth._toolchain import tool_env_var
 
 from hw import build
 
-__all__ = ["cache_directory", "cache_key", "run_point", "ROW_FIELDS"]
+__all__ = ["cache_directory", "cache_key", "run_point", "bench_figures", "ROW_FIELDS"]
 
 # Bump when a row's content changes without any hashed input changing.
 _CACHE_VERSION = "1"
@@ -94,6 +96,17 @@ def _row(name, report, seconds):
     }
 
 
+def bench_figures(layer_rows, clock_hz):
+    """A row's bench columns from the core bench's `layer_rows` (one layer set: one inference
+    runs each layer once) at `clock_hz`: each layer's utilization, the set's cycles (the core's
+    ``active_cycles``), whether every output was bit-exact, and inferences/s."""
+    cycles = sum(layer["active_cycles"] for layer in layer_rows)
+    return {**{f"{layer['layer']}_utilization": layer["utilization"] for layer in layer_rows},
+            "bench_cycles": cycles,
+            "bench_bit_exact": all(layer["bit_exact"] for layer in layer_rows),
+            "inferences_per_s": clock_hz / cycles}
+
+
 def _timed_out(report):
     return report["nextpnr_seeds"].get(report["nextpnr_seed"]) == build.TIMED_OUT
 
@@ -133,8 +146,14 @@ def run_point(task):
     stage_seconds.update(tool_seconds)
     report = build.build_report(board, variant_name, selected, config, pll, estimate, design,
                                 out, stage_seconds, failed_stage, seeds)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     row = _row(task["name"], report, time.monotonic() - started)
+    if task["bench"] and report["passed"]:
+        from sim.bench.core import bench_config, bench_core
+        bench_started = time.monotonic()
+        report["bench"] = bench_core(bench_config(config), set(task["bench"]))
+        row.update(bench_figures(report["bench"], config.clock_hz),
+                   bench_seconds=round(time.monotonic() - bench_started, 1))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if _timed_out(report):
         row["status"] = "timed out"
     else:

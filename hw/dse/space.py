@@ -124,8 +124,8 @@ def read_spec(path):
     if unknown:
         raise SpaceError(f"Spec file {path}: unknown field {', '.join(map(repr, unknown))}; "
                          f"known are {', '.join([*FIELDS, *SPEC_KEYS])}")
-    return {key: ",".join(map(str, value)) if isinstance(value, list) and key in FIELDS
-            else value for key, value in spec.items()}
+    return {key: ",".join(map(str, value)) if isinstance(value, list) else value
+            for key, value in spec.items()}
 
 
 def points(ranges):

@@ -32,7 +32,7 @@ from hw.core.layout import (ConvLayer, activation_rows, binary_activation_rows, 
 from hw.soc.bridge import TARGET_READ_LATENCY
 from sim import reference
 
-__all__ = ["DESCRIPTION", "add_arguments", "run"]
+__all__ = ["DESCRIPTION", "LAYERS", "add_arguments", "bench_config", "bench_core", "run"]
 
 DESCRIPTION = ("Accelerator core: utilization from the hardware counters on GEMM 256^3, "
                "GEMM 64x576x64, 3x3 conv 16x16x32->32, 1x1 conv, binary 256x256 (bit-exact)")
@@ -45,14 +45,15 @@ INT8_LAYERS = {
     "conv1x1_16x16x64_to_64": (dict(in_h=16, in_w=16, cin=64, cout=64), False),
 }
 BINARY_LAYER = (256, 256, 64)       # K, N, vectors
+BINARY_LAYER_NAME = f"binary_{BINARY_LAYER[0]}x{BINARY_LAYER[1]}"
+LAYERS = (*INT8_LAYERS, BINARY_LAYER_NAME)
 
 
 def add_arguments(parser):
     parser.add_argument("--arrays", default="8,12",
                         help="comma-separated square array sides (default 8,12)")
     parser.add_argument("--layers", default="all",
-                        help="comma-separated layer names or 'all' (" +
-                             ", ".join([*INT8_LAYERS, "binary_256x256"]) + ")")
+                        help="comma-separated layer names or 'all' (" + ", ".join(LAYERS) + ")")
 
 
 class _CxxrtlHost:
@@ -215,7 +216,7 @@ def _binary_layer(host, core, rng, state):
                 got[vector, fold * lanes + lane] = 1 if bits >> lane & 1 else -1
     peak = 2 * width * lanes
     return {
-        "layer": f"binary_{k}x{n}", "array": f"{width}b x {lanes} lanes", "commands": 2,
+        "layer": BINARY_LAYER_NAME, "array": f"{width}b x {lanes} lanes", "commands": 2,
         "active_cycles": figures["active_cycles"], "binary_busy": figures["binary_busy"],
         "binary_ops": figures["binary_ops"],
         "ops_per_cycle": round(figures["binary_ops"] / figures["binary_busy"], 1),
@@ -226,35 +227,51 @@ def _binary_layer(host, core, rng, state):
     }
 
 
-def run(args):
+def bench_config(config):
+    """The config the bench simulates for a built `config`: its array, dataflow, requant lanes and
+    binary engine, with LUT multipliers (the simulator has no model of the MULT18X18D primitive)
+    and memories that hold each layer at once."""
+    return config.replace(multiplier="lut", scratchpad_rows=32768, accumulator_rows=1024)
+
+
+def bench_core(config, wanted=None, *, notes=None):
+    """Run the `wanted` layer names (None: all of `LAYERS`) on the compiled core of `config`;
+    returns one row per layer. Timing notes are appended to `notes` when given."""
     from sim import cxxrtl
     if not cxxrtl.available():
         raise SystemExit("the core bench needs the CXXRTL backend (sim.cxxrtl): "
                          f"{cxxrtl.unavailable_reason()}; a 256^3 GEMM is ~300k cycles, hours "
                          "in pysim")
+    notes = [] if notes is None else notes
+    label = f"{config.rows}x{config.cols}"
+    core = core_from_config(config, binary_max_k=256, binary_max_n=256,
+                            binary_result_rows=2048, parameter_rows=1024)
+    started = time.time()
+    simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{label}")
+    notes.append(f"{label}: CXXRTL build {time.time() - started:.0f} s")
+    rows = []
+    with simulator:
+        simulator.reset()
+        host = _CxxrtlHost(simulator, core)
+        state = {"pushed": 0}
+        rng = np.random.default_rng(config.rows)
+        for name, (geometry, gemm) in INT8_LAYERS.items():
+            if wanted is None or name in wanted:
+                started = time.time()
+                rows.append(_int8_layer(host, core, name, geometry, gemm, rng, state))
+                notes.append(f"{label} {name}: {time.time() - started:.0f} s wall")
+        if wanted is None or BINARY_LAYER_NAME in wanted:
+            rows.append(_binary_layer(host, core, rng, state))
+    return rows
+
+
+def run(args):
     wanted = None if args.layers == "all" else set(args.layers.split(","))
     rows_out, notes = [], []
     for side in (int(value) for value in args.arrays.split(",")):
         config = AcceleratorConfig(rows=side, cols=side, dataflow="weight_stationary",
-                                   multiplier="lut", scratchpad_rows=32768, accumulator_rows=1024,
-                                   binary_width=64, binary_lanes=8)
-        core = core_from_config(config, binary_max_k=256, binary_max_n=256,
-                                binary_result_rows=2048, parameter_rows=1024)
-        started = time.time()
-        simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{side}")
-        notes.append(f"{side}x{side}: CXXRTL build {time.time() - started:.0f} s")
-        with simulator:
-            simulator.reset()
-            host = _CxxrtlHost(simulator, core)
-            state = {"pushed": 0}
-            rng = np.random.default_rng(side)
-            for name, (geometry, gemm) in INT8_LAYERS.items():
-                if wanted is None or name in wanted:
-                    started = time.time()
-                    rows_out.append(_int8_layer(host, core, name, geometry, gemm, rng, state))
-                    notes.append(f"{side}x{side} {name}: {time.time() - started:.0f} s wall")
-            if wanted is None or "binary_256x256" in wanted:
-                rows_out.append(_binary_layer(host, core, rng, state))
+                                   multiplier="lut", binary_width=64, binary_lanes=8)
+        rows_out += bench_core(bench_config(config), wanted, notes=notes)
     notes.append("utilization = useful MACs (or binary ops) / (peak per cycle * active_cycles), "
                  "all from the core's counters; compute_utilization uses compute_busy cycles")
     return {"rows": rows_out, "notes": notes}
