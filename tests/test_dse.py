@@ -209,6 +209,13 @@ def test_bad_input_stops_before_any_build(tmp_path, capsys, argv, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_option_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--device", "12F", "--colums", "4", "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --colums 4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"rows": [2, 4], "colums": [4]}, "unknown field 'colums'"),
     ({"rows": "2:4:1", "seed_minutes": "soon"}, "seed_minutes must be a number, not 'soon'"),
