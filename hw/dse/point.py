@@ -111,6 +111,35 @@ def _timed_out(report):
     return report["nextpnr_seeds"].get(report["nextpnr_seed"]) == build.TIMED_OUT
 
 
+def _plan(task, board, selected, design, config, options):
+    """``(commands, key, cached row or None)``: the point elaborated, its plan moved to
+    ``out/name`` unless its cache key is already cached."""
+    root = Path(task["out"])
+    root.mkdir(parents=True, exist_ok=True)
+    # The plan is extracted beside the build folder: on a cache hit the previous build of the
+    # point (bitstream, logs) stays as it was.
+    plan = Path(tempfile.mkdtemp(prefix=f".{task['name']}-", dir=root))
+    try:
+        commands = build.elaborate(board, selected, design, config, plan)
+        key = cache_key(plan, commands, options)
+        cached = Path(task["cache"]) / f"{key}.json"
+        if cached.exists():
+            return commands, key, json.loads(cached.read_text())
+        shutil.rmtree(root / task["name"], ignore_errors=True)
+        os.replace(plan, root / task["name"])
+        return commands, key, None
+    finally:
+        shutil.rmtree(plan, ignore_errors=True)
+
+
+def _store(cache, key, row):
+    """Write `row` as cache entry `key`, atomically (other workers may read it meanwhile)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = cache / f".{key}.{os.getpid()}"
+    staging.write_text(json.dumps(row, indent=1) + "\n")
+    os.replace(staging, cache / f"{key}.json")
+
+
 def run_point(task):
     """Build one point; `task` is ``{"name", "argv" (hw.build arguments), "out" (the sweep's
     folder: the build goes to ``out/name``), "cache" (folder), "bench" (layer names, may be
@@ -119,33 +148,20 @@ def run_point(task):
     args = build.parse_args(task["argv"])
     board, variant_name, selected, design, config, pll, estimate = build.resolve(
         args, say=lambda message: None)
-    root, cache = Path(task["out"]), Path(task["cache"])
-    root.mkdir(parents=True, exist_ok=True)
-    # The plan is extracted beside the build folder: on a cache hit the previous build of the
-    # point (bitstream, logs) stays as it was.
-    plan = Path(tempfile.mkdtemp(prefix=f".{task['name']}-", dir=root))
-    try:
-        commands = build.elaborate(board, selected, design, config, plan)
-        options = {"seeds": list(args.seed), "seed_minutes": args.seed_minutes,
-                   "bench": list(task["bench"])}
-        key = cache_key(plan, commands, options)
-        cached = cache / f"{key}.json"
-        if cached.exists():
-            return {**json.loads(cached.read_text()), "cached": True}
-        out = root / task["name"]
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(plan, out)
-    finally:
-        shutil.rmtree(plan, ignore_errors=True)
+    seeds = tuple(args.seed or build.DEFAULT_SEEDS)
+    options = {"seeds": seeds, "seed_minutes": args.seed_minutes, "bench": task["bench"]}
+    commands, key, cached = _plan(task, board, selected, design, config, options)
+    if cached is not None:
+        return {**cached, "cached": True}
+    out = Path(task["out"]) / task["name"]
     stage_seconds = {"elaborate": round(time.monotonic() - started, 1)}
     with open(out / "flow.log", "w") as log:
-        tool_seconds, seeds, failed_stage = build.run_tools(
-            commands, out, config.clock_mhz, seeds=tuple(args.seed), seed_parallel=1,
+        tool_seconds, kept, failed_stage = build.run_tools(
+            commands, out, config.clock_mhz, seeds=seeds, seed_parallel=1,
             time_limit=60 * args.seed_minutes if math.isfinite(args.seed_minutes) else None,
             verbose=False, say=lambda message: print(message, file=log, flush=True))
-    stage_seconds.update(tool_seconds)
     report = build.build_report(board, variant_name, selected, config, pll, estimate, design,
-                                out, stage_seconds, failed_stage, seeds)
+                                out, {**stage_seconds, **tool_seconds}, failed_stage, kept)
     row = _row(task["name"], report, time.monotonic() - started)
     if task["bench"] and report["passed"]:
         from sim.bench.core import bench_config, bench_core
@@ -157,8 +173,5 @@ def run_point(task):
     if _timed_out(report):
         row["status"] = "timed out"
     else:
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = cache / f".{key}.{os.getpid()}"
-        staging.write_text(json.dumps(row, indent=1) + "\n")
-        os.replace(staging, cached)
+        _store(Path(task["cache"]), key, row)
     return row
