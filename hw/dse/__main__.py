@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import sys
@@ -91,11 +92,8 @@ def _settings(args):
     bench = _bench_layers(settings.get("bench", "none"))
     if args.workers < 1:
         raise SpaceError(f"--workers must be at least 1, not {args.workers}")
-    if args.plot:
-        try:
-            import matplotlib       # noqa: F401 (only checked for here)
-        except ImportError:
-            raise SpaceError("--plot needs matplotlib: pip install 'ecpnn[dse]'") from None
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise SpaceError("--plot needs matplotlib: pip install 'ecpnn[dse]'")
     return board, ranges, tuple(seeds), seed_minutes, bench
 
 
