@@ -127,6 +127,23 @@ def test_a_sweep_reports_every_point_and_goes_on_past_failures(first_sweep, flow
     assert [row["name"] for row in pareto_front(list(rows.values()))] == ["12F_rows1_cols1"]
 
 
+def test_an_existing_scheduler_runs_the_sweep(first_sweep, flow, capsys):
+    from distributed import LocalCluster
+
+    folder, log = flow
+    calls = log.read_text()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        assert sweep(folder, "--rows", "1", "--cols", "1,2", "--scheduler",
+                     cluster.scheduler_address) == 0
+    assert log.read_text() == calls, "both points come from the cache"
+    assert f"on {cluster.scheduler_address}" in capsys.readouterr().out
+    rows = rows_of(folder)
+    assert {name: row["status"] for name, row in rows.items()} == {"12F_cols1": "pass",
+                                                                   "12F_cols2": "fail"}
+    assert all(row["cached"] for row in rows.values())
+
+
 def point_task(folder, rows, cols, bench=()):
     """`run_point`'s task for the point of the sweeps above called 12F_rows<rows>_cols<cols>."""
     argv = ["--board", "ulx3s", "--device", "12F", "--rows", str(rows), "--cols", str(cols),

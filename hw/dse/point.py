@@ -152,7 +152,7 @@ def run_point(task):
     options = {"seeds": seeds, "seed_minutes": args.seed_minutes, "bench": task["bench"]}
     commands, key, cached = _plan(task, board, selected, design, config, options)
     if cached is not None:
-        return {**cached, "cached": True}
+        return {**cached, "name": task["name"], "cached": True}
     out = Path(task["out"]) / task["name"]
     stage_seconds = {"elaborate": round(time.monotonic() - started, 1)}
     with open(out / "flow.log", "w") as log:
