@@ -124,19 +124,26 @@ def pixels_out(geometry):
             * reference.conv_output_size(geometry["in_w"], kw, stride, left, right))
 
 
+def _scratchpad_use(geometry, rows, cols):
+    """``(activation rows, output rows, weight rows, output channel blocks)`` of an int8 layer
+    on a `rows` x `cols` array."""
+    cin_blocks = -(-geometry["cin"] // rows)
+    n_blocks = -(-geometry["cout"] // cols)
+    a_rows = geometry["in_h"] * geometry["in_w"] * cin_blocks
+    w_rows = n_blocks * geometry.get("kh", 1) * geometry.get("kw", 1) * cin_blocks * rows
+    return a_rows, pixels_out(geometry) * n_blocks, w_rows, n_blocks
+
+
 def _int8_layer(host, core, name, geometry, gemm, rng, state):
     write_rows, read_rows, push, wait, counters = _host_ops(host, core)
     rows, cols = core.rows, core.cols
-    cin_blocks = -(-geometry["cin"] // rows)
-    n_blocks = -(-geometry["cout"] // cols)
     kh, kw = geometry.get("kh", 1), geometry.get("kw", 1)
-    a_rows = geometry["in_h"] * geometry["in_w"] * cin_blocks
-    w_rows = n_blocks * kh * kw * cin_blocks * rows
+    a_rows, out_rows, w_rows, n_blocks = _scratchpad_use(geometry, rows, cols)
     # Weights in the upper bank, activations and outputs in the lower one: the two read streams
     # never contend for a port.
     layer = ConvLayer(**geometry, zero_point=int(rng.integers(-20, 20)), a_base=0,
                       w_base=core.scratchpad_rows // 2, out_base=a_rows, param_base=0)
-    assert a_rows + pixels_out(geometry) * n_blocks <= core.scratchpad_rows // 2
+    assert a_rows + out_rows <= core.scratchpad_rows // 2
     assert w_rows <= core.scratchpad_rows // 2
     x = rng.integers(-128, 128, (layer.in_h, layer.in_w, layer.cin), dtype=np.int8)
     w = rng.integers(-128, 128, (kh, kw, layer.cin, layer.cout), dtype=np.int8)
@@ -227,11 +234,16 @@ def _binary_layer(host, core, rng, state):
     }
 
 
-def bench_config(config):
+def bench_config(config, wanted=None):
     """The config the bench simulates for a built `config`: its array, dataflow, requant lanes and
     binary engine, with LUT multipliers (the simulator has no model of the MULT18X18D primitive)
-    and memories that hold each layer at once."""
-    return config.replace(multiplier="lut", scratchpad_rows=32768, accumulator_rows=1024)
+    and a scratchpad that holds each of the `wanted` layers (None: all) at once, in each half
+    (at least 32768 rows)."""
+    half = max((max(sum(use[:2]), use[2]) for name, (geometry, _) in INT8_LAYERS.items()
+                if wanted is None or name in wanted
+                for use in [_scratchpad_use(geometry, config.rows, config.cols)]), default=1)
+    return config.replace(multiplier="lut", accumulator_rows=1024,
+                          scratchpad_rows=max(32768, 1 << (2 * half - 1).bit_length()))
 
 
 def bench_core(config, wanted=None, *, notes=None):
@@ -271,7 +283,7 @@ def run(args):
     for side in (int(value) for value in args.arrays.split(",")):
         config = AcceleratorConfig(rows=side, cols=side, dataflow="weight_stationary",
                                    multiplier="lut", binary_width=64, binary_lanes=8)
-        rows_out += bench_core(bench_config(config), wanted, notes=notes)
+        rows_out += bench_core(bench_config(config, wanted), wanted, notes=notes)
     notes.append("utilization = useful MACs (or binary ops) / (peak per cycle * active_cycles), "
                  "all from the core's counters; compute_utilization uses compute_busy cycles")
     return {"rows": rows_out, "notes": notes}
