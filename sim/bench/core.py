@@ -256,8 +256,11 @@ def bench_core(config, wanted=None, *, notes=None):
                          "in pysim")
     notes = [] if notes is None else notes
     label = f"{config.rows}x{config.cols}"
-    core = core_from_config(config, binary_max_k=256, binary_max_n=256,
-                            binary_result_rows=2048, parameter_rows=1024)
+    k, n, vectors = BINARY_LAYER
+    # One result row per vector and neuron fold (2048 at 8 lanes, twice that at 4).
+    result_rows = max(2048, 1 << (vectors * -(-n // config.binary_lanes) - 1).bit_length())
+    core = core_from_config(config, binary_max_k=k, binary_max_n=n,
+                            binary_result_rows=result_rows, parameter_rows=1024)
     started = time.time()
     simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{label}")
     notes.append(f"{label}: CXXRTL build {time.time() - started:.0f} s")
