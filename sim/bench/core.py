@@ -32,7 +32,7 @@ from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_ro
 from hw.soc.bridge import TARGET_READ_LATENCY
 from sim import reference
 
-__all__ = ["DESCRIPTION", "add_arguments", "run"]
+__all__ = ["DESCRIPTION", "LAYERS", "add_arguments", "bench_config", "bench_core", "run"]
 
 DESCRIPTION = ("Accelerator core: utilization from the hardware counters on GEMM 256^3, "
                "GEMM 64x576x64, 3x3 conv 16x16x32->32, 1x1 conv, binary 256x256 (bit-exact)")
@@ -45,14 +45,15 @@ INT8_LAYERS = {
     "conv1x1_16x16x64_to_64": (dict(in_h=16, in_w=16, cin=64, cout=64), False),
 }
 BINARY_LAYER = (256, 256, 64)       # K, N, vectors
+BINARY_LAYER_NAME = f"binary_{BINARY_LAYER[0]}x{BINARY_LAYER[1]}"
+LAYERS = (*INT8_LAYERS, BINARY_LAYER_NAME)
 
 
 def add_arguments(parser):
     parser.add_argument("--arrays", default="8,12",
                         help="comma-separated square array sides (default 8,12)")
     parser.add_argument("--layers", default="all",
-                        help="comma-separated layer names or 'all' (" +
-                             ", ".join([*INT8_LAYERS, "binary_256x256"]) + ")")
+                        help="comma-separated layer names or 'all' (" + ", ".join(LAYERS) + ")")
 
 
 class _CxxrtlHost:
@@ -123,19 +124,26 @@ def pixels_out(geometry):
             * reference.conv_output_size(geometry["in_w"], kw, stride, left, right))
 
 
+def _scratchpad_use(geometry, rows, cols):
+    """``(activation rows, output rows, weight rows, output channel blocks)`` of an int8 layer
+    on a `rows` x `cols` array."""
+    cin_blocks = -(-geometry["cin"] // rows)
+    n_blocks = -(-geometry["cout"] // cols)
+    a_rows = geometry["in_h"] * geometry["in_w"] * cin_blocks
+    w_rows = n_blocks * geometry.get("kh", 1) * geometry.get("kw", 1) * cin_blocks * rows
+    return a_rows, pixels_out(geometry) * n_blocks, w_rows, n_blocks
+
+
 def _int8_layer(host, core, name, geometry, gemm, rng, state):
     write_rows, read_rows, push, wait, counters = _host_ops(host, core)
     rows, cols = core.rows, core.cols
-    cin_blocks = -(-geometry["cin"] // rows)
-    n_blocks = -(-geometry["cout"] // cols)
     kh, kw = geometry.get("kh", 1), geometry.get("kw", 1)
-    a_rows = geometry["in_h"] * geometry["in_w"] * cin_blocks
-    w_rows = n_blocks * kh * kw * cin_blocks * rows
+    a_rows, out_rows, w_rows, n_blocks = _scratchpad_use(geometry, rows, cols)
     # Weights in the upper bank, activations and outputs in the lower one: the two read streams
     # never contend for a port.
     layer = ConvLayer(**geometry, zero_point=int(rng.integers(-20, 20)), a_base=0,
                       w_base=core.scratchpad_rows // 2, out_base=a_rows, param_base=0)
-    assert a_rows + pixels_out(geometry) * n_blocks <= core.scratchpad_rows // 2
+    assert a_rows + out_rows <= core.scratchpad_rows // 2
     assert w_rows <= core.scratchpad_rows // 2
     x = rng.integers(-128, 128, (layer.in_h, layer.in_w, layer.cin), dtype=np.int8)
     w = rng.integers(-128, 128, (kh, kw, layer.cin, layer.cout), dtype=np.int8)
@@ -215,7 +223,7 @@ def _binary_layer(host, core, rng, state):
                 got[vector, fold * lanes + lane] = 1 if bits >> lane & 1 else -1
     peak = 2 * width * lanes
     return {
-        "layer": f"binary_{k}x{n}", "array": f"{width}b x {lanes} lanes", "commands": 2,
+        "layer": BINARY_LAYER_NAME, "array": f"{width}b x {lanes} lanes", "commands": 2,
         "active_cycles": figures["active_cycles"], "binary_busy": figures["binary_busy"],
         "binary_ops": figures["binary_ops"],
         "ops_per_cycle": round(figures["binary_ops"] / figures["binary_busy"], 1),
@@ -226,35 +234,59 @@ def _binary_layer(host, core, rng, state):
     }
 
 
-def run(args):
+def bench_config(config, wanted=None):
+    """The config the bench simulates for a built `config`: its array, dataflow, requant lanes and
+    binary engine, with LUT multipliers (the simulator has no model of the MULT18X18D primitive)
+    and a scratchpad that holds each of the `wanted` layers (None: all) at once, in each half
+    (at least 32768 rows)."""
+    half = max((max(sum(use[:2]), use[2]) for name, (geometry, _) in INT8_LAYERS.items()
+                if wanted is None or name in wanted
+                for use in [_scratchpad_use(geometry, config.rows, config.cols)]), default=1)
+    return config.replace(multiplier="lut", accumulator_rows=1024,
+                          scratchpad_rows=max(32768, 1 << (2 * half - 1).bit_length()))
+
+
+def bench_core(config, wanted=None, *, notes=None):
+    """Run the `wanted` layer names (None: all of `LAYERS`) on the compiled core of `config`;
+    returns one row per layer. Timing notes are appended to `notes` when given."""
     from sim import cxxrtl
     if not cxxrtl.available():
         raise SystemExit("the core bench needs the CXXRTL backend (sim.cxxrtl): "
                          f"{cxxrtl.unavailable_reason()}; a 256^3 GEMM is ~300k cycles, hours "
                          "in pysim")
+    notes = [] if notes is None else notes
+    label = f"{config.rows}x{config.cols}"
+    k, n, vectors = BINARY_LAYER
+    # One result row per vector and neuron fold (2048 at 8 lanes, twice that at 4).
+    result_rows = max(2048, 1 << (vectors * -(-n // config.binary_lanes) - 1).bit_length())
+    core = core_from_config(config, binary_max_k=k, binary_max_n=n,
+                            binary_result_rows=result_rows, parameter_rows=1024)
+    started = time.time()
+    simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{label}")
+    notes.append(f"{label}: CXXRTL build {time.time() - started:.0f} s")
+    rows = []
+    with simulator:
+        simulator.reset()
+        host = _CxxrtlHost(simulator, core)
+        state = {"pushed": 0}
+        rng = np.random.default_rng(config.rows)
+        for name, (geometry, gemm) in INT8_LAYERS.items():
+            if wanted is None or name in wanted:
+                started = time.time()
+                rows.append(_int8_layer(host, core, name, geometry, gemm, rng, state))
+                notes.append(f"{label} {name}: {time.time() - started:.0f} s wall")
+        if wanted is None or BINARY_LAYER_NAME in wanted:
+            rows.append(_binary_layer(host, core, rng, state))
+    return rows
+
+
+def run(args):
     wanted = None if args.layers == "all" else set(args.layers.split(","))
     rows_out, notes = [], []
     for side in (int(value) for value in args.arrays.split(",")):
         config = AcceleratorConfig(rows=side, cols=side, dataflow="weight_stationary",
-                                   multiplier="lut", scratchpad_rows=32768, accumulator_rows=1024,
-                                   binary_width=64, binary_lanes=8)
-        core = core_from_config(config, binary_max_k=256, binary_max_n=256,
-                                binary_result_rows=2048, parameter_rows=1024)
-        started = time.time()
-        simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{side}")
-        notes.append(f"{side}x{side}: CXXRTL build {time.time() - started:.0f} s")
-        with simulator:
-            simulator.reset()
-            host = _CxxrtlHost(simulator, core)
-            state = {"pushed": 0}
-            rng = np.random.default_rng(side)
-            for name, (geometry, gemm) in INT8_LAYERS.items():
-                if wanted is None or name in wanted:
-                    started = time.time()
-                    rows_out.append(_int8_layer(host, core, name, geometry, gemm, rng, state))
-                    notes.append(f"{side}x{side} {name}: {time.time() - started:.0f} s wall")
-            if wanted is None or "binary_256x256" in wanted:
-                rows_out.append(_binary_layer(host, core, rng, state))
+                                   multiplier="lut", binary_width=64, binary_lanes=8)
+        rows_out += bench_core(bench_config(config, wanted), wanted, notes=notes)
     notes.append("utilization = useful MACs (or binary ops) / (peak per cycle * active_cycles), "
                  "all from the core's counters; compute_utilization uses compute_busy cycles")
     return {"rows": rows_out, "notes": notes}
