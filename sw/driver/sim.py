@@ -297,6 +297,9 @@ class SimTransport(ByteTransport):
     def discard_input(self):
         self.backend.received().clear()
 
+    def now(self):
+        return self.backend.cycles / self.clock_hz
+
     def close(self):
         self.backend.close()
 
@@ -408,6 +411,9 @@ class SimBusTransport(MappedTransport):
 
     def write32(self, address, value):
         self._run(address, value)
+
+    def now(self):
+        return self.cycles / self.config.clock_hz
 
 
 def _pysim_only(text):
