@@ -8,16 +8,16 @@ import struct
 
 import pytest
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from hw.config import PRESETS
 from hw.soc.bridge import (ADDRESS_WIDTH, INITIATOR_READ_LATENCY, Bus, BusDecoder, MemoryMap,
                            Window, WindowKind, memory_read_data, register_read_data)
-from hw.soc.framing import FrameEngine
+from hw.soc.framing import SYMBOL, FrameEngine, Stuffer, Unstuffer
 from hw.soc.protocol import (ESCAPE, REPLY_SYNC, REQUEST_SYNC, Opcode, Reply, Request, Status,
                              crc16, stuff, unstuff)
 from hw.soc.soc import SoCCore
@@ -400,6 +400,64 @@ def test_bad_header_crc_is_answered_at_once_and_the_payload_skipped():
     frame = bytes([REQUEST_SYNC]) + stuff(header + struct.pack(">H", crc16(header) ^ 1) + payload)
     read = Request(6, Opcode.BULK_READ, SCRATCHPAD_BASE, 4).encode()
     assert run_line([frame, read]) == [Reply(1, Status.BAD_CRC), Reply(6, Status.OK, bytes(4))]
+
+
+class StuffingLoop(wiring.Component):
+    """A `Stuffer` (sync `REPLY_SYNC`) feeding an `Unstuffer` of the same sync byte, with the
+    line bytes between them visible."""
+
+    i: In(stream.Signature(SYMBOL))
+    o: Out(stream.Signature(SYMBOL))
+    line: Out(stream.Signature(8))      # a copy of the bytes between them (observe only)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.stuffer = stuffer = Stuffer(sync=REPLY_SYNC)
+        m.submodules.unstuffer = unstuffer = Unstuffer(sync=REPLY_SYNC)
+        wiring.connect(m, wiring.flipped(self.i), stuffer.i)
+        wiring.connect(m, stuffer.o, unstuffer.i)
+        wiring.connect(m, unstuffer.o, wiring.flipped(self.o))
+        m.d.comb += [self.line.valid.eq(stuffer.o.valid & stuffer.o.ready),
+                     self.line.payload.eq(stuffer.o.payload)]
+        return m
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.binary(max_size=12), min_size=1, max_size=4), st.sampled_from([0.0, 0.5]),
+       st.sampled_from([0.0, 0.5]), st.integers(0, 99))
+def test_stuffing_gateware_matches_the_reference(frames, gaps, stalls, seed):
+    """Each frame (a start symbol, then its bytes -- biased towards the stuffed values) goes
+    through the Stuffer as `protocol.stuff` says and comes out of the Unstuffer unchanged."""
+    rng = random.Random(seed)
+    special = [REQUEST_SYNC, REPLY_SYNC, ESCAPE, 0x85, 0x7A, 0xE3]
+    frames = [bytes(rng.choice(special) if rng.random() < 0.4 else byte for byte in frame)
+              for frame in frames]
+    symbols = [symbol for frame in frames
+               for symbol in [{"data": 0, "start": 1}] + [{"data": b, "start": 0} for b in frame]]
+    dut = StuffingLoop()
+    line, out = bytearray(), []
+
+    async def producer(ctx):
+        await send(ctx, dut.i, symbols, gap_probability=gaps, rng=rng)
+
+    async def consumer(ctx):
+        out.extend(await receive(ctx, dut.o, len(symbols), stall_probability=stalls,
+                                 rng=random.Random(seed + 1)))
+
+    async def observer(ctx):
+        async for _, _, valid, payload in ctx.tick().sample(dut.line.valid, dut.line.payload):
+            if valid:
+                line.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(observer, background=True)
+    sim.run()
+    assert bytes(line) == b"".join(bytes([REPLY_SYNC]) + stuff(frame) for frame in frames)
+    assert [(symbol["start"], symbol["data"] if not symbol["start"] else 0) for symbol in out] \
+        == [(symbol["start"], symbol["data"]) for symbol in symbols]
 
 
 # Parameters ------------------------------------------------------------------------------------
