@@ -128,31 +128,24 @@ def core_counts(link):
     return status, link.read_registers(PUSHED_ADDRESS, 1)[0]
 
 
-class Killed(Exception):
-    """The host program dies here."""
-
-
 def test_reopening_a_board_whose_core_is_still_working():
-    """Issue 22, failure 2: a host program pushes a layer and dies before it finishes; a new
-    session opens the same device while the commands still run, and its own layers are right."""
+    """Issue 22, failure 2: a host program pushes a layer's commands and dies before they
+    finish; a new session opens the same device while they still run, and its own layers are
+    right (a driver that took `completed` at open as its count stops waiting early, or waits
+    forever for a count the core has passed)."""
     line = LossyLine()
     first = Accelerator(FrameLink(line))
-    push = first._push
-
-    def push_and_die(commands):
-        push(commands)
-        raise Killed
-
-    first._push = push_and_die
-    with pytest.raises(Killed):
-        first.matmul_int32(*layer(1, k=32, n=32))
+    long_gemm = encode(CoreOpcode.GEMM, a_base=0, w_base=128, acc_base=0, accumulate=0, m=16,
+                       k_blocks=8, k_last=4, n_blocks=2, n_last=4)
+    first._push([long_gemm] * 6 + [FENCE])         # ... and the host program dies here
     completed, pushed = core_counts(FrameLink(line))
-    assert completed != pushed, "the layer must still be running for this test to mean much"
+    assert pushed - completed >= 4, "the layer must still be running for this test to mean much"
     second = Accelerator(FrameLink(line))
     completed, pushed = core_counts(second.link)
     assert completed == pushed
-    a, w = layer(2, m=8)
-    np.testing.assert_array_equal(second.matmul_int32(a, w), reference.gemm(a, w))
+    for seed in (2, 3):
+        a, w = layer(seed, m=8)
+        np.testing.assert_array_equal(second.matmul_int32(a, w), reference.gemm(a, w))
 
 
 def test_a_lost_reply_while_pushing_a_command():
