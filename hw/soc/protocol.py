@@ -81,6 +81,7 @@ from hw.config import AcceleratorConfig, DATAFLOWS, MULTIPLIERS
 
 __all__ = [
     "REQUEST_SYNC", "REPLY_SYNC", "ESCAPE", "ESCAPE_XOR", "STUFFED_BYTES", "stuff", "unstuff",
+    "unstuff_prefix",
     "MAGIC", "VERSION_MAJOR", "VERSION_MINOR", "VERSION",
     "MAX_PAYLOAD", "WORD_BYTES", "REQUEST_HEADER", "RequestHeader", "REPLY_HEADER",
     "CRC", "CRC_INIT", "CRC_POLY",
@@ -300,7 +301,6 @@ def crc16(data, crc=CRC_INIT):
 
 
 _STUFFED = re.compile(b"[" + re.escape(bytes(STUFFED_BYTES)) + b"]")
-_ESCAPED = re.compile(re.escape(bytes([ESCAPE])) + b"(.)", re.DOTALL)
 
 
 def stuff(data):
@@ -309,14 +309,33 @@ def stuff(data):
     return _STUFFED.sub(lambda match: bytes([ESCAPE, match[0][0] ^ ESCAPE_XOR]), bytes(data))
 
 
+def unstuff_prefix(data, count):
+    """(plain, used, at_sync): up to `count` bytes unstuffed from the front of `data` (line
+    bytes after a sync byte), how many line bytes they took, and whether a sync byte stopped it
+    (a frame start: what follows belongs to another frame). An escape byte at the very end is
+    left unused until the byte after it arrives. The host's incremental receiver."""
+    plain = bytearray()
+    index = 0
+    while index < len(data) and len(plain) < count:
+        byte = data[index]
+        if byte in (REQUEST_SYNC, REPLY_SYNC):
+            return bytes(plain), index, True
+        if byte == ESCAPE:
+            if index + 1 == len(data):
+                break
+            plain.append(data[index + 1] ^ ESCAPE_XOR)
+            index += 2
+        else:
+            plain.append(byte)
+            index += 1
+    return bytes(plain), index, False
+
+
 def unstuff(data):
     """The bytes `stuff` turned into `data`; `ValueError` for a sync byte or a bad escape."""
     data = bytes(data)
-    plain = _ESCAPED.sub(lambda match: bytes([match[1][0] ^ ESCAPE_XOR]), data)
-    escapes = [data[index + 1] for index in range(len(data) - 1)
-               if data[index] == ESCAPE and (index == 0 or data[index - 1] != ESCAPE)]
-    if (set(data) & {REQUEST_SYNC, REPLY_SYNC} or data.endswith(bytes([ESCAPE]))
-            or any(byte ^ ESCAPE_XOR not in STUFFED_BYTES for byte in escapes)):
+    plain, _, _ = unstuff_prefix(data, len(data))
+    if stuff(plain) != data:
         raise ValueError("Bad byte stuffing: a sync byte, or an escape not followed by an "
                          "escaped sync or escape byte")
     return plain

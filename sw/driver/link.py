@@ -21,8 +21,8 @@ import importlib
 import struct
 
 from hw.soc import protocol
-from hw.soc.protocol import (CRC, ESCAPE, ESCAPE_XOR, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC,
-                             WORD_BYTES, Opcode, Request, Status, crc16)
+from hw.soc.protocol import (CRC, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC, WORD_BYTES, Opcode,
+                             Request, Status, crc16, unstuff_prefix)
 from sw.driver.errors import (DeviceError, InvalidURL, LinkTimeout, ProtocolError)
 from sw.driver.transport import Closable, non_negative_int, positive_float, split_url
 
@@ -239,33 +239,21 @@ class FrameLink(Link):
 
     def _read_frame_bytes(self, count, timeout, what):
         """`count` bytes of the reply being received, unstuffed; `_Restart` at a sync byte."""
-        out = bytearray()
-        pending = self._pending
-        while len(out) < count:
-            if not pending or pending == bytes([ESCAPE]):
-                # The frame has at least this many line bytes left: never reads past its end.
-                need = count - len(out) + len(pending)
-                data = self.transport.read(need - len(pending), timeout)
-                pending += data
-                if len(pending) < need:
-                    raise _LostReply(f"reply cut short ({what}: {len(out)} of {count} bytes "
-                                     f"within {timeout:.3g} s)")
-            index = 0
-            while index < len(pending) and len(out) < count:
-                byte = pending[index]
-                if byte == REPLY_SYNC:
-                    del pending[:index]
-                    raise _Restart
-                if byte == ESCAPE:
-                    if index + 1 == len(pending):
-                        break
-                    out.append(pending[index + 1] ^ ESCAPE_XOR)
-                    index += 2
-                else:
-                    out.append(byte)
-                    index += 1
-            del pending[:index]
-        return bytes(out)
+        out = b""
+        while True:
+            plain, used, at_sync = unstuff_prefix(self._pending, count - len(out))
+            out += plain
+            del self._pending[:used]
+            if at_sync:
+                raise _Restart
+            if len(out) == count:
+                return out
+            # The frame has at least this many line bytes left: never reads past its end.
+            need = count - len(out) + len(self._pending)
+            self._pending += self.transport.read(need - len(self._pending), timeout)
+            if len(self._pending) < need:
+                raise _LostReply(f"reply cut short ({what}: {len(out)} of {count} bytes "
+                                 f"within {timeout:.3g} s)")
 
     def _receive_reply(self, seq, timeout):
         while True:
@@ -294,7 +282,7 @@ class _LostReply(Exception):
 
 
 class _Restart(Exception):
-    """A reply sync byte in the middle of a reply."""
+    """A sync byte in the middle of a reply."""
 
 
 class MappedLink(Link):
