@@ -27,10 +27,11 @@ checks for zero instead of comparing)::
   before any payload is accepted.
 * Residual risk after a header CRC failure: the payload holds no sync byte, so the receiver
   can only mistake part of it for a frame if a line error turns a byte into the sync byte
-  *and* the 10 unstuffed bytes after it pass the header CRC: at most 2^-16 (1.5e-5) per line
-  error that creates a sync byte (and such a false frame then also needs a write opcode (2 in
-  256), the seq the device expects (2 in 256) and a correct 16-bit payload CRC before anything
-  is written: 2^-16 * 2^-16 / 2^14, below 1e-13).
+  *and* the 10 unstuffed bytes after it pass the 16-bit header CRC: probability 2^-16 (1.5e-5)
+  per line error that creates a sync byte. Such a false header is harmless unless it also
+  carries a write opcode (2 in 256), exactly the next seq (1 in 256; a repeated one is answered
+  without applying) and is followed by a payload with a correct 16-bit CRC: 2^-16 * 2^-15 *
+  2^-16 = 2^-47 (7e-15) per such line error before anything is written.
 * ``length`` counts payload bytes: the bytes a write carries or a read asks for. It is a multiple
   of 4 (the bus is 32 bits wide), 4..max_payload; the device reports its max_payload in the
   MAX_PAYLOAD register (at most `MAX_PAYLOAD`).
