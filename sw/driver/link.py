@@ -29,6 +29,10 @@ from sw.driver.transport import Closable, non_negative_int, positive_float, spli
 __all__ = ["Link", "FrameLink", "MappedLink", "open_link", "SCHEMES"]
 
 DEFAULT_RETRIES = 3
+# A reply attempt ends after this many reply timeouts even if bytes keep coming (a babbling
+# line, replies to other requests), and waiting for quiet after this many chunks of bytes.
+_ATTEMPT_TIMEOUTS = 4
+_QUIET_READS = 16
 
 _HINTS = {
     Status.BAD_OPCODE: "the device does not know this operation (driver newer than bitstream?)",
@@ -223,17 +227,21 @@ class FrameLink(Link):
         """Let the device finish whatever reply it is sending: it ignores the line meanwhile,
         so a retry sent into a reply would be lost."""
         quiet = self.transport.reply_timeout(0)
-        while self.transport.read(MAX_PAYLOAD, quiet):
-            pass
+        for _ in range(_QUIET_READS):
+            if not self.transport.read(MAX_PAYLOAD, quiet):
+                break
         self._pending.clear()
 
-    def _hunt(self, timeout):
+    def _hunt(self, timeout, deadline):
         """Skip line bytes up to and including the next reply sync byte."""
         while REPLY_SYNC not in self._pending:
             self._pending.clear()
             data = self.transport.read(1, timeout)
             if not data:
                 raise _LostReply(f"no reply within {timeout:.3g} s")
+            if self.transport.now() > deadline:
+                raise _LostReply(f"no reply sync byte within {_ATTEMPT_TIMEOUTS} x "
+                                 f"{timeout:.3g} s of line bytes")
             self._pending += data
         del self._pending[:self._pending.index(REPLY_SYNC) + 1]
 
@@ -256,8 +264,12 @@ class FrameLink(Link):
                                  f"within {timeout:.3g} s)")
 
     def _receive_reply(self, seq, timeout):
+        deadline = self.transport.now() + _ATTEMPT_TIMEOUTS * timeout
         while True:
-            self._hunt(timeout)
+            if self.transport.now() > deadline:
+                raise _LostReply(f"no reply to seq {seq} within {_ATTEMPT_TIMEOUTS} x "
+                                 f"{timeout:.3g} s of line bytes")
+            self._hunt(timeout, deadline)
             try:
                 header = self._read_frame_bytes(REPLY_HEADER.size, timeout, "header")
                 reply_seq, status, length = REPLY_HEADER.unpack(header)
