@@ -15,5 +15,4 @@ BENCHES = {
     "core": "sim.bench.core",
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
-    "faults": "sim.bench.faults",
 }
