@@ -146,7 +146,7 @@ def run_point(task):
     empty)}``. Returns the point's row (`ROW_FIELDS`, plus the bench's figures)."""
     started = time.monotonic()
     args = build.parse_args(task["argv"])
-    board, variant_name, selected, design, config, pll, estimate = build.resolve(
+    board, variant_name, selected, design, config, pll, estimate, _ = build.resolve(
         args, say=lambda message: None)
     seeds = tuple(args.seed or build.DEFAULT_SEEDS)
     options = {"seeds": seeds, "seed_minutes": args.seed_minutes, "bench": task["bench"]}
