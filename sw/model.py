@@ -24,25 +24,11 @@ import numpy as np
 
 from sim.reference import INT8_MAX, INT8_MIN, unpack_bits
 from sw.graph import Graph, Node, Tensor, node_output_spec, run_reference_tensors
-from sw.ops import BinaryDense, Conv2D, Dense, Flatten
+from sw.ops import BinaryDense, Conv2D, Dense, Flatten, _int_in, _is_int
 from sw.quantize import quantize
 
 __all__ = ["Dense", "Conv2D", "Flatten", "BinaryDense", "Int8Input", "SignInput",
            "QuantizedModel", "run_reference", "run_reference_layers"]
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _int_in(owner, name, low, high):
-    value = getattr(owner, name)
-    where = f"{type(owner).__name__}.{name}"
-    if not _is_int(value):
-        raise TypeError(f"{where} must be an integer, not {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{where} must be in [{low}, {high}], not {value}")
-    object.__setattr__(owner, name, int(value))
 
 
 # Model -------------------------------------------------------------------------------------------
