@@ -25,6 +25,7 @@ from pathlib import Path
 
 from amaranth._toolchain import tool_env_var
 
+import ecpnn.cache
 from hw import build
 
 __all__ = ["cache_directory", "cache_key", "run_point", "bench_figures", "ROW_FIELDS"]
@@ -42,12 +43,8 @@ ROW_FIELDS = ("name", "status", "device", "design", "rows", "cols", "dataflow", 
 
 
 def cache_directory():
-    """``$ECPNN_CACHE/dse`` (default ``$XDG_CACHE_HOME/ecpnn/dse``, i.e. ``~/.cache/ecpnn/dse``)."""
-    root = os.environ.get("ECPNN_CACHE")
-    if root:
-        return Path(root) / "dse"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "ecpnn" / "dse"
+    """`ecpnn.cache.cache_directory` of the dse cache."""
+    return ecpnn.cache.cache_directory("dse")
 
 
 def _tool_identity(name, default):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+import ecpnn.cache
 from ecpnn.package_data import package_file
 
 __all__ = ["BackendUnavailable", "BuildError", "Port", "Model", "build", "available",
@@ -70,11 +71,8 @@ class Model:
 
 
 def cache_directory():
-    root = os.environ.get("ECPNN_CACHE")
-    if root:
-        return Path(root) / "cxxrtl"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "ecpnn" / "cxxrtl"
+    """`ecpnn.cache.cache_directory` of the cxxrtl cache."""
+    return ecpnn.cache.cache_directory("cxxrtl")
 
 
 def _compiler_command(compiler):
