@@ -117,16 +117,9 @@ ONNX_CASES += [("digits_cnn", fmt, per_channel, True, "QInt8") for fmt in ("qdq"
 # the weights have 7 bits: those models are quantized with reduce_range, as onnxruntime advises.
 ONNX_CASES += [(name, fmt, True, False, "QUInt8") for name in ZOO
                for fmt in ("qdq", "qoperator")]
-# onnxruntime rounds an average's ties to even; the graph's averaging rounds them up (there is
-# no half-to-even requantizer). QDQ keeps the pooled tensor's scale, so the 2x2 average lands on
-# a tie in ~1/4 of windows (measured: ~11% of that tensor's elements differ by one).
-_TIES_TO_EVEN = pytest.mark.xfail(strict=True, reason="AveragePool ties: half-to-even in "
-                                                      "onnxruntime, half-up in the graph")
 
 
-@pytest.mark.parametrize("name,fmt,per_channel,matmul,activations", [
-    pytest.param(*case, marks=_TIES_TO_EVEN) if case[:2] == ("cifar_cnn", "qdq") else case
-    for case in ONNX_CASES])
+@pytest.mark.parametrize("name,fmt,per_channel,matmul,activations", ONNX_CASES)
 def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, activations,
                                              tmp_path):
     net, calibration, rng = _net(name)
