@@ -2,7 +2,9 @@
 
 TFLite: every tensor of the imported graph (`run_reference_tensors`) equals LiteRT's reference
 kernels (BUILTIN_REF) bit for bit. ONNX: every int8 tensor is within one step of onnxruntime's,
-in at most 0.1% of elements (the count is printed per model), and the predictions are identical;
+in at most 0.1% of elements, and the predictions are identical; the figures are printed per
+model as tables by
+``pytest -p no:xdist -s tests/test_importers.py -k "tflite_every or onnx_within"``;
 onnxruntime runs the graph as written (optimisations off, `run_onnxruntime`): its default
 optimisations turn int8 QDQ models into u8s8 kernels that saturate on CPUs without AVX-VNNI.
 QONNX (binary MLP): every hidden +1/-1 tensor and the output dots equal qonnx's execution.
@@ -19,6 +21,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from sim.bench.__main__ import format_table                             # noqa: E402
 from sw.graph import run_reference_tensors                             # noqa: E402
 from sw.importers import ModelImportError, load_model                  # noqa: E402
 from zoo.onnx_models import float_onnx, quantized_onnx, run_onnxruntime   # noqa: E402
@@ -41,6 +44,15 @@ def _net(name):
     return net, rng.standard_normal((16, *net.shapes["input"][1:])), rng
 
 
+@pytest.fixture(scope="module")
+def agreement_tables():
+    """{title: rows} the runtime comparisons fill; printed as tables after the module (-s)."""
+    tables = {}
+    yield tables
+    for title, rows in tables.items():
+        print(f"\n{title}\n{format_table(rows)}")
+
+
 def _inputs(net, rng):
     """Random float inputs at several amplitudes, so that clamping is exercised too."""
     for trial in range(TRIALS):
@@ -50,12 +62,13 @@ def _inputs(net, rng):
 # TFLite ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ZOO)
-def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path):
+def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path, agreement_tables):
     net, calibration, rng = _net(name)
     model = net.quantized_tflite(calibration)
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(model)
     graph = load_model(path)
+    elements = 0
     for x in _inputs(net, rng):
         expected = run_litert(model, x[np.newaxis])
         got = run_reference_tensors(graph, expected[graph.inputs[0]])
@@ -68,7 +81,10 @@ def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path):
             want = expected[tensor.name].reshape(got[tensor.name].shape)
             np.testing.assert_array_equal(got[tensor.name], want, err_msg=tensor.name)
             compared += 1
+            elements += want.size
         assert compared == len(net.layers) + 1          # every layer's output and the input
+    agreement_tables.setdefault("TFLite vs LiteRT BUILTIN_REF", []).append(dict(
+        model=name, inputs=TRIALS, tensors=compared, elements=elements, differing=0))
 
 
 def test_tflite_per_tensor_convolution_weights_bit_exact_with_litert(tmp_path):
@@ -121,7 +137,7 @@ ONNX_CASES += [(name, fmt, True, False, "QUInt8") for name in ZOO
 
 @pytest.mark.parametrize("name,fmt,per_channel,matmul,activations", ONNX_CASES)
 def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, activations,
-                                             tmp_path):
+                                             tmp_path, agreement_tables):
     net, calibration, rng = _net(name)
     path = quantized_onnx(net, calibration, tmp_path / f"{name}.onnx", qdq=fmt == "qdq",
                           per_channel=per_channel, dense_as_matmul=matmul,
@@ -129,7 +145,7 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, act
                           reduce_range=(activations, fmt) == ("QUInt8", "qoperator"))
     graph = load_model(path)
     names = [t.name for t in graph.tensors if "/" not in t.name]
-    differing = total = 0
+    differing = total = largest = same_predictions = 0
     for x in _inputs(net, rng):
         expected = run_onnxruntime(path, x, names)
         got = run_reference_tensors(graph, _onnxruntime_view(graph, graph.inputs[0],
@@ -137,16 +153,22 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, act
         for tensor in names:
             want = _onnxruntime_view(graph, tensor, expected[tensor])
             steps = np.abs(got[tensor].astype(np.int64) - want)
-            assert steps.max() <= 1, f"{tensor}: {steps.max()} steps from onnxruntime"
+            largest = max(largest, int(steps.max()))
             differing += int(np.count_nonzero(steps))
             total += steps.size
         # The prediction, from a session without the extra outputs.
         scores = _onnxruntime_view(graph, graph.outputs[0], run_onnxruntime(path, x)["output"])
-        assert np.argmax(got[graph.outputs[0]]) == np.argmax(scores)
-    print(f"{name}{' (MatMul)' if matmul else ''} {fmt} {activations} "
-          f"{'per-channel' if per_channel else 'per-tensor'}: {differing} of {total} int8 "
-          f"elements one step from onnxruntime")
-    assert differing <= 0.001 * total
+        same_predictions += int(np.argmax(got[graph.outputs[0]]) == np.argmax(scores))
+    agreement_tables.setdefault("ONNX vs onnxruntime (int8 elements of every tensor)", []).append(
+        dict(model=name, format="QDQ" if fmt == "qdq" else "QOperator",
+             weights="per-channel" if per_channel else "per-tensor",
+             dense="MatMul" if matmul else "Gemm",
+             activations="uint8" if activations == "QUInt8" else "int8", inputs=TRIALS,
+             elements=total, off_by_one=differing, max_diff=largest,
+             predictions_identical=f"{same_predictions}/{TRIALS}"))
+    assert largest <= 1, f"an element is {largest} steps from onnxruntime"
+    assert differing <= 0.001 * total, f"{differing} of {total} elements differ (> 0.1%)"
+    assert same_predictions == TRIALS
 
 
 # QONNX -----------------------------------------------------------------------------------------

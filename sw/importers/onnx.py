@@ -29,7 +29,9 @@ of a rounding tie: one int8 step, rarely (the tests count it per model). Average
 exception: its output often keeps its input's scale, so its means land on ties (x.5) in about a
 quarter of the windows, and it runs on the host anyway: the graph's AveragePool2D takes
 onnxruntime's own form there (``rounding="float32_half_to_even"``: dequantize, sum and divide in
-float32 in the order onnxruntime adds, round half to even).
+float32 in the order onnxruntime adds, round half to even), bit-exact with the QDQ AveragePool.
+QOperator's QLinearAveragePool sums row by row and adds the output zero point before rounding;
+with its own output scale its means are not ties, and the graph equals it on the test zoo.
 
 uint8 activations (QuantType.QUInt8) are held as int8 ones minus 128, exactly the same
 values: a graph imported from such a model takes and returns its tensors minus 128.
