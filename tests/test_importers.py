@@ -4,10 +4,11 @@ TFLite: every tensor of the imported graph (`run_reference_tensors`) equals Lite
 kernels (BUILTIN_REF) bit for bit. ONNX: every int8 tensor is within one step of onnxruntime's,
 in at most 0.1% of elements, and the predictions are identical; the figures are printed per
 model as tables by
-``pytest -p no:xdist -s tests/test_importers.py -k "tflite_every or onnx_within"``;
+``pytest -p no:xdist -s tests/test_importers.py -k "tflite_every or onnx_within or qonnx_every"``;
 onnxruntime runs the graph as written (optimisations off, `run_onnxruntime`): its default
 optimisations turn int8 QDQ models into u8s8 kernels that saturate on CPUs without AVX-VNNI.
-QONNX (binary MLP): every hidden +1/-1 tensor and the output dots equal qonnx's execution.
+QONNX (binary, FINN-thresholded and mixed INT8/binary MLPs): every tensor equals qonnx's
+execution.
 The expected values come from the runtimes at test time, never from the importers.
 """
 
@@ -173,41 +174,107 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, act
 
 # QONNX -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("weight_scale", [1.0, 0.37])
-def test_qonnx_binary_mlp_equals_qonnx_execution(weight_scale, tmp_path):
+def _qonnx_view(graph, name, value):
+    """qonnx's float value of graph tensor `name` as the graph holds it: +1/-1, or the integers
+    q of scale * (q - zero point)."""
+    tensor = graph.tensor(name)
+    value = np.asarray(value, np.float64).reshape(-1, *tensor.shape)
+    if tensor.dtype == "binary":
+        return np.where(value > 0, 1, -1)
+    return np.rint(value / np.asarray(tensor.scale)).astype(np.int64) + tensor.zero_point
+
+
+QONNX_CASES = [  # (model, its keyword arguments, the graph's node kinds)
+    ("binary_mlp", {}, ["BinaryDense"] * 3),
+    ("binary_mlp", {"weight_scale": 0.37}, ["BinaryDense"] * 3),
+    ("threshold_mlp", {}, ["BinaryDense"] * 3),
+    ("mixed_mlp", {}, ["Dense", "Sign", "BinaryDense", "Dense"]),
+]
+
+
+@pytest.mark.parametrize("name,arguments,kinds", QONNX_CASES)
+def test_qonnx_every_tensor_equals_qonnx_execution(name, arguments, kinds, tmp_path,
+                                                   agreement_tables):
     pytest.importorskip("qonnx")
-    from zoo.qonnx_models import binary_mlp, run_qonnx
+    from zoo.qonnx_models import ZOO as QONNX_ZOO, run_qonnx
     rng = np.random.default_rng(11)
-    model = binary_mlp(rng, weight_scale=weight_scale)
-    path = tmp_path / "binary_mlp.onnx"
+    model = QONNX_ZOO[name](rng, **arguments)
+    path = tmp_path / f"{name}.onnx"
     path.write_bytes(model.SerializeToString())
     graph = load_model(path)
-    assert [node.kind for node in graph.nodes] == ["BinaryDense"] * 3
-    scale = graph.tensor(graph.outputs[0]).scale
+    assert [node.kind for node in graph.nodes] == kinds
+    # Every tensor with a twin in the model (the Dense before a Sign has none).
+    names = [t.name for t in graph.tensors if "/" not in t.name and t.name not in graph.inputs]
+    elements = 0
     for _ in range(TRIALS * 4):
         x = rng.standard_normal((1, 64))
         expected = run_qonnx(model, x)
-        got = run_reference_tensors(graph, np.where(x >= 0, 1, -1))
-        for hidden in ("act0", "act1"):                         # +1/-1, exactly
-            np.testing.assert_array_equal(got[hidden], expected[hidden], err_msg=hidden)
-        # qonnx sums the scaled +-1 products in float32: compare in units of the scale.
-        np.testing.assert_array_equal(got["output"], np.rint(expected["output"] / scale))
+        source = graph.inputs[0]
+        got = run_reference_tensors(graph, np.where(x >= 0, 1, -1) if graph.tensor(
+            source).dtype == "binary" else _qonnx_view(graph, source, expected[source]))
+        for tensor in names:
+            np.testing.assert_array_equal(got[tensor], _qonnx_view(graph, tensor,
+                                                                   expected[tensor]),
+                                          err_msg=tensor)
+            elements += got[tensor].size
+    agreement_tables.setdefault("QONNX vs qonnx's executor", []).append(dict(
+        model=f"{name}{''.join(f' {k}={v}' for k, v in arguments.items())}",
+        nodes=" ".join(kinds), inputs=TRIALS * 4, tensors=len(names), elements=elements,
+        differing=0))
 
 
-def test_qonnx_multi_bit_quant_is_refused_by_name(tmp_path):
+def _replace_constant(model, name, value):
+    from onnx import numpy_helper
+    index = next(i for i, init in enumerate(model.graph.initializer) if init.name == name)
+    model.graph.initializer[index].CopyFrom(numpy_helper.from_array(
+        np.asarray(value, np.float32), name))
+
+
+def _int8_dot_as_output(model):
+    output = next(node for node in model.graph.node if node.output[0] == "output")
+    model.graph.node.remove(output)
+    next(node for node in model.graph.node if node.output[0] == output.input[0]).output[0] = \
+        "output"
+
+
+def _unsigned_input_quant(model):
     from onnx import helper
-    from zoo.qonnx_models import QONNX_DOMAIN, binary_mlp
-    model = binary_mlp(np.random.default_rng(2))
-    first = model.graph.node[0]
-    model.graph.node.remove(first)
-    model.graph.node.insert(0, helper.make_node(
-        "Quant", [first.input[0], first.input[1], first.input[1], first.input[1]],
-        list(first.output), domain=QONNX_DOMAIN, name="input_quant"))
-    path = tmp_path / "quant.onnx"
+    quant = next(node for node in model.graph.node if node.output[0] == "input_quant")
+    signed = next(attribute for attribute in quant.attribute if attribute.name == "signed")
+    signed.CopyFrom(helper.make_attribute("signed", 0))
+
+
+def _gemm_for_the_first_matmul(model):
+    next(node for node in model.graph.node if node.op_type == "MatMul").op_type = "Gemm"
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("mixed_mlp", lambda m: _replace_constant(m, "input_quant_bits", 16),
+     r"node 'input_quant' \(Quant, position 0\): a signed Quant of 16 bits does not fit int8"),
+    ("mixed_mlp", _unsigned_input_quant,
+     r"node 'input_quant' \(Quant, position 0\): an unsigned Quant of 8 bits does not fit "
+     r"int8; signed Quant of 1 to 8 bits and unsigned of 2 to 7 are supported"),
+    ("mixed_mlp", lambda m: _replace_constant(m, "w0_quant_scale", np.full((64, 1), 2.0 ** -7)),
+     r"node 'w0_quant' \(Quant, position 1\): the scale must be one value or 32 \(shape "
+     r"\[1, N\]\)"),
+    ("mixed_mlp", lambda m: _replace_constant(m, "w0_quant_zero_point", 1),
+     r"node 'w0_quant' \(Quant, position 1\): weights with zero point 1 \(asymmetric\)"),
+    ("mixed_mlp", _int8_dot_as_output,
+     r"output 'output' is a MatMul with int8 operands; quantize it with a Quant"),
+    ("threshold_mlp", lambda m: _replace_constant(m, "t0", np.zeros((32, 3))),
+     r"node 'act0' \(MultiThreshold, position 2\): thresholds of shape \[32, 3\] .*only a "
+     r"bipolar output is supported"),
+    ("binary_mlp", _gemm_for_the_first_matmul,
+     r"QONNX op Gemm \(node 'dot0', position 2 .*supported ops: BatchNormalization, "
+     r"BipolarQuant, Identity, MatMul, MultiThreshold, Quant"),
+])
+def test_qonnx_outside_the_graph_is_refused_by_name(name, change, message, tmp_path):
+    from zoo.qonnx_models import ZOO as QONNX_ZOO
+    model = QONNX_ZOO[name](np.random.default_rng(2))
+    change(model)
+    path = tmp_path / "model.onnx"
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(ModelImportError, match=r"QONNX op Quant \(node 'input_quant', position "
-                                               r"0 .*supported ops: BatchNormalization, "
-                                               r"BipolarQuant"):
+    with pytest.raises(ModelImportError, match=message):
         load_model(path)
 
 
