@@ -189,6 +189,9 @@ QONNX_CASES = [  # (model, its keyword arguments, the graph's node kinds)
     ("binary_mlp", {"weight_scale": 0.37}, ["BinaryDense"] * 3),
     ("threshold_mlp", {}, ["BinaryDense"] * 3),
     ("mixed_mlp", {}, ["Dense", "Sign", "BinaryDense", "Dense"]),
+    # An unsigned 7-bit input (0..127, as a uint8 image scaled to 7 bits): int8 all the same.
+    ("mixed_mlp", {"input_bits": 7, "input_signed": False}, ["Dense", "Sign", "BinaryDense",
+                                                               "Dense"]),
 ]
 
 
@@ -364,6 +367,19 @@ def test_tflite_quantization_outside_the_device_is_refused_by_name(
         load_model(path)
 
 
+def test_tflite_grouped_convolution_is_refused_by_name(tmp_path):
+    rng = np.random.default_rng(9)
+    net = Net("grouped", (6, 6, 4))             # a filter with 2 of the 4 input channels
+    net.output(net.conv("input", (rng.standard_normal((4, 3, 3, 2)) / 4).astype(np.float32),
+                        np.zeros(4, np.float32)))
+    path = tmp_path / "grouped.tflite"
+    path.write_bytes(net.quantized_tflite(rng.standard_normal((4, 6, 6, 4))))
+    with pytest.raises(ModelImportError, match=r"CONV_2D \(node 'conv0', position 1\): grouped "
+                                               r"convolutions are not supported \(input has 4 "
+                                               r"channels, the filter 2\)"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("option,message", [
     (dict(activation_type="QInt16", weight_type="QInt8"), "activations must be int8"),
     (dict(activation_type="QUInt8", weight_type="QUInt8"), "weights must be int8"),
@@ -417,15 +433,18 @@ def test_onnx_dilated_and_grouped_convolutions_are_refused(attributes, message, 
         load_model(path)
 
 
-@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
-def test_truncated_and_corrupted_files_raise_a_clear_error(suffix, tmp_path):
+@pytest.mark.parametrize("kind", ["tflite", "onnx", "qonnx"])
+def test_truncated_and_corrupted_files_raise_a_clear_error(kind, tmp_path):
     net, calibration, rng = _net("digits_cnn")
-    if suffix == ".tflite":
+    if kind == "tflite":
         data = net.quantized_tflite(calibration)
-    else:
+    elif kind == "onnx":
         data = quantized_onnx(net, calibration, tmp_path / "good.onnx", qdq=True,
                               per_channel=True).read_bytes()
-    path = tmp_path / f"bad{suffix}"
+    else:
+        from zoo.qonnx_models import mixed_mlp
+        data = mixed_mlp(rng).SerializeToString()
+    path = tmp_path / f"bad.{'tflite' if kind == 'tflite' else 'onnx'}"
     for length in range(0, len(data), max(1, len(data) // 97)):
         path.write_bytes(data[:length])
         with pytest.raises(ModelImportError):

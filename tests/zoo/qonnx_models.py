@@ -38,12 +38,12 @@ class _Builder:
                                            domain=QONNX_DOMAIN if qonnx else "", **attributes))
         return output
 
-    def quant(self, x, output, scale, bits, zero_point=0.0):
-        """A signed Quant of `bits` bits (rounding half to even, not narrow)."""
+    def quant(self, x, output, scale, bits, zero_point=0.0, signed=True):
+        """A Quant of `bits` bits (rounding half to even, not narrow)."""
         return self.node("Quant", [x, self.constant(f"{output}_scale", scale),
                                    self.constant(f"{output}_zero_point", zero_point),
                                    self.constant(f"{output}_bits", bits)],
-                         output, qonnx=True, signed=1, narrow=0, rounding_mode="ROUND")
+                         output, qonnx=True, signed=int(signed), narrow=0, rounding_mode="ROUND")
 
     def batchnorm_sign(self, rng, x, index, n, dot_std):
         """BatchNormalization (gamma of both signs) then BipolarQuant: a hidden binary layer."""
@@ -111,12 +111,12 @@ def threshold_mlp(rng, sizes=(64, 32, 32, 10)):
     return builder.model("threshold_mlp", sizes)
 
 
-def mixed_mlp(rng, sizes=(64, 32, 32, 10)):
-    """INT8 first layer (8-bit input and weights, scales 2^-5 and 2^-7) with BatchNorm + sign,
-    binary hidden layers, INT8 last layer (8-bit weights, scale 2^-6) quantized to 8 bits at
-    the output (scale 0.0771, zero point 3)."""
+def mixed_mlp(rng, sizes=(64, 32, 32, 10), input_bits=8, input_signed=True):
+    """INT8 first layer (input of `input_bits` bits, signed or not, scale 2^-5; 8-bit weights,
+    scale 2^-7) with BatchNorm + sign, binary hidden layers, INT8 last layer (8-bit weights,
+    scale 2^-6) quantized to 8 bits at the output (scale 0.0771, zero point 3)."""
     builder = _Builder()
-    x = builder.quant("input", "input_quant", 2.0 ** -5, 8)
+    x = builder.quant("input", "input_quant", 2.0 ** -5, input_bits, signed=input_signed)
     layers = len(sizes) - 1
     for index, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
         if index == 0:
