@@ -187,6 +187,7 @@ def _qonnx_view(graph, name, value):
 QONNX_CASES = [  # (model, its keyword arguments, the graph's node kinds)
     ("binary_mlp", {}, ["BinaryDense"] * 3),
     ("binary_mlp", {"weight_scale": 0.37}, ["BinaryDense"] * 3),
+    ("binary_mlp", {"quantizer": "Quant"}, ["BinaryDense"] * 3),      # 1-bit signed Quant
     ("threshold_mlp", {}, ["BinaryDense"] * 3),
     ("mixed_mlp", {}, ["Dense", "Sign", "BinaryDense", "Dense"]),
     # An unsigned 7-bit input (0..127, as a uint8 image scaled to 7 bits): int8 all the same.

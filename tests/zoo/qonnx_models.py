@@ -45,8 +45,16 @@ class _Builder:
                                    self.constant(f"{output}_bits", bits)],
                          output, qonnx=True, signed=int(signed), narrow=0, rounding_mode="ROUND")
 
-    def batchnorm_sign(self, rng, x, index, n, dot_std):
-        """BatchNormalization (gamma of both signs) then BipolarQuant: a hidden binary layer."""
+    def sign(self, x, output, scale, quantizer="BipolarQuant"):
+        """+1/-1 times `scale`: a BipolarQuant, or a Quant of one signed bit (qonnx executes
+        both as a sign)."""
+        if quantizer == "Quant":
+            return self.quant(x, output, scale, 1)
+        return self.node("BipolarQuant", [x, self.constant(f"{output}_scale", scale)], output,
+                         qonnx=True)
+
+    def batchnorm_sign(self, rng, x, index, n, dot_std, quantizer="BipolarQuant"):
+        """BatchNormalization (gamma of both signs) then a sign: a hidden binary layer."""
         gamma = rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n)
         normalized = self.node("BatchNormalization", [
             x, self.constant(f"bn{index}_gamma", gamma),
@@ -54,8 +62,7 @@ class _Builder:
             self.constant(f"bn{index}_mean", rng.standard_normal(n) * dot_std),
             self.constant(f"bn{index}_var", rng.uniform(0.5, 2.0, n) * dot_std ** 2)],
             f"bn{index}", epsilon=1e-4)
-        return self.node("BipolarQuant", [normalized, self.constant(f"act{index}_scale", 1.0)],
-                         f"act{index}", qonnx=True)
+        return self.sign(normalized, f"act{index}", 1.0, quantizer)
 
     def model(self, name, sizes):
         graph = helper.make_graph(
@@ -67,23 +74,22 @@ class _Builder:
                                                        helper.make_opsetid(QONNX_DOMAIN, 1)])
 
 
-def binary_mlp(rng, sizes=(64, 32, 32, 10), weight_scale=1.0):
-    """Brevitas' binary MLP with layer sizes `sizes`: BipolarQuant on the input and on every
-    weight matrix (scale `weight_scale`), MatMul -> BatchNormalization (random, gamma of both
-    signs) -> BipolarQuant per hidden layer, a plain MatMul last. Returns the ModelProto."""
+def binary_mlp(rng, sizes=(64, 32, 32, 10), weight_scale=1.0, quantizer="BipolarQuant"):
+    """Brevitas' binary MLP with layer sizes `sizes`: a sign (`quantizer`: BipolarQuant, or a
+    1-bit signed Quant) on the input and on every weight matrix (scale `weight_scale`), MatMul
+    -> BatchNormalization (random, gamma of both signs) -> sign per hidden layer, a plain
+    MatMul last. Returns the ModelProto."""
     builder = _Builder()
-    x = builder.node("BipolarQuant", ["input", builder.constant("input_scale", 1.0)],
-                     "input_bipolar", qonnx=True)
+    x = builder.sign("input", "input_bipolar", 1.0, quantizer)
     layers = len(sizes) - 1
     for index, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weights = builder.node("BipolarQuant", [
-            builder.constant(f"w{index}", rng.standard_normal((k, n))),
-            builder.constant(f"w{index}_scale", weight_scale)], f"w{index}_bipolar", qonnx=True)
+        weights = builder.sign(builder.constant(f"w{index}", rng.standard_normal((k, n))),
+                               f"w{index}_bipolar", weight_scale, quantizer)
         dot = "output" if index == layers - 1 else f"dot{index}"
         builder.node("MatMul", [x, weights], dot)
         if index == layers - 1:
             break
-        x = builder.batchnorm_sign(rng, dot, index, n, np.sqrt(k) * weight_scale)
+        x = builder.batchnorm_sign(rng, dot, index, n, np.sqrt(k) * weight_scale, quantizer)
     return builder.model("binary_mlp", sizes)
 
 
@@ -96,8 +102,7 @@ def threshold_mlp(rng, sizes=(64, 32, 32, 10)):
     MultiThreshold per hidden layer (thresholds on the dot: integers of both parities, so that
     dots equal to a threshold occur, and halves), a plain MatMul last."""
     builder = _Builder()
-    x = builder.node("BipolarQuant", ["input", builder.constant("input_scale", 1.0)],
-                     "input_bipolar", qonnx=True)
+    x = builder.sign("input", "input_bipolar", 1.0)
     layers = len(sizes) - 1
     for index, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
         dot = "output" if index == layers - 1 else f"dot{index}"
@@ -127,9 +132,8 @@ def mixed_mlp(rng, sizes=(64, 32, 32, 10), input_bits=8, input_signed=True):
             weights = builder.quant(builder.constant(f"w{index}", rng.standard_normal((k, n))
                                                      / 2), f"w{index}_quant", 2.0 ** -6, 8)
         else:
-            weights = builder.node("BipolarQuant", [
-                builder.constant(f"w{index}", rng.standard_normal((k, n))),
-                builder.constant(f"w{index}_scale", 0.125)], f"w{index}_bipolar", qonnx=True)
+            weights = builder.sign(builder.constant(f"w{index}", rng.standard_normal((k, n))),
+                                   f"w{index}_bipolar", 0.125)
             dot_std = np.sqrt(k) * 0.125
         dot = builder.node("MatMul", [x, weights], f"dot{index}")
         if index == layers - 1:
