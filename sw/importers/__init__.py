@@ -5,13 +5,14 @@ format     recognised by                                           module
 =========  ======================================================  ======================
 TFLite     ``TFL3`` at bytes 4..8 (any extension)                  `sw.importers.tflite`
 ONNX       ``.onnx`` extension                                     `sw.importers.onnx`
-QONNX      an ``.onnx`` file using QONNX custom ops (BipolarQuant)  `sw.importers.qonnx`
+QONNX      an ``.onnx`` file using QONNX custom ops (Quant, ...)    `sw.importers.qonnx`
 =========  ======================================================  ======================
 
 TFLite full-integer models convert bit-exactly (LiteRT's reference kernels); ONNX models
 quantized by onnxruntime convert to the device's fixed-point arithmetic, which differs from
 onnxruntime's float32 requantization by one step on rare elements (see `sw.importers.onnx`);
-binary QONNX networks become XNOR-popcount layers with BatchNorm+sign folded into thresholds.
+QONNX networks (Brevitas' and FINN's: BipolarQuant, Quant, MultiThreshold) become binary
+XNOR-popcount layers with thresholds and INT8 layers, mixed where the network mixes them.
 Every problem with a file is a `ModelImportError` that names it.
 """
 
