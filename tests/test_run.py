@@ -5,6 +5,9 @@ graph `load_model` imports (the reference kernels), fed with the integers the mo
 runtime makes of the float input (LiteRT's QUANTIZE, onnxruntime's QuantizeLinear, qonnx's
 BipolarQuant); the --compare report must equal the mismatch count made here from the runtime's
 own output. Bad input: the exit status and the message, never a traceback.
+
+A run of a digits-size CNN on the simulated SoC takes 20-100 s (the driver polls the core's
+status over simulated frames while it computes): those tests are marked slow.
 """
 
 import json
@@ -63,6 +66,7 @@ def digits_tflite(tmp_path_factory):
 
 # TFLite ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow           # 20-100 s: a digits-size CNN in the Python simulator
 def test_tflite_table_and_outputs_on_the_default_device(digits_tflite, tmp_path, capsys):
     graph = load_model(digits_tflite)
     q = np.random.default_rng(3).integers(-128, 128, (2, 8, 8, 1)).astype(np.int8)
@@ -84,6 +88,7 @@ def test_tflite_table_and_outputs_on_the_default_device(digits_tflite, tmp_path,
     assert f"argmax per sample: {' '.join(map(str, np.argmax(expected, axis=1)))}\n" in out
 
 
+@pytest.mark.slow           # 20-100 s: a digits-size CNN in the Python simulator
 def test_tflite_float_input_outputs_and_compare(digits_tflite, tmp_path, capsys):
     pytest.importorskip("ai_edge_litert")
     from zoo.tflite_models import run_litert
@@ -108,6 +113,7 @@ def test_tflite_float_input_outputs_and_compare(digits_tflite, tmp_path, capsys)
 
 # ONNX and QONNX --------------------------------------------------------------------------------
 
+@pytest.mark.slow           # 20-100 s: a digits-size CNN in the Python simulator
 def test_onnx_float_input_outputs_and_compare(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from zoo.onnx_models import quantized_onnx, run_onnxruntime
