@@ -140,7 +140,7 @@ def test_onnx_float_input_outputs_and_compare(tmp_path, capsys):
     assert report[graph.inputs[0]]["mismatches"] == 0
 
 
-def test_qonnx_binary_mlp_outputs_and_compare(tmp_path, capsys):
+def test_qonnx_binary_mlp_outputs_compare_and_profile(tmp_path, capsys):
     pytest.importorskip("qonnx")
     from zoo.qonnx_models import binary_mlp, run_qonnx
     model = binary_mlp(np.random.default_rng(5))
@@ -148,10 +148,18 @@ def test_qonnx_binary_mlp_outputs_and_compare(tmp_path, capsys):
     path.write_bytes(model.SerializeToString())
     x = np.random.default_rng(6).standard_normal((2, 64)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    result = run_json(capsys, path, "--input", tmp_path / "x.npy", "--compare", *DEVICE)
+    result = run_json(capsys, path, "--input", tmp_path / "x.npy", "--compare", "--profile",
+                      *DEVICE)
     graph = load_model(path)
     (name,) = graph.outputs
     expected = run_reference(graph, np.where(x >= 0, 1, -1))
+    # The profile: every layer on the binary engine, its MACs the layer's K*N per sample.
+    rows = result["profile"]
+    assert [row["node"] for row in rows] == [node.name for node in graph.nodes]
+    for row, node in zip(rows, graph.nodes):
+        assert row["where"] == "device" and row["cycles"] > 0
+        assert row["macs"] == len(x) * node.op.k * node.op.units
+        assert 0 < row["utilization"] <= 1
     np.testing.assert_array_equal(np.array(result["outputs"][name]["values"]), expected)
     scale = graph.tensor(name).scale
     runtime_output = np.concatenate([np.rint(run_qonnx(model, sample[np.newaxis])["output"]

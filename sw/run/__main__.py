@@ -3,9 +3,10 @@
 Loads the model (`sw.importers`), compiles it for the device's configuration (`sw.compiler`),
 prints the graph with each node's placement (device or host, and why), runs it on the device
 and prints the outputs: shape, dtype, integer and real range, and the argmax per sample of a
-classifier's scores. ``--compare`` runs the model's own runtime on the same inputs and counts
-the mismatches per tensor (`sw.run.compare`); ``--json`` prints everything as one JSON
-document instead.
+classifier's scores. ``--profile`` adds each node's cycles and utilization from the core's
+performance counters (`sw.driver.loaded.LoadedProgram.profile`); ``--compare`` runs the model's
+own runtime on the same inputs and counts the mismatches per tensor (`sw.run.compare`);
+``--json`` prints everything as one JSON document instead.
 
 Inputs: ``--random N`` (default 1) draws N inputs with ``--seed``: floats over the range the
 input's quantization represents for a model that takes floats, else integers.
@@ -86,6 +87,10 @@ def _parser():
     source.add_argument("--random", metavar="N", type=_positive,
                         help="N random inputs (the default is 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    parser.add_argument("--profile", action="store_true",
+                        help="read the core's performance counters per node: cycles, useful "
+                             "MACs, utilization, link bytes (each node's commands then run "
+                             "alone)")
     parser.add_argument("--compare", action="store_true",
                         help="also run the model's own runtime (LiteRT, onnxruntime or qonnx) "
                              "on the same inputs and report the mismatches per tensor")
@@ -116,7 +121,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(result, sys.stdout, indent=1)
+        json.dump(result, sys.stdout, indent=1, default=_json_number)
         print()
     return 0
 
@@ -149,10 +154,14 @@ def run(args, say):
         say(f"(table {seconds['table']:.1f} s after the start; running {samples} sample(s) in "
             f"rounds of {program.batch})")
         loaded = accelerator.load(program)
-        outputs = loaded({name: graph for name, (graph, _) in inputs.items()})
+        device_inputs = {name: graph for name, (graph, _) in inputs.items()}
+        outputs, profile = loaded.profile(device_inputs) if args.profile \
+            else (loaded(device_inputs), None)
         seconds["run"] = time.perf_counter() - started - seconds["table"]
     outputs = dict(zip(program.outputs, outputs if len(program.outputs) > 1 else (outputs,)))
     say(f"ran {samples} sample(s) on the device in {seconds['run']:.1f} s")
+    if profile is not None:
+        _say_profile(say, profile, samples)
     result = {"model": {"path": str(model.path), "format": model.format,
                         "nodes": len(model.graph.nodes),
                         "inputs": [edge.describe() for edge in model.inputs]},
@@ -163,6 +172,8 @@ def run(args, say):
               "inputs": {"source": source, "samples": samples},
               "outputs": {name: _output(model.graph.tensor(name), value, say)
                           for name, value in outputs.items()}}
+    if profile is not None:
+        result["profile"] = profile
     if runtime is not None:
         compare_started = time.perf_counter()
         comparisons = compare(model, {name: x for name, (_, x) in inputs.items()},
@@ -200,6 +211,13 @@ def _compile(accelerator, graph, samples, url):
         raise DoesNotFit(f"{error}{hint}") from None
 
 
+def _json_number(value):
+    """NumPy scalars (in placements and counters) as JSON numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
 def _spec(tensor):
     shape = f"{tensor.dtype} [{', '.join(map(str, tensor.shape))}]"
     if isinstance(tensor.scale, float):
@@ -210,10 +228,9 @@ def _spec(tensor):
 def _program_json(program):
     link = program.link_bytes()
     return {"batch": program.batch,
-            "bytes_at_load": int(sum(step.bytes_in for step in program.resident)),
-            "placements": [{**vars(p), "shape": [int(size) for size in p.shape],
-                            "macs": int(p.macs), "link_in": int(link[p.node][0]),
-                            "link_out": int(link[p.node][1])} for p in program.placements]}
+            "bytes_at_load": sum(step.bytes_in for step in program.resident),
+            "placements": [{**vars(p), "link_in": link[p.node][0], "link_out": link[p.node][1]}
+                           for p in program.placements]}
 
 
 def _output(tensor, value, say):
@@ -238,12 +255,31 @@ def _output(tensor, value, say):
     return summary
 
 
+def _say_profile(say, rows, samples):
+    say(f"profile ({samples} sample(s); the core's counters per node, each node's commands run "
+        f"alone):")
+    _say_table(say, ("node", "op", "where", "cycles", "MACs", "utilization", "link in",
+                     "link out"),
+               [(row["node"], row["op"], row["where"], f"{row['cycles']:,}", f"{row['macs']:,}",
+                 "-" if row["utilization"] is None else f"{row['utilization']:.1%}",
+                 f"{row['bytes_in']:,}", f"{row['bytes_out']:,}") for row in rows])
+    device = [row for row in rows if row["where"] == "device"]
+    cycles = sum(row["cycles"] for row in device)
+    if cycles:
+        useful = sum(row["macs"] / row["peak_macs_per_cycle"] for row in device)
+        say(f"  device nodes: {cycles:,} active cycles, utilization {useful / cycles:.1%}")
+
+
 def _say_comparisons(say, runtime, samples, comparisons):
     say(f"compared with {runtime} on the same {samples} sample(s):")
-    header = ("tensor", "role", "elements", "mismatches", "max difference")
-    rows = [(c.tensor, c.role, f"{c.elements:,}", f"{c.mismatches:,}", str(c.max_difference))
-            if c.missing is None else (c.tensor, c.role, "-", "-", f"not compared: {c.missing}")
-            for c in comparisons]
+    _say_table(say, ("tensor", "role", "elements", "mismatches", "max difference"),
+               [(c.tensor, c.role, f"{c.elements:,}", f"{c.mismatches:,}",
+                 str(c.max_difference)) if c.missing is None
+                else (c.tensor, c.role, "-", "-", f"not compared: {c.missing}")
+                for c in comparisons])
+
+
+def _say_table(say, header, rows):
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         say("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
