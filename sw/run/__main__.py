@@ -8,8 +8,8 @@ performance counters (`sw.driver.loaded.LoadedProgram.profile`); ``--compare`` r
 own runtime on the same inputs and counts the mismatches per tensor (`sw.run.compare`);
 ``--json`` prints everything as one JSON document instead.
 
-Inputs: ``--random N`` (default 1) draws N inputs with ``--seed``: floats over the range the
-input's quantization represents for a model that takes floats, else integers.
+Inputs: ``--random N`` (default 1) draws N inputs with ``--seed``: floats spread over the range
+the input's quantization represents for a model that takes floats, else integers.
 ``--input FILE.npy`` (or ``.npz``, one array per input) takes floats in the model's own layout
 (NCHW for an ONNX image model), quantized as the model does (`sw.run.model_file`), or the
 graph's integers (int8 NHWC, +1/-1 for a binary input); one sample or a batch.

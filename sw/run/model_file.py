@@ -138,8 +138,10 @@ class InputEdge:
         return array
 
     def random(self, rng, count):
-        """`count` random model inputs: floats over the range the quantization represents
-        (normal ones for a bipolar input), or uniform integers for an integer input."""
+        """`count` random model inputs: floats around the middle of the range the input's
+        quantization represents, its ends three standard deviations away (calibrated ranges
+        are the extremes of the data, not its spread; standard normal ones for a bipolar
+        input), or uniform integers for an integer input."""
         if self.quantizer is None:
             shape = (count, *self.tensor.shape)
             if self.tensor.dtype == "binary":
@@ -150,7 +152,7 @@ class InputEdge:
             return rng.standard_normal(shape).astype(np.float32)
         low, high = ((bound - self.tensor.zero_point) * self.tensor.scale
                      for bound in (INT8_MIN, INT8_MAX))
-        return rng.uniform(low, high, size=shape).astype(np.float32)
+        return rng.normal((low + high) / 2, (high - low) / 6, size=shape).astype(np.float32)
 
 
 @dataclass(frozen=True)
