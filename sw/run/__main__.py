@@ -142,24 +142,9 @@ def run(args, say):
     for name in model.graph.outputs:
         say(f"  output {name!r}: {_spec(model.graph.tensor(name))}")
     say(f"  {samples} sample(s) from {source}")
-    with Accelerator.open(args.device) as accelerator:
-        seconds["connect"] = time.perf_counter() - started - seconds["load_model"]
-        config = accelerator.config
-        say(f"device {args.device}: {config.rows}x{config.cols} array, binary engine "
-            f"{config.binary_width} bits x {config.binary_lanes} lanes (connected in "
-            f"{seconds['connect']:.1f} s)")
-        program = _compile(accelerator, model.graph, samples, args.device)
-        say(program.table())
-        seconds["table"] = time.perf_counter() - started
-        say(f"(table {seconds['table']:.1f} s after the start; running {samples} sample(s) in "
-            f"rounds of {program.batch})")
-        loaded = accelerator.load(program)
-        device_inputs = {name: graph for name, (graph, _) in inputs.items()}
-        outputs, profile = loaded.profile(device_inputs) if args.profile \
-            else (loaded(device_inputs), None)
-        seconds["run"] = time.perf_counter() - started - seconds["table"]
-    outputs = dict(zip(program.outputs, outputs if len(program.outputs) > 1 else (outputs,)))
-    say(f"ran {samples} sample(s) on the device in {seconds['run']:.1f} s")
+    config, program, outputs, profile = _run_on_device(
+        args, model.graph, {name: graph for name, (graph, _) in inputs.items()}, say, seconds,
+        started)
     if profile is not None:
         _say_profile(say, profile, samples)
     result = {"model": {"path": str(model.path), "format": model.format,
@@ -184,6 +169,30 @@ def run(args, say):
     seconds["total"] = time.perf_counter() - started
     result["seconds"] = seconds
     return result
+
+
+def _run_on_device(args, graph, device_inputs, say, seconds, started):
+    """Connect, compile, print the table, load and run: (config, program, {output: array},
+    profile rows or None)."""
+    samples = len(next(iter(device_inputs.values())))
+    with Accelerator.open(args.device) as accelerator:
+        seconds["connect"] = time.perf_counter() - started - seconds["load_model"]
+        config = accelerator.config
+        say(f"device {args.device}: {config.rows}x{config.cols} array, binary engine "
+            f"{config.binary_width} bits x {config.binary_lanes} lanes (connected in "
+            f"{seconds['connect']:.1f} s)")
+        program = _compile(accelerator, graph, samples, args.device)
+        say(program.table())
+        seconds["table"] = time.perf_counter() - started
+        say(f"(table {seconds['table']:.1f} s after the start; running {samples} sample(s) in "
+            f"rounds of {program.batch})")
+        loaded = accelerator.load(program)
+        outputs, profile = loaded.profile(device_inputs) if args.profile \
+            else (loaded(device_inputs), None)
+        seconds["run"] = time.perf_counter() - started - seconds["table"]
+    say(f"ran {samples} sample(s) on the device in {seconds['run']:.1f} s")
+    outputs = outputs if len(program.outputs) > 1 else (outputs,)
+    return config, program, dict(zip(program.outputs, outputs)), profile
 
 
 def _inputs(args, model):
