@@ -222,10 +222,14 @@ def test_bad_model_files_are_usage_errors(content, name, message, digits_tflite,
                                            r"\[300, 300\]"),
     (np.full((8, 8, 1), np.nan, np.float32), "must be finite"),
     ("truncated", "not a readable NumPy .npy or .npz file"),
+    ("npz", r"has arrays \['x'\]; expected one named 'input' \(or 'input_int8'\)"),
 ])
 def test_bad_inputs_are_usage_errors(array, message, digits_tflite, tmp_path, capsys):
     path = tmp_path / "x.npy"
-    if isinstance(array, str):
+    if isinstance(array, str) and array == "npz":
+        path = tmp_path / "x.npz"
+        np.savez(path, x=np.zeros((1, 8, 8, 1), np.float32))
+    elif isinstance(array, str):
         np.save(path, np.zeros((4, 8, 8, 1), np.float32))
         path.write_bytes(path.read_bytes()[:100])
     else:
