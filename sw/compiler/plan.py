@@ -12,7 +12,7 @@ from hw.core.isa import COMMAND_WORDS
 from sw.graph import Graph
 
 from .geometry import DeviceGeometry
-from .layout import rows_to_words
+from .layout import column_fold_shape, rows_to_words
 from .program import Step
 
 __all__ = ["DoesNotFit", "Region", "WeightPlacement", "Plan", "macs_of"]
@@ -91,6 +91,8 @@ class Plan:
         shape = self.graph.tensor(tensor).shape
         if layout["layout"] == "binary":
             return _blocks(int(np.prod(shape)), layout["width"])
+        if layout["layout"] == "int8_columns":
+            shape = column_fold_shape(shape, *layout["fold"][:3])
         return int(np.prod(shape[:-1])) * _blocks(shape[-1], layout["block"])
 
     def _transfer_bytes(self, region):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sw.importers.common import ModelImportError
 
-__all__ = ["load_model", "ModelImportError"]
+__all__ = ["load_model", "is_tflite", "ModelImportError"]
 
 
 def load_model(path):
@@ -31,8 +31,7 @@ def load_model(path):
     except OSError as error:
         raise ModelImportError(f"cannot read model file {str(path)!r}: {error.strerror}") \
             from None
-    from sw.importers.tflite_reader import TFLITE_IDENTIFIER
-    if data[4:8] == TFLITE_IDENTIFIER or path.suffix.lower() == ".tflite":
+    if is_tflite(path, data):
         from sw.importers.tflite import tflite_to_graph
         return tflite_to_graph(data)
     if path.suffix.lower() == ".onnx":
@@ -40,3 +39,9 @@ def load_model(path):
         return onnx_to_graph(data)
     raise ModelImportError(f"{str(path)!r} is neither a TFLite flatbuffer ('TFL3' at bytes 4..8) "
                            f"nor an .onnx file; load_model reads TFLite and ONNX models")
+
+
+def is_tflite(path, data):
+    """Whether `load_model` reads the file at `path` holding `data` as TFLite (else as ONNX)."""
+    from sw.importers.tflite_reader import TFLITE_IDENTIFIER
+    return data[4:8] == TFLITE_IDENTIFIER or Path(path).suffix.lower() == ".tflite"
