@@ -14,7 +14,7 @@ runs the weight-stationary dataflow only, the self-test either.
 
     clk25 pin --> io.Buffer --> SystemClock (EHXPLLL, config.clock_hz) --> sync, reset until lock
     uart.rx pin --> io.Buffer --> design.rxd      design.txd --> io.Buffer --> uart.tx pin
-    design.leds --> io.Buffer (one a LED) --> led pins
+    design.leds --> io.Buffer (one per LED) --> led pins
 
 The pins are plain (unregistered) buffers; the design registers what needs it (the UART
 receiver synchronises ``rxd``). The UART resource's other lines (the FTDI's RTS and DTR) are
