@@ -321,18 +321,14 @@ class Dense:
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Conv2D:
-    """A quantized NHWC convolution (TFLite CONV_2D), optionally followed by a 2x2 max-pool.
-
-    weights : int8 HWIO [KH, KW, Cin, Cout]; bias : int32 [Cout]; stride : (sh, sw);
-    padding : (top, bottom, left, right), filled with the input zero point; multiplier, shift,
-    zero points, act_min/act_max as in `Dense`; rounding : "double" as CONV_2D runs it;
-    pool : a stride-2 2x2 max-pool applied to the requantized int8 output (VALID: an odd last
-    row/column is dropped). Max-pool commutes with the monotonic requantization, so pooling after
-    it equals TFLite's CONV_2D followed by MAX_POOL_2D (`MaxPool2D` is the standalone kind).
-    """
+class _WindowLayer:
+    """What `Conv2D` and `DepthwiseConv2D` share: int8 weights [KH, KW, Cin, ...] slid over an
+    NHWC input with `stride` and `padding` (filled with the input zero point), then requantized
+    per output channel; the fields and checks, the GEMM view and the output shape. A subclass
+    names its weight layout and its output channel count."""
 
     arity = 1
+    weights_layout = ""         # for the error message, e.g. "HWIO [KH, KW, Cin, Cout]"
 
     weights: np.ndarray
     bias: np.ndarray
@@ -345,17 +341,17 @@ class Conv2D:
     act_min: int = INT8_MIN
     act_max: int = INT8_MAX
     rounding: str = "double"
-    pool: bool = False
 
     def __post_init__(self):
+        self._check_kernel()
+        _check_requant(self, self.out_channels)
+
+    def _check_kernel(self):
         weights = _int_array(self, "weights", self.weights, np.int8)
         if weights.ndim != 4 or 0 in weights.shape:
-            raise ValueError(f"Conv2D.weights must be a non-empty HWIO [KH, KW, Cin, Cout] array, "
-                             f"not shape {weights.shape}")
+            raise ValueError(f"{type(self).__name__}.weights must be a non-empty "
+                             f"{self.weights_layout} array, not shape {weights.shape}")
         _check_window(self, weights.shape[:2])
-        if not isinstance(self.pool, bool):
-            raise TypeError(f"Conv2D.pool must be a bool, not {self.pool!r}")
-        _check_requant(self, weights.shape[3])
 
     @property
     def kernel_size(self):
@@ -366,23 +362,58 @@ class Conv2D:
         return self.weights.shape[2]
 
     @property
-    def out_channels(self):
-        return self.weights.shape[3]
-
-    @property
     def weight_matrix(self):
-        """The GEMM operand, int8 [KH*KW*Cin, Cout] in im2col column order (kh, kw, cin)."""
+        """The GEMM operand, int8 [KH*KW*(Cin or 1), out_channels]; see the subclass."""
         return self.weights.reshape(-1, self.out_channels)
 
     @property
     def folded_bias(self):
-        """int32 [Cout]: ``bias - input_zero_point * weights.sum((0, 1, 2))``."""
+        """int32 [out_channels]: ``bias - input_zero_point * (sum of the channel's taps)``, the
+        bias the hardware adds."""
         return fold_zero_point(self.bias, self.weight_matrix, self.input_zero_point)
 
     def conv_output_shape(self, input_shape):
-        """(Ho, Wo, Cout) before the optional pool."""
+        """(Ho, Wo, out_channels) of the window over `input_shape` (H, W, Cin)."""
         input_shape = _hwc_shape(self, tuple(input_shape), self.in_channels)
         return (*_window_output_hw(self, self.kernel_size, input_shape), self.out_channels)
+
+    def output_shape(self, input_shape):
+        return self.conv_output_shape(input_shape)
+
+    def output_spec(self, inputs):
+        (x,) = inputs
+        _input_dtype(self, x)
+        _stated_zero_point(self, "input_zero_point", x)
+        return TensorSpec(self.output_shape(x.shape), "int8", None, self.output_zero_point)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Conv2D(_WindowLayer):
+    """A quantized NHWC convolution (TFLite CONV_2D), optionally followed by a 2x2 max-pool.
+
+    weights : int8 HWIO [KH, KW, Cin, Cout]; bias : int32 [Cout]; stride : (sh, sw);
+    padding : (top, bottom, left, right), filled with the input zero point; multiplier, shift,
+    zero points, act_min/act_max as in `Dense`; rounding : "double" as CONV_2D runs it;
+    pool : a stride-2 2x2 max-pool applied to the requantized int8 output (VALID: an odd last
+    row/column is dropped). Max-pool commutes with the monotonic requantization, so pooling after
+    it equals TFLite's CONV_2D followed by MAX_POOL_2D (`MaxPool2D` is the standalone kind).
+    The GEMM operand (`weight_matrix`) is int8 [KH*KW*Cin, Cout] in im2col column order
+    (kh, kw, cin).
+    """
+
+    weights_layout = "HWIO [KH, KW, Cin, Cout]"
+
+    pool: bool = False
+
+    def __post_init__(self):
+        self._check_kernel()
+        if not isinstance(self.pool, bool):
+            raise TypeError(f"Conv2D.pool must be a bool, not {self.pool!r}")
+        _check_requant(self, self.out_channels)
+
+    @property
+    def out_channels(self):
+        return self.weights.shape[3]
 
     def output_shape(self, input_shape):
         height, width, channels = self.conv_output_shape(input_shape)
@@ -393,12 +424,6 @@ class Conv2D:
                              f"not {height}x{width}")
         return height // 2, width // 2, channels
 
-    def output_spec(self, inputs):
-        (x,) = inputs
-        _input_dtype(self, x)
-        _stated_zero_point(self, "input_zero_point", x)
-        return TensorSpec(self.output_shape(x.shape), "int8", None, self.output_zero_point)
-
     def run(self, x):
         """int8 [B, H, W, Cin] -> int8 [B, Ho, Wo, Cout] (halved by the pool)."""
         acc = conv2d(x, self.weights, self.bias, self.stride, self.padding,
@@ -408,63 +433,22 @@ class Conv2D:
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class DepthwiseConv2D:
+class DepthwiseConv2D(_WindowLayer):
     """A quantized NHWC depthwise convolution (TFLite DEPTHWISE_CONV_2D).
 
     weights : int8 [KH, KW, Cin, M] (M the depth multiplier; output channel c*M + m, TFLite's
     [1, KH, KW, Cin*M] filter reshaped); bias, multiplier, shift : per output channel [Cin*M];
     stride, padding as `Conv2D` (padding filled with the input zero point); zero points,
     act_min/act_max; rounding : "double" as LiteRT's builtin and reference kernels run it,
-    "single" as its default interpreter (XNNPACK) does.
+    "single" as its default interpreter (XNNPACK) does. The GEMM operand (`weight_matrix`) is
+    int8 [KH*KW, Cin*M]: column c*M + m holds the taps of output channel c*M + m.
     """
 
-    arity = 1
-
-    weights: np.ndarray
-    bias: np.ndarray
-    multiplier: np.ndarray
-    shift: np.ndarray
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0, 0, 0)
-    input_zero_point: int = 0
-    output_zero_point: int = 0
-    act_min: int = INT8_MIN
-    act_max: int = INT8_MAX
-    rounding: str = "double"
-
-    def __post_init__(self):
-        weights = _int_array(self, "weights", self.weights, np.int8)
-        if weights.ndim != 4 or 0 in weights.shape:
-            raise ValueError(f"DepthwiseConv2D.weights must be a non-empty [KH, KW, Cin, M] "
-                             f"array, not shape {weights.shape}")
-        _check_window(self, weights.shape[:2])
-        _check_requant(self, self.out_channels)
-
-    @property
-    def in_channels(self):
-        return self.weights.shape[2]
+    weights_layout = "[KH, KW, Cin, M]"
 
     @property
     def out_channels(self):
         return self.weights.shape[2] * self.weights.shape[3]
-
-    @property
-    def weight_matrix(self):
-        """int8 [KH*KW, Cin*M]: column c*M + m holds the taps of output channel c*M + m."""
-        return self.weights.reshape(-1, self.out_channels)
-
-    @property
-    def folded_bias(self):
-        """int32 [Cin*M]: ``bias - input_zero_point * (sum of the channel's taps)``."""
-        return fold_zero_point(self.bias, self.weight_matrix, self.input_zero_point)
-
-    def output_spec(self, inputs):
-        (x,) = inputs
-        _input_dtype(self, x)
-        _stated_zero_point(self, "input_zero_point", x)
-        shape = _hwc_shape(self, x.shape, self.in_channels)
-        hw = _window_output_hw(self, self.weights.shape[:2], shape)
-        return TensorSpec((*hw, self.out_channels), "int8", None, self.output_zero_point)
 
     def run(self, x):
         """int8 [B, H, W, Cin] -> int8 [B, Ho, Wo, Cin*M]."""

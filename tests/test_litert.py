@@ -7,8 +7,6 @@ kernels). Where a kernel is bit-exact the test asserts equality for every way; w
 ways disagree with each other, the test states which one the kernel follows and bounds the rest.
 """
 
-import importlib
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("tflite")
 
 from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
-from tflite import BuiltinOperator, BuiltinOptions  # noqa: E402
+from tflite import BuiltinOperator  # noqa: E402
 
 from litert_models import TensorDef, run_op  # noqa: E402
 from sim import reference as ref  # noqa: E402
@@ -28,22 +26,14 @@ RELU = 1          # tflite ActivationFunctionType.RELU
 
 
 def options(name, **fields):
-    """A builder of the `name` options table with the given fields (AddStrideW etc.)."""
-    schema = importlib.import_module(f"tflite.{name}")
-
-    def build(builder):
-        schema.Start(builder)
-        for field, value in fields.items():
-            getattr(schema, f"Add{field}")(builder, value)
-        return schema.End(builder)
-    return getattr(BuiltinOptions, name), build
+    """The `name` options table with the given fields (StrideW etc.), as `run_op` takes it."""
+    return name, fields
 
 
-def litert(tensors, inputs, outputs, opcode, arrays, option=(0, None)):
+def litert(tensors, inputs, outputs, opcode, arrays, option=None):
     """{way: LiteRT's output} for the one-operator model."""
-    options_type, build = option
-    return {way: run_op(tensors, inputs, outputs, opcode, arrays, options_type=options_type,
-                        options=build, resolver=resolver)
+    return {way: run_op(tensors, inputs, outputs, opcode, arrays, options=option,
+                        resolver=resolver)
             for way, resolver in RESOLVERS.items()}
 
 

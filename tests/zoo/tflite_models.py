@@ -19,7 +19,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-__all__ = ["Net", "run_litert", "ZOO"]
+__all__ = ["Net", "TFLiteWriter", "run_litert", "ZOO"]
 
 _TYPES = {np.dtype(np.float32): tflite.TensorType.FLOAT32,
           np.dtype(np.int8): tflite.TensorType.INT8, np.dtype(np.int32): tflite.TensorType.INT32,
@@ -53,8 +53,15 @@ def _numbers(builder, module_name, field, values, kind):
     return _vector(builder, module_name, field, list(values), prepend)
 
 
-class _Writer:
-    """Collects tensors, buffers and operators and serialises them as one TFLite model."""
+class TFLiteWriter:
+    """Collects tensors, buffers and operators and serialises them as one TFLite model.
+
+    `tensor` adds a named tensor (`data` for a constant; `quantization` as ``(scales, zero
+    points, axis)``), `operator` a builtin operator reading and writing tensors by name (its
+    options table by name and fields, e.g. ``"Conv2DOptions", StrideW=1``), `serialise` the
+    model bytes with the given graph inputs and outputs. The zoo's `Net` and the one-operator
+    models of ``tests/litert_models.py`` are written with it.
+    """
 
     def __init__(self):
         self.tensors = []           # (name, shape, dtype, buffer index, quantization or None)
@@ -212,7 +219,7 @@ class Net:
 
     def tflite(self):
         """The float32 model."""
-        writer = _Writer()
+        writer = TFLiteWriter()
         writer.tensor("input", self.shapes["input"], np.float32)
         for kind, inputs, output, parameters in self.layers:
             writer.tensor(output, self.shapes[output], np.float32)
@@ -225,7 +232,7 @@ class Net:
         `weight_quantization` rewrites each weight tensor's (scales, zero points, axis) as
         stored and `activation_type` is the activations' declared type (values stay int8)."""
         quantization = _activation_quantization(self, _ranges(self, calibration))
-        writer = _Writer()
+        writer = TFLiteWriter()
         writer.weight_quantization = weight_quantization
         writer.tensor("input", self.shapes["input"], np.float32)
         writer.tensor("input_int8", self.shapes["input"], activation_type,
