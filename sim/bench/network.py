@@ -266,9 +266,12 @@ def run(args):
             x = network_inputs(graph, args.batch, np.random.default_rng(100 + index))
             node_rows, summary = bench_network(accelerator, name, graph, x)
             rows += [{column: row[column] for column in _ROW_COLUMNS} for row in node_rows]
+            binary = summary["utilization"] is None     # a binary network: the engine's figures
             rows.append({"network": name, "node": "(network)", "op": "", "where": "",
-                         "cycles": summary["active_cycles"], "macs": summary["macs"],
-                         "utilization": summary["utilization"], "compute_busy": "",
+                         "cycles": summary["active_cycles"],
+                         "macs": summary["binary_ops"] // 2 if binary else summary["macs"],
+                         "utilization": summary["binary_utilization" if binary
+                                                else "utilization"], "compute_busy": "",
                          "store_busy": "", "bytes_in": "", "bytes_out": ""})
             summaries.append(summary)
     if args.plot:
