@@ -1,13 +1,14 @@
 """The digits demo: train three small networks, run them on the (simulated) accelerator.
 
 ``python -m sw.demo [--device URL] [--limit N]`` trains the `sw.digits` models (INT8 MLP, INT8
-CNN, binary MLP), runs each on the test split through the driver (`Accelerator.run`: every layer
-on the device, the whole batch as one call per layer so the array sees many rows at once) and
-prints, per model: accuracy on the device next to the NumPy reference's (`sw.model.run_reference`),
+CNN, binary MLP), compiles each into a program (`Accelerator.load`: weights written once, rounds
+of as many test images as the buffers hold), runs it on the test split and prints, per model:
+the program's table (where each node runs, MACs, link bytes), accuracy on the device next to
+the NumPy reference's (`sw.model.run_reference`),
 whether the device's outputs equal the reference's image for image (they must: the exit status
 is 1 otherwise), the device cycles per inference from the hardware counters (``active_cycles``:
-a command queued or executing; ``cycles``: everything, including waiting for the link) and the
-wall time.
+a command queued or executing; ``cycles``: everything, including waiting for the link), the
+payload bytes per inference over the link and the wall time.
 
 The default device is the compiled simulation of the tiny preset's 4x4 array with buffers big
 enough to hold a batch (the first run compiles the model, a minute or two; it is cached).
@@ -41,10 +42,13 @@ def run_demo(device, *, limit=None, models=tuple(MODELS), seed=0, print_=print):
         if limit is not None:
             x, labels = x[:limit], labels[:limit]
         expected = run_reference(trained.model, x)
+        network = device.load(trained.model, max_batch=len(x))
+        print_(network.program.table())
         device.clear_perf_counters()
         started = time.perf_counter()
-        got = device.run(trained.model, x)
+        got = network(x)
         wall = time.perf_counter() - started
+        link = network.program.link_bytes().values()
         counters = device.perf_counters()
         identical = got.shape == expected.shape and bool(np.array_equal(got, expected))
         result = {
@@ -57,6 +61,7 @@ def run_demo(device, *, limit=None, models=tuple(MODELS), seed=0, print_=print):
             "active_cycles_per_inference": counters["active_cycles"] / len(labels),
             "cycles_per_inference": counters["cycles"] / len(labels),
             "macs": counters["macs"], "binary_ops": counters["binary_ops"],
+            "link_bytes_per_inference": sum(map(sum, link)) / network.program.batch,
             "wall_seconds": wall,
         }
         results.append(result)
@@ -65,6 +70,7 @@ def run_demo(device, *, limit=None, models=tuple(MODELS), seed=0, print_=print):
                f"{'yes' if identical else 'NO (%d images differ)' % result['mismatched_images']}"
                f"  {result['active_cycles_per_inference']:,.0f} active cycles/inference "
                f"({result['cycles_per_inference']:,.0f} with the link)  "
+               f"{result['link_bytes_per_inference']:,.0f} link bytes/inference  "
                f"wall {wall:.1f} s")
     return results
 

@@ -15,4 +15,5 @@ BENCHES = {
     "core": "sim.bench.core",
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
+    "network": "sim.bench.network",
 }

@@ -1,0 +1,65 @@
+"""`python -m sim.bench network` on a small device: the digits CNN and the binary MLP run whole
+on the simulated SoC (pysim, the ``tiny`` preset's 4x4 array with a 2,048-row scratchpad so both
+networks' weights are resident), bit-exact, with per-node MACs equal to the layers' own math.
+The 85F figures come from the bench itself (compiled simulator), not from this test.
+"""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from sim.bench import network
+
+DEVICE = preset("tiny").replace(scratchpad_rows=2048)
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    device = network.open_device(DEVICE, backend="pysim")
+    yield device
+    device.close()
+
+
+@pytest.mark.parametrize("name, macs_per_sample", [
+    # conv 3x3, padding 1: 8x8 pixels x 9 taps x 1 input channel x 12 outputs; the dense reads
+    # the pooled 4x4x12 = 192 values for 10 classes.
+    ("digits", {"conv1": 8 * 8 * 9 * 1 * 12, "flatten": 0, "dense": 4 * 4 * 12 * 10}),
+    # XNOR-popcount MACs: 64 inputs x 128 hidden neurons, then 128 x 10.
+    ("binary_mlp", {"hidden": 64 * 128, "scores": 128 * 10}),
+])
+def test_network_runs_whole_and_bit_exact(accelerator, name, macs_per_sample):
+    rng = np.random.default_rng(1)
+    graph = network.NETWORKS[name](rng)
+    x = network.network_inputs(graph, 1, rng)
+    rows, summary = network.bench_network(accelerator, name, graph, x)
+    assert summary["bit_exact"]
+    assert summary["on_device"] == summary["nodes"] == len(macs_per_sample)
+    assert {row["node"]: row["macs"] for row in rows} == {
+        node: macs for node, macs in macs_per_sample.items()}
+    for row in rows:
+        if row["macs"]:
+            assert row["cycles"] >= row["macs"] / row["peak_macs_per_cycle"]
+            assert 0 < row["utilization"] <= 1
+    core = accelerator.core
+    if name == "digits":
+        assert summary["utilization"] == summary["macs"] / (
+            core.rows * core.cols * summary["active_cycles"])
+        assert summary["macs"] == sum(row["macs"] for row in rows)
+    else:
+        assert summary["binary_ops"] == 2 * sum(row["macs"] for row in rows)
+        assert summary["utilization"] is None
+    assert summary["bytes_per_inference"] > 0 and summary["inferences_per_second"] > 0
+    assert "bound_inferences_per_second" not in summary     # only over the UART line
+
+
+def test_bad_bench_arguments_are_named():
+    parser = argparse.ArgumentParser()
+    network.add_arguments(parser)
+    with pytest.raises(SystemExit, match="unknown networks \\['resnet'\\]"):
+        network.run(parser.parse_args(["--networks", "resnet"]))
+    with pytest.raises(SystemExit, match="--batch must be at least 1"):
+        network.run(parser.parse_args(["--batch", "0"]))
+    with pytest.raises(SystemExit, match="Unknown device '99F' for board ulx3s; choose one of"):
+        network.run(parser.parse_args(["--device", "99F", "--networks", "digits"]))
