@@ -244,32 +244,9 @@ def test_cnn_from_a_saved_program_in_rounds(device, tmp_path):
     assert device.perf_counters()["macs"] == 3 * 16 * 9 * 4 + 2 * 2 * 16 * 3
 
 
-def test_mlp_sends_only_inputs_and_reads_only_outputs(device, monkeypatch):
-    rng = np.random.default_rng(6)
-    graph = mlp(rng)
-    network = device.load(graph, batch=3)
-    moved = {"in": 0, "out": 0}
-    write, read = device.bulk_write, device.bulk_read
-
-    def counting_write(address, data):
-        moved["in"] += len(data)
-        write(address, data)
-
-    def counting_read(address, length):
-        moved["out"] += length
-        return read(address, length)
-    monkeypatch.setattr(device, "bulk_write", counting_write)
-    monkeypatch.setattr(device, "bulk_read", counting_read)
-    x = rng.integers(-128, 128, (3, 10)).astype(np.int8)
-    np.testing.assert_array_equal(network(x), run_reference(graph, x))
-    # 3 samples x 3 rows of 4 lanes in (one word per row), 3 x 2 rows of the 5 outputs back.
-    assert moved == {"in": 3 * 3 * 4, "out": 3 * 2 * 4}
-
-
-def test_profile_reads_each_nodes_counters(device, monkeypatch):
-    rng = np.random.default_rng(12)
-    graph = cnn(rng)
-    network = device.load(graph, batch=2)
+def count_link_bytes(device, monkeypatch, *, commands=False):
+    """{"in", "out"}: the payload bytes the device's bulk writes and reads move from now on
+    (and, with `commands`, the command words pushed), counted around the driver's own calls."""
     moved = {"in": 0, "out": 0}
     write, read, push = device.bulk_write, device.bulk_read, device._push
 
@@ -281,12 +258,32 @@ def test_profile_reads_each_nodes_counters(device, monkeypatch):
         moved["out"] += length
         return read(address, length)
 
-    def counting_push(commands):
-        moved["in"] += 4 * sum(len(words) for words in commands)
-        push(commands)
+    def counting_push(words):
+        moved["in"] += 4 * sum(len(command) for command in words)
+        push(words)
     monkeypatch.setattr(device, "bulk_write", counting_write)
     monkeypatch.setattr(device, "bulk_read", counting_read)
-    monkeypatch.setattr(device, "_push", counting_push)
+    if commands:
+        monkeypatch.setattr(device, "_push", counting_push)
+    return moved
+
+
+def test_mlp_sends_only_inputs_and_reads_only_outputs(device, monkeypatch):
+    rng = np.random.default_rng(6)
+    graph = mlp(rng)
+    network = device.load(graph, batch=3)
+    moved = count_link_bytes(device, monkeypatch)
+    x = rng.integers(-128, 128, (3, 10)).astype(np.int8)
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+    # 3 samples x 3 rows of 4 lanes in (one word per row), 3 x 2 rows of the 5 outputs back.
+    assert moved == {"in": 3 * 3 * 4, "out": 3 * 2 * 4}
+
+
+def test_profile_reads_each_nodes_counters(device, monkeypatch):
+    rng = np.random.default_rng(12)
+    graph = cnn(rng)
+    network = device.load(graph, batch=2)
+    moved = count_link_bytes(device, monkeypatch, commands=True)
     x = rng.integers(-128, 128, (2, 4, 4, 1)).astype(np.int8)
     outputs, rows = network.profile(x)
     monkeypatch.undo()
