@@ -12,19 +12,13 @@ configurations early.
 import math
 from dataclasses import dataclass
 
+from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
-           "ebr_blocks", "REQUANT_DSPS_PER_LANE", "BINARY_MAX_FOLDS", "BINARY_MAX_NEURON_FOLDS",
-           "LUT_COST"]
+           "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST"]
 
 REQUANT_DSPS_PER_LANE = 4
-
-# The binary engine's weight memory holds BINARY_MAX_FOLDS beats of every neuron of up to
-# BINARY_MAX_NEURON_FOLDS neuron folds: K up to 16 * width, N up to 32 * lanes (512 rows, one
-# DP16KD deep at 36 bits). AcceleratorConfig has no field for these yet.
-BINARY_MAX_FOLDS = 16
-BINARY_MAX_NEURON_FOLDS = 32
 
 # LUT4 per unit (TRELLIS_COMB, which also counts carry cells). The engine costs and "fixed" are
 # scaled so the sum matches the ULX3S-85F bring-up build: 12x12 output-stationary DSP array, 2

@@ -15,11 +15,18 @@ from fractions import Fraction
 
 from hw.soc.uart import MIN_DIVISOR
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset", "BINARY_MAX_FOLDS",
+           "BINARY_MAX_NEURON_FOLDS"]
 
 
 DATAFLOWS = ("weight_stationary", "output_stationary")
 MULTIPLIERS = ("dsp", "lut")
+
+# The binary engine's weight memory holds BINARY_MAX_FOLDS beats of every neuron of up to
+# BINARY_MAX_NEURON_FOLDS neuron folds: K up to 16 * width, N up to 32 * lanes (512 rows, one
+# DP16KD deep at 36 bits). AcceleratorConfig has no field for these yet.
+BINARY_MAX_FOLDS = 16
+BINARY_MAX_NEURON_FOLDS = 32
 
 _ARRAY_SIDE = range(1, 33)
 _BINARY_WIDTHS = tuple(1 << n for n in range(3, 13))      # 8 .. 4096 bits per cycle

@@ -21,7 +21,7 @@ from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.budget import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
+from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.core import check_core_dataflow
 
 from .bringup import BringUp
