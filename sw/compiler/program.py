@@ -33,7 +33,7 @@ import numpy as np
 from hw.core.isa import COMMAND_WORDS
 from sw import ops
 
-__all__ = ["Step", "Placement", "Program"]
+__all__ = ["Step", "Placement", "Program", "text_table"]
 
 _FORMAT = "ecpnn-program-1"
 
@@ -99,10 +99,7 @@ class Program:
         load = sum(step.bytes_in for step in self.resident)
         total_in = sum(value[0] for value in link.values())
         total_out = sum(value[1] for value in link.values())
-        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                 for row in (header, *rows)]
-        lines.insert(1, "  ".join("-" * width for width in widths))
+        lines = text_table(header, rows, rule=True)
         lines.append(f"per round of {self.batch} samples: {total_in:,} bytes in, "
                      f"{total_out:,} bytes out ({(total_in + total_out) / self.batch:,.1f} per "
                      f"sample); at load (resident weights and parameters): {load:,} bytes in")
@@ -143,6 +140,17 @@ class Program:
                    placements=tuple(Placement(**{**_decode(p, arrays),
                                                  "shape": tuple(p["shape"])})
                                     for p in header["placements"]))
+
+
+def text_table(header, rows, *, rule=False):
+    """Lines of a left-aligned text table of `header` and `rows` (tuples of strings), columns two
+    spaces apart, with a rule of dashes under the header if `rule`."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in (header, *rows)]
+    if rule:
+        lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
 
 
 def _tensor_specs(specs):

@@ -31,6 +31,7 @@ import numpy as np
 
 from ecpnn.package_data import reports_damaged_install
 from sw.compiler import MAX_BATCH, DoesNotFit
+from sw.compiler.program import text_table
 from sw.driver import Accelerator, InvalidURL, LinkError
 from sw.importers import ModelImportError
 from sw.run.compare import RuntimeFailed, compare, runtime_for
@@ -289,9 +290,8 @@ def _say_comparisons(say, runtime, samples, comparisons):
 
 
 def _say_table(say, header, rows):
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        say("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for line in text_table(header, rows):
+        say("  " + line)
 
 
 if __name__ == "__main__":
