@@ -199,7 +199,7 @@ def bench_network(accelerator, name, graph, x):
         "utilization": _ratio(counters["macs"], core.rows * core.cols * counters["active_cycles"]),
         "binary_utilization": _ratio(counters["binary_ops"], 2 * core.binary_width
                                      * core.binary_lanes * counters["active_cycles"]),
-        "load_bytes": sum(step.bytes_in for step in program.resident),
+        "load_bytes": program.load_bytes(),
         "bytes_per_inference": moved / samples,
         "seconds": seconds, "inferences_per_second": samples / seconds,
         "table": program.table(),

@@ -88,6 +88,10 @@ class Program:
             totals[step.node][1] += step.bytes_out
         return totals
 
+    def load_bytes(self):
+        """Payload bytes written once at load: the resident weights and parameters."""
+        return sum(step.bytes_in for step in self.resident)
+
     def table(self):
         """The placements as a text table: node, op, where (reason), output shape, MACs per
         sample, link bytes in/out per round of `batch` samples; then the totals."""
@@ -96,7 +100,7 @@ class Program:
         rows = [(p.node, p.op, f"{p.where}: {p.reason}", "x".join(map(str, p.shape)),
                  f"{p.macs:,}", f"{link[p.node][0]:,}", f"{link[p.node][1]:,}")
                 for p in self.placements]
-        load = sum(step.bytes_in for step in self.resident)
+        load = self.load_bytes()
         total_in = sum(value[0] for value in link.values())
         total_out = sum(value[1] for value in link.values())
         lines = text_table(header, rows, rule=True)

@@ -238,7 +238,7 @@ def _spec(tensor):
 def _program_json(program):
     link = program.link_bytes()
     return {"batch": program.batch,
-            "bytes_at_load": sum(step.bytes_in for step in program.resident),
+            "bytes_at_load": program.load_bytes(),
             "placements": [{**vars(p), "link_in": link[p.node][0], "link_out": link[p.node][1]}
                            for p in program.placements]}
 
