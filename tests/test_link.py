@@ -518,6 +518,7 @@ def test_read_reply_data_bytes_are_back_to_back():
     sim.add_clock(1e-8)
     sim.add_testbench(host)
     sim.run()
+    assert len(received) == reply_bytes
     assert parse_replies(bytes(received)) == [Model().reply(request)]
     data = cycles[6:6 + MAX_PAYLOAD]
     assert data[0] - cycles[5] == INITIATOR_READ_LATENCY + 3

@@ -173,7 +173,7 @@ def _conv_geometry(graph, node, core):
     `ConvLayer` fields of the input (`layer`), with or without the `column_fold`."""
     op = node.op
     height, width, cin = graph.tensor(node.inputs[0]).shape
-    (kh, kw), (top, bottom, left, right) = op.kernel_size, op.padding
+    (kh, kw), (top, bottom) = op.kernel_size, op.padding[:2]
     fold = column_fold(graph, node, core)
     if fold is None:
         return {"layout": {"layout": "int8", "block": core.rows}, "weights": op.weights,
