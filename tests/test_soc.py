@@ -44,7 +44,7 @@ def test_memory_map_has_every_core_window():
 
 
 def test_identity_reports_windows_and_core_sizes(device):
-    assert device.version == (1, 1)
+    assert device.version == (2, 0)
     assert device.windows == {name: base for name, (base, _) in WINDOWS.items()}
     assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 8,
                                  "parameter_rows": 1024, "binary_result_rows": 1024,

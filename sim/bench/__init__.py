@@ -15,4 +15,5 @@ BENCHES = {
     "core": "sim.bench.core",
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
+    "faults": "sim.bench.faults",
 }

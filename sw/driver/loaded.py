@@ -70,6 +70,7 @@ class LoadedProgram:
             raise RuntimeError("another program (or a layer call) has used the device's memories "
                                "since this one was loaded: load it again")
         values, samples = self._inputs(inputs)
+        self.accelerator._drain("a loaded program")
         rounds = []
         for start in range(0, samples, self.program.batch):
             chunk = {name: value[start:start + self.program.batch]

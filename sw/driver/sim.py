@@ -300,6 +300,9 @@ class SimTransport(ByteTransport):
         self._check_open("discard the input of the simulated SoC")
         self.backend.received().clear()
 
+    def now(self):
+        return self.backend.cycles / self.clock_hz
+
     def _release(self):
         self.backend.close()
 
@@ -413,6 +416,9 @@ class SimBusTransport(MappedTransport):
 
     def write32(self, address, value):
         self._run(address, value)
+
+    def now(self):
+        return self.cycles / self.config.clock_hz
 
 
 def _pysim_only(text):
