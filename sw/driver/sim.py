@@ -146,10 +146,11 @@ class CxxrtlBackend(SimulationBackend):
 
     def __init__(self, top, *, clock_hz):
         from sim import cxxrtl
-        if not cxxrtl.available():
-            raise LinkError(f"backend=cxxrtl is not usable here: {cxxrtl.unavailable_reason()}; "
-                            f"use backend=pysim")
-        self._simulator = cxxrtl.CxxrtlSimulator(top, name="sim_transport")
+        try:
+            self._simulator = cxxrtl.CxxrtlSimulator(top, name="sim_transport")
+        except cxxrtl.BackendUnavailable as error:
+            raise LinkError(f"backend=cxxrtl is not usable here: {error}; use backend=pysim") \
+                from None
         self._simulator.reset()
         self._to_device = []
         self._from_device = bytearray()
