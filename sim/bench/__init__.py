@@ -16,4 +16,5 @@ BENCHES = {
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
     "faults": "sim.bench.faults",
+    "soak": "sim.bench.soak",
 }
