@@ -19,6 +19,8 @@ vacuously.
                        ``last`` flag), FIFO never written when full
                        the whole unit through the FIFO            bmc        24
     credit_counter     flags = "a slot is free"/"all free"        prove      3
+    SystolicArray      its registered readies equal the ready     prove      3
+    (weight-stat.)     conditions on the current state
     dispatcher         RAW/WAR scoreboard, compute/binary apart,  prove      6
                        FENCE, one outcome per command (a refused
                        one reaches no unit), overflow reported
@@ -49,6 +51,7 @@ from hw.soc.bridge import MemoryMap, Window, WindowKind
 from hw.soc.framing import HEADER_BYTES, FrameEngine
 from hw.soc.protocol import CRC, CRC_INIT, RequestHeader, Status
 from hw.soc.protocol import Opcode as ProtocolOpcode
+from hw.systolic.array import SystolicArray
 from hw.systolic.requant import PIPELINE_STAGES, Requantizer
 from sim.formal import (ProofFailed, check, check_stream_order, in_state, probe,
                         remove_submodules, submodule)
@@ -265,6 +268,61 @@ class CreditCounterHarness(Elaboratable):
 def test_credit_counter(slots, tmp_path):
     print(check(CreditCounterHarness(slots), name=f"credit_counter_{slots}", mode="prove",
                 depth=3, directory=tmp_path))
+
+
+# The systolic array's input control (hw/systolic/array.py) ------------------------------------
+
+class ArrayReadyHarness(Elaboratable):
+    """A weight-stationary `SystolicArray` (3 x 2) with its PEs and result FIFO taken out, under
+    any weight, activation and result traffic: its readies, registered from the next cycle's
+    state, are at every cycle the conditions on the current state, so registering them added
+    no latency and changed no handshake. Rows leave the result FIFO whenever one is reserved
+    (its contract: the array writes only rows it reserved)."""
+
+    rows, cols = 3, 2
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        dut = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary",
+                            multiplier="lut")
+        m.submodules.dut = fragment = Fragment.get(dut, platform)
+        fifo = remove_submodules(fragment, "result_fifo", *(
+            f"pe_{i}_{j}" for i in range(rows) for j in range(cols)))["result_fifo"]
+        depth = dut.result_fifo_depth
+        reserved = Signal(range(depth + 1))     # result rows promised and not yet taken
+        accepted = dut.activations.valid & dut.activations.ready
+        m.d.sync += reserved.eq(reserved + accepted - (dut.results.valid & dut.results.ready))
+        taken, swap_guard, expect_first, shift = (
+            probe(fragment, name) for name in ("taken", "swap_guard", "expect_first", "shift"))
+        loaded = (taken == rows) & ~shift
+        activations = dut.activations.payload
+        m.d.comb += [
+            dut.weights.valid.eq(AnySeq(1)),
+            dut.weights.payload.eq(AnySeq(len(dut.weights.payload.as_value()))),
+            dut.activations.valid.eq(AnySeq(1)),
+            activations.eq(AnySeq(len(activations.as_value()))),
+            dut.results.ready.eq(AnySeq(1)),
+            fifo.r_rdy.eq(AnySeq(1)), Assume(~fifo.r_rdy | (reserved != 0)),
+            Assert(dut.weights.ready == ((taken < rows) & (swap_guard == 0)),
+                   "weights.ready is not 'a weight row is missing and no swap is in flight'"),
+            Assert(dut.activations.ready == ((reserved < depth) & (~expect_first | loaded)),
+                   "activations.ready is not 'a result row is free and the tile's weights "
+                   "are loaded (or the row is not its first)'"),
+            # Invariants for the induction: each registered flag of the AND is its own part.
+            Assert(probe(fragment, "result_rows_credits") + reserved == depth),
+            Assert(probe(fragment, "result_rows_has_credit") == (reserved < depth)),
+            Assert(probe(fragment, "tile_ready") == (~expect_first | loaded)),
+            Cover((reserved == depth) & dut.results.valid & ~dut.results.ready),
+            Cover(accepted & expect_first & (reserved != 0)),   # a tile after a tile
+        ]
+        return m
+
+
+@pytest.mark.parametrize("mode, depth", [("prove", 3), ("cover", 24)])
+def test_array_readies(mode, depth, tmp_path):
+    print(check(ArrayReadyHarness(), name=f"array_readies_{mode}", mode=mode, depth=depth,
+                directory=tmp_path))
 
 
 # The dispatcher (hw/core/core.py) --------------------------------------------------------------

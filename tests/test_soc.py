@@ -38,7 +38,7 @@ def device():
 def test_memory_map_has_every_core_window():
     soc = SoCCore(config=TINY)
     windows = {window.name: (window.base, window.size) for window in soc.memory_map.windows}
-    assert windows == {"identity": (0, 33 * 4), "control": (0x800, 8), **WINDOWS}
+    assert windows == {"identity": (0, 34 * 4), "control": (0x800, 8), **WINDOWS}
     del soc
     gc.collect()    # the unelaborated SoC warns when collected: do it inside the filter
 
