@@ -27,6 +27,13 @@ detected (the link did not accept the faulted attempt: it retried it or gave up)
 one), recovered operations (met a fault and completed correctly), corrupted writes, duplicated
 writes, hangs, wrong results and the mean recovery time (simulated time from an operation's
 first fault to its correct completion).
+
+Speed (measured on the tiny SoC's compiled model): on the UART line a byte takes 40 cycles
+(divisor 4, 10 bits) and a frame of this mix about 3,100 simulated cycles (945k cycles for 306
+frames); the model runs about 125,000 cycles per CPU second whether stepped alone or through
+`CxxrtlBackend`'s 256-cycle calls (122,885 vs 123,160), so the Python side is not the limit and
+the campaign carries about 40 frames per CPU second: 10^5 frames are about 45 CPU minutes
+(``--line bytes`` needs about 20 times fewer cycles per frame).
 """
 
 import random
