@@ -375,8 +375,10 @@ def test_queue_overflow_drops_the_command_and_reports_it():
         assert await host.register("error_code") == ErrorCode.QUEUE_OVERFLOW.value
         assert await host.register("error_index") == 4
         assert await host.register("error_opcode") == Opcode.GEMM.value
+        assert await host.register("pushed") == 4          # the dropped command is not counted
         await host.wait_done()
         assert await host.register("queue_free") == 2
+        assert await host.register("completed") == await host.register("pushed") == 4
     simulate(core, body, "core_overflow")
 
 

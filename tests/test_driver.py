@@ -34,7 +34,7 @@ def device():
 
 def test_open_reads_identity_from_the_device(device):
     assert device.config == TINY
-    assert device.version == (1, 1)
+    assert device.version == (2, 0)
     assert device.max_payload == 64
     assert (device.scratchpad_base, device.scratchpad_bytes) == (SCRATCHPAD, 256 * 4)
 
@@ -138,15 +138,15 @@ def test_a_write_whose_reply_is_lost_is_applied_once():
     # The reply to the write is cut; the retry carries the same seq and is answered OK
     # without being applied again -- visible because the device counts one executed write
     # and one retried frame, and the data is right.
-    line = FaultyLine({2: ("reply", "truncate", 3)})
+    line = FaultyLine({3: ("reply", "truncate", 3)})
     link = FrameLink(line, retries=2)
     link.bulk_write(SCRATCHPAD, b"ABCDEFGH")
-    assert line.frames == 3                             # connect, write, its retry
+    assert line.frames == 4         # connect (LAST_SEQ, MAX_PAYLOAD), write, its retry
     assert link.bulk_read(SCRATCHPAD, 8) == b"ABCDEFGH"
 
 
 def test_no_reply_raises_link_timeout_after_the_retries():
-    line = FaultyLine({n: ("request", "truncate", 1) for n in range(2, 10)})
+    line = FaultyLine({n: ("request", "truncate", 1) for n in range(3, 12)})
     link = FrameLink(line, retries=2)
     with pytest.raises(LinkTimeout, match="no reply after 3 attempts") as error:
         link.read_registers(0, 1)
@@ -154,7 +154,7 @@ def test_no_reply_raises_link_timeout_after_the_retries():
 
 
 def test_persistent_corruption_raises_protocol_error():
-    line = FaultyLine({n: ("reply", "flip", 3) for n in range(2, 10)})      # the status byte
+    line = FaultyLine({n: ("reply", "flip", 2) for n in range(3, 12)})      # the status byte
     link = FrameLink(line, retries=1)
     with pytest.raises(ProtocolError, match="failed 2 times: reply CRC mismatch"):
         link.read_registers(0, 1)
@@ -171,11 +171,11 @@ def test_uart_line_in_simulation(divisor):
 
 # pcie:// against a file-backed window ------------------------------------------------------------
 
-def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=1 << 16 | 1,
+def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=2 << 16,
                    dataflow=0):
     """A file laid out like the device's BAR: the identity registers, then the scratchpad."""
     config = [4, 4, dataflow, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]  # PRESETS["tiny"]
-    live = [0] * 5                      # STATUS, LAST_ERROR, FRAMES_OK/BAD, BYTES_DISCARDED
+    live = [0] * 6              # STATUS, LAST_ERROR, FRAMES_OK/BAD, BYTES_DISCARDED, LAST_SEQ
     windows = [0x400] + [SCRATCHPAD + (i << 24) for i in range(1, 6)]     # core control, memories
     core_sizes = [1024, 256, 1024, 1024, 8, 64]                      # core_from_config defaults
     words = [magic, version, 4096, SCRATCHPAD, 1024, *config, *live, *windows, *core_sizes]
@@ -200,8 +200,8 @@ def test_pcie_file_window(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"magic": 0xFFFFFFFF}, "not an ecpnn accelerator: MAGIC reads 0xffffffff"),
-    ({"version": 2 << 16}, "speaks protocol 2.0, this driver needs 1.1"),
-    ({"version": 1 << 16}, "speaks protocol 1.0, this driver needs 1.1"),
+    ({"version": 3 << 16}, "speaks protocol 3.0, this driver needs 2.0"),
+    ({"version": 1 << 16 | 1}, "speaks protocol 1.1, this driver needs 2.0"),
     # An earlier bitstream built output-stationary: its core could not run GEMM or CONV.
     ({"dataflow": 1}, "reports a config this driver cannot read: .* runs dataflow "
                       "'weight_stationary' only, not 'output_stationary'"),

@@ -47,7 +47,7 @@ def test_the_link_is_mapped_loads_and_stores(device):
 
 def test_identity_and_config_read_back(device):
     assert device.config == TINY
-    assert device.version == (1, 1)
+    assert device.version == (2, 0)
     assert device.max_payload == 4096
     assert (device.scratchpad_base, device.scratchpad_bytes) == (SCRATCHPAD, 256 * 4)
     assert device.windows == WINDOW_BASES

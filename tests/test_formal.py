@@ -19,24 +19,39 @@ vacuously.
                        ``last`` flag), FIFO never written when full
                        the whole unit through the FIFO            bmc        24
     credit_counter     flags = "a slot is free"/"all free"        prove      3
+    SystolicArray      its registered readies equal the ready     prove      3
+    (weight-stat.)     conditions on the current state
     dispatcher         RAW/WAR scoreboard, compute/binary apart,  prove      6
                        FENCE, one outcome per command (a refused
                        one reaches no unit), overflow reported
-    frame engine       (its proof goes in the last section)
+    frame engine       a write applied only when both CRCs of     prove      4
+                       its frame passed, with its frame's address
+                       and data, in a writable window; a seq
+                       applied again only 255 requests later
+                       after any bytes and a rest of 40 cycles:   prove      42
+                       hunting for a frame start, nothing held
 """
 
+import operator
 from dataclasses import dataclass
+from functools import reduce
 
 import pytest
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import (Assert, Assume, Cat, Const, Cover, Elaboratable, Fragment, Module, Mux,
-                          Signal, Value)
+from amaranth.hdl import (Assert, Assume, Cat, Const, Cover, Elaboratable, Fragment, Module,
+                          Mux, Signal, Value)
 
 from hw.core.core import Core
 from hw.core.isa import COMMAND_LAYOUT, REGISTERS, ErrorCode, Opcode
 from hw.core.read_stage import ReadStage
 from hw.credit import credit_counter
 from hw.pipeline import SkidBuffer, delayed
+from hw.soc import protocol
+from hw.soc.bridge import MemoryMap, Window, WindowKind
+from hw.soc.framing import HEADER_BYTES, FrameEngine
+from hw.soc.protocol import CRC, CRC_INIT, RequestHeader, Status
+from hw.soc.protocol import Opcode as ProtocolOpcode
+from hw.systolic.array import SystolicArray
 from hw.systolic.requant import PIPELINE_STAGES, Requantizer
 from sim.formal import (ProofFailed, check, check_stream_order, in_state, probe,
                         remove_submodules, submodule)
@@ -255,6 +270,61 @@ def test_credit_counter(slots, tmp_path):
                 depth=3, directory=tmp_path))
 
 
+# The systolic array's input control (hw/systolic/array.py) ------------------------------------
+
+class ArrayReadyHarness(Elaboratable):
+    """A weight-stationary `SystolicArray` (3 x 2) with its PEs and result FIFO taken out, under
+    any weight, activation and result traffic: its readies, registered from the next cycle's
+    state, are at every cycle the conditions on the current state, so registering them added
+    no latency and changed no handshake. Rows leave the result FIFO whenever one is reserved
+    (its contract: the array writes only rows it reserved)."""
+
+    rows, cols = 3, 2
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        dut = SystolicArray(rows=rows, cols=cols, dataflow="weight_stationary",
+                            multiplier="lut")
+        m.submodules.dut = fragment = Fragment.get(dut, platform)
+        fifo = remove_submodules(fragment, "result_fifo", *(
+            f"pe_{i}_{j}" for i in range(rows) for j in range(cols)))["result_fifo"]
+        depth = dut.result_fifo_depth
+        reserved = Signal(range(depth + 1))     # result rows promised and not yet taken
+        accepted = dut.activations.valid & dut.activations.ready
+        m.d.sync += reserved.eq(reserved + accepted - (dut.results.valid & dut.results.ready))
+        taken, swap_guard, expect_first, shift = (
+            probe(fragment, name) for name in ("taken", "swap_guard", "expect_first", "shift"))
+        loaded = (taken == rows) & ~shift
+        activations = dut.activations.payload
+        m.d.comb += [
+            dut.weights.valid.eq(AnySeq(1)),
+            dut.weights.payload.eq(AnySeq(len(dut.weights.payload.as_value()))),
+            dut.activations.valid.eq(AnySeq(1)),
+            activations.eq(AnySeq(len(activations.as_value()))),
+            dut.results.ready.eq(AnySeq(1)),
+            fifo.r_rdy.eq(AnySeq(1)), Assume(~fifo.r_rdy | (reserved != 0)),
+            Assert(dut.weights.ready == ((taken < rows) & (swap_guard == 0)),
+                   "weights.ready is not 'a weight row is missing and no swap is in flight'"),
+            Assert(dut.activations.ready == ((reserved < depth) & (~expect_first | loaded)),
+                   "activations.ready is not 'a result row is free and the tile's weights "
+                   "are loaded (or the row is not its first)'"),
+            # Invariants for the induction: each registered flag of the AND is its own part.
+            Assert(probe(fragment, "result_rows_credits") + reserved == depth),
+            Assert(probe(fragment, "result_rows_has_credit") == (reserved < depth)),
+            Assert(probe(fragment, "tile_ready") == (~expect_first | loaded)),
+            Cover((reserved == depth) & dut.results.valid & ~dut.results.ready),
+            Cover(accepted & expect_first & (reserved != 0)),   # a tile after a tile
+        ]
+        return m
+
+
+@pytest.mark.parametrize("mode, depth", [("prove", 3), ("cover", 24)])
+def test_array_readies(mode, depth, tmp_path):
+    print(check(ArrayReadyHarness(), name=f"array_readies_{mode}", mode=mode, depth=depth,
+                directory=tmp_path))
+
+
 # The dispatcher (hw/core/core.py) --------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -444,13 +514,328 @@ def test_dispatcher_overflow_and_clear(tmp_path):
 
 # The frame engine (hw/soc/framing.py) ----------------------------------------------------------
 #
-# Its proof goes here, once the framing and sequence rewrite has landed: a FrameEngineHarness
-# feeding the engine any byte sequence (AnySeq bytes, any gaps) with the bus side taken out by
-# `remove_submodules` or driven within the bridge contract, asserting
-#   - a write reaches the bus only when both CRCs of its frame passed;
-#   - a sequence number is applied at most once (a harness record of the last applied one);
-#   - after any bytes, a valid frame that follows is taken (a bounded "recovers within the
-#     longest frame" check, or an invariant that the decoder is back in its idle state after a
-#     frame delimiter),
-# as ``prove`` where the decoder's state lets the induction close, ``bmc`` with a stated depth
-# otherwise, and a ``cover`` run that reaches an applied write.
+# The engine with a 4-byte staging buffer (one word: a write frame is 16 symbols) and a frame
+# timeout of 2 cycles, on a memory map of three small windows (a writable register window, a
+# read-only one, a writable memory window); every other size of the engine is the SoC's.
+
+FORMAL_PAYLOAD = 4
+FORMAL_FRAME_TIMEOUT = 2
+FORMAL_MAP = MemoryMap([
+    Window("registers", 0x000, 8, WindowKind.REGISTERS, writable=True),
+    Window("identity", 0x040, 4, WindowKind.REGISTERS, writable=False),
+    Window("memory", 0x100, 8, WindowKind.MEMORY, writable=True),
+])
+HEADER_SYMBOLS = HEADER_BYTES + CRC.size            # header and its CRC
+FRAME_ENGINE_STATES = ("HUNT", "HEADER", "CHECK_HEADER", "PAYLOAD", "CHECK_PAYLOAD", "COMMIT",
+                       "REPLY", "SEND_DATA", "SEND_CRC", "FINISH")
+FRAME_SYMBOLS = HEADER_SYMBOLS + FORMAL_PAYLOAD + CRC.size
+
+
+def crc_step(crc, byte):
+    """The CRC register after `byte`, as logic built from the host's `protocol.crc16` (the
+    CRC is linear in the register and the byte, so each output bit is the XOR of the input bits
+    whose unit vectors set it): independent of the engine's `crc16_next`."""
+    inputs = ([(crc[bit], protocol.crc16(b"\0", 1 << bit)) for bit in range(16)] +
+              [(byte[bit], protocol.crc16(bytes([1 << bit]), 0)) for bit in range(8)])
+    return Cat(*(reduce(operator.xor, [value for value, image in inputs if image >> out & 1])
+                 for out in range(16)))
+
+
+def writable(address, length, opcode):
+    """Whether `length` bytes at byte `address` lie in one writable window of the kind the
+    write `opcode` targets (from the memory map, not the engine's decoder)."""
+    inside = []
+    for window in FORMAL_MAP.windows:
+        if window.writable:
+            opcodes = (ProtocolOpcode.BULK_WRITE if window.kind == WindowKind.MEMORY
+                       else ProtocolOpcode.WRITE_REGISTERS)
+            inside.append((opcode == opcodes.value) & (address >= window.base) &
+                          (address + length <= window.base + window.size))
+    return (address[:2] == 0) & Cat(*inside).any()
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The harness's record of the frame the engine is receiving: the data symbols it took since
+    the last start symbol (`count`, saturating above a whole frame; the first `FRAME_SYMBOLS`
+    kept in `symbols`), whether the header's CRC checked out (`header_good`, once the header
+    and its CRC are in) and the CRC over the symbols after the header's CRC (over the header's
+    before that)."""
+    count: Signal
+    symbols: list
+    header_good: Signal
+    crc: Signal
+
+    @property
+    def seq(self):
+        return self.symbols[0]
+
+    @property
+    def opcode(self):
+        return self.symbols[1]
+
+    @property
+    def address(self):
+        return Cat(*self.symbols[2:6])
+
+    @property
+    def length(self):
+        return Cat(*self.symbols[6:8])
+
+    @property
+    def payload(self):
+        return Cat(*self.symbols[HEADER_SYMBOLS:HEADER_SYMBOLS + FORMAL_PAYLOAD])
+
+
+def record_frame(m, symbols):
+    """A `_Frame` following the symbol stream `symbols` (the engine's side of its unstuffer)."""
+    count = Signal(range(FRAME_SYMBOLS + 2), name="frame_count")
+    kept = [Signal(8, name=f"frame_symbol_{index}") for index in range(FRAME_SYMBOLS)]
+    header_good = Signal(name="frame_header_good")
+    crc = Signal(16, init=CRC_INIT, name="frame_crc")
+    data = symbols.payload.data
+    with m.If(symbols.valid & symbols.ready):
+        with m.If(symbols.payload.start):
+            m.d.sync += [count.eq(0), header_good.eq(0), crc.eq(CRC_INIT)]
+        with m.Else():
+            m.d.sync += count.eq(Mux(count == FRAME_SYMBOLS + 1, count, count + 1))
+            for index, symbol in enumerate(kept):
+                with m.If(count == index):
+                    m.d.sync += symbol.eq(data)
+            with m.If(count == HEADER_SYMBOLS - 1):
+                m.d.sync += [header_good.eq(crc_step(crc, data) == 0), crc.eq(CRC_INIT)]
+            with m.Else():
+                m.d.sync += crc.eq(crc_step(crc, data))
+    return _Frame(count, kept, header_good, crc)
+
+
+def formal_frame_engine(m, platform):
+    """The engine under test as submodule ``engine``: (engine, its elaborated fragment)."""
+    engine = FrameEngine(memory_map=FORMAL_MAP, max_payload=FORMAL_PAYLOAD,
+                         frame_timeout=FORMAL_FRAME_TIMEOUT)
+    m.submodules.engine = fragment = Fragment.get(engine, platform)
+    return engine, fragment
+
+
+class FrameEngineHarness(Elaboratable):
+    """The frame engine under any line bytes (any values and gaps, resets at any cycle), any
+    reply consumer and any bus read data, with its one-word staging memory replaced by a
+    register model of it (so the invariants can name the word). Asserted, for every write the
+    engine puts on the bus:
+
+    * its frame's header CRC and payload CRC checked out (computed by the harness, `crc_step`)
+      over the symbols received since the frame's start, the payload is all there, and the word
+      is the frame's address and payload, in a writable window of the opcode's kind;
+    * its seq is applied at most once: after a write with seq ``s`` is applied, another write
+      with seq ``s`` is applied only after at least 255 requests were answered in between (the
+      8-bit seq wraps after 256), for the ``s`` the solver picks (so for every seq).
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        engine, fragment = formal_frame_engine(m, platform)
+        staging = remove_submodules(fragment, "staging")["staging"]
+        staged = Signal(32)             # the staging memory's one word
+        read, write = staging.read_ports[0], staging.write_ports[0]
+        with m.If(write.en):
+            m.d.sync += staged.eq(write.data)
+        with m.If(read.en):
+            m.d.sync += read.data.eq(staged)
+        bus = engine.bus
+        m.d.comb += [engine.rx.valid.eq(AnySeq(1)), engine.rx.payload.eq(AnySeq(8)),
+                     engine.tx.ready.eq(AnySeq(1)), bus.read_data.eq(AnySeq(32))]
+        frame = record_frame(m, submodule(fragment, "unstuffer").o)
+        m.d.comb += [
+            Assert(~bus.write | frame.header_good, "a write applied whose header CRC failed"),
+            Assert(~bus.write | ((frame.count == HEADER_SYMBOLS + frame.length + CRC.size) &
+                                 (frame.crc == 0)),
+                   "a write applied whose payload CRC failed or that was cut short"),
+            Assert(~bus.write | ((bus.address == frame.address[2:]) &
+                                 (bus.write_data == frame.payload)),
+                   "a write applied with another address or data than its frame's"),
+            Assert(~bus.write | writable(frame.address, frame.length, frame.opcode),
+                   "a write applied outside a writable window of its kind"),
+        ]
+        seq, applying, tracking, answered = self._check_seq_once(m, engine, frame)
+        self._invariants(m, engine, fragment, frame, staged, read, seq, applying, tracking,
+                         answered)
+        m.d.comb += [
+            Cover(bus.write),
+            Cover(engine.frame_done & tracking),       # a request after an applied write
+            Cover(in_state(fragment, "CHECK_HEADER") & frame.header_good &
+                  (probe(fragment, "header")[:8] == engine.last_seq) &
+                  (frame.opcode == ProtocolOpcode.BULK_WRITE.value)),     # a retry, not applied
+        ]
+        return m
+
+    @staticmethod
+    def _check_seq_once(m, engine, frame):
+        seq = AnyConst(8)
+        applying = Signal()     # a write with `seq` was applied, its reply is not finished
+        tracking = Signal()     # since that reply, `answered` counts replies (up to 255)
+        answered = Signal(8)
+        applied_now = engine.bus.write & (frame.seq == seq)
+        m.d.comb += Assert(~applied_now | (~applying & (~tracking | (answered == 255))),
+                           "a write applied with the seq of a write applied fewer than 255 "
+                           "requests before")
+        with m.If(applied_now):
+            m.d.sync += applying.eq(1)
+        with m.If(engine.frame_done):
+            with m.If(applying):
+                m.d.sync += [applying.eq(0), tracking.eq(1), answered.eq(0)]
+            with m.Elif(tracking & (answered != 255)):
+                m.d.sync += answered.eq(answered + 1)
+        return seq, applying, tracking, answered
+
+    @staticmethod
+    def _invariants(m, engine, fragment, frame, staged, read, seq, applying, tracking,
+                    answered):
+        """For the induction: the engine's header, CRC and counters agree with the harness's
+        record of the frame in every state of a frame's reception, the staged word is its
+        payload once received, a frame goes on to be applied only in sequence, and the
+        device's LAST_SEQ has moved on from a tracked seq by at most the replies counted."""
+        def state(*names):
+            return Cat(*(in_state(fragment, name) for name in names)).any()
+
+        header = RequestHeader(probe(fragment, "header"))
+        header_index, rx_crc = probe(fragment, "header_index"), probe(fragment, "rx_crc")
+        byte_count, word_shift = probe(fragment, "byte_count"), probe(fragment, "word_shift")
+        word_count, read_pending = probe(fragment, "word_count"), probe(fragment, "read_pending")
+        record, next_seq = probe(fragment, "record"), probe(fragment, "next_seq")
+        last_seq = engine.last_seq
+        header_bytes = header.as_value()
+        same_header = Cat(*(header_bytes.word_select(index, 8) == frame.symbols[index]
+                            for index in range(HEADER_BYTES))).all()
+        writes = ((header.opcode == ProtocolOpcode.WRITE_REGISTERS.value) |
+                  (header.opcode == ProtocolOpcode.BULK_WRITE.value))
+        in_header = state("HEADER")
+        m.d.comb += [
+            Assert(next_seq == (last_seq + 1)[:8]),
+            Assert(~read_pending | state("COMMIT")),
+            Assert(~in_header | ((frame.count == header_index) & (frame.crc == rx_crc) &
+                                 (header_index < HEADER_SYMBOLS) & ~record)),
+            *(Assert(~(in_header & (header_index > index)) |
+                     (header_bytes.word_select(index, 8) == frame.symbols[index]))
+              for index in range(HEADER_BYTES)),
+            Assert(~state("CHECK_HEADER") | ((frame.count == HEADER_SYMBOLS) & same_header &
+                                             (frame.header_good == (rx_crc == 0)) &
+                                             (frame.crc == CRC_INIT) & ~record)),
+        ]
+        receiving = state("PAYLOAD", "CHECK_PAYLOAD", "COMMIT")
+        payload_symbols = frame.count - HEADER_SYMBOLS
+        m.d.comb += [
+            Assert(~receiving | (same_header & frame.header_good & writes &
+                                 (header.length == FORMAL_PAYLOAD) &
+                                 writable(header.address, header.length, header.opcode) &
+                                 (header.seq == next_seq) &
+                                 (probe(fragment, "bus_word") == header.address[2:]) &
+                                 (probe(fragment, "last_word") == header.address[2:]))),
+            Assert(~state("PAYLOAD") | ((payload_symbols == byte_count) &
+                                        (byte_count <= FORMAL_PAYLOAD + 1) &
+                                        (frame.crc == rx_crc) & ~record)),
+            Assert(~(state("PAYLOAD") & (byte_count >= FORMAL_PAYLOAD)) |
+                   (staged == frame.payload)),
+            *(Assert(~(state("PAYLOAD") & (byte_count == received)) |
+                     (word_shift[32 - 8 * received:] ==
+                      Cat(*frame.symbols[HEADER_SYMBOLS:HEADER_SYMBOLS + received])))
+              for received in range(1, FORMAL_PAYLOAD)),
+            Assert(~state("CHECK_PAYLOAD") | ((frame.count == FRAME_SYMBOLS) &
+                                              (frame.crc == rx_crc) & (staged == frame.payload) &
+                                              ~record)),
+            Assert(~state("COMMIT") | ((frame.count == FRAME_SYMBOLS) & (frame.crc == 0) &
+                                       (staged == frame.payload) & record &
+                                       (word_count == read_pending))),
+            Assert(~read_pending | (read.data == staged)),
+            Assert(~(record & state("COMMIT", "REPLY", "SEND_DATA", "SEND_CRC", "FINISH")) |
+                   (header.seq == next_seq)),
+            Assert(~applying | (state("REPLY", "SEND_CRC", "FINISH") & record & writes &
+                                (header.seq == seq))),
+            Assert(~tracking | ((last_seq - seq)[:8] <= answered)),
+        ]
+
+
+@pytest.mark.parametrize("mode, depth", [("prove", 4), ("cover", 50)])
+def test_frame_engine(mode, depth, tmp_path):
+    print(check(FrameEngineHarness(), name=f"frame_engine_{mode}", mode=mode, depth=depth,
+                directory=tmp_path))
+
+
+class FrameEngineSettleHarness(Elaboratable):
+    """The frame engine after any line bytes (any values, gaps, reply stalls, bus data, resets)
+    for as long as the solver likes, then a host that lets the line rest `quiet` cycles, taking
+    any reply. Asserted: the engine is then settled -- hunting for a frame start, with no
+    symbol buffered -- so the next frame's sync byte starts a frame; with the invariants that
+    let an induction prove it after *any* input."""
+
+    def __init__(self, *, quiet):
+        self.quiet = quiet
+
+    def elaborate(self, platform):
+        m = Module()
+        engine, fragment = formal_frame_engine(m, platform)
+        rx, tx = engine.rx, engine.tx
+        resting = Signal()
+        rest = Signal(range(self.quiet + 1))
+        with m.If(~resting):
+            m.d.comb += [rx.valid.eq(AnySeq(1)), rx.payload.eq(AnySeq(8)),
+                         tx.ready.eq(AnySeq(1)), engine.bus.read_data.eq(AnySeq(32))]
+            with m.If(AnySeq(1)):
+                m.d.sync += [resting.eq(1), rest.eq(0)]
+        with m.Else():
+            m.d.comb += [tx.ready.eq(1), engine.bus.read_data.eq(AnySeq(32))]
+            with m.If(rest != self.quiet):
+                m.d.sync += rest.eq(rest + 1)
+        rested = resting & (rest == self.quiet)
+        settled = in_state(fragment, "HUNT") & ~submodule(fragment, "unstuffer").o.valid
+        m.d.comb += [
+            Assert(~rested | settled,
+                   "the engine is not hunting for a frame start after the line rested"),
+            Cover(rested & (probe(fragment, "rx_crc") != CRC_INIT)),
+        ]
+        self._invariants(m, engine, fragment)
+        return m
+
+    @staticmethod
+    def _invariants(m, engine, fragment):
+        """For the induction: the counters that end a reply or a write's commit are in step
+        (a read reply streams one word: fetched = in flight + in the prefetch FIFO + being
+        sent; a commit copies one word to the address its last word register holds), so
+        every state leads back to HUNT on a quiet line."""
+        def state(*names):
+            return Cat(*(in_state(fragment, name) for name in names)).any()
+
+        header = RequestHeader(probe(fragment, "header"))
+        in_flight, pending = probe(fragment, "in_flight"), probe(fragment, "pending")
+        word_valid, sent = probe(fragment, "word_valid"), probe(fragment, "byte_count")
+        fetched, read_pending = probe(fragment, "word_count"), probe(fragment, "read_pending")
+        bus_word, last_word = probe(fragment, "bus_word"), probe(fragment, "last_word")
+        level = submodule(fragment, "prefetch").level
+        reads_waiting = sum(in_flight[bit] for bit in range(len(in_flight))) + level
+        returns_data = ((engine.frame_status == Status.OK) &
+                        ((header.opcode == ProtocolOpcode.READ_REGISTERS.value) |
+                         (header.opcode == ProtocolOpcode.BULK_READ.value)))
+        one_word = header.length == FORMAL_PAYLOAD
+        m.d.comb += [
+            Assert(state(*FRAME_ENGINE_STATES)),        # no unused encoding of the state
+            Assert(~(state("REPLY") & returns_data) | one_word),
+            Assert(state("SEND_DATA") | ((in_flight == 0) & (level == 0) & ~word_valid)),
+            Assert(pending == reads_waiting),
+            Assert(~state("SEND_DATA") | (one_word & (fetched == pending + word_valid) &
+                                          (sent < FORMAL_PAYLOAD) & (word_valid | (sent == 0)))),
+            Assert(~state("PAYLOAD", "CHECK_PAYLOAD", "COMMIT") |
+                   (one_word & (bus_word == header.address[2:]) &
+                    (last_word == header.address[2:]))),
+            Assert(~state("COMMIT") | (fetched == read_pending)),
+            Assert(~read_pending | state("COMMIT")),
+        ]
+
+
+# The line rests SETTLE_QUIET cycles: longer than the engine takes to time out a frame and send
+# its longest reply (a read of 4 bytes, every reply byte escaped).
+SETTLE_QUIET = 40
+
+
+@pytest.mark.parametrize("mode, depth", [("prove", SETTLE_QUIET + 2), ("cover", SETTLE_QUIET + 12)])
+def test_frame_engine_settles(mode, depth, tmp_path):
+    print(check(FrameEngineSettleHarness(quiet=SETTLE_QUIET), name=f"frame_engine_settles_{mode}",
+                mode=mode, depth=depth, directory=tmp_path))

@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The frame engine in the SoC, at the byte streams: bit-exact with the host encoder and an
-independent model of the memory map, recovery from corrupted lines, no side effects on errors."""
+independent model of the memory map and the sequence rules, recovery from corrupted lines, no
+side effects on errors, byte stuffing against its reference (`protocol.stuff`)."""
 
 import gc
 import random
@@ -8,17 +9,18 @@ import struct
 
 import pytest
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from hw.config import PRESETS
 from hw.soc.bridge import (ADDRESS_WIDTH, INITIATOR_READ_LATENCY, Bus, BusDecoder, MemoryMap,
                            Window, WindowKind, memory_read_data, register_read_data)
-from hw.soc.framing import FrameEngine
-from hw.soc.protocol import Opcode, Reply, Request, Status, crc16
+from hw.soc.framing import SYMBOL, FrameEngine, Stuffer, Unstuffer
+from hw.soc.protocol import (ESCAPE, REPLY_SYNC, REQUEST_SYNC, Opcode, Reply, Request, Status,
+                             crc16, stuff, unstuff)
 from hw.soc.soc import SoCCore
 from sim.harness import receive, send, vcd_path
 
@@ -28,12 +30,12 @@ FRAME_TIMEOUT = 40
 QUIET_CYCLES = 3 * FRAME_TIMEOUT    # no reply by then: the device dropped the frame
 
 # The memory map as the protocol documents it, written out here rather than taken from the code.
-ID_BASE, ID_WORDS = 0x0000_0000, 33      # 21 link registers, 12 for the core's windows, sizes
+ID_BASE, ID_WORDS = 0x0000_0000, 34      # 22 link registers, 12 for the core's windows, sizes
 CORE_BASE, CORE_BYTES = 0x0000_0400, 256     # the core's registers: live, not modelled here
 CORE_MEMORIES_END = 0x0700_0000             # the core's memory windows, one 16 MiB slot each
 CONTROL_BASE, CONTROL_WORDS = 0x0000_0800, 2
 SCRATCHPAD_BASE, SCRATCHPAD_BYTES = 0x0100_0000, 256 * 4
-ID_HEAD = [int.from_bytes(b"ECNN", "little"), 1 << 16 | 1, MAX_PAYLOAD, SCRATCHPAD_BASE,
+ID_HEAD = [int.from_bytes(b"ECNN", "little"), 2 << 16 | 0, MAX_PAYLOAD, SCRATCHPAD_BASE,
            SCRATCHPAD_BYTES, 4, 4]     # MAGIC, VERSION, MAX_PAYLOAD, scratchpad, rows, cols
 
 
@@ -43,7 +45,18 @@ class Model:
     def __init__(self):
         self.scratchpad = bytearray(SCRATCHPAD_BYTES)
         self.scratch = 0
-        self.last_write_seq = None
+        self.last_seq, self.last_status = 0, Status.OK      # after reset
+
+    def reply(self, request):
+        seq, opcode = request.seq, Opcode(request.opcode)
+        if opcode.writes and seq == self.last_seq:
+            return Reply(seq, self.last_status)         # a retry: not applied again
+        if opcode.writes and seq != (self.last_seq + 1) & 0xFF:
+            return Reply(seq, Status.BAD_SEQ)
+        reply = self._execute(request)
+        if seq == (self.last_seq + 1) & 0xFF:
+            self.last_seq, self.last_status = seq, reply.status
+        return reply
 
     def _window(self, address, length):
         for base, size, bulk, writable in (
@@ -54,7 +67,7 @@ class Model:
                 return base, bulk, writable
         return None
 
-    def reply(self, request):
+    def _execute(self, request):
         seq, opcode, address, length, payload = request
         opcode = Opcode(opcode)
         if length == 0 or length % 4 or length > MAX_PAYLOAD:
@@ -66,11 +79,8 @@ class Model:
         if opcode.writes and not writable:
             return Reply(seq, Status.READ_ONLY)
         if opcode.writes:
-            if seq != self.last_write_seq:
-                self._write(base, address, payload)
-            self.last_write_seq = seq
+            self._write(base, address, payload)
             return Reply(seq, Status.OK)
-        self.last_write_seq = None
         return Reply(seq, Status.OK, self._read(base, address, length))
 
     def _write(self, base, address, payload):
@@ -130,23 +140,27 @@ def run_line(chunks, *, gap_probability=0.0, stall_probability=0.0, seed=0, name
     return parse_replies(bytes(received))
 
 
+def reply_frames(stream):
+    """The reply frames in `stream` (each from its sync byte up to the next one); nothing may
+    come before the first."""
+    head, *parts = bytes(stream).split(bytes([REPLY_SYNC]))
+    assert head == b"", f"bytes outside reply frames: {head.hex()}"
+    return [bytes([REPLY_SYNC]) + part for part in parts]
+
+
 def count_replies(stream):
-    count = position = 0
-    while len(stream) - position >= 6:
-        end = position + 8 + (stream[position + 4] | stream[position + 5] << 8)
-        if len(stream) < end:
+    """Complete replies in `stream` so far (the last may still be arriving)."""
+    count = 0
+    for frame in reply_frames(stream):
+        body = unstuff(frame[1:].removesuffix(bytes([ESCAPE])))
+        if len(body) < 4 or len(body) < 6 + (body[2] | body[3] << 8):
             break
-        count, position = count + 1, end
+        count += 1
     return count
 
 
 def parse_replies(stream):
-    replies = []
-    while stream:
-        length = struct.unpack_from("<H", stream, 4)[0]
-        replies.append(Reply.decode(stream[:8 + length]))
-        stream = stream[8 + length:]
-    return replies
+    return [Reply.decode(frame) for frame in reply_frames(stream)]
 
 
 # Request strategies --------------------------------------------------------------------------
@@ -221,18 +235,20 @@ def encode(request):
     if request.opcode.writes and len(request.payload) != request.length:
         header = struct.pack("<BBIH", request.seq, request.opcode.value, request.address,
                              request.length)
-        return bytes([0xA5, 0x5A]) + header + struct.pack(">H", crc16(header))
+        return bytes([REQUEST_SYNC]) + stuff(header + struct.pack(">H", crc16(header)))
     return request.encode()
 
 
 @st.composite
-def request_sequences(draw, min_size=1, max_size=6, bad=True):
-    requests = []
-    for index in range(draw(st.integers(min_size, max_size))):
-        seq = draw(st.integers(0, 255)) if draw(st.booleans()) or not requests \
-            else requests[-1].seq       # now and then a retry of the previous seq
+def request_sequences(draw, min_size=1, max_size=6, bad=True, first_seq=1):
+    """Requests numbered mostly as a host would (the next seq), now and then repeating the
+    previous seq (a retry) or with any seq (a replayed or stray frame)."""
+    requests, seq = [], first_seq
+    for _ in range(draw(st.integers(min_size, max_size))):
         strategy = st.one_of(good_request(seq), bad_request(seq)) if bad else good_request(seq)
         requests.append(draw(strategy))
+        seq = draw(st.sampled_from([(seq + 1) & 0xFF, (seq + 1) & 0xFF, seq,
+                                    draw(st.integers(0, 255))]))
     return requests
 
 
@@ -256,20 +272,56 @@ def test_replies_are_bit_exact_with_the_model(requests, gaps, stalls, seed):
 @pytest.mark.parametrize("opcode", [0x00, 0x05, 0x80, 0xFF])
 def test_unknown_opcode(opcode):
     header = struct.pack("<BBIH", 9, opcode, SCRATCHPAD_BASE, 4)
-    frame = bytes([0xA5, 0x5A]) + header + struct.pack(">H", crc16(header))
+    frame = bytes([REQUEST_SYNC]) + stuff(header + struct.pack(">H", crc16(header)))
     check = Request(10, Opcode.BULK_READ, SCRATCHPAD_BASE, 4).encode()
     assert run_line([frame, check]) == [Reply(9, Status.BAD_OPCODE),
                                         Reply(10, Status.OK, bytes(4))]
 
 
-def test_retried_write_is_applied_once_and_a_read_ends_the_retry_window():
-    first = Request(7, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"AAAA")
-    same_seq = Request(7, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"BBBB")
-    read = Request(8, Opcode.BULK_READ, SCRATCHPAD_BASE, 4)
-    replies = run_line([first.encode(), same_seq.encode(), read.encode(), same_seq.encode(),
-                        read._replace(seq=9).encode()])
-    assert replies == [Reply(7, Status.OK), Reply(7, Status.OK), Reply(8, Status.OK, b"AAAA"),
-                       Reply(7, Status.OK), Reply(9, Status.OK, b"BBBB")]
+def test_sequence_rules():
+    """A repeated seq is a retry (answered with the first answer, not applied), a seq out of
+    sequence is refused, reads run with any seq and move the sequence on only in sequence, and
+    refused requests move it on too (the issue's 255 refusals no longer wrap onto a write)."""
+    def write(seq, data):
+        return Request(seq, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, data)
+
+    def read(seq):
+        return Request(seq, Opcode.BULK_READ, SCRATCHPAD_BASE, 4)
+
+    refused = Request(3, Opcode.BULK_WRITE, SCRATCHPAD_BASE + 2, 4, b"xxxx")     # unaligned
+    replies = run_line([request.encode() for request in (
+        write(1, b"AAAA"), write(1, b"BBBB"), read(7), write(7, b"CCCC"), read(2),
+        refused, refused._replace(payload=b"yyyy"), write(3, b"DDDD"), write(4, b"EEEE"),
+        read(4))])
+    assert replies == [
+        Reply(1, Status.OK), Reply(1, Status.OK),       # the retry is not applied: AAAA stays
+        Reply(7, Status.OK, b"AAAA"),                   # out of sequence: read, not recorded
+        Reply(7, Status.BAD_SEQ),
+        Reply(2, Status.OK, b"AAAA"),                   # in sequence: recorded
+        Reply(3, Status.BAD_ADDRESS), Reply(3, Status.BAD_ADDRESS),     # recorded, retried
+        Reply(3, Status.BAD_ADDRESS),                   # seq 3 is the refusal's: not applied
+        Reply(4, Status.OK), Reply(4, Status.OK, b"EEEE")]
+
+
+def test_a_refused_header_never_exposes_a_frame_inside_the_payload():
+    """Issue 22, failure 4: a bulk write refused at its header (header CRC, length, opcode)
+    whose data happens to hold a complete frame. Before byte stuffing the engine went on reading
+    the payload as the line and executed that frame; now the frame's sync byte is stuffed in
+    the payload and the engine hunts for the next real sync byte."""
+    inner = Request(1, Opcode.WRITE_REGISTERS, CONTROL_BASE, 4, b"EVIL").encode()
+    assert bytes([REQUEST_SYNC]) not in stuff(inner)
+    payload = inner + bytes(-len(inner) % 4)
+    outer = bytearray(Request(1, Opcode.BULK_WRITE, SCRATCHPAD_BASE, len(payload),
+                              payload).encode())
+    bad_crc = bytes(outer[:10]) + bytes([outer[10] ^ 0x40]) + bytes(outer[11:])
+    header = struct.pack("<BBIH", 1, 0x7E, SCRATCHPAD_BASE, len(payload))
+    bad_opcode = bytes([REQUEST_SYNC]) + stuff(header + struct.pack(">H", crc16(header))) \
+        + bytes(outer[12:])
+    check = Request(2, Opcode.READ_REGISTERS, CONTROL_BASE, 4).encode()
+    for line, status in ((bad_crc, Status.BAD_CRC), (bad_opcode, Status.BAD_OPCODE)):
+        replies = run_line([line, check])
+        assert [reply.status for reply in replies] == [status, Status.OK]
+        assert replies[1].data == bytes(4)          # SCRATCH: EVIL was not written
 
 
 GARBAGE = st.binary(min_size=1, max_size=12).map(lambda data: data.replace(b"\xa5", b"\x00"))
@@ -292,14 +344,15 @@ def corrupted(draw, frame):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.data(), request_sequences(max_size=2, bad=False), request_sequences(max_size=2,
-       bad=False), st.sampled_from([0.0, 0.3]))
-def test_corrupted_frames_are_refused_and_the_line_recovers(data, before, after, gaps):
-    victim = data.draw(good_request(seq=200))
-    line = data.draw(corrupted(victim.encode()))
+@given(st.data(), request_sequences(max_size=2, bad=False), st.sampled_from([0.0, 0.3]))
+def test_corrupted_frames_are_refused_and_the_line_recovers(data, before, gaps):
     model = Model()
     expected_before = [model.reply(request) for request in before]
-    # The victim changes nothing; only what follows it counts.
+    # The victim is in sequence (its write would be applied) but corrupted: it changes nothing,
+    # and the requests after it follow as if it had never been sent.
+    victim = data.draw(good_request(seq=(model.last_seq + 1) & 0xFF))
+    line = data.draw(corrupted(victim.encode()))
+    after = data.draw(request_sequences(max_size=2, bad=False, first_seq=victim.seq))
     expected_after = [model.reply(request) for request in after]
     scratchpad_read = Request(201, Opcode.BULK_READ, SCRATCHPAD_BASE + 4 * data.draw(
         st.integers(0, SCRATCHPAD_BYTES // 4 - MAX_PAYLOAD // 4)), MAX_PAYLOAD)
@@ -321,7 +374,7 @@ def test_corrupted_frames_are_refused_and_the_line_recovers(data, before, after,
 @settings(max_examples=10, deadline=None)
 @given(st.lists(GARBAGE, min_size=2, max_size=4), st.integers(0, 255))
 def test_garbage_between_frames_is_skipped(garbage, seq):
-    requests = [Request((seq + i) & 0xFF, Opcode.BULK_WRITE, SCRATCHPAD_BASE + 4 * i, 4,
+    requests = [Request(1 + i, Opcode.BULK_WRITE, SCRATCHPAD_BASE + 4 * i, 4,
                         bytes([i] * 4)) for i in range(len(garbage) - 1)]
     requests.append(Request(seq ^ 0x80, Opcode.BULK_READ, SCRATCHPAD_BASE, 4 * len(requests)))
     chunks = [part for pair in zip(garbage, (r.encode() for r in requests)) for part in pair]
@@ -330,20 +383,82 @@ def test_garbage_between_frames_is_skipped(garbage, seq):
 
 
 def test_truncated_header_and_payload_are_answered_truncated():
-    write = Request(3, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 8, b"12345678").encode()
+    write = Request(1, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 8, b"12345678").encode()
     read = Request(4, Opcode.BULK_READ, SCRATCHPAD_BASE, 8).encode()
     replies = run_line([write[:5], 2 * FRAME_TIMEOUT, write[:-1], 2 * FRAME_TIMEOUT,
-                        write[:2], 2 * FRAME_TIMEOUT, read])
-    assert replies == [Reply(3, Status.TRUNCATED), Reply(3, Status.TRUNCATED),
+                        write[:1], 2 * FRAME_TIMEOUT, read])     # [:1]: the sync byte alone
+    assert replies == [Reply(1, Status.TRUNCATED), Reply(1, Status.TRUNCATED),
                        Reply(4, Status.OK, bytes(8))]
 
 
-def test_bad_header_crc_is_answered_at_once():
-    frame = bytearray(Request(5, Opcode.BULK_WRITE, SCRATCHPAD_BASE, 4, b"abcd").encode())
-    frame[10] ^= 0x01       # header CRC
+def test_bad_header_crc_is_answered_at_once_and_the_payload_skipped():
+    """The whole frame is sent, payload included. (Under protocol 1 this test sent the header
+    alone: the engine answered a bad header CRC and went back to hunting *inside* the payload,
+    so a test that sent it would have had the payload parsed as the line -- issue 22, failure
+    4. With stuffed frames the payload holds no sync byte and is skipped.)"""
+    header = struct.pack("<BBIH", 1, Opcode.BULK_WRITE.value, SCRATCHPAD_BASE, 4)
+    payload = b"abcd" + struct.pack(">H", crc16(b"abcd"))
+    frame = bytes([REQUEST_SYNC]) + stuff(header + struct.pack(">H", crc16(header) ^ 1) + payload)
     read = Request(6, Opcode.BULK_READ, SCRATCHPAD_BASE, 4).encode()
-    assert run_line([bytes(frame[:12]), read]) == [Reply(5, Status.BAD_CRC),
-                                                   Reply(6, Status.OK, bytes(4))]
+    assert run_line([frame, read]) == [Reply(1, Status.BAD_CRC), Reply(6, Status.OK, bytes(4))]
+
+
+class StuffingLoop(wiring.Component):
+    """A `Stuffer` (sync `REPLY_SYNC`) feeding an `Unstuffer` of the same sync byte, with the
+    line bytes between them visible."""
+
+    i: In(stream.Signature(SYMBOL))
+    o: Out(stream.Signature(SYMBOL))
+    line: Out(stream.Signature(8))      # a copy of the bytes between them (observe only)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.stuffer = stuffer = Stuffer(sync=REPLY_SYNC)
+        m.submodules.unstuffer = unstuffer = Unstuffer(sync=REPLY_SYNC)
+        wiring.connect(m, wiring.flipped(self.i), stuffer.i)
+        wiring.connect(m, stuffer.o, unstuffer.i)
+        wiring.connect(m, unstuffer.o, wiring.flipped(self.o))
+        m.d.comb += [self.line.valid.eq(stuffer.o.valid & stuffer.o.ready),
+                     self.line.payload.eq(stuffer.o.payload)]
+        return m
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.binary(max_size=12), min_size=1, max_size=4), st.sampled_from([0.0, 0.5]),
+       st.sampled_from([0.0, 0.5]), st.integers(0, 99))
+def test_stuffing_gateware_matches_the_reference(frames, gaps, stalls, seed):
+    """Each frame (a start symbol, then its bytes -- biased towards the stuffed values) goes
+    through the Stuffer as `protocol.stuff` says and comes out of the Unstuffer unchanged."""
+    rng = random.Random(seed)
+    special = [REQUEST_SYNC, REPLY_SYNC, ESCAPE, 0x85, 0x7A, 0xE3]
+    frames = [bytes(rng.choice(special) if rng.random() < 0.4 else byte for byte in frame)
+              for frame in frames]
+    symbols = [symbol for frame in frames
+               for symbol in [{"data": 0, "start": 1}] + [{"data": b, "start": 0} for b in frame]]
+    dut = StuffingLoop()
+    line, out = bytearray(), []
+
+    async def producer(ctx):
+        await send(ctx, dut.i, symbols, gap_probability=gaps, rng=rng)
+
+    async def consumer(ctx):
+        out.extend(await receive(ctx, dut.o, len(symbols), stall_probability=stalls,
+                                 rng=random.Random(seed + 1)))
+
+    async def observer(ctx):
+        async for _, _, valid, payload in ctx.tick().sample(dut.line.valid, dut.line.payload):
+            if valid:
+                line.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(observer, background=True)
+    sim.run()
+    assert bytes(line) == b"".join(bytes([REPLY_SYNC]) + stuff(frame) for frame in frames)
+    assert [(symbol["start"], symbol["data"] if not symbol["start"] else 0) for symbol in out] \
+        == [(symbol["start"], symbol["data"]) for symbol in symbols]
 
 
 # Parameters ------------------------------------------------------------------------------------
@@ -502,7 +617,6 @@ def test_read_reply_data_bytes_are_back_to_back():
     INITIATOR_READ_LATENCY + 3 cycles after the reply header's last byte (module docstring)."""
     dut = SoCCore(config=CONFIG, max_payload=MAX_PAYLOAD, frame_timeout=FRAME_TIMEOUT)
     request = Request(7, Opcode.BULK_READ, SCRATCHPAD_BASE, MAX_PAYLOAD)
-    reply_bytes = 6 + MAX_PAYLOAD + 2       # sync, seq, status, length; data; CRC
     cycles, received = [], bytearray()
 
     async def host(ctx):
@@ -520,6 +634,7 @@ def test_read_reply_data_bytes_are_back_to_back():
     sim.run()
     assert len(received) == reply_bytes
     assert parse_replies(bytes(received)) == [Model().reply(request)]
-    data = cycles[6:6 + MAX_PAYLOAD]
-    assert data[0] - cycles[5] == INITIATOR_READ_LATENCY + 3
+    # Sync, seq, status, length: 5 bytes (none of them stuffed), then the data (zeros).
+    data = cycles[5:5 + MAX_PAYLOAD]
+    assert data[0] - cycles[4] == INITIATOR_READ_LATENCY + 3
     assert data == list(range(data[0], data[0] + MAX_PAYLOAD))

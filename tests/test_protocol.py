@@ -48,9 +48,9 @@ requests = st.builds(
 @given(requests)
 def test_request_round_trip(request):
     frame = request.encode()
-    assert frame[:2] == bytes([0xA5, 0x5A])
-    expected_size = 2 + 8 + 2 + (request.length + 2 if request.opcode.writes else 0)
-    assert len(frame) == expected_size
+    assert frame[0] == 0xA5 and not {0xA5, 0x5A} & set(frame[1:])
+    expected_size = 8 + 2 + (request.length + 2 if request.opcode.writes else 0)
+    assert len(protocol.unstuff(frame[1:])) == expected_size
     assert Request.decode(frame) == request
 
 
@@ -58,7 +58,7 @@ def test_request_round_trip(request):
 @given(requests, st.data())
 def test_any_flipped_bit_is_detected(request, data):
     frame = bytearray(request.encode())
-    bit = data.draw(st.integers(16, 8 * len(frame) - 1))     # past the sync bytes
+    bit = data.draw(st.integers(8, 8 * len(frame) - 1))      # past the sync byte
     frame[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(ValueError):
         Request.decode(frame)
@@ -68,9 +68,34 @@ def test_any_flipped_bit_is_detected(request, data):
 @given(st.integers(0, 255), st.sampled_from(list(Status)), st.binary(max_size=64))
 def test_reply_round_trip(seq, status, data):
     frame = Reply(seq, status, data).encode()
-    assert frame[:2] == bytes([0x5A, 0xA5])
-    assert struct.unpack_from("<BBH", frame, 2) == (seq, status.value, len(data))
+    assert frame[0] == 0x5A and not {0xA5, 0x5A} & set(frame[1:])
+    assert struct.unpack_from("<BBH", protocol.unstuff(frame[1:])) == (seq, status.value,
+                                                                      len(data))
     assert Reply.decode(frame) == Reply(seq, status, data)
+
+
+# Stuffed bytes, written out here: the two sync bytes and the escape, each as escape, byte ^ 0x20.
+ESCAPED = {0xA5: b"\xc3\x85", 0x5A: b"\xc3\x7a", 0xC3: b"\xc3\xe3"}
+
+
+@FAST
+@given(st.lists(st.one_of(st.sampled_from(sorted(ESCAPED)), st.integers(0, 255)), max_size=40))
+def test_stuffing_escapes_exactly_the_sync_and_escape_bytes(values):
+    data = bytes(values)
+    assert protocol.stuff(data) == b"".join(ESCAPED.get(byte, bytes([byte])) for byte in data)
+    assert protocol.unstuff(protocol.stuff(data)) == data
+
+
+@pytest.mark.parametrize("line", [b"\xa5", b"ab\x5a", b"\xc3", b"\xc3\x00", b"\xc3\xc3\xe3"])
+def test_unstuff_refuses_sync_bytes_and_bad_escapes(line):
+    with pytest.raises(ValueError, match="Bad byte stuffing"):
+        protocol.unstuff(line)
+
+
+def test_unstuff_prefix_stops_at_a_sync_byte_and_waits_for_an_escaped_byte():
+    assert protocol.unstuff_prefix(b"ab\xc3\x85c\x5azz", 10) == (b"ab\xa5c", 5, True)
+    assert protocol.unstuff_prefix(b"ab\xc3", 10) == (b"ab", 2, False)
+    assert protocol.unstuff_prefix(b"abcd", 3) == (b"abc", 3, False)
 
 
 def test_request_payload_must_match_length():

@@ -38,13 +38,13 @@ def device():
 def test_memory_map_has_every_core_window():
     soc = SoCCore(config=TINY)
     windows = {window.name: (window.base, window.size) for window in soc.memory_map.windows}
-    assert windows == {"identity": (0, 33 * 4), "control": (0x800, 8), **WINDOWS}
+    assert windows == {"identity": (0, 34 * 4), "control": (0x800, 8), **WINDOWS}
     del soc
     gc.collect()    # the unelaborated SoC warns when collected: do it inside the filter
 
 
 def test_identity_reports_windows_and_core_sizes(device):
-    assert device.version == (1, 1)
+    assert device.version == (2, 0)
     assert device.windows == {name: base for name, (base, _) in WINDOWS.items()}
     assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 8,
                                  "parameter_rows": 1024, "binary_result_rows": 1024,

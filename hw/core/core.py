@@ -509,9 +509,11 @@ class Core(CoreGeometry, wiring.Component):
                     with m.Case(index):
                         m.d.sync += staged[index].eq(bus.write_data)
         m.d.sync += push.eq(bus.write & (bus.address == COMMAND_WORDS - 1))
+        # `pushed` counts the commands the queue took, so `completed == pushed` means idle
+        # (an overflowing command is dropped: it is never completed).
         pushed = Signal(32)
         m.d.comb += [queue.w_data.eq(Cat(*staged)[:COMMAND_LAYOUT.size]), queue.w_en.eq(push)]
-        with m.If(push):
+        with m.If(push & queue.w_rdy):
             m.d.sync += pushed.eq(pushed + 1)
 
         # Status ----------------------------------------------------------------------------------
@@ -850,6 +852,7 @@ class Core(CoreGeometry, wiring.Component):
             REGISTERS["error_index"]: error_index,
             REGISTERS["error_opcode"]: error_opcode,
             REGISTERS["busy"]: busy_bits,
+            REGISTERS["pushed"]: pushed,
         }
         for position, name in enumerate(COUNTERS):
             readable[COUNTERS_BASE + 2 * position] = counters[name][:32]

@@ -182,10 +182,12 @@ REGISTERS = {
     "queue_free": 8,        # r: commands the queue can still take (push only when > 0)
     "completed": 9,         # r: commands retired since reset (finished, or skipped on error)
     "error_code": 10,       # r: ErrorCode of the first error since cleared; w: clear
-    "error_index": 11,      # r: index (0 = first command pushed since reset) of that command
+    "error_index": 11,      # r: index (0 = first command taken since reset) of that command
     "error_opcode": 12,     # r: its raw opcode
     "busy": 13,             # r: bit 0 compute, 1 store, 2 binary, 3 dispatcher/queue not empty
     "counter_clear": 14,    # w: any value zeroes every performance counter
+    "pushed": 15,           # r: commands the queue took since reset (an overflowing one is not
+                            #    taken); the core is idle when completed == pushed
 }
 COUNTERS_BASE = 16          # each counter is 64 bits: low word at base + 2*i, high word next
 COUNTERS = (

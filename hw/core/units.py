@@ -200,7 +200,8 @@ class ComputeUnit(wiring.Component):
         ]
 
         # The activation rows reach the array through a skid buffer, so the array's ready (its
-        # credit and weight checks) steers only that buffer, not the reader's FIFO.
+        # credit and weight checks, from the array's flip-flops) steers only that buffer, not
+        # the reader's FIFO.
         m.submodules.activation_slice = activation_slice = SkidBuffer(
             reader.response.payload.shape())
         wiring.connect(m, reader.response, activation_slice.i)

@@ -4,7 +4,8 @@ Two bus targets, one per register window of `hw.soc.protocol`:
 
 * ``identity`` (read-only, `protocol.ID_REGISTERS` at `protocol.CSR_BASE`): MAGIC, VERSION,
   MAX_PAYLOAD, the scratchpad window, every AcceleratorConfig field (CONFIG_*), then the live
-  link registers STATUS, LAST_ERROR, FRAMES_OK, FRAMES_BAD, BYTES_DISCARDED, then (constant
+  link registers STATUS, LAST_ERROR, FRAMES_OK, FRAMES_BAD, BYTES_DISCARDED, LAST_SEQ (the
+  frame engine's, `protocol` module docstring), then (constant
   again) the bases of the core's windows and the core's sizes (CORE_*).
 * ``control`` (read-write, `protocol.CONTROL_REGISTERS` at `protocol.CONTROL_BASE`): SCRATCH and
   CONTROL (write `CONTROL_CLEAR_ERRORS` to clear STATUS, LAST_ERROR and the counters; reads 0).
@@ -32,7 +33,8 @@ from hw.soc.protocol import (CONTROL_CLEAR_ERRORS, CONTROL_REGISTERS, ID_REGISTE
 
 __all__ = ["CsrBlock", "LIVE_REGISTERS", "CONSTANT_REGISTERS"]
 
-LIVE_REGISTERS = ("STATUS", "LAST_ERROR", "FRAMES_OK", "FRAMES_BAD", "BYTES_DISCARDED")
+LIVE_REGISTERS = ("STATUS", "LAST_ERROR", "FRAMES_OK", "FRAMES_BAD", "BYTES_DISCARDED",
+                  "LAST_SEQ")
 CONSTANT_REGISTERS = tuple(name for name in ID_REGISTERS if name not in LIVE_REGISTERS)
 
 
@@ -52,8 +54,8 @@ class CsrBlock(wiring.Component):
     -----
     identity : In(Bus), control : In(Bus)
         The two register windows.
-    frame_done, frame_status, byte_discarded : In
-        Link events from the `FrameEngine`.
+    frame_done, frame_status, byte_discarded, last_seq : In
+        Link events and state from the `FrameEngine`.
     """
 
     def __init__(self, *, constants):
@@ -76,11 +78,13 @@ class CsrBlock(wiring.Component):
             "frame_done": In(1),
             "frame_status": In(Status),
             "byte_discarded": In(1),
+            "last_seq": In(8),
         })
 
     def elaborate(self, platform):
         m = Module()
-        live = {name: Signal(32, name=name.lower()) for name in LIVE_REGISTERS}
+        live = {name: Signal(32, name=name.lower()) for name in LIVE_REGISTERS
+                if name != "LAST_SEQ"}
         scratch = Signal(32)
 
         clear = Signal()
@@ -100,9 +104,9 @@ class CsrBlock(wiring.Component):
             with m.If(self.byte_discarded):
                 m.d.sync += live["BYTES_DISCARDED"].eq(live["BYTES_DISCARDED"] + 1)
 
-        register_read_data(m, self.identity, {
-            index: live[name] if name in live else self.constants[name]
-            for index, name in enumerate(ID_REGISTERS)})
+        values = {**self.constants, **live, "LAST_SEQ": self.last_seq}
+        register_read_data(m, self.identity, {index: values[name]
+                                              for index, name in enumerate(ID_REGISTERS)})
 
         with m.If(self.control.write
                   & (self.control.address == CONTROL_REGISTERS.index("SCRATCH"))):

@@ -1,17 +1,28 @@
 """Frame engine: decodes request frames from a byte stream, runs them on the bus, encodes replies.
 
-Frames are defined in `hw.soc.protocol`. The engine is the bus initiator of `hw.soc.bridge`.
+Frames and the sequence rules are defined in `hw.soc.protocol`. The engine is the bus initiator
+of `hw.soc.bridge`.
 
 Receive path (one byte per cycle at most; the UART delivers one per 10 bit times)::
 
-    HUNT --A5--> SYNC1 --5A--> HEADER (8 bytes + CRC) --> CHECK_HEADER
-      ^                                                    |  read, or error: REPLY
-      |                                                    v  write
-      |                     PAYLOAD (length bytes + CRC, into the staging buffer) --> CHECK_PAYLOAD
-      |                                                                       good CRC |
-      |                                                                                v
-      +--- FINISH <-- SEND_CRC <-- [SEND_DATA] <-- REPLY header <-------------- COMMIT
+    rx bytes --> Unstuffer --symbols (byte, or a sync: `start`)--> FSM
 
+    HUNT --start--> HEADER (8 bytes + CRC) --> CHECK_HEADER
+      ^    ^            ^ start: the frame restarts   |  read, retry, or refused: REPLY
+      |    |            '-----------------------------|  new write with a good header
+      |    |                                          v
+      |    |  PAYLOAD (length bytes + CRC, into the staging buffer) --> CHECK_PAYLOAD
+      |    '--- start: the frame restarts                               good CRC |
+      |                                                                          v
+      +--- FINISH <-- SEND_CRC <-- [SEND_DATA] <-- REPLY header <--------- COMMIT
+
+    FSM --symbols--> Stuffer --> tx bytes
+
+* Byte stuffing (`Unstuffer`, `Stuffer`): a sync byte on the line is always a frame start, so
+  the engine never has to trust a length to find the next frame. Any refusal is answered at
+  once, and whatever is left of the refused frame is skipped in HUNT up to the next sync byte;
+  a sync byte in the middle of a frame drops that frame (unanswered: the host's retry follows)
+  and starts the new one.
 * Verify, then commit: a write's payload is received into a staging buffer (`Memory`, one word
   per 4 bytes, ``max_payload`` bytes) and copied to the bus only after its CRC checked out, so a
   corrupted or truncated write -- register or bulk -- changes nothing. The copy runs at one word
@@ -20,41 +31,117 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
 * Reads stream from the bus at line rate: the next words are fetched while the current one is
   being sent (a read's data arrives `bridge.INITIATOR_READ_LATENCY` cycles after it, so
   `PREFETCH_WORDS` are read ahead), so ``tx`` sees a continuous stream of data bytes even when
-  it takes one per cycle. Writes are fire-and-forget (one per cycle).
-* Errors: a bad header CRC or an unknown opcode is answered at once; a write with a bad address
-  or length (but a length the staging buffer can hold) is still received to its end so that its
-  payload is not mistaken for new frames, then answered. A frame during which the line stays
-  quiet for ``frame_timeout`` cycles is answered TRUNCATED (or dropped silently if not even the
-  seq arrived). Bytes outside frames are skipped while hunting for the next sync pattern, and
-  bytes that arrive while a reply is being sent are drained and dropped.
-* A write with the same seq as the last executed write is a retry: it is answered OK and not
-  applied again. Any successful read forgets that seq.
+  it takes one per cycle (an escaped byte takes two). Writes are fire-and-forget (one per cycle).
+* Sequence rules: ``last_seq`` and ``last_status`` record the last request taken in sequence
+  with a final status; a write repeating ``last_seq`` is answered ``last_status`` without being
+  applied, a write with any seq but ``last_seq + 1`` is answered BAD_SEQ, reads always run.
+* Errors: a frame during which the line stays quiet for ``frame_timeout`` cycles is answered
+  TRUNCATED (or dropped silently if not even the seq arrived). Symbols outside frames are
+  skipped while hunting for the next sync byte, and bytes that arrive while a reply is being
+  sent are drained and dropped.
 
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
-``length / 4 + 3`` cycles after the payload CRC for writes; a read reply's first data byte
-leaves ``INITIATOR_READ_LATENCY + 3`` (10) cycles after the last byte of its header.
-Throughput: the line rate in both directions, plus the staging copy per write.
+``length / 4 + 3`` cycles after the payload CRC for writes, plus a cycle in each stuffing stage;
+a read reply's first data byte leaves ``INITIATOR_READ_LATENCY + 3`` (10) cycles after the last
+byte of its header. Throughput: the line rate in both directions, plus the staging copy per
+write.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.soc.bridge import ADDRESS_WIDTH, INITIATOR_READ_LATENCY, Bus, MemoryMap, WindowKind
-from hw.soc.protocol import (CRC_INIT, CRC_POLY, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC,
-                             REQUEST_SYNC,
-                             WORD_BYTES, Opcode, RequestHeader, Status)
+from hw.soc.protocol import (CRC_INIT, CRC_POLY, ESCAPE, ESCAPE_XOR, MAX_PAYLOAD, REPLY_HEADER,
+                             REPLY_SYNC, REQUEST_SYNC, STUFFED_BYTES, WORD_BYTES, Opcode,
+                             RequestHeader, Status)
 
-__all__ = ["FrameEngine", "crc16_next"]
+__all__ = ["FrameEngine", "Stuffer", "Unstuffer", "SYMBOL", "crc16_next"]
 
 HEADER_BYTES = RequestHeader.as_shape().size // 8
-REPLY_HEADER_BYTES = len(REPLY_SYNC) + REPLY_HEADER.size
+REPLY_HEADER_BYTES = 1 + REPLY_HEADER.size      # the start symbol (sync byte), then the header
 # Words a read reply fetches ahead: a read issued the cycle after a word moves on to be sent is
 # sendable INITIATOR_READ_LATENCY + 2 cycles after that word moved on, and the words ahead of it
 # take WORD_BYTES cycles each to send at full rate.
 PREFETCH_WORDS = -(-(INITIATOR_READ_LATENCY + 2) // WORD_BYTES)
+
+# A frame symbol: a byte of the frame, or (`start`) the sync byte that begins one.
+SYMBOL = data.StructLayout({"data": 8, "start": 1})
+
+
+class Unstuffer(wiring.Component):
+    """Line bytes in on `i`, frame symbols out on `o` (`protocol.stuff` undone).
+
+    A `sync` byte is a `start` symbol; `ESCAPE` is dropped and the byte after it XORed with
+    `ESCAPE_XOR`; any other byte passes. Latency 1 (registered output), one byte per cycle.
+
+    Parameters
+    ----------
+    sync : int
+        The sync byte of the frames received (`protocol.REQUEST_SYNC` on the device).
+    """
+
+    def __init__(self, *, sync):
+        self.sync = sync
+        super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(SYMBOL))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        escaped = Signal()
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(~o.valid | o.ready):
+            m.d.comb += i.ready.eq(1)
+            with m.If(i.valid):
+                with m.If(i.payload == self.sync):
+                    m.d.sync += [o.valid.eq(1), o.payload.start.eq(1), escaped.eq(0)]
+                with m.Elif(i.payload == ESCAPE):
+                    m.d.sync += escaped.eq(1)
+                with m.Else():
+                    m.d.sync += [o.valid.eq(1), o.payload.start.eq(0), escaped.eq(0),
+                                 o.payload.data.eq(i.payload ^ Mux(escaped, ESCAPE_XOR, 0))]
+        return m
+
+
+class Stuffer(wiring.Component):
+    """Frame symbols in on `i`, line bytes out on `o` (`protocol.stuff`).
+
+    A `start` symbol is sent as the `sync` byte, a byte of `protocol.STUFFED_BYTES` as `ESCAPE`
+    then the byte XOR `ESCAPE_XOR` (two cycles), any other byte as itself. Latency 1 (registered
+    output), one byte per cycle.
+
+    Parameters
+    ----------
+    sync : int
+        The sync byte of the frames sent (`protocol.REPLY_SYNC` on the device).
+    """
+
+    def __init__(self, *, sync):
+        self.sync = sync
+        super().__init__({"i": In(stream.Signature(SYMBOL)), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        escape_sent = Signal()
+        special = Cat(i.payload.data == byte for byte in STUFFED_BYTES).any()
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If((~o.valid | o.ready) & i.valid):
+            m.d.sync += o.valid.eq(1)
+            with m.If(i.payload.start):
+                m.d.comb += i.ready.eq(1)
+                m.d.sync += o.payload.eq(self.sync)
+            with m.Elif(special & ~escape_sent):
+                m.d.sync += [o.payload.eq(ESCAPE), escape_sent.eq(1)]
+            with m.Else():
+                m.d.comb += i.ready.eq(1)
+                m.d.sync += [o.payload.eq(i.payload.data ^ Mux(escape_sent, ESCAPE_XOR, 0)),
+                             escape_sent.eq(0)]
+        return m
 
 
 def crc16_next(crc, byte):
@@ -89,7 +176,9 @@ class FrameEngine(wiring.Component):
     frame_done : Out(1), frame_status : Out(Status)
         A one-cycle pulse per reply sent, with its status.
     byte_discarded : Out(1)
-        A one-cycle pulse per byte skipped outside a frame.
+        A one-cycle pulse per symbol skipped outside a frame.
+    last_seq : Out(8)
+        The seq of the last request taken in sequence (the LAST_SEQ register).
     """
 
     def __init__(self, *, memory_map, max_payload=MAX_PAYLOAD, frame_timeout):
@@ -113,12 +202,18 @@ class FrameEngine(wiring.Component):
             "frame_done": Out(1),
             "frame_status": Out(Status),
             "byte_discarded": Out(1),
+            "last_seq": Out(8),
         })
 
     def elaborate(self, platform):
         m = Module()
-        rx, tx, bus = self.rx, self.tx, self.bus
+        bus = self.bus
         max_words = self.max_payload // WORD_BYTES
+        m.submodules.unstuffer = unstuffer = Unstuffer(sync=REQUEST_SYNC)
+        m.submodules.stuffer = stuffer = Stuffer(sync=REPLY_SYNC)
+        wiring.connect(m, wiring.flipped(self.rx), unstuffer.i)
+        wiring.connect(m, stuffer.o, wiring.flipped(self.tx))
+        rx, tx = unstuffer.o, stuffer.i
 
         m.submodules.staging = staging = Memory(shape=32, depth=max_words, init=[])
         stage_write = staging.write_port()
@@ -131,15 +226,17 @@ class FrameEngine(wiring.Component):
         quiet = Signal(range(self.frame_timeout + 1))
         timed_out = Signal()        # registered quiet == frame_timeout: no compare before the FSM
         status = Signal(Status)             # of the reply being sent
-        header_status = Signal(Status)      # of a write, known before its payload arrives
+        record = Signal()                   # the reply's request is the new last one in sequence
         byte_count = Signal(range(self.max_payload + 3))
         word_count = Signal(range(max_words + 1))
         word_shift = Signal(32)
         bus_word = Signal(ADDRESS_WIDTH)
         reply_index = Signal(range(REPLY_HEADER_BYTES))
         crc_byte = Signal()
-        last_write_seq = Signal(8)
-        last_write_valid = Signal()
+        last_seq = Signal(8)
+        next_seq = Signal(8, init=1)        # last_seq + 1, registered
+        last_status = Signal(Status)
+        m.d.comb += self.last_seq.eq(last_seq)
 
         opcode, length = header.opcode, header.length
         words = length[2:]
@@ -147,11 +244,13 @@ class FrameEngine(wiring.Component):
         writes = (opcode == Opcode.WRITE_REGISTERS.value) | (opcode == Opcode.BULK_WRITE.value)
         bulk = (opcode == Opcode.BULK_READ.value) | (opcode == Opcode.BULK_WRITE.value)
         length_ok = (length != 0) & (length[:2] == 0) & (length <= self.max_payload)
+        in_sequence = header.seq == next_seq
         # Registered, latency 2: the header's two CRC bytes come after its last byte, so the
         # status is valid by CHECK_HEADER.
         access = self.memory_map.access_status(
             m, address=header.address, length=length, write=writes,
             kind=Mux(bulk, WindowKind.MEMORY, WindowKind.REGISTERS))
+        checked = Mux(length_ok, access, Status.BAD_LENGTH)
         returns_data = (status == Status.OK) & known_opcode & ~writes
         # Index of a read reply's last data byte, registered (no decrementer before the compare
         # in SEND_DATA): the header is steady long before.
@@ -161,113 +260,105 @@ class FrameEngine(wiring.Component):
         m.d.sync += last_word.eq(header.address[2:] + words - 1)
 
         received = Signal()
-        m.d.comb += received.eq(rx.valid & rx.ready)
-        next_rx_crc = crc16_next(rx_crc, rx.payload)
+        m.d.comb += received.eq(rx.valid & rx.ready & ~rx.payload.start)
+        next_rx_crc = crc16_next(rx_crc, rx.payload.data)
         # The bus request is straight from registers (the decoder registers it again); address
         # and data only count with a strobe.
         m.d.comb += [self.frame_status.eq(status), bus.address.eq(bus_word),
                      bus.write_data.eq(stage_read.data)]
 
+        def start_frame():
+            m.d.sync += [quiet.eq(0), timed_out.eq(0), header_index.eq(0), rx_crc.eq(CRC_INIT),
+                         tx_crc.eq(CRC_INIT), reply_index.eq(0), crc_byte.eq(0), record.eq(0)]
+            m.next = "HEADER"
+
         def receive_with_timeout():
-            """Take bytes; `timed_out` is high once the line has been quiet `frame_timeout`
-            cycles in this frame."""
+            """Take symbols; `timed_out` is high once the line has been quiet `frame_timeout`
+            cycles in this frame. A start symbol begins the next frame (this one is dropped)."""
             m.d.comb += rx.ready.eq(1)
             m.d.sync += [quiet.eq(Mux(rx.valid, 0, quiet + 1)),
                          timed_out.eq(~rx.valid & (quiet == self.frame_timeout - 1))]
+            with m.If(rx.valid & rx.payload.start):
+                start_frame()
 
         def drain_rx():
             m.d.comb += [rx.ready.eq(1), self.byte_discarded.eq(rx.valid)]
 
         def send(byte):
-            m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
+            m.d.comb += [tx.valid.eq(1), tx.payload.data.eq(byte)]
             return tx.ready
+
+        def reply(new_status, *, recorded):
+            m.d.sync += [status.eq(new_status), record.eq(recorded)]
+            m.next = "REPLY"
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.sync += [quiet.eq(0), timed_out.eq(0), header_index.eq(0), rx_crc.eq(CRC_INIT),
-                             tx_crc.eq(CRC_INIT), reply_index.eq(0), crc_byte.eq(0)]
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    with m.If(rx.payload == REQUEST_SYNC[0]):
-                        m.next = "SYNC1"
+                    with m.If(rx.payload.start):
+                        start_frame()
                     with m.Else():
                         m.d.comb += self.byte_discarded.eq(1)
 
-            with m.State("SYNC1"):
-                receive_with_timeout()
-                with m.If(rx.valid):
-                    with m.If(rx.payload == REQUEST_SYNC[1]):
-                        m.next = "HEADER"
-                    with m.Elif(rx.payload != REQUEST_SYNC[0]):
-                        m.d.comb += self.byte_discarded.eq(1)
-                        m.next = "HUNT"
-                with m.Elif(timed_out):
-                    m.next = "HUNT"
-
             with m.State("HEADER"):
                 receive_with_timeout()
-                with m.If(rx.valid):
+                with m.If(received):
                     m.d.sync += [rx_crc.eq(next_rx_crc), header_index.eq(header_index + 1)]
                     with m.Switch(header_index):
                         for index in range(HEADER_BYTES):
                             with m.Case(index):
-                                m.d.sync += header.as_value().word_select(index, 8).eq(rx.payload)
+                                m.d.sync += header.as_value().word_select(index, 8).eq(
+                                    rx.payload.data)
                     with m.If(header_index == HEADER_BYTES + 1):    # the second CRC byte
                         m.next = "CHECK_HEADER"
-                with m.Elif(timed_out):
+                with m.Elif(timed_out & ~rx.valid):
                     with m.If(header_index == 0):
                         m.next = "HUNT"
                     with m.Else():
-                        m.d.sync += status.eq(Status.TRUNCATED)
-                        m.next = "REPLY"
+                        reply(Status.TRUNCATED, recorded=0)
 
             with m.State("CHECK_HEADER"):
                 m.d.sync += [rx_crc.eq(CRC_INIT), byte_count.eq(0), quiet.eq(0), timed_out.eq(0),
                              bus_word.eq(header.address[2:])]
                 with m.If(rx_crc != 0):
-                    m.d.sync += status.eq(Status.BAD_CRC)
-                    m.next = "REPLY"
+                    reply(Status.BAD_CRC, recorded=0)
                 with m.Elif(~known_opcode):
-                    m.d.sync += status.eq(Status.BAD_OPCODE)
-                    m.next = "REPLY"
-                with m.Elif(writes & (length != 0) & (length <= self.max_payload)):
-                    m.d.sync += header_status.eq(Mux(length_ok, access, Status.BAD_LENGTH))
-                    m.next = "PAYLOAD"
+                    reply(Status.BAD_OPCODE, recorded=in_sequence)
+                with m.Elif(~writes):
+                    reply(checked, recorded=in_sequence)
+                with m.Elif(header.seq == last_seq):
+                    reply(last_status, recorded=0)      # a retry: answered, not applied again
+                with m.Elif(~in_sequence):
+                    reply(Status.BAD_SEQ, recorded=0)
+                with m.Elif(checked != Status.OK):
+                    reply(checked, recorded=1)
                 with m.Else():
-                    m.d.sync += status.eq(Mux(length_ok, access, Status.BAD_LENGTH))
-                    m.next = "REPLY"
+                    m.next = "PAYLOAD"
 
             with m.State("PAYLOAD"):
                 receive_with_timeout()
-                incoming_word = Cat(word_shift[8:], rx.payload)
+                incoming_word = Cat(word_shift[8:], rx.payload.data)
                 m.d.comb += [
                     stage_write.addr.eq(byte_count[2:]),
                     stage_write.data.eq(incoming_word),
-                    stage_write.en.eq(rx.valid & (byte_count < length) & (byte_count[:2] == 3)),
+                    stage_write.en.eq(received & (byte_count < length) & (byte_count[:2] == 3)),
                 ]
-                with m.If(rx.valid):
+                with m.If(received):
                     m.d.sync += [rx_crc.eq(next_rx_crc), byte_count.eq(byte_count + 1),
                                  word_shift.eq(incoming_word)]
                     with m.If(byte_count == length + 1):
                         m.next = "CHECK_PAYLOAD"
-                with m.Elif(timed_out):
-                    m.d.sync += status.eq(Status.TRUNCATED)
-                    m.next = "REPLY"
+                with m.Elif(timed_out & ~rx.valid):
+                    reply(Status.TRUNCATED, recorded=0)
 
             with m.State("CHECK_PAYLOAD"):
                 m.d.sync += word_count.eq(0)
                 with m.If(rx_crc != 0):
-                    m.d.sync += status.eq(Status.BAD_CRC)
-                    m.next = "REPLY"
-                with m.Elif(header_status != Status.OK):
-                    m.d.sync += status.eq(header_status)
-                    m.next = "REPLY"
+                    reply(Status.BAD_CRC, recorded=0)
                 with m.Else():
-                    m.d.sync += status.eq(Status.OK)
-                    with m.If(last_write_valid & (last_write_seq == header.seq)):
-                        m.next = "REPLY"        # a retry of a write already applied
-                    with m.Else():
-                        m.next = "COMMIT"
+                    m.d.sync += [status.eq(Status.OK), record.eq(1)]
+                    m.next = "COMMIT"
 
             with m.State("COMMIT"):
                 # word_count counts staging reads; a word read in one cycle is written in the
@@ -286,12 +377,13 @@ class FrameEngine(wiring.Component):
 
             with m.State("REPLY"):
                 drain_rx()
-                reply_header = Cat(Const(REPLY_SYNC[0], 8), Const(REPLY_SYNC[1], 8), header.seq,
-                                   status, Mux(returns_data, length, 0))
+                reply_header = Cat(Const(0, 8), header.seq, status,
+                                   Mux(returns_data, length, 0))
                 byte = reply_header.word_select(reply_index, 8)
+                m.d.comb += tx.payload.start.eq(reply_index == 0)
                 with m.If(send(byte)):
                     m.d.sync += reply_index.eq(reply_index + 1)
-                    with m.If(reply_index >= len(REPLY_SYNC)):
+                    with m.If(reply_index != 0):
                         m.d.sync += tx_crc.eq(crc16_next(tx_crc, byte))
                     with m.If(reply_index == REPLY_HEADER_BYTES - 1):
                         m.d.sync += [byte_count.eq(0), word_count.eq(0)]
@@ -302,8 +394,8 @@ class FrameEngine(wiring.Component):
 
             with m.State("SEND_DATA"):
                 drain_rx()
-                self._send_data(m, last_byte, words, bus_word, word_count, byte_count, word_shift,
-                                tx_crc)
+                self._send_data(m, tx, last_byte, words, bus_word, word_count, byte_count,
+                                word_shift, tx_crc)
 
             with m.State("SEND_CRC"):
                 drain_rx()
@@ -315,12 +407,13 @@ class FrameEngine(wiring.Component):
             with m.State("FINISH"):
                 # Not draining: the host may start its next frame right after our last byte.
                 m.d.comb += self.frame_done.eq(1)
-                with m.If(status == Status.OK):
-                    m.d.sync += [last_write_seq.eq(header.seq), last_write_valid.eq(writes)]
+                with m.If(record):
+                    m.d.sync += [last_seq.eq(header.seq), next_seq.eq(header.seq + 1),
+                                 last_status.eq(status)]
                 m.next = "HUNT"
         return m
 
-    def _send_data(self, m, last_byte, words, bus_word, fetched, sent, word_shift, tx_crc):
+    def _send_data(self, m, tx, last_byte, words, bus_word, fetched, sent, word_shift, tx_crc):
         """Stream `words` bus words out on `tx`, fetching words ahead while earlier ones are sent.
 
         Reads land in a small FIFO (`PREFETCH_WORDS` deep) and move on into `word_shift` as its
@@ -330,17 +423,17 @@ class FrameEngine(wiring.Component):
         `INITIATOR_READ_LATENCY` + 2 cycles after the word that freed the slot moved on: within
         the `PREFETCH_WORDS` * 4 cycles the words ahead of it take to send, so the data bytes
         leave in a continuous stream."""
-        tx, bus = self.tx, self.bus
+        bus = self.bus
         word_valid = Signal()       # word_shift holds bytes still to send
         in_flight = Signal(INITIATOR_READ_LATENCY)     # one bit per cycle since each read
         pending = Signal(range(PREFETCH_WORDS + 1))     # words read, not yet in word_shift
         m.submodules.prefetch = prefetch = SyncFIFO(width=32, depth=PREFETCH_WORDS)
 
-        m.d.comb += [tx.valid.eq(word_valid), tx.payload.eq(word_shift[:8])]
+        m.d.comb += [tx.valid.eq(word_valid), tx.payload.data.eq(word_shift[:8])]
         sent_last_of_word = Signal()
         m.d.comb += sent_last_of_word.eq(tx.valid & tx.ready & (sent[:2] == 3))
         with m.If(tx.valid & tx.ready):
-            m.d.sync += [tx_crc.eq(crc16_next(tx_crc, tx.payload)), sent.eq(sent + 1),
+            m.d.sync += [tx_crc.eq(crc16_next(tx_crc, tx.payload.data)), sent.eq(sent + 1),
                          word_shift.eq(word_shift >> 8)]
             with m.If(sent_last_of_word):
                 m.d.sync += word_valid.eq(0)

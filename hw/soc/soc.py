@@ -176,6 +176,7 @@ class SoCCore(wiring.Component):
             csr.frame_done.eq(engine.frame_done),
             csr.frame_status.eq(engine.frame_status),
             csr.byte_discarded.eq(engine.byte_discarded),
+            csr.last_seq.eq(engine.last_seq),
         ]
         return m
 

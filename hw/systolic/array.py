@@ -60,6 +60,12 @@ output-stationary tile at its ``last`` beat, 1 per weight-stationary activation)
 ``results`` beats are taken, and inputs are refused while the reservation would not fit. So no
 result is lost or duplicated however long ``results`` stalls.
 
+Weight-stationary ``weights.ready`` is a flip-flop and ``activations.ready`` the AND of two (the
+registered credit of `hw.credit` and a registered "this row may enter" flag): each is registered
+from the next cycle's state, so it is the same condition, in the same cycle, as one computed
+from the current state -- no latency added -- but no compare sits in front of the skid buffers
+the readies steer.
+
 Output-stationary inputs pass through one register (``operands.ready`` depends only on internal
 state, never on the payload); a registered ``last`` beat waits there for the throttle and the
 credits.
@@ -76,6 +82,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.credit import credit_counter
 from hw.pipeline import delayed
 from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
@@ -171,7 +178,6 @@ class SystolicArray(wiring.Component):
         m.submodules.result_fifo = fifo = SyncFIFOBuffered(width=stored_layout.size,
                                                            depth=self.result_fifo_depth)
         stored = data.View(stored_layout, fifo.r_data)
-        reserved = Signal(range(self.result_fifo_depth + 1))
         popped = Signal()
         m.d.comb += [
             self.results.payload.last.eq(stored.last),
@@ -182,16 +188,13 @@ class SystolicArray(wiring.Component):
 
         launch = Signal(TileControl)
         if self.dataflow == "output_stationary":
-            launch_a, reservation = self._elaborate_output_stationary_input(m, pes, launch,
-                                                                            reserved)
+            launch_a = self._elaborate_output_stationary_input(m, pes, launch, popped)
             column_values, out_control = self._elaborate_output_stationary_drain(m, pes)
         else:
-            launch_a, reservation = self._elaborate_weight_stationary_input(m, pes, launch,
-                                                                            reserved)
+            launch_a = self._elaborate_weight_stationary_input(m, pes, launch, popped)
             column_values = [pes[rows - 1][j].psum_out for j in range(cols)]
             out_control = delayed(m, pes[rows - 1][cols - 1].control, ProcessingElement.LATENCY,
                                   shape=TileControl, name="out_control", reset_less=False)
-        m.d.sync += reserved.eq(reserved + reservation - popped)
 
         # Skew: row i starts i cycles late (plus the weight-stationary launch register), then
         # hops one PE per cycle to the right.
@@ -219,8 +222,9 @@ class SystolicArray(wiring.Component):
             m.d.comb += self.results.payload.data[j].eq(stored.data[j])     # sign-extended
         return m
 
-    def _elaborate_output_stationary_input(self, m, pes, launch, reserved):
+    def _elaborate_output_stationary_input(self, m, pes, launch, popped):
         rows, cols = self.rows, self.cols
+        reserved = Signal(range(self.result_fifo_depth + 1))
         staged = Signal(self.operand_layout, reset_less=True)
         staged_valid = Signal()
         starting_tile = Signal(init=1)
@@ -252,7 +256,8 @@ class SystolicArray(wiring.Component):
                                                name=f"w_skew_{j}", reset_less=True))
             for i in range(1, rows):
                 m.d.comb += pes[i][j].w.eq(pes[i - 1][j].w_out)
-        return staged.a, Mux(advance & staged.last, rows, 0)
+        m.d.sync += reserved.eq(reserved + Mux(advance & staged.last, rows, 0) - popped)
+        return staged.a
 
     def _elaborate_output_stationary_drain(self, m, pes):
         """Per column, a shift chain that takes the finished tile in parallel and moves it up."""
@@ -275,7 +280,7 @@ class SystolicArray(wiring.Component):
             top_control = control[0]
         return tops, top_control
 
-    def _elaborate_weight_stationary_input(self, m, pes, launch, reserved):
+    def _elaborate_weight_stationary_input(self, m, pes, launch, popped):
         rows, cols = self.rows, self.cols
         taken = Signal(range(rows + 1))         # weight beats accepted for the next tile
         # Cycles until the last swap has read every shadow register.
@@ -286,20 +291,36 @@ class SystolicArray(wiring.Component):
         shift = Signal()                        # registered take: the enable of every shadow
         weight_row = Signal.like(self.weights.payload)
         accept = Signal()
-        # Every weight is in the shadow chain once all are taken and the last one has shifted.
-        loaded = (taken == rows) & ~shift
+        restart = Signal()                      # a tile's first activation: a new weight tile
+        # The readies come from flip-flops (timing: each steers the enables of a skid buffer in
+        # the compute unit, placed apart from this control logic; computed here from compares
+        # of the counters, the 85F build's critical path was that compare, then the route to
+        # the buffer). Each flag is registered from the state its condition will see in the
+        # next cycle, so it equals that condition on the current state, cycle for cycle (no
+        # added latency):
+        #   weights.ready      = weights_ready = taken < rows and swap_guard == 0
+        #   tile_ready         = not expect_first or loaded (every weight in the shadow
+        #                        chain: all taken and the last one shifted, taken == rows and
+        #                        not shift)
+        #   activations.ready  = a result FIFO row is free (`credit_counter`'s registered
+        #                        has_credit) and tile_ready: an AND of two flip-flops
+        # The next state's flags are compares of the current state, selected by the handshakes.
+        weights_ready = Signal(init=1)
+        tile_ready = Signal()
+        has_credit, _ = credit_counter(m, slots=self.result_fifo_depth, take=accept,
+                                       give=popped, name="result_rows")
         m.d.comb += [
-            self.weights.ready.eq((taken < rows) & (swap_guard == 0)),
+            self.weights.ready.eq(weights_ready),
             take.eq(self.weights.valid & self.weights.ready),
-            self.activations.ready.eq((reserved < self.result_fifo_depth) &
-                                      (~expect_first | loaded)),
+            self.activations.ready.eq(has_credit & tile_ready),
             accept.eq(self.activations.valid & self.activations.ready),
+            restart.eq(accept & expect_first),
         ]
         # Loaded every cycle (`shift` qualifies it), so the handshake enables no register here.
         m.d.sync += [shift.eq(take), weight_row.eq(self.weights.payload)]
-        # A tile's first activation is only accepted with every weight shifted in, so no shift
-        # is pending when the count restarts.
-        with m.If(accept & expect_first):
+        # A tile's first activation is only accepted with every weight shifted in (so no take
+        # in that cycle: `taken` is `rows`), so no shift is pending when the count restarts.
+        with m.If(restart):
             m.d.sync += [taken.eq(0), swap_guard.eq(swap_window)]
         with m.Else():
             with m.If(take):
@@ -308,6 +329,16 @@ class SystolicArray(wiring.Component):
                 m.d.sync += swap_guard.eq(swap_guard - 1)
         with m.If(accept):
             m.d.sync += expect_first.eq(self.activations.payload.last)
+        taken_below_rows = Mux(take, taken < rows - 1, taken < rows)
+        m.d.sync += [
+            weights_ready.eq(Mux(restart, swap_window == 0,
+                                 taken_below_rows & (swap_guard <= 1))),
+            # Next cycle: expect_first is the accepted row's `last` (else unchanged); loaded
+            # needs every weight taken and none shifting: `taken` already `rows` (then no take
+            # now, so no shift next) and no restart emptying the count.
+            tile_ready.eq(Mux(accept, ~self.activations.payload.last, ~expect_first) |
+                          (~restart & (taken == rows))),
+        ]
 
         m.d.comb += [launch.valid.eq(accept), launch.first.eq(expect_first),
                      launch.last.eq(self.activations.payload.last)]
@@ -319,4 +350,4 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pes[i][j].shadow_in.eq(pes[i + 1][j].shadow_out)
                 if i > 0:
                     m.d.comb += pes[i][j].psum_in.eq(pes[i - 1][j].psum_out)
-        return self.activations.payload.a, accept
+        return self.activations.payload.a

@@ -16,4 +16,6 @@ BENCHES = {
     "link": "sim.bench.link",
     "memory": "sim.bench.memory",
     "network": "sim.bench.network",
+    "faults": "sim.bench.faults",
+    "soak": "sim.bench.soak",
 }

@@ -167,12 +167,14 @@ def build(design, *, ports=None, cache_dir=None, compiler=None, cxxflags=DEFAULT
     """
     if isinstance(cxxflags, str) or not all(isinstance(flag, str) for flag in cxxflags):
         raise TypeError(f"cxxflags must be a sequence of strings, not {cxxflags!r}")
+    # Converted first: the design is then used even when a tool or the harness turns out to be
+    # missing, so it does not warn (UnusedElaboratable) whenever it is garbage-collected.
+    rtlil_text = rtlil.convert(design, ports=ports, emit_src=False)
     compiler_path = _compiler_command(compiler)
     yosys_path = _yosys_command(yosys)
     runtime = _runtime_include()
     harness_source = package_file(__package__, _HARNESS).read_text()
 
-    rtlil_text = rtlil.convert(design, ports=ports, emit_src=False)
     top_ports = _top_ports(rtlil_text)
     if not top_ports:
         raise BuildError("The converted design has no top-level ports; pass `ports=` for a design "

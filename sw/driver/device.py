@@ -22,15 +22,28 @@ kind, weights resident in the scratchpad's upper bank and the parameter memory, 
 its lower bank by liveness, host steps where the device has no operation) or takes a compiled
 `sw.compiler.Program`, writes the resident weights and parameters once and returns a
 `LoadedProgram`; calling that with a batch writes only the inputs, pushes the commands, polls
-``completed`` and reads only the outputs back (`sw.driver.loaded`). `matmul`, `conv2d`,
-`binary_dense` and `run` are one-node (or chain) programs; `matmul_int32` reads the raw
-accumulators with its own GEMM loop. What cannot be split to fit (one output block's weights,
+until ``completed`` equals ``pushed`` and reads only the outputs back (`sw.driver.loaded`).
+`matmul`, `conv2d`, `binary_dense` and `run` are one-node (or chain) programs; `matmul_int32`
+reads the raw accumulators with its own GEMM loop. What cannot be split to fit (one output block's weights,
 one sample's activations) is rejected with a `sw.compiler.DoesNotFit` (a `ValueError`) naming
 the node, what it needs and what the device has. A command the core refuses raises
 `CommandError` naming the command and the error code.
 
 Every input is checked (shape, dtype, range) before anything is sent: `TypeError` for a wrong
 dtype, `ValueError` for a wrong shape or value.
+
+The core's state is the device's, never the driver's: on open and at the start of every layer
+the driver reads ``pushed``, ``completed``, ``queue_free`` and ``busy`` and waits until the core
+has finished every command it took (``completed == pushed``), so a layer left running by a host
+program that was killed, or by a call that failed on the link, can neither overwrite the new
+layer's inputs nor be taken for its commands; an error such a layer left is cleared. Commands
+are numbered from the device's ``pushed``, and a command whose write raised a link error is
+looked up there (the reply may be lost with the command taken). Every wait -- for the core to
+finish, for a queue slot -- is bounded by ``command_timeout`` seconds of the link's clock
+(simulated time on ``sim://``) and raises `CoreTimeout` with the state it last read. There is
+no core reset: every command the core accepts finishes in bounded time (invalid ones are
+skipped at dispatch), so waiting is enough, and a reset would add a fan-out to every
+flip-flop of the core for no case the driver can reach.
 """
 
 import numpy as np
@@ -42,7 +55,8 @@ from hw.soc import protocol
 from sim import reference
 from sw.compiler import MAX_BATCH, DeviceGeometry, Program, compile_graph
 from sw.compiler.layout import activation_rows, rows_to_words, weight_rows, words_to_rows
-from sw.driver.errors import CommandError, DeviceMismatch
+from sw.driver.errors import (CommandError, CoreTimeout, DeviceError, DeviceMismatch, LinkError,
+                              ProtocolError)
 from sw.driver.link import open_link
 from sw.driver.loaded import LoadedProgram
 from sw.driver.transport import Closable
@@ -53,10 +67,13 @@ __all__ = ["Accelerator"]
 
 _WORD = protocol.WORD_BYTES
 _LINK_REGISTERS = protocol.ID_REGISTERS[:protocol.ID_REGISTERS.index("BYTES_DISCARDED") + 1]
+# The core's status registers, read as one block (counter_clear, write-only, reads 0).
 _STATUS_REGISTERS = ("queue_free", "completed", "error_code", "error_index", "error_opcode",
-                     "busy")
+                     "busy", "counter_clear", "pushed")
 assert [REGISTERS[name] for name in _STATUS_REGISTERS] == list(
     range(REGISTERS["queue_free"], REGISTERS["queue_free"] + len(_STATUS_REGISTERS)))
+DEFAULT_COMMAND_TIMEOUT = 10.0      # seconds for the core to finish a layer (or free a slot)
+_WORD_MASK = 0xFFFF_FFFF
 
 
 # Input checking ----------------------------------------------------------------------------------
@@ -154,13 +171,18 @@ class Accelerator(Closable):
     Attributes read from the device: `config` (`hw.config.AcceleratorConfig`), `max_payload`,
     `version`, `windows` (window name -> byte base), `core_sizes` (`protocol.CORE_SIZES`), and
     `core` (the `hw.core.Core` of that config and sizes: buffer geometry only, never simulated).
+    `command_timeout`: seconds (of the link's clock) any wait for the core may take.
     """
 
     _generation = 0         # bumped by every load and layer call that writes weights
 
-    def __init__(self, link, *, url="<link>"):
+    def __init__(self, link, *, url="<link>", command_timeout=DEFAULT_COMMAND_TIMEOUT):
+        if not isinstance(command_timeout, (int, float)) or not command_timeout > 0:
+            raise ValueError(f"command_timeout must be a positive number of seconds, "
+                             f"not {command_timeout!r}")
         self.link = link
         self.url = url
+        self.command_timeout = command_timeout
         identity = dict(zip(_LINK_REGISTERS, link.read_registers(protocol.CSR_BASE,
                                                                  len(_LINK_REGISTERS))))
         if identity["MAGIC"] != protocol.MAGIC:
@@ -193,19 +215,15 @@ class Accelerator(Closable):
         self.windows = {"core_control": identity["CORE_CONTROL_BASE"],
                         **{name: identity[f"{name.upper()}_BASE"]
                            for name in protocol.CORE_MEMORY_WINDOWS}}
-        status = self._core_status()
-        # Commands are numbered from the core's reset; an earlier session's error is not ours.
-        self._pushed = status["completed"]
-        self._queue_free = status["queue_free"]
-        self._commands = {}
-        if status["error_code"]:
-            self._write_core_register("error_code", 0)
+        self._commands = {}         # command index (the device's pushed) -> words, this layer
+        self._drain("open")
 
     @classmethod
-    def open(cls, url):
+    def open(cls, url, **options):
+        """Connect to `url`; `options` as for the constructor (`command_timeout`)."""
         link = open_link(url)
         try:
-            return cls(link, url=url)
+            return cls(link, url=url, **options)
         except BaseException:
             link.close()
             raise
@@ -255,7 +273,9 @@ class Accelerator(Closable):
     def _core_status(self):
         values = self.read_registers(self._core_address(REGISTERS["queue_free"]),
                                      len(_STATUS_REGISTERS))
-        return dict(zip(_STATUS_REGISTERS, values))
+        status = dict(zip(_STATUS_REGISTERS, values))
+        del status["counter_clear"]
+        return status
 
     def core_status(self):
         """The core's queue and error registers (`hw.core.isa.REGISTERS`), error_code as an
@@ -276,22 +296,70 @@ class Accelerator(Closable):
 
     # Commands ------------------------------------------------------------------------------------
 
+    def _wait_for(self, condition, what):
+        """Poll the core's status until `condition(status)`; `CoreTimeout` after
+        `command_timeout` seconds of the link's clock, naming the last status read."""
+        start = self.link.now()
+        while True:
+            status = self._core_status()
+            if condition(status):
+                return status
+            waited = self.link.now() - start
+            if waited > self.command_timeout:
+                state = ", ".join(f"{name} {value}" for name, value in status.items())
+                raise CoreTimeout(f"{what}: the core did not get there in {waited:.3g} s "
+                                  f"(command_timeout {self.command_timeout:g} s); it reads "
+                                  f"{state} (busy bits: compute, store, binary, dispatcher)",
+                                  state=status)
+
+    def _drain(self, what):
+        """Wait until the core has finished every command it took (``completed == pushed``),
+        then clear an error an earlier layer left: the core is ours, idle and clean."""
+        status = self._wait_for(lambda status: status["completed"] == status["pushed"],
+                                f"{what}: waiting for earlier commands to finish")
+        self._commands = {}
+        if status["error_code"]:
+            self._write_core_register("error_code", 0)
+
     def _push(self, commands):
+        status = self._core_status()
+        index, free = status["pushed"], status["queue_free"]
         for words in commands:
-            while self._queue_free == 0:
-                self._queue_free = self._core_status()["queue_free"]
-            self.write_registers(self._core_address(COMMAND_REGISTER), words)
-            self._commands[self._pushed & 0xFFFF_FFFF] = words
-            self._pushed += 1
-            self._queue_free -= 1
+            if free == 0:
+                free = self._wait_for(lambda status: status["queue_free"] > 0,
+                                      f"pushing command #{index}")["queue_free"]
+            self._commands[index] = words
+            self._write_command(index, words)
+            index = (index + 1) & _WORD_MASK
+            free -= 1
+
+    def _write_command(self, index, words):
+        """Write command `index` (the device's pushed count before it) into the queue. If the
+        link fails on the way the command may still have gone in with its reply lost: the
+        core's ``pushed`` says, and a command that did not go in is written once more."""
+        address = self._core_address(COMMAND_REGISTER)
+        try:
+            self.write_registers(address, words)
+            return
+        except DeviceError:
+            raise                       # refused: it did not go in
+        except LinkError as error:
+            failure = error
+        try:
+            pushed = self._core_status()["pushed"]
+        except LinkError:
+            raise failure from None     # the next layer's drain will sort the core out
+        if pushed == (index + 1) & _WORD_MASK:
+            return
+        if pushed != index:
+            raise ProtocolError(f"Pushing command #{index}: the core's pushed count moved to "
+                                f"{pushed} (another host?)") from failure
+        self.write_registers(address, words)
 
     def _finish(self):
         """Wait until every pushed command has retired; raise `CommandError` for a refused one."""
-        while True:
-            status = self._core_status()
-            if status["completed"] == self._pushed & 0xFFFF_FFFF:
-                break
-        self._queue_free = status["queue_free"]
+        status = self._wait_for(lambda status: status["completed"] == status["pushed"],
+                                "waiting for the layer's commands")
         commands, self._commands = self._commands, {}
         if status["error_code"]:
             self._write_core_register("error_code", 0)
@@ -363,6 +431,7 @@ class Accelerator(Closable):
             raise DeviceMismatch(f"the program was compiled for another device configuration "
                                  f"(program != {self.url}: {'; '.join(differences)}); compile "
                                  f"it again for this device")
+        self._drain("load")
         self._generation += 1
         for step in program.resident:
             self._write_words(step.args["window"], step.args["word"], step.data)
@@ -418,6 +487,7 @@ class Accelerator(Closable):
         acc_half = self.core.accumulator_rows // 2
         self._invalidate_programs()
         groups = self._output_groups(n, k_blocks * rows, "matmul_int32")
+        self._drain("matmul_int32")
         acc = np.zeros((m, n), np.int64)
         for first_block, count in groups:
             low, high = first_block * cols, min(n, (first_block + count) * cols)

@@ -1,7 +1,7 @@
 """Driver exceptions. Every one is a `LinkError`, so callers can catch the family at once."""
 
 __all__ = ["LinkError", "LinkTimeout", "LinkClosed", "ProtocolError", "DeviceError",
-           "DeviceMismatch", "InvalidURL", "CommandError"]
+           "DeviceMismatch", "InvalidURL", "CommandError", "CoreTimeout"]
 
 
 class LinkError(Exception):
@@ -35,6 +35,15 @@ class DeviceMismatch(LinkError):
 
 class InvalidURL(LinkError, ValueError):
     """A device URL that names no known transport or has bad options."""
+
+
+class CoreTimeout(LinkTimeout):
+    """The core did not finish its commands (or free a queue slot) in time; `state` is the
+    last status read (pushed, completed, queue_free, busy, ...)."""
+
+    def __init__(self, message, *, state):
+        super().__init__(message)
+        self.state = state
 
 
 class CommandError(LinkError):

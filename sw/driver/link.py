@@ -3,13 +3,16 @@
 `open_link(url)` parses the URL, opens the transport and wraps it:
 
 * ``sim://``, ``uart://`` -> `FrameLink`: request/reply frames (`hw.soc.protocol`), stop-and-wait,
-  with a timeout per reply and retries. A retry re-sends the same frame with the *same* seq, so a
-  write whose reply was lost is not applied twice (the device answers a repeated write's seq OK
-  without applying it). Transfers longer than the device's max payload are split.
+  with a timeout per reply and retries, under the protocol's sequence rules: the link reads the
+  device's LAST_SEQ before its first request and after any request it gave up on, numbers each
+  new request LAST_SEQ + 1 and re-sends a retry with the *same* seq, so a write whose reply was
+  lost is not applied twice and a new write is never taken for a retry. Transfers longer than
+  the device's max payload are split.
 * ``pcie://`` -> `MappedLink`: 32-bit loads and stores at the same bus addresses.
 
 Both offer the same four operations on byte addresses: `read_registers`, `write_registers`
-(lists of 32-bit words, register windows) and `bulk_read`, `bulk_write` (bytes, memory windows).
+(lists of 32-bit words, register windows) and `bulk_read`, `bulk_write` (bytes, memory windows),
+and `now()`, the transport's clock (seconds; simulated time on ``sim://``) for bounding waits.
 Frame-link options in the URL: ``timeout`` (seconds per reply; default from the transport's
 line rate) and ``retries`` (default 3).
 """
@@ -19,13 +22,17 @@ import struct
 
 from hw.soc import protocol
 from hw.soc.protocol import (CRC, MAX_PAYLOAD, REPLY_HEADER, REPLY_SYNC, WORD_BYTES, Opcode,
-                             Request, Status, crc16)
+                             Request, Status, crc16, unstuff_prefix)
 from sw.driver.errors import (DeviceError, InvalidURL, LinkTimeout, ProtocolError)
 from sw.driver.transport import Closable, non_negative_int, positive_float, split_url
 
 __all__ = ["Link", "FrameLink", "MappedLink", "open_link", "SCHEMES"]
 
 DEFAULT_RETRIES = 3
+# A reply attempt ends after this many reply timeouts even if bytes keep coming (a babbling
+# line, replies to other requests), and waiting for quiet after this many chunks of bytes.
+_ATTEMPT_TIMEOUTS = 4
+_QUIET_READS = 16
 
 _HINTS = {
     Status.BAD_OPCODE: "the device does not know this operation (driver newer than bitstream?)",
@@ -72,6 +79,10 @@ class Link(Closable):
     def bulk_write(self, address, data):
         raise NotImplementedError
 
+    def now(self):
+        """Seconds on the transport's clock (simulated time for a simulation)."""
+        return self.transport.now()
+
     def _release(self):
         self.transport.close()
 
@@ -98,9 +109,9 @@ class FrameLink(Link):
         self.timeout = timeout
         self.retries = retries
         self.max_payload = WORD_BYTES      # until the device tells
-        self._seq = 0
-        # The first frame is a read: it also makes the device forget the seq of the last write
-        # it executed, so a new session's first write is never taken for a retry.
+        self._last_seq = None       # the device's LAST_SEQ as far as we know; None: unknown
+        self._sent_seq = 0          # the seq of the last request sent
+        self._pending = bytearray()     # line bytes received and not parsed yet
         self.max_payload = self.read_registers(protocol.register_address("MAX_PAYLOAD"), 1)[0]
         if not WORD_BYTES <= self.max_payload <= MAX_PAYLOAD:
             raise ProtocolError(f"The device reports a max payload of {self.max_payload} bytes; "
@@ -135,18 +146,61 @@ class FrameLink(Link):
         return bytes(result)
 
     def transact(self, opcode, address, length, payload=b""):
-        """One request, retried until a reply comes back intact; returns the reply data."""
+        """One new request, retried until a reply comes back intact; returns the reply data.
+
+        Numbered LAST_SEQ + 1 (after reading LAST_SEQ if it is unknown). A BAD_SEQ answer
+        (the device's sequence moved without us: another host, a replayed frame) means the
+        write was not applied: the link re-reads LAST_SEQ and sends it once more."""
         self._check_open(f"send {opcode.name} of {length} bytes at {address:#x}")
-        self._seq = (self._seq + 1) & 0xFF
-        request = Request(self._seq, opcode, address, length, payload)
-        frame = request.encode()
+        for _ in range(2):
+            if self._last_seq is None:
+                self._synchronize()
+            seq = (self._last_seq + 1) & 0xFF
+            status, data = self._exchange(Request(seq, opcode, address, length, payload))
+            if status != Status.BAD_SEQ:
+                break
+            self._last_seq = None
+        else:
+            raise ProtocolError(f"{opcode.name} at {address:#x}: the device refused its seq "
+                                f"twice (BAD_SEQ) right after telling its LAST_SEQ; is another "
+                                f"host talking to it?")
+        self._last_seq = seq            # a final status: the device recorded it
+        if status != Status.OK:
+            raise DeviceError(f"{opcode.name} of {length} bytes at {address:#x} refused: "
+                              f"{status.name} ({_HINTS[status]})", status=status)
         expected = 0 if opcode.writes else length
+        if len(data) != expected:
+            raise ProtocolError(f"{opcode.name} of {length} bytes at {address:#x}: the reply "
+                                f"carries {len(data)} bytes")
+        return data
+
+    def _synchronize(self):
+        """Learn the device's LAST_SEQ: a read (reads run with any seq) of the register. The
+        device moves its sequence on to our seq if that was LAST_SEQ + 1, else keeps it."""
+        seq = (self._sent_seq + 1) & 0xFF
+        status, data = self._exchange(Request(seq, Opcode.READ_REGISTERS,
+                                              protocol.register_address("LAST_SEQ"), WORD_BYTES))
+        if status != Status.OK or len(data) != WORD_BYTES:
+            raise ProtocolError(f"Reading LAST_SEQ was answered {status.name} with "
+                                f"{len(data)} bytes: is this an ecpnn device of protocol "
+                                f"{protocol.VERSION_MAJOR}?")
+        last_seq = int.from_bytes(data, "little") & 0xFF
+        self._last_seq = seq if seq == (last_seq + 1) & 0xFF else last_seq
+
+    def _exchange(self, request):
+        """Send `request` until a reply other than BAD_CRC/TRUNCATED comes back; (status,
+        data). LAST_SEQ is unknown until the caller has the answer (the device may or may not
+        have taken the request), so giving up (`LinkTimeout`, `ProtocolError`) leaves it so."""
+        self._last_seq = None
+        self._sent_seq = request.seq
+        frame = request.encode()
+        expected = 0 if request.opcode.writes else request.length
         timeout = self.timeout or self.transport.reply_timeout(expected + len(frame))
         failures = []
         for attempt in range(1 + self.retries):
             if attempt:
                 self._wait_for_quiet()
-            self.transport.discard_input()
+            self._discard_input()
             self.transport.write(frame)
             try:
                 status, data = self._receive_reply(request.seq, timeout)
@@ -156,51 +210,79 @@ class FrameLink(Link):
             if status in _RETRY_STATUSES:
                 failures.append(f"the device answered {status.name}")
                 continue
-            if status != Status.OK:
-                raise DeviceError(f"{opcode.name} of {length} bytes at {address:#x} refused: "
-                                  f"{status.name} ({_HINTS[status]})", status=status)
-            if len(data) != expected:
-                raise ProtocolError(f"{opcode.name} of {length} bytes at {address:#x}: the reply "
-                                    f"carries {len(data)} bytes")
-            return data
+            return status, data
+        what = f"{request.opcode.name} at {request.address:#x}"
         summary = "; ".join(failures)
         if all(failure.startswith("no reply") for failure in failures):
-            raise LinkTimeout(f"{opcode.name} at {address:#x}: no reply after "
-                              f"{len(failures)} attempts ({summary}). Is the device powered, "
-                              f"the bitstream loaded and the baud rate right?")
-        raise ProtocolError(f"{opcode.name} at {address:#x} failed {len(failures)} times: "
-                            f"{summary}. Line noise or a baud-rate mismatch?")
+            raise LinkTimeout(f"{what}: no reply after {len(failures)} attempts ({summary}). "
+                              f"Is the device powered, the bitstream loaded and the baud rate "
+                              f"right?")
+        raise ProtocolError(f"{what} failed {len(failures)} times: {summary}. Line noise or a "
+                            f"baud-rate mismatch?")
+
+    def _discard_input(self):
+        self._pending.clear()
+        self.transport.discard_input()
 
     def _wait_for_quiet(self):
         """Let the device finish whatever reply it is sending: it ignores the line meanwhile,
         so a retry sent into a reply would be lost."""
         quiet = self.transport.reply_timeout(0)
-        while self.transport.read(MAX_PAYLOAD, quiet):
-            pass
+        for _ in range(_QUIET_READS):
+            if not self.transport.read(MAX_PAYLOAD, quiet):
+                break
+        self._pending.clear()
 
-    def _read(self, count, timeout, what):
-        data = self.transport.read(count, timeout)
-        if len(data) < count:
-            if what == "sync":
+    def _hunt(self, timeout, deadline):
+        """Skip line bytes up to and including the next reply sync byte."""
+        while REPLY_SYNC not in self._pending:
+            self._pending.clear()
+            data = self.transport.read(1, timeout)
+            if not data:
                 raise _LostReply(f"no reply within {timeout:.3g} s")
-            raise _LostReply(f"reply cut short ({what}: {len(data)} of {count} bytes within "
-                             f"{timeout:.3g} s)")
-        return data
+            if self.transport.now() > deadline:
+                raise _LostReply(f"no reply sync byte within {_ATTEMPT_TIMEOUTS} x "
+                                 f"{timeout:.3g} s of line bytes")
+            self._pending += data
+        del self._pending[:self._pending.index(REPLY_SYNC) + 1]
+
+    def _read_frame_bytes(self, count, timeout, what):
+        """`count` bytes of the reply being received, unstuffed; `_Restart` at a sync byte."""
+        out = b""
+        while True:
+            plain, used, at_sync = unstuff_prefix(self._pending, count - len(out))
+            out += plain
+            del self._pending[:used]
+            if at_sync:
+                raise _Restart
+            if len(out) == count:
+                return out
+            # The frame has at least this many line bytes left: never reads past its end.
+            need = count - len(out) + len(self._pending)
+            self._pending += self.transport.read(need - len(self._pending), timeout)
+            if len(self._pending) < need:
+                raise _LostReply(f"reply cut short ({what}: {len(out)} of {count} bytes "
+                                 f"within {timeout:.3g} s)")
 
     def _receive_reply(self, seq, timeout):
+        deadline = self.transport.now() + _ATTEMPT_TIMEOUTS * timeout
         while True:
-            window = b""
-            while window != REPLY_SYNC:
-                window = (window + self._read(1, timeout, "sync"))[-len(REPLY_SYNC):]
-            header = self._read(REPLY_HEADER.size, timeout, "header")
-            reply_seq, status, length = REPLY_HEADER.unpack(header)
-            if length > MAX_PAYLOAD:
-                raise _LostReply(f"corrupt reply (length {length})")
-            rest = self._read(length + CRC.size, timeout, "data")
+            if self.transport.now() > deadline:
+                raise _LostReply(f"no reply to seq {seq} within {_ATTEMPT_TIMEOUTS} x "
+                                 f"{timeout:.3g} s of line bytes")
+            self._hunt(timeout, deadline)
+            try:
+                header = self._read_frame_bytes(REPLY_HEADER.size, timeout, "header")
+                reply_seq, status, length = REPLY_HEADER.unpack(header)
+                if length > MAX_PAYLOAD:
+                    raise _LostReply(f"corrupt reply (length {length})")
+                rest = self._read_frame_bytes(length + CRC.size, timeout, "data")
+            except _Restart:
+                continue            # a sync byte inside: that reply was cut, another starts
             if crc16(header + rest) != 0:
                 raise _LostReply("reply CRC mismatch")
             if reply_seq != seq:
-                continue        # an answer to an earlier attempt
+                continue        # an answer to an earlier request
             try:
                 return Status(status), rest[:length]
             except ValueError:
@@ -210,6 +292,10 @@ class FrameLink(Link):
 
 class _LostReply(Exception):
     pass
+
+
+class _Restart(Exception):
+    """A sync byte in the middle of a reply."""
 
 
 class MappedLink(Link):

@@ -100,6 +100,7 @@ class LoadedProgram:
         return outputs, self._profile_rows(totals, samples)
 
     def _run(self, values, samples, totals):
+        self.accelerator._drain("a loaded program")
         rounds = []
         for start in range(0, samples, self.program.batch):
             chunk = {name: value[start:start + self.program.batch]

@@ -9,6 +9,7 @@ is one aligned 32-bit load or store, which is what the device's bus supports.
 import mmap
 import os
 import re
+import time
 
 from sw.driver.errors import InvalidURL, LinkError
 from sw.driver.transport import MappedTransport, non_negative_int, parse_options
@@ -84,6 +85,9 @@ class PcieTransport(MappedTransport):
     def write32(self, address, value):
         self._check_open(f"store to {address:#x} of {self.path!r}")
         self._words[self._index(address)] = value
+
+    def now(self):
+        return time.monotonic()
 
     def _release(self):
         self._words.release()

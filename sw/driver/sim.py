@@ -146,10 +146,11 @@ class CxxrtlBackend(SimulationBackend):
 
     def __init__(self, top, *, clock_hz):
         from sim import cxxrtl
-        if not cxxrtl.available():
-            raise LinkError(f"backend=cxxrtl is not usable here: {cxxrtl.unavailable_reason()}; "
-                            f"use backend=pysim")
-        self._simulator = cxxrtl.CxxrtlSimulator(top, name="sim_transport")
+        try:
+            self._simulator = cxxrtl.CxxrtlSimulator(top, name="sim_transport")
+        except cxxrtl.BackendUnavailable as error:
+            raise LinkError(f"backend=cxxrtl is not usable here: {error}; use backend=pysim") \
+                from None
         self._simulator.reset()
         self._to_device = []
         self._from_device = bytearray()
@@ -300,6 +301,9 @@ class SimTransport(ByteTransport):
         self._check_open("discard the input of the simulated SoC")
         self.backend.received().clear()
 
+    def now(self):
+        return self.backend.cycles / self.clock_hz
+
     def _release(self):
         self.backend.close()
 
@@ -413,6 +417,9 @@ class SimBusTransport(MappedTransport):
 
     def write32(self, address, value):
         self._run(address, value)
+
+    def now(self):
+        return self.cycles / self.config.clock_hz
 
 
 def _pysim_only(text):

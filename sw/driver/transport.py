@@ -65,6 +65,10 @@ class ByteTransport(Closable):
         """How long to wait for `byte_count` bytes of a reply before calling it lost."""
         raise NotImplementedError
 
+    def now(self):
+        """Seconds on this transport's clock (any origin)."""
+        raise NotImplementedError
+
 
 class MappedTransport(Closable):
     """A memory-mapped window of `size` bytes with 32-bit accesses."""
@@ -75,6 +79,10 @@ class MappedTransport(Closable):
         raise NotImplementedError
 
     def write32(self, address, value):
+        raise NotImplementedError
+
+    def now(self):
+        """Seconds on this transport's clock (any origin)."""
         raise NotImplementedError
 
 

@@ -79,5 +79,8 @@ class UartTransport(ByteTransport):
     def reply_timeout(self, byte_count):
         return _MIN_REPLY_TIMEOUT + 2 * byte_count * BITS_PER_BYTE / self.baud
 
+    def now(self):
+        return time.monotonic()
+
     def _release(self):
         self._serial.close()
