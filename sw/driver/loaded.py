@@ -6,15 +6,16 @@ A call checks the inputs against the program's, splits the batch into rounds of 
 host steps hand back to the device) are written, the commands are pushed, host steps run their
 op's `sim.reference` kernel, and only the outputs (and what host steps need) are read back. A
 round with fewer samples than the program's batch writes and reads only its own samples and
-skips the commands of the others (per image for convolutions, per vector chunk for binary
-layers; a GEMM's rows are the whole batch, computed on stale rows nobody reads).
+skips the commands of the others (per image for convolutions, per vector chunk for a binary
+output layer; a GEMM's rows and a hidden binary layer's vectors are the whole batch, computed
+on stale rows nobody reads).
 """
 
 import numpy as np
 
 from sim.reference import pack_bits
-from sw.compiler.layout import (activation_rows, binary_activation_rows, binary_results,
-                                output_from_rows)
+from sw.compiler.layout import (activation_rows, binary_activation_rows, binary_from_rows,
+                                binary_results, output_from_rows)
 
 __all__ = ["LoadedProgram"]
 
@@ -110,7 +111,14 @@ class LoadedProgram:
         device._write_rows(args["base_row"], rows)
 
     def _read(self, args, data, values, samples):
-        shape, block = args["shape"], args["block"]
+        shape = args["shape"]
+        if args["layout"] == "binary":
+            bits, width = int(np.prod(shape)), args["width"]
+            rows = self.accelerator._read_rows(args["base_row"], samples * _blocks(bits, width))
+            values[args["tensor"]] = binary_from_rows(rows, bits, width=width).reshape(
+                samples, *shape)
+            return
+        block = args["block"]
         pixels, blocks = samples * int(np.prod(shape[:-1])), _blocks(shape[-1], block)
         rows = self.accelerator._read_rows(args["base_row"], pixels * blocks)
         values[args["tensor"]] = output_from_rows(
