@@ -88,11 +88,11 @@ idle takes its next command a cycle later): the products of the command's sizes 
 every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.
 SequentialMultiplier` (the array and the requantizer need every DSP block), 3 + ceil(bits/2)
 cycles per product of the command's opcode (its narrower operand's bits) and one cycle per
-other product: about 51 cycles for a small conv, 21 for a FENCE, at most about 73. The
-performance-counter events are registered before they are counted, so the counters trail the
-units by one cycle, and retirements are registered once more before they are added up, so
-``completed`` trails them by two (timing: no unit's control logic feeds an adder in the same
-cycle).
+other product (15 products in all): about 53 cycles for a small conv, 23 for a FENCE, at most
+about 75. The performance-counter events are registered before they are counted, so the
+counters trail the units by one cycle, and retirements are registered once more before they are
+added up, so ``completed`` trails them by two (timing: no unit's control logic feeds an adder in
+the same cycle).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
