@@ -1,7 +1,10 @@
 """NumPy golden models: the definition of every number the hardware produces.
 
 Tests compare RTL against these functions bit-exactly; the driver's CPU fallback calls them too.
-Everything is integer arithmetic on int64 intermediates, so results do not depend on the platform.
+Everything is integer arithmetic on int64 intermediates, so results do not depend on the platform,
+except the average pooling of ONNX models (`average_pool2d` "float32_half_to_even"), which
+follows onnxruntime's float32 arithmetic operation by operation (IEEE float32, the same on every
+platform NumPy runs on).
 
 INT8 path (ARCHITECTURE.md, numerics contract)::
 
@@ -27,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "INT8_MIN", "INT8_MAX", "INT32_MIN", "INT32_MAX", "ROUNDING_MODES",
+    "AVERAGE_ROUNDINGS",
     "gemm", "fold_zero_point", "quantize_multiplier", "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot", "requantize", "im2col", "conv_output_size", "same_padding",
     "conv2d", "max_pool2x2",
@@ -40,6 +44,7 @@ __all__ = [
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 ROUNDING_MODES = ("double", "single")
+AVERAGE_ROUNDINGS = ("half_away_from_zero", "float32_half_to_even")
 
 
 # Input checking ----------------------------------------------------------------------------------
@@ -504,19 +509,81 @@ def max_pool2d(x, pool_size, stride, padding=0, act_min=INT8_MIN, act_max=INT8_M
     return np.clip(windows.max(axis=3), low, high).astype(np.int8)
 
 
-def average_pool2d(x, pool_size, stride, padding=0, act_min=INT8_MIN, act_max=INT8_MAX):
-    """TFLite int8 AVERAGE_POOL_2D: per window the sum of its in-image elements divided by
-    their count n (padding is not counted), rounded half away from zero as the reference
-    kernel's ``(sum +- n/2) / n`` with C division, clamped. Input and output share one scale
-    and zero point. x: int8 NHWC; returns int8 NHWC."""
+def average_pool2d(x, pool_size, stride, padding=0, act_min=INT8_MIN, act_max=INT8_MAX, *,
+                   rounding="half_away_from_zero", requantization=None):
+    """int8 average pooling over each window's in-image elements (padding is not counted), in
+    the rounding form of the runtime the model comes from. x: int8 NHWC; returns int8 NHWC.
+
+    * ``"half_away_from_zero"`` (TFLite AVERAGE_POOL_2D, LiteRT's kernels): per window the
+      integer sum divided by the count n as ``(sum +- n/2) / n`` with C division, clamped to
+      [act_min, act_max]; input and output share one scale and zero point.
+    * ``"float32_half_to_even"`` (onnxruntime's AveragePool between DequantizeLinear and
+      QuantizeLinear, as it runs a QDQ model): `requantization` = (input_scale,
+      input_zero_point, output_scale, output_zero_point); every element dequantized in float32
+      (``s_in * (q - zp_in)``), each window summed in float32 in the order of onnxruntime's MLAS
+      pooling kernel (`_mlas_window_sum`), divided by n, then quantized as QuantizeLinear does:
+      ``clamp(round_half_to_even(float32(mean / s_out)) + zp_out)`` within [act_min, act_max].
+    """
     low, high = _activation_range(act_min=act_min, act_max=act_max)
-    sums = _pool_windows(x, pool_size, stride, padding, fill=0).astype(np.int64).sum(axis=3)
+    if rounding not in AVERAGE_ROUNDINGS:
+        raise ValueError(f"rounding must be one of {AVERAGE_ROUNDINGS}, not {rounding!r}")
+    if (rounding == "float32_half_to_even") != (requantization is not None):
+        raise ValueError("requantization (input_scale, input_zero_point, output_scale, "
+                         "output_zero_point) is needed by, and only by, the "
+                         "float32_half_to_even rounding")
     ones = np.ones((1, *np.shape(x)[1:3], 1), np.int8)
     counts = _pool_windows(ones, pool_size, stride, padding, fill=0).astype(np.int64).sum(axis=3)
-    half = counts // 2
-    # C division truncates toward zero: for sum <= 0 that is -((half - sum) // n).
-    average = np.where(sums > 0, (sums + half) // counts, -((half - sums) // counts))
+    if rounding == "half_away_from_zero":
+        sums = _pool_windows(x, pool_size, stride, padding, fill=0).astype(np.int64).sum(axis=3)
+        half = counts // 2
+        # C division truncates toward zero: for sum <= 0 that is -((half - sum) // n).
+        average = np.where(sums > 0, (sums + half) // counts, -((half - sums) // counts))
+    else:
+        average = _float32_average(x, pool_size, stride, padding, counts, requantization)
     return np.clip(average, low, high).astype(np.int8)
+
+
+def _float32_average(x, pool_size, stride, padding, counts, requantization):
+    """The float32_half_to_even form of `average_pool2d` before the clamp (int64)."""
+    input_scale, input_zero_point, output_scale, output_zero_point = requantization
+    s_in = np.float32(tflite_scale("input_scale", input_scale))
+    s_out = np.float32(tflite_scale("output_scale", output_scale))
+    zp_in, zp_out = (_check_zero_point(name, value) for name, value in (
+        ("input_zero_point", input_zero_point), ("output_zero_point", output_zero_point)))
+    # Padding is filled with zp_in, which dequantizes to +0.0: adding it changes no sum, as
+    # the runtime's skipped (or 0.0-filled) padding does not.
+    windows = _pool_windows(x, pool_size, stride, padding, fill=zp_in)
+    kh, kw = _pair("pool_size", pool_size)
+    values = (windows.astype(np.int32) - zp_in).astype(np.float32) * s_in
+    values = values.reshape(*windows.shape[:3], kh, kw, windows.shape[-1])
+    sums = _mlas_window_sum(values, _pair("stride", stride)[1])
+    means = sums / counts.astype(np.float32)
+    return np.rint(means / s_out).astype(np.int64) + zp_out
+
+
+def _mlas_window_sum(values, stride_width):
+    """float32 sums of [B, Ho, Wo, KH, KW, C] windows, added in the order of onnxruntime's MLAS
+    pooling (pooling.cpp): with a width stride of 1 or 2 and windows of at most 32x32 its vector
+    kernel sums each window column down the rows, then the column sums left to right; otherwise
+    its generic kernel adds the elements row by row. Float addition is not associative, so the
+    order decides the last bit, and on a rounding tie the result (the QDQ 2x2 pool of the test
+    zoo's CIFAR-shaped CNN, 12 inputs: 0 of 24,576 outputs differ from onnxruntime in this
+    order, 292 if added row by row). Not modelled: MLAS's global kernel (a window covering the
+    whole unpadded input, stride 1) and inputs wider than its 2,045-element row buffer, which
+    add in other orders."""
+    kh, kw = values.shape[3:5]
+    if stride_width <= 2 and kh <= 32 and kw <= 32:
+        columns = values[:, :, :, 0]
+        for row in range(1, kh):
+            columns = columns + values[:, :, :, row]
+        total = columns[:, :, :, 0]
+        for column in range(1, kw):
+            total = total + columns[:, :, :, column]
+        return total
+    total = values[:, :, :, 0, 0]
+    for row, column in list(np.ndindex(kh, kw))[1:]:
+        total = total + values[:, :, :, row, column]
+    return total
 
 
 def mean_multiplier(input_scale, output_scale, count):

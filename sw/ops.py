@@ -26,7 +26,7 @@ Kinds and what they compute (x: the input, batch first)::
     Sign             +1 where x >= threshold[c] (<= if descending)        int8 [.., C] -> binary
     Add              TFLite ADD of two int8 tensors, each with its scale  int8, int8 -> int8
     MaxPool2D        TFLite MAX_POOL_2D, any window/stride/padding        int8 HWC -> int8 HWC
-    AveragePool2D    TFLite AVERAGE_POOL_2D (valid elements counted)      int8 HWC -> int8 HWC
+    AveragePool2D    window means, TFLite or onnxruntime rounding         int8 HWC -> int8 HWC
     Mean             TFLite MEAN over H, W (global average pool)          int8 [H, W, C] -> [C]
     Concat           channels, inputs rescaled to the output's quant.     int8 [.., Ci] -> [.., sum]
     Requantize       TFLite QUANTIZE int8 -> int8                         int8 -> int8
@@ -50,9 +50,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sim.reference import (INT8_MAX, INT8_MIN, INT32_MAX, ROUNDING_MODES, SOFTMAX_OUTPUT_SCALE,
-                           SOFTMAX_OUTPUT_ZERO_POINT, add, add_multipliers, average_pool2d,
-                           binary_dense, concatenate, conv2d, conv_output_size,
+from sim.reference import (AVERAGE_ROUNDINGS, INT8_MAX, INT8_MIN, INT32_MAX, ROUNDING_MODES,
+                           SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZERO_POINT, add, add_multipliers,
+                           average_pool2d, binary_dense, concatenate, conv2d, conv_output_size,
                            depthwise_conv2d, fold_zero_point, gemm, max_pool2d, max_pool2x2,
                            mean_hw, pack_bits, pad, requantize, requantize_int8, softmax_int8,
                            threshold_activation, tflite_scale, unpack_bits)
@@ -736,12 +736,56 @@ class MaxPool2D(_Pool2D):
                           self.act_max)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
 class AveragePool2D(_Pool2D):
-    """TFLite AVERAGE_POOL_2D: each window's in-image mean, rounded half away from zero."""
+    """Each window's in-image mean, in the rounding form of the model's runtime
+    (`sim.reference.average_pool2d`):
+
+    rounding : "half_away_from_zero" (TFLite AVERAGE_POOL_2D; the output keeps the input's
+    scale and zero point, and the four quantization fields stay None) or
+    "float32_half_to_even" (onnxruntime's float AveragePool between DequantizeLinear and
+    QuantizeLinear); the latter states input_scale, input_zero_point (the input tensor's) and
+    output_scale, output_zero_point (the output's, which may differ).
+    """
+
+    rounding: str = "half_away_from_zero"
+    input_scale: float = None
+    input_zero_point: int = None
+    output_scale: float = None
+    output_zero_point: int = None
+
+    _QUANTIZATION = ("input_scale", "input_zero_point", "output_scale", "output_zero_point")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rounding not in AVERAGE_ROUNDINGS:
+            raise ValueError(f"AveragePool2D.rounding must be one of {AVERAGE_ROUNDINGS}, "
+                             f"not {self.rounding!r}")
+        stated = [getattr(self, name) is not None for name in self._QUANTIZATION]
+        if self.rounding == "half_away_from_zero":
+            if any(stated):
+                raise ValueError("AveragePool2D with rounding half_away_from_zero keeps its "
+                                 "input's quantization: leave input_scale, input_zero_point, "
+                                 "output_scale and output_zero_point None")
+            return
+        if not all(stated):
+            raise ValueError(f"AveragePool2D with rounding {self.rounding} needs input_scale, "
+                             f"input_zero_point, output_scale and output_zero_point")
+        _check_rescale(self)
+
+    def output_spec(self, inputs):
+        spec = super().output_spec(inputs)
+        if self.rounding == "half_away_from_zero":
+            return spec
+        _stated_quantization(self, inputs[0], "input_scale", "input_zero_point")
+        return TensorSpec(spec.shape, "int8", self.output_scale, self.output_zero_point)
 
     def run(self, x):
+        requantization = None if self.rounding == "half_away_from_zero" else tuple(
+            getattr(self, name) for name in self._QUANTIZATION)
         return average_pool2d(x, self.pool_size, self.stride, self.padding, self.act_min,
-                              self.act_max)
+                              self.act_max, rounding=self.rounding,
+                              requantization=requantization)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

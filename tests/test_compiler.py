@@ -15,6 +15,7 @@ from hw.config import preset
 from hw.core.isa import Opcode, decode
 from sim import reference
 from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_graph
+from sw.compiler.layout import column_fold_shape, fold_columns
 from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
 from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
@@ -172,6 +173,36 @@ def test_host_nodes_and_reshapes_say_why():
     assert "add" in table and "host: no hardware op for element-wise addition" in table
 
 
+def test_fold_columns_turns_a_conv_into_a_kh_by_1_conv():
+    # Independent identity: a 3x3 conv (padding 1 left, 2 right) of x equals the 3x1 conv of
+    # the folded input with the weights reshaped, the horizontal padding written by the fold.
+    rng = np.random.default_rng(13)
+    x = rng.integers(-128, 128, (2, 5, 6, 3)).astype(np.int8)
+    w = rng.integers(-128, 128, (3, 3, 3, 4)).astype(np.int8)
+    bias = rng.integers(-100, 100, 4).astype(np.int32)
+    folded = fold_columns(x, kw=3, pad_left=1, pad_right=2, zero_point=-7)
+    assert folded.shape == (2, 5, 7, 9) == (2, *column_fold_shape((5, 6, 3), 3, 1, 2))
+    for image in range(2):
+        np.testing.assert_array_equal(
+            reference.conv2d(folded[image], w.reshape(3, 1, 9, 4), bias, 1, (1, 1, 0, 0), -7),
+            reference.conv2d(x[image], w, bias, 1, (1, 1, 1, 2), -7))
+        # Tap j of output column wo is input column wo + j - 1 (column -1 is padding).
+        np.testing.assert_array_equal(folded[image, :, 0, :3], np.full((5, 3), -7))
+        np.testing.assert_array_equal(folded[image, :, 3, 6:], x[image, :, 4])
+
+
+def test_a_first_conv_with_few_channels_is_folded_on_the_host():
+    # cnn's conv reads the graph input (1 channel): on a 4-row array its 3 taps of a row fit
+    # one block, so the host writes 3-channel pixels and the device runs a 3x1 conv.
+    program = compile_graph(cnn(np.random.default_rng(14)), TINY, batch=1)
+    (write,) = [step for step in program.steps if step.kind == "write"]
+    assert (write.args["layout"], write.args["fold"]) == ("int8_columns", (3, 1, 1, -3))
+    convs = [fields for step in program.steps if step.kind == "commands"
+             for opcode, fields in map(decode, step.data) if opcode == Opcode.CONV]
+    assert [(c["kh"], c["kw"], c["cin_last"], c["pad_left"]) for c in convs] == [(3, 1, 3, 0)]
+    assert "3 horizontal taps folded" in program.placements[0].reason
+
+
 def test_a_node_that_cannot_fit_is_named_with_need_and_have():
     rng = np.random.default_rng(3)
     builder = GraphBuilder()
@@ -293,6 +324,55 @@ def test_mlp_sends_only_inputs_and_reads_only_outputs(device, monkeypatch):
     np.testing.assert_array_equal(network(x), run_reference(graph, x))
     # 3 samples x 3 rows of 4 lanes in (one word per row), 3 x 2 rows of the 5 outputs back.
     assert moved == {"in": 3 * 3 * 4, "out": 3 * 2 * 4}
+
+
+def test_profile_reads_each_nodes_counters(device, monkeypatch):
+    rng = np.random.default_rng(12)
+    graph = cnn(rng)
+    network = device.load(graph, batch=2)
+    moved = {"in": 0, "out": 0}
+    write, read, push = device.bulk_write, device.bulk_read, device._push
+
+    def counting_write(address, data):
+        moved["in"] += len(data)
+        write(address, data)
+
+    def counting_read(address, length):
+        moved["out"] += length
+        return read(address, length)
+
+    def counting_push(commands):
+        moved["in"] += 4 * sum(len(words) for words in commands)
+        push(commands)
+    monkeypatch.setattr(device, "bulk_write", counting_write)
+    monkeypatch.setattr(device, "bulk_read", counting_read)
+    monkeypatch.setattr(device, "_push", counting_push)
+    x = rng.integers(-128, 128, (2, 4, 4, 1)).astype(np.int8)
+    outputs, rows = network.profile(x)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(outputs, run_reference(graph, x))
+    by_node = {row["node"]: row for row in rows}
+    assert list(by_node) == ["conv", "flatten", "dense"]
+    # Independent math, 2 samples: the 3x3 conv with padding 1 keeps 4x4 pixels, each 9 taps x
+    # 1 input channel x 4 outputs; the dense reads the pooled 2x2x4 = 16 values for 3 outputs.
+    assert by_node["conv"]["macs"] == 2 * 4 * 4 * 9 * 1 * 4
+    assert by_node["dense"]["macs"] == 2 * 16 * 3
+    for name in ("conv", "dense"):
+        row = by_node[name]
+        assert row["where"] == "device" and row["cycles"] > 0
+        # The 4x4 array does at most 16 MACs a cycle.
+        assert row["cycles"] >= row["macs"] / 16
+        assert row["utilization"] == pytest.approx(row["macs"] / (16 * row["cycles"]))
+    assert (by_node["flatten"]["cycles"], by_node["flatten"]["utilization"]) == (0, None)
+    # Every byte the driver moved is attributed to one node: x (2 x 16 rows of one word) and
+    # the commands to the conv, the dense's output (2 rows of one word) back from the dense.
+    assert sum(row["bytes_in"] for row in rows) == moved["in"]
+    assert sum(row["bytes_out"] for row in rows) == moved["out"] == by_node["dense"]["bytes_out"]
+    assert by_node["dense"]["bytes_out"] == 2 * 4
+    # The same MACs as a plain call, read once for the whole run.
+    device.clear_perf_counters()
+    np.testing.assert_array_equal(network(x), outputs)
+    assert device.perf_counters()["macs"] == sum(row["macs"] for row in rows)
 
 
 def test_dag_with_host_nodes(device):

@@ -2,10 +2,13 @@
 
 TFLite: every tensor of the imported graph (`run_reference_tensors`) equals LiteRT's reference
 kernels (BUILTIN_REF) bit for bit. ONNX: every int8 tensor is within one step of onnxruntime's,
-in at most 0.1% of elements (the count is printed per model), and the predictions are identical;
+in at most 0.1% of elements, and the predictions are identical; the figures are printed per
+model as tables by
+``pytest -p no:xdist -s tests/test_importers.py -k "tflite_every or onnx_within or qonnx_every"``;
 onnxruntime runs the graph as written (optimisations off, `run_onnxruntime`): its default
 optimisations turn int8 QDQ models into u8s8 kernels that saturate on CPUs without AVX-VNNI.
-QONNX (binary MLP): every hidden +1/-1 tensor and the output dots equal qonnx's execution.
+QONNX (binary, FINN-thresholded and mixed INT8/binary MLPs): every tensor equals qonnx's
+execution.
 The expected values come from the runtimes at test time, never from the importers.
 """
 
@@ -19,6 +22,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from sim.bench.__main__ import format_table                             # noqa: E402
 from sw.graph import run_reference_tensors                             # noqa: E402
 from sw.importers import ModelImportError, load_model                  # noqa: E402
 from zoo.onnx_models import float_onnx, quantized_onnx, run_onnxruntime   # noqa: E402
@@ -41,6 +45,15 @@ def _net(name):
     return net, rng.standard_normal((16, *net.shapes["input"][1:])), rng
 
 
+@pytest.fixture(scope="module")
+def agreement_tables():
+    """{title: rows} the runtime comparisons fill; printed as tables after the module (-s)."""
+    tables = {}
+    yield tables
+    for title, rows in tables.items():
+        print(f"\n{title}\n{format_table(rows)}")
+
+
 def _inputs(net, rng):
     """Random float inputs at several amplitudes, so that clamping is exercised too."""
     for trial in range(TRIALS):
@@ -50,12 +63,13 @@ def _inputs(net, rng):
 # TFLite ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ZOO)
-def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path):
+def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path, agreement_tables):
     net, calibration, rng = _net(name)
     model = net.quantized_tflite(calibration)
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(model)
     graph = load_model(path)
+    elements = 0
     for x in _inputs(net, rng):
         expected = run_litert(model, x[np.newaxis])
         got = run_reference_tensors(graph, expected[graph.inputs[0]])
@@ -68,7 +82,10 @@ def test_tflite_every_tensor_bit_exact_with_litert(name, tmp_path):
             want = expected[tensor.name].reshape(got[tensor.name].shape)
             np.testing.assert_array_equal(got[tensor.name], want, err_msg=tensor.name)
             compared += 1
+            elements += want.size
         assert compared == len(net.layers) + 1          # every layer's output and the input
+    agreement_tables.setdefault("TFLite vs LiteRT BUILTIN_REF", []).append(dict(
+        model=name, inputs=TRIALS, tensors=compared, elements=elements, differing=0))
 
 
 def test_tflite_per_tensor_convolution_weights_bit_exact_with_litert(tmp_path):
@@ -117,18 +134,11 @@ ONNX_CASES += [("digits_cnn", fmt, per_channel, True, "QInt8") for fmt in ("qdq"
 # the weights have 7 bits: those models are quantized with reduce_range, as onnxruntime advises.
 ONNX_CASES += [(name, fmt, True, False, "QUInt8") for name in ZOO
                for fmt in ("qdq", "qoperator")]
-# onnxruntime rounds an average's ties to even; the graph's averaging rounds them up (there is
-# no half-to-even requantizer). QDQ keeps the pooled tensor's scale, so the 2x2 average lands on
-# a tie in ~1/4 of windows (measured: ~11% of that tensor's elements differ by one).
-_TIES_TO_EVEN = pytest.mark.xfail(strict=True, reason="AveragePool ties: half-to-even in "
-                                                      "onnxruntime, half-up in the graph")
 
 
-@pytest.mark.parametrize("name,fmt,per_channel,matmul,activations", [
-    pytest.param(*case, marks=_TIES_TO_EVEN) if case[:2] == ("cifar_cnn", "qdq") else case
-    for case in ONNX_CASES])
+@pytest.mark.parametrize("name,fmt,per_channel,matmul,activations", ONNX_CASES)
 def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, activations,
-                                             tmp_path):
+                                             tmp_path, agreement_tables):
     net, calibration, rng = _net(name)
     path = quantized_onnx(net, calibration, tmp_path / f"{name}.onnx", qdq=fmt == "qdq",
                           per_channel=per_channel, dense_as_matmul=matmul,
@@ -136,7 +146,7 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, act
                           reduce_range=(activations, fmt) == ("QUInt8", "qoperator"))
     graph = load_model(path)
     names = [t.name for t in graph.tensors if "/" not in t.name]
-    differing = total = 0
+    differing = total = largest = same_predictions = 0
     for x in _inputs(net, rng):
         expected = run_onnxruntime(path, x, names)
         got = run_reference_tensors(graph, _onnxruntime_view(graph, graph.inputs[0],
@@ -144,55 +154,131 @@ def test_onnx_within_one_step_of_onnxruntime(name, fmt, per_channel, matmul, act
         for tensor in names:
             want = _onnxruntime_view(graph, tensor, expected[tensor])
             steps = np.abs(got[tensor].astype(np.int64) - want)
-            assert steps.max() <= 1, f"{tensor}: {steps.max()} steps from onnxruntime"
+            largest = max(largest, int(steps.max()))
             differing += int(np.count_nonzero(steps))
             total += steps.size
         # The prediction, from a session without the extra outputs.
         scores = _onnxruntime_view(graph, graph.outputs[0], run_onnxruntime(path, x)["output"])
-        assert np.argmax(got[graph.outputs[0]]) == np.argmax(scores)
-    print(f"{name}{' (MatMul)' if matmul else ''} {fmt} {activations} "
-          f"{'per-channel' if per_channel else 'per-tensor'}: {differing} of {total} int8 "
-          f"elements one step from onnxruntime")
-    assert differing <= 0.001 * total
+        same_predictions += int(np.argmax(got[graph.outputs[0]]) == np.argmax(scores))
+    agreement_tables.setdefault("ONNX vs onnxruntime (int8 elements of every tensor)", []).append(
+        dict(model=name, format="QDQ" if fmt == "qdq" else "QOperator",
+             weights="per-channel" if per_channel else "per-tensor",
+             dense="MatMul" if matmul else "Gemm",
+             activations="uint8" if activations == "QUInt8" else "int8", inputs=TRIALS,
+             elements=total, off_by_one=differing, max_diff=largest,
+             predictions_identical=f"{same_predictions}/{TRIALS}"))
+    assert largest <= 1, f"an element is {largest} steps from onnxruntime"
+    assert differing <= 0.001 * total, f"{differing} of {total} elements differ (> 0.1%)"
+    assert same_predictions == TRIALS
 
 
 # QONNX -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("weight_scale", [1.0, 0.37])
-def test_qonnx_binary_mlp_equals_qonnx_execution(weight_scale, tmp_path):
+def _qonnx_view(graph, name, value):
+    """qonnx's float value of graph tensor `name` as the graph holds it: +1/-1, or the integers
+    q of scale * (q - zero point)."""
+    tensor = graph.tensor(name)
+    value = np.asarray(value, np.float64).reshape(-1, *tensor.shape)
+    if tensor.dtype == "binary":
+        return np.where(value > 0, 1, -1)
+    return np.rint(value / np.asarray(tensor.scale)).astype(np.int64) + tensor.zero_point
+
+
+QONNX_CASES = [  # (model, its keyword arguments, the graph's node kinds)
+    ("binary_mlp", {}, ["BinaryDense"] * 3),
+    ("binary_mlp", {"weight_scale": 0.37}, ["BinaryDense"] * 3),
+    ("binary_mlp", {"quantizer": "Quant"}, ["BinaryDense"] * 3),      # 1-bit signed Quant
+    ("threshold_mlp", {}, ["BinaryDense"] * 3),
+    ("mixed_mlp", {}, ["Dense", "Sign", "BinaryDense", "Dense"]),
+    # An unsigned 7-bit input (0..127, as a uint8 image scaled to 7 bits): int8 all the same.
+    ("mixed_mlp", {"input_bits": 7, "input_signed": False}, ["Dense", "Sign", "BinaryDense",
+                                                               "Dense"]),
+]
+
+
+@pytest.mark.parametrize("name,arguments,kinds", QONNX_CASES)
+def test_qonnx_every_tensor_equals_qonnx_execution(name, arguments, kinds, tmp_path,
+                                                   agreement_tables):
     pytest.importorskip("qonnx")
-    from zoo.qonnx_models import binary_mlp, run_qonnx
+    from zoo.qonnx_models import ZOO as QONNX_ZOO, run_qonnx
     rng = np.random.default_rng(11)
-    model = binary_mlp(rng, weight_scale=weight_scale)
-    path = tmp_path / "binary_mlp.onnx"
+    model = QONNX_ZOO[name](rng, **arguments)
+    path = tmp_path / f"{name}.onnx"
     path.write_bytes(model.SerializeToString())
     graph = load_model(path)
-    assert [node.kind for node in graph.nodes] == ["BinaryDense"] * 3
-    scale = graph.tensor(graph.outputs[0]).scale
+    assert [node.kind for node in graph.nodes] == kinds
+    # Every tensor with a twin in the model (the Dense before a Sign has none).
+    names = [t.name for t in graph.tensors if "/" not in t.name and t.name not in graph.inputs]
+    elements = 0
     for _ in range(TRIALS * 4):
         x = rng.standard_normal((1, 64))
         expected = run_qonnx(model, x)
-        got = run_reference_tensors(graph, np.where(x >= 0, 1, -1))
-        for hidden in ("act0", "act1"):                         # +1/-1, exactly
-            np.testing.assert_array_equal(got[hidden], expected[hidden], err_msg=hidden)
-        # qonnx sums the scaled +-1 products in float32: compare in units of the scale.
-        np.testing.assert_array_equal(got["output"], np.rint(expected["output"] / scale))
+        source = graph.inputs[0]
+        got = run_reference_tensors(graph, np.where(x >= 0, 1, -1) if graph.tensor(
+            source).dtype == "binary" else _qonnx_view(graph, source, expected[source]))
+        for tensor in names:
+            np.testing.assert_array_equal(got[tensor], _qonnx_view(graph, tensor,
+                                                                   expected[tensor]),
+                                          err_msg=tensor)
+            elements += got[tensor].size
+    agreement_tables.setdefault("QONNX vs qonnx's executor", []).append(dict(
+        model=f"{name}{''.join(f' {k}={v}' for k, v in arguments.items())}",
+        nodes=" ".join(kinds), inputs=TRIALS * 4, tensors=len(names), elements=elements,
+        differing=0))
 
 
-def test_qonnx_multi_bit_quant_is_refused_by_name(tmp_path):
+def _replace_constant(model, name, value):
+    from onnx import numpy_helper
+    index = next(i for i, init in enumerate(model.graph.initializer) if init.name == name)
+    model.graph.initializer[index].CopyFrom(numpy_helper.from_array(
+        np.asarray(value, np.float32), name))
+
+
+def _int8_dot_as_output(model):
+    output = next(node for node in model.graph.node if node.output[0] == "output")
+    model.graph.node.remove(output)
+    next(node for node in model.graph.node if node.output[0] == output.input[0]).output[0] = \
+        "output"
+
+
+def _unsigned_input_quant(model):
     from onnx import helper
-    from zoo.qonnx_models import QONNX_DOMAIN, binary_mlp
-    model = binary_mlp(np.random.default_rng(2))
-    first = model.graph.node[0]
-    model.graph.node.remove(first)
-    model.graph.node.insert(0, helper.make_node(
-        "Quant", [first.input[0], first.input[1], first.input[1], first.input[1]],
-        list(first.output), domain=QONNX_DOMAIN, name="input_quant"))
-    path = tmp_path / "quant.onnx"
+    quant = next(node for node in model.graph.node if node.output[0] == "input_quant")
+    signed = next(attribute for attribute in quant.attribute if attribute.name == "signed")
+    signed.CopyFrom(helper.make_attribute("signed", 0))
+
+
+def _gemm_for_the_first_matmul(model):
+    next(node for node in model.graph.node if node.op_type == "MatMul").op_type = "Gemm"
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("mixed_mlp", lambda m: _replace_constant(m, "input_quant_bits", 16),
+     r"node 'input_quant' \(Quant, position 0\): a signed Quant of 16 bits does not fit int8"),
+    ("mixed_mlp", _unsigned_input_quant,
+     r"node 'input_quant' \(Quant, position 0\): an unsigned Quant of 8 bits does not fit "
+     r"int8; signed Quant of 1 to 8 bits and unsigned of 2 to 7 are supported"),
+    ("mixed_mlp", lambda m: _replace_constant(m, "w0_quant_scale", np.full((64, 1), 2.0 ** -7)),
+     r"node 'w0_quant' \(Quant, position 1\): the scale must be one value or 32 \(shape "
+     r"\[1, N\]\)"),
+    ("mixed_mlp", lambda m: _replace_constant(m, "w0_quant_zero_point", 1),
+     r"node 'w0_quant' \(Quant, position 1\): weights with zero point 1 \(asymmetric\)"),
+    ("mixed_mlp", _int8_dot_as_output,
+     r"output 'output' is a MatMul with int8 operands; quantize it with a Quant"),
+    ("threshold_mlp", lambda m: _replace_constant(m, "t0", np.zeros((32, 3))),
+     r"node 'act0' \(MultiThreshold, position 2\): thresholds of shape \[32, 3\] .*only a "
+     r"bipolar output is supported"),
+    ("binary_mlp", _gemm_for_the_first_matmul,
+     r"QONNX op Gemm \(node 'dot0', position 2 .*supported ops: BatchNormalization, "
+     r"BipolarQuant, Identity, MatMul, MultiThreshold, Quant"),
+])
+def test_qonnx_outside_the_graph_is_refused_by_name(name, change, message, tmp_path):
+    from zoo.qonnx_models import ZOO as QONNX_ZOO
+    model = QONNX_ZOO[name](np.random.default_rng(2))
+    change(model)
+    path = tmp_path / "model.onnx"
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(ModelImportError, match=r"QONNX op Quant \(node 'input_quant', position "
-                                               r"0 .*supported ops: BatchNormalization, "
-                                               r"BipolarQuant"):
+    with pytest.raises(ModelImportError, match=message):
         load_model(path)
 
 
@@ -282,6 +368,19 @@ def test_tflite_quantization_outside_the_device_is_refused_by_name(
         load_model(path)
 
 
+def test_tflite_grouped_convolution_is_refused_by_name(tmp_path):
+    rng = np.random.default_rng(9)
+    net = Net("grouped", (6, 6, 4))             # a filter with 2 of the 4 input channels
+    net.output(net.conv("input", (rng.standard_normal((4, 3, 3, 2)) / 4).astype(np.float32),
+                        np.zeros(4, np.float32)))
+    path = tmp_path / "grouped.tflite"
+    path.write_bytes(net.quantized_tflite(rng.standard_normal((4, 6, 6, 4))))
+    with pytest.raises(ModelImportError, match=r"CONV_2D \(node 'conv0', position 1\): grouped "
+                                               r"convolutions are not supported \(input has 4 "
+                                               r"channels, the filter 2\)"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("option,message", [
     (dict(activation_type="QInt16", weight_type="QInt8"), "activations must be int8"),
     (dict(activation_type="QUInt8", weight_type="QUInt8"), "weights must be int8"),
@@ -335,15 +434,18 @@ def test_onnx_dilated_and_grouped_convolutions_are_refused(attributes, message, 
         load_model(path)
 
 
-@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
-def test_truncated_and_corrupted_files_raise_a_clear_error(suffix, tmp_path):
+@pytest.mark.parametrize("kind", ["tflite", "onnx", "qonnx"])
+def test_truncated_and_corrupted_files_raise_a_clear_error(kind, tmp_path):
     net, calibration, rng = _net("digits_cnn")
-    if suffix == ".tflite":
+    if kind == "tflite":
         data = net.quantized_tflite(calibration)
-    else:
+    elif kind == "onnx":
         data = quantized_onnx(net, calibration, tmp_path / "good.onnx", qdq=True,
                               per_channel=True).read_bytes()
-    path = tmp_path / f"bad{suffix}"
+    else:
+        from zoo.qonnx_models import mixed_mlp
+        data = mixed_mlp(rng).SerializeToString()
+    path = tmp_path / f"bad.{'tflite' if kind == 'tflite' else 'onnx'}"
     for length in range(0, len(data), max(1, len(data) // 97)):
         path.write_bytes(data[:length])
         with pytest.raises(ModelImportError):

@@ -1,6 +1,7 @@
 """The golden models against independent math: float arithmetic, direct loops, hand-worked cases."""
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -517,6 +518,75 @@ def test_average_pool_hand_worked_ties_and_borders():
     assert ref.max_pool2d(-np.abs(x), 3, 1, 1)[..., 0].min() == -3
     with pytest.raises(ValueError, match="larger than every side"):
         ref.max_pool2d(x, 2, 1, (2, 0, 0, 0))
+
+
+def float32(value):
+    """`value` rounded to the nearest float32, as a Python float. A +, *, / of two float32
+    values done in double (53 bits >= 2 * 24 + 2) and rounded once this way is exactly the
+    float32 operation's result."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def onnxruntime_average(x, size, stride, pads, s_in, zp_in, s_out, zp_out):
+    """onnxruntime's QDQ AveragePool restated with Python floats: DequantizeLinear
+    (float32(s_in * (q - zp_in))), MLAS's float pooling (stride <= 2 and windows <= 32: column
+    sums down the rows, then left to right; else row by row), the division by the count of
+    in-image elements, then QuantizeLinear (round half to even of float32(mean / s_out), plus
+    zp_out, saturated)."""
+    (kh, kw), (sh, sw), (top, bottom, left, right) = size, stride, pads
+    s_in, s_out = float32(s_in), float32(s_out)
+    batch, h, wd, channels = x.shape
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (wd + left + right - kw) // sw + 1
+    out = np.zeros((batch, out_h, out_w, channels), np.int64)
+    for b, oy, ox, c in np.ndindex(out.shape):
+        rows = [y for y in range(oy * sh - top, oy * sh - top + kh) if 0 <= y < h]
+        cols = [xx for xx in range(ox * sw - left, ox * sw - left + kw) if 0 <= xx < wd]
+        value = {(y, xx): float32((int(x[b, y, xx, c]) - zp_in) * s_in)
+                 for y in rows for xx in cols}
+        if sw <= 2 and kh <= 32 and kw <= 32:
+            order = [[(y, xx) for y in rows] for xx in cols]        # columns, then across
+        else:
+            order = [[(y, xx)] for y in rows for xx in cols]        # row by row
+        total = None
+        for group in order:
+            part = None
+            for key in group:
+                part = value[key] if part is None else float32(part + value[key])
+            total = part if total is None else float32(total + part)
+        mean = float32(total / (len(rows) * len(cols)))
+        out[b, oy, ox, c] = clamp8(round(float32(mean / s_out)) + zp_out)   # round: half even
+    return out
+
+
+@pytest.mark.parametrize("size, stride, pads", [*POOLS, ((2, 2), (3, 3), (0, 0, 0, 0)),
+                                                ((3, 2), (1, 3), (1, 1, 0, 1))])
+def test_float32_average_pool_matches_onnxruntime_restated(size, stride, pads):
+    rng = np.random.default_rng(sum(size) * 100 + sum(stride) * 10 + sum(pads) + 7)
+    for s_in, zp_in, s_out, zp_out in [(0.0371, -5, 0.0371, -5), (0.5, 0, 0.5, 0),
+                                       (0.023, 17, 0.031, -40), (0.0101, -128, 0.0099, 3)]:
+        x = rng.integers(-128, 128, (2, 7, 5, 3), dtype=np.int8)
+        got = ref.average_pool2d(x, size, stride, pads, rounding="float32_half_to_even",
+                                 requantization=(s_in, zp_in, s_out, zp_out))
+        want = onnxruntime_average(x, size, stride, pads, s_in, zp_in, s_out, zp_out)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_float32_average_pool_hand_worked_ties():
+    # One scale in and out: 1x2 means 0.5, 1.5, -0.5, -1.5 are ties, rounded to even
+    # (0, 2, 0, -2) where TFLite's form rounds them away from zero (1, 2, -1, -2).
+    x = np.array([1, 0, 3, 0, -1, 0, -3, 0], np.int8).reshape(1, 1, 8, 1)
+    quantization = (0.5, 0, 0.5, 0)
+    assert ref.average_pool2d(x, (1, 2), (1, 2), rounding="float32_half_to_even",
+                              requantization=quantization)[..., 0].tolist() == [[[0, 2, 0, -2]]]
+    assert ref.average_pool2d(x, (1, 2), (1, 2))[..., 0].tolist() == [[[1, 2, -1, -2]]]
+    # The zero points cancel in the mean and are added after the rounding; act_max clamps.
+    shifted = ref.average_pool2d(x + 7, (1, 2), (1, 2), act_max=8,
+                                 rounding="float32_half_to_even", requantization=(0.5, 7, 0.5, 7))
+    assert shifted[..., 0].tolist() == [[[7, 8, 7, 5]]]
+    with pytest.raises(ValueError, match="needed by, and only by"):
+        ref.average_pool2d(x, 2, 2, rounding="float32_half_to_even")
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        ref.average_pool2d(x, 2, 2, rounding="half_even")
 
 
 @pytest.mark.parametrize("values, expected", [

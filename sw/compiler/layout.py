@@ -15,9 +15,10 @@ from sim import reference
 from hw.binary.encoding import threshold_writes, weight_writes
 from hw.core.isa import Opcode, encode
 
-__all__ = ["activation_rows", "weight_rows", "rows_to_words", "words_to_rows", "output_from_rows",
-           "parameter_words", "ConvLayer", "layer_commands", "binary_activation_rows",
-           "binary_from_rows", "binary_weight_words", "binary_threshold_words",
+__all__ = ["activation_rows", "column_fold_shape", "fold_columns", "weight_rows", "rows_to_words",
+           "words_to_rows", "output_from_rows", "parameter_words", "ConvLayer", "layer_commands",
+           "binary_activation_rows", "binary_from_rows", "binary_weight_words",
+           "binary_threshold_words",
            "binary_results"]
 
 
@@ -35,6 +36,26 @@ def activation_rows(x, *, rows, row_bytes):
     padded[:, :channels] = x.reshape(height * width, channels)
     out[:, :, :rows] = padded.reshape(height * width, chunks, rows)
     return out.reshape(-1, row_bytes)
+
+
+def column_fold_shape(shape, kw, pad_left, pad_right):
+    """(H, Wo, kw*C) of an HWC `shape` whose kw horizontal taps `fold_columns` folds."""
+    height, width, channels = shape
+    return height, width + pad_left + pad_right - kw + 1, kw * channels
+
+
+def fold_columns(x, *, kw, pad_left, pad_right, zero_point):
+    """[B, H, W, C] int8 -> [B, H, Wo, kw*C]: pixel (h, wo) holds the input pixels (h, wo + j -
+    pad_left) for j < kw (the padding filled with `zero_point`), tap-major, so a kh x kw,
+    stride-1 conv of `x` is a kh x 1 conv of the result with HWIO weights reshaped to
+    (kh, 1, kw*C, Cout)."""
+    x = np.asarray(x, dtype=np.int8)
+    batch, height, width, channels = x.shape
+    padded = np.full((batch, height, width + pad_left + pad_right, channels), zero_point,
+                     np.int8)
+    padded[:, :, pad_left:pad_left + width] = x
+    out_width = column_fold_shape(x.shape[1:], kw, pad_left, pad_right)[1]
+    return np.concatenate([padded[:, :, tap:tap + out_width] for tap in range(kw)], axis=-1)
 
 
 def weight_rows(w, *, rows, cols, row_bytes):

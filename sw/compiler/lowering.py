@@ -10,7 +10,10 @@ output rows, accumulator halves) is `sw.compiler.layout.layer_commands`; weight 
 * Dense -> GEMM + REQUANT_STORE per output-block group (the samples of a round are the GEMM's
   rows); Conv2D -> CONV + REQUANT_STORE per image with the activation range and the 2x2
   max-pool fused into the store. Both read their input from the scratchpad in R-lane rows and
-  store their output there, so INT8 -> INT8 layers hand over on chip.
+  store their output there, so INT8 -> INT8 layers hand over on chip. A stride-1 Conv2D on a
+  graph input with few channels (a network's first layer: 3 of 12 lanes used) has its kw
+  horizontal taps folded into the channels by the host as it writes the input
+  (`column_fold`): a kh x 1 conv over kw*cin channels, fewer input rows per output pixel.
 * Flatten, Reshape: no data moves when each row holds whole channel blocks before and after
   (the rows are then the flattened order already), or for binary rows (always the flattened
   order); else the host reshapes.
@@ -31,8 +34,8 @@ import numpy as np
 
 from hw.core.isa import Opcode, encode
 
-from .layout import (ConvLayer, binary_threshold_words, binary_weight_words, layer_commands,
-                     parameter_words, weight_rows)
+from .layout import (ConvLayer, binary_threshold_words, binary_weight_words, column_fold_shape,
+                     layer_commands, parameter_words, weight_rows)
 from .plan import DoesNotFit, WeightPlacement
 from .program import Step
 
@@ -111,6 +114,7 @@ class Conv2DLowering:
     def lower(self, plan, node):
         op, core = node.op, plan.core
         height, width, _ = op.conv_output_shape(plan.graph.tensor(node.inputs[0]).shape)
+        geometry = _conv_geometry(plan.graph, node, core)
         half = core.accumulator_rows // 2
         if op.pool and width > core.max_pool_width:
             reason = (f"the 2x2 max-pool takes rows of at most {core.max_pool_width} pixels, "
@@ -120,28 +124,29 @@ class Conv2DLowering:
                       f"do not fit half of the accumulator ({half} rows)")
         else:
             what = "2x2 max-pool and act range" if op.pool else "act range"
-            _lower_int8(plan, node, self._commands, f"CONV (im2col on chip) + REQUANT_STORE "
-                                                    f"({what} fused)")
+            folded = (f"; its {op.kernel_size[1]} horizontal taps folded into the channels on "
+                      f"the host" if geometry["layout"]["layout"] == "int8_columns" else "")
+            _lower_int8(plan, node, lambda *args: self._commands(*args, geometry),
+                        f"CONV (im2col on chip) + REQUANT_STORE ({what} fused){folded}",
+                        layout=geometry["layout"], weights=geometry["weights"])
             return
         plan.host_step(reason)
 
     @staticmethod
-    def _commands(plan, node, source, out, placement, first, cout):
+    def _commands(plan, node, source, out, placement, first, cout, geometry):
         """One command step per image (a round without the image skips it), one FENCE after
         the last: the images' stores overlap the next image's compute."""
         for sample in range(plan.batch):
             plan.commands(lambda half, sample=sample: Conv2DLowering._image(
-                plan, node, source, out, placement, first, cout, sample, half), sample=sample)
+                plan, node, source, out, placement, first, cout, geometry, sample, half),
+                sample=sample)
         plan.commands(lambda half: ([encode(Opcode.FENCE)], half))
 
     @staticmethod
-    def _image(plan, node, source, out, placement, first, cout, sample, half):
+    def _image(plan, node, source, out, placement, first, cout, geometry, sample, half):
         op, core = node.op, plan.core
-        height, width, _ = plan.graph.tensor(node.inputs[0]).shape
         layer = ConvLayer(
-            in_h=height, in_w=width, cin=op.in_channels, cout=cout,
-            kh=op.kernel_size[0], kw=op.kernel_size[1], stride=op.stride[0],
-            padding=op.padding, zero_point=op.input_zero_point,
+            **geometry["layer"], cout=cout, stride=op.stride[0], zero_point=op.input_zero_point,
             a_base=source.base + sample * source.rows_per_sample, w_base=placement.w_base,
             out_base=out.base + sample * out.rows_per_sample + first,
             param_base=placement.p_base, rounding=op.rounding,
@@ -156,14 +161,49 @@ def _weights_hwio(op):
     return op.weights if op.weights.ndim == 4 else op.weights[np.newaxis, np.newaxis]
 
 
-def _lower_int8(plan, node, emit_commands, reason):
-    """Input region (R-lane rows) -> output region (C-lane rows, pixel-major); weights and
-    parameters per output-block group (once if resident), then `emit_commands` for the group."""
+def column_fold(graph, node, core):
+    """``(kw, pad_left, pad_right, zero_point)`` when Conv2D `node` reads a graph input, has
+    stride 1 and a kw > 1 kernel, and folding its kw horizontal taps into the channels on the
+    host takes fewer R-lane input blocks per output pixel (kh * ceil(kw*cin/R) < kh * kw *
+    ceil(cin/R)); else None. The conv is then kh x 1 over the folded input (`column_fold_shape`),
+    with the horizontal padding written by the host."""
+    op = node.op
+    kw, cin = op.kernel_size[1], op.in_channels
+    if (node.inputs[0] not in graph.inputs or op.stride[0] != 1 or kw == 1
+            or _blocks(kw * cin, core.rows) >= kw * _blocks(cin, core.rows)):
+        return None
+    _, _, left, right = op.padding
+    return (kw, left, right, op.input_zero_point)
+
+
+def _conv_geometry(graph, node, core):
+    """The conv as the device runs it: the input region's `layout`, the HWIO `weights` and the
+    `ConvLayer` fields of the input (`layer`), with or without the `column_fold`."""
+    op = node.op
+    height, width, cin = graph.tensor(node.inputs[0]).shape
+    (kh, kw), (top, bottom, left, right) = op.kernel_size, op.padding
+    fold = column_fold(graph, node, core)
+    if fold is None:
+        return {"layout": {"layout": "int8", "block": core.rows}, "weights": op.weights,
+                "layer": dict(in_h=height, in_w=width, cin=cin, kh=kh, kw=kw,
+                              padding=op.padding)}
+    _, width, folded = column_fold_shape((height, width, cin), *fold[:3])
+    return {"layout": {"layout": "int8_columns", "block": core.rows, "fold": fold},
+            "weights": op.weights.reshape(kh, 1, folded, op.out_channels),
+            "layer": dict(in_h=height, in_w=width, cin=folded, kh=kh, kw=1,
+                          padding=(top, bottom, 0, 0))}
+
+
+def _lower_int8(plan, node, emit_commands, reason, *, layout=None, weights=None):
+    """Input region (R-lane rows, or `layout`) -> output region (C-lane rows, pixel-major);
+    weights (HWIO `weights`, default the op's) and parameters per output-block group (once if
+    resident), then `emit_commands` for the group."""
     op, core = node.op, plan.core
-    source = plan.in_scratch(node.inputs[0], {"layout": "int8", "block": core.rows})
+    source = plan.in_scratch(node.inputs[0], layout or {"layout": "int8", "block": core.rows})
     out = plan.new_region(node.output, {"layout": "int8", "block": core.cols})
     placement = plan.weights[node.name]
-    weights, cout = _weights_hwio(op), op.weight_matrix.shape[1]
+    weights = _weights_hwio(op) if weights is None else weights
+    cout = op.weight_matrix.shape[1]
     bias = op.folded_bias
     for first, count in placement.groups:
         low, high = first * core.cols, min(cout, (first + count) * core.cols)
@@ -376,9 +416,8 @@ def device_nodes(graph, core):
 
 def plan_weights(graph, core, on_device):
     """{node name: `WeightPlacement`} for the device's Dense, Conv2D and BinaryDense nodes."""
-    placements = _plan_int8_weights(
-        [node for node in graph.nodes if node.name in on_device and node.kind in _WEIGHTED],
-        core)
+    int8 = [node for node in graph.nodes if node.name in on_device and node.kind in _WEIGHTED]
+    placements = _plan_int8_weights(graph, int8, core)
     placements.update(_plan_binary_weights(
         [node for node in graph.nodes if node.name in on_device and node.kind == "BinaryDense"],
         core))
@@ -417,14 +456,15 @@ def _plan_binary_weights(nodes, core):
     return placements
 
 
-def _plan_int8_weights(nodes, core):
+def _plan_int8_weights(graph, nodes, core):
     """Resident while they fit (upper bank, parameter memory); the largest are streamed into
     what is left, in groups of whole output blocks."""
     bank, entries, cols = core.scratchpad_rows // 2, core.parameter_rows, core.cols
     sizes = {}
     for node in nodes:
-        kh, kw = _weights_hwio(node.op).shape[:2]
-        cin = node.op.weight_matrix.shape[0] // (kh * kw)
+        weights = (_conv_geometry(graph, node, core)["weights"] if node.kind == "Conv2D"
+                   else _weights_hwio(node.op))
+        kh, kw, cin = weights.shape[:3]
         tile = kh * kw * _blocks(cin, core.rows) * core.rows
         if tile > bank:
             raise DoesNotFit(f"node {node.name!r} ({node.kind}) does not fit the device: one "

@@ -12,7 +12,7 @@ from hw.core.isa import COMMAND_WORDS
 from sw.graph import Graph
 
 from .geometry import DeviceGeometry
-from .layout import rows_to_words
+from .layout import column_fold_shape, rows_to_words
 from .program import Step
 
 __all__ = ["DoesNotFit", "Region", "WeightPlacement", "Plan", "macs_of"]
@@ -92,16 +92,18 @@ class Plan:
         shape = self.graph.tensor(tensor).shape
         if layout["layout"] == "binary":
             return _blocks(int(np.prod(shape)), layout["width"])
+        if layout["layout"] == "int8_columns":
+            shape = column_fold_shape(shape, *layout["fold"][:3])
         return int(np.prod(shape[:-1])) * _blocks(shape[-1], layout["block"])
 
     def _transfer_bytes(self, region):
         return region.rows_per_sample * self.batch * self.core.scratchpad_stride * _WORD
 
-    def find(self, tensor, kind=None):
-        """A live region holding `tensor` (in a layout of `kind`: "int8" or "binary", if given),
-        or None."""
+    def find(self, tensor):
+        """A live region holding `tensor` in a layout a device node writes ("int8" or "binary";
+        not a layout only written from the host), or None."""
         return next((region for (name, _), region in self.scratch.items()
-                     if name == tensor and kind in (None, region.layout["layout"])), None)
+                     if name == tensor and region.layout["layout"] in ("int8", "binary")), None)
 
     def on_host(self, tensor):
         """Make `tensor`'s value available on the host (a read step if it is only on chip)."""

@@ -7,10 +7,11 @@ order; each `Step` serves one node (the table attributes its link bytes to it):
 kind            what the driver does
 ==============  ===============================================================================
 write           host value of ``tensor`` -> scratchpad rows from ``base_row`` (``layout``
-                "int8": pixel-major, ``block`` channels per row; "binary": packed bits,
-                ``width`` per row, as a hidden binary layer writes them), for the round's
-                samples only
-read            scratchpad rows -> host value of ``tensor`` (same layouts)
+                "int8": pixel-major, ``block`` channels per row; "int8_columns": the same
+                after `sw.compiler.layout.fold_columns` with ``fold`` = (kw, pad_left,
+                pad_right, zero_point); "binary": packed bits, ``width`` per row, as a hidden
+                binary layer writes them), for the round's samples only
+read            scratchpad rows -> host value of ``tensor`` ("int8" or "binary" layouts)
 image           ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
                 parameters written per round: they are not resident)
 commands        push ``data`` (one command per row, `hw.core.isa` words); the driver waits for

@@ -5,13 +5,14 @@ format     recognised by                                           module
 =========  ======================================================  ======================
 TFLite     ``TFL3`` at bytes 4..8 (any extension)                  `sw.importers.tflite`
 ONNX       ``.onnx`` extension                                     `sw.importers.onnx`
-QONNX      an ``.onnx`` file using QONNX custom ops (BipolarQuant)  `sw.importers.qonnx`
+QONNX      an ``.onnx`` file using QONNX custom ops (Quant, ...)    `sw.importers.qonnx`
 =========  ======================================================  ======================
 
 TFLite full-integer models convert bit-exactly (LiteRT's reference kernels); ONNX models
 quantized by onnxruntime convert to the device's fixed-point arithmetic, which differs from
 onnxruntime's float32 requantization by one step on rare elements (see `sw.importers.onnx`);
-binary QONNX networks become XNOR-popcount layers with BatchNorm+sign folded into thresholds.
+QONNX networks (Brevitas' and FINN's: BipolarQuant, Quant, MultiThreshold) become binary
+XNOR-popcount layers with thresholds and INT8 layers, mixed where the network mixes them.
 Every problem with a file is a `ModelImportError` that names it.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from sw.importers.common import ModelImportError
 
-__all__ = ["load_model", "ModelImportError"]
+__all__ = ["load_model", "is_tflite", "ModelImportError"]
 
 
 def load_model(path):
@@ -30,8 +31,7 @@ def load_model(path):
     except OSError as error:
         raise ModelImportError(f"cannot read model file {str(path)!r}: {error.strerror}") \
             from None
-    from sw.importers.tflite_reader import TFLITE_IDENTIFIER
-    if data[4:8] == TFLITE_IDENTIFIER or path.suffix.lower() == ".tflite":
+    if is_tflite(path, data):
         from sw.importers.tflite import tflite_to_graph
         return tflite_to_graph(data)
     if path.suffix.lower() == ".onnx":
@@ -39,3 +39,9 @@ def load_model(path):
         return onnx_to_graph(data)
     raise ModelImportError(f"{str(path)!r} is neither a TFLite flatbuffer ('TFL3' at bytes 4..8) "
                            f"nor an .onnx file; load_model reads TFLite and ONNX models")
+
+
+def is_tflite(path, data):
+    """Whether `load_model` reads the file at `path` holding `data` as TFLite (else as ONNX)."""
+    from sw.importers.tflite_reader import TFLITE_IDENTIFIER
+    return data[4:8] == TFLITE_IDENTIFIER or Path(path).suffix.lower() == ".tflite"

@@ -22,10 +22,16 @@ Numerics differ from onnxruntime, by design of the device, and are measured by t
 onnxruntime requantizes a QLinearConv/QGemm/QLinearMatMul accumulator in float32
 (``acc * float32(x_scale * w_scale / y_scale)``, rounded half to even); the graph uses the
 device's fixed point: M0/shift from `quantize_multiplier` of that same float32 ratio, one
-rounding half up (``rounding="single"``). QLinearAdd, QLinearGlobalAveragePool and the input
-QuantizeLinear (half to even) likewise compute in float where the graph runs TFLite's integer
-ADD and MEAN kernels. Results agree except where a value lies within float32 error of a
-rounding tie: one int8 step, rarely (the tests count it per model).
+rounding half up (``rounding="single"``). QLinearAdd and (Q)GlobalAveragePool likewise
+compute in float where the graph runs TFLite's integer ADD and a unit-weight depthwise
+convolution with that requantizer. Results agree except where a value lies within float32 error
+of a rounding tie: one int8 step, rarely (the tests count it per model). AveragePool is the
+exception: its output often keeps its input's scale, so its means land on ties (x.5) in about a
+quarter of the windows, and it runs on the host anyway: the graph's AveragePool2D takes
+onnxruntime's own form there (``rounding="float32_half_to_even"``: dequantize, sum and divide in
+float32 in the order onnxruntime adds, round half to even), bit-exact with the QDQ AveragePool.
+QOperator's QLinearAveragePool sums row by row and adds the output zero point before rounding;
+with its own output scale its means are not ties, and the graph equals it on the test zoo.
 
 uint8 activations (QuantType.QUInt8) are held as int8 ones minus 128, exactly the same
 values: a graph imported from such a model takes and returns its tensors minus 128.
@@ -570,33 +576,33 @@ class _Lowering:
             [self._name(first), self._name(second)], output)
 
     def _lower_MaxPool(self, qop):
-        self._pool(qop, ops.MaxPool2D)
+        (x,) = qop.inputs[:1]
+        self._rescaled(qop, ops.MaxPool2D(**self._window(qop, x)), [self._name(x)], x)
 
     def _lower_AveragePool(self, qop):
         if qop.attributes.get("count_include_pad", 0):
             raise self._error(qop, "AveragePool with count_include_pad=1 is not supported")
         (x,) = qop.inputs[:1]
-        if self._padding(qop, x, qop.attributes["kernel_shape"], qop.attributes) == (0, 0, 0, 0):
-            # Every window has kernel_shape elements: one rounding, as onnxruntime.
-            self._unit_depthwise(qop, x, qop.output, tuple(qop.attributes["kernel_shape"]),
-                                 stride=tuple(qop.attributes.get("strides", [1, 1])))
-        else:
-            self._pool(qop, ops.AveragePool2D)
+        output = qop.output
+        # onnxruntime averages in float32 and rounds half to even: the graph's kind in that form.
+        self._emit(qop, ops.AveragePool2D(
+            **self._window(qop, x), rounding="float32_half_to_even", input_scale=x.scale,
+            input_zero_point=x.zero_point, output_scale=output.scale,
+            output_zero_point=output.zero_point), [self._name(x)], output)
 
-    def _pool(self, qop, kind):
-        (x,) = qop.inputs[:1]
+    def _window(self, qop, x):
+        """pool_size, stride and padding of a MaxPool / AveragePool."""
         attributes = qop.attributes
         if attributes.get("ceil_mode", 0) or any(d != 1 for d in attributes.get("dilations",
                                                                                  [1, 1])):
             raise self._error(qop, "pooling with ceil_mode=1 or dilations is not supported")
         size = tuple(attributes["kernel_shape"])
-        graph_op = kind(pool_size=size, stride=tuple(attributes.get("strides", [1, 1])),
-                        padding=self._padding(qop, x, size, attributes))
-        self._rescaled(qop, graph_op, [self._name(x)], x)
+        return dict(pool_size=size, stride=tuple(attributes.get("strides", [1, 1])),
+                    padding=self._padding(qop, x, size, attributes))
 
     def _rescaled(self, qop, graph_op, inputs, x):
         """Emit a kind that keeps its input's quantization; a Requantize follows when the
-        op's output is quantized differently (QLinearAveragePool may be)."""
+        op's output is quantized differently (a QDQ MaxPool may be)."""
         output = qop.output
         if (x.scale, x.zero_point) == (output.scale, output.zero_point):
             return self._emit(qop, graph_op, inputs, output)
@@ -613,10 +619,10 @@ class _Lowering:
         height, width, _ = self._tensor(x).shape
         self._unit_depthwise(qop, x, qop.output, (height, width))
 
-    def _unit_depthwise(self, qop, x, output, window, stride=(1, 1), name=None):
+    def _unit_depthwise(self, qop, x, output, window, name=None):
         """Average or rescale `x` into `output`'s quantization with one rounding, as
-        onnxruntime does in float (QLinearGlobalAveragePool, QLinearAveragePool without
-        padding, QLinearConcat's inputs): a VALID depthwise convolution with unit weights sums
+        onnxruntime does in float (QLinearGlobalAveragePool, GlobalAveragePool, QLinearConcat's
+        inputs): a VALID depthwise convolution with unit weights sums
         each window, and the device's one-rounding requantizer (rounding "single") multiplies
         by ``s_in / (count * s_out)``, the ratio onnxruntime computes in float32. TFLite's MEAN
         and QUANTIZE kernels round twice and would differ from onnxruntime far more often."""
@@ -632,7 +638,7 @@ class _Lowering:
         graph_op = ops.DepthwiseConv2D(
             weights=np.full((*window, channels, 1), weight, np.int8),
             bias=np.zeros(channels, np.int32), multiplier=np.full(channels, multiplier),
-            shift=np.full(channels, shift), stride=stride, input_zero_point=x.zero_point,
+            shift=np.full(channels, shift), input_zero_point=x.zero_point,
             output_zero_point=output.zero_point, rounding="single")
         return self._emit(qop, graph_op, [self._name(x)], output, name=name)
 
