@@ -12,6 +12,7 @@ configurations early.
 import math
 from dataclasses import dataclass
 
+from hw.binary.engine import threshold_shape
 from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 
@@ -72,9 +73,13 @@ def _soc_memory_ebrs(config):
         "accumulator": 2 * ebr_blocks(geometry.accumulator_rows // 2, 32 * geometry.cols),
         "binary": ebr_blocks(geometry.binary_weight_depth,
                              geometry.binary_width * geometry.binary_lanes),
+        "binary_thresholds": ebr_blocks(
+            geometry.binary_threshold_depth,
+            geometry.binary_lanes * (threshold_shape(geometry.binary_max_k).width + 1)),
         "parameters": ebr_blocks(geometry.parameter_rows, parameter_layout.size),
         "binary_results": ebr_blocks(geometry.binary_result_rows,
-                                     binary_result_layout(geometry.binary_lanes).size),
+                                     binary_result_layout(geometry.binary_lanes,
+                                                          geometry.binary_max_k).size),
         "link_staging": ebr_blocks(MAX_PAYLOAD // WORD_BYTES, 32),
     }
 
@@ -97,6 +102,10 @@ def estimate_resources(config, design="soc"):
             "accumulator": ebr_blocks(config.accumulator_rows, 32 * config.cols),
             "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
                                  config.binary_width * config.binary_lanes),
+            "binary_thresholds": ebr_blocks(
+                BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
+                config.binary_lanes * (threshold_shape(BINARY_MAX_FOLDS
+                                                       * config.binary_width).width + 1)),
         }
         fixed_luts = LUT_COST["fixed"]
 

@@ -5,7 +5,8 @@ the target side of `hw.soc.bridge` (writes take effect at once, read data
 import numpy as np
 
 from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS
-from sw.compiler.layout import rows_to_words, words_to_rows
+from sw.compiler.layout import (binary_threshold_words, binary_weight_words, rows_to_words,
+                                words_to_rows)
 from hw.soc.bridge import TARGET_READ_LATENCY
 
 
@@ -19,7 +20,7 @@ class PysimHost:
     async def write(self, window, address, value):
         bus = getattr(self.core, window)
         self.ctx.set(bus.address, address)
-        self.ctx.set(bus.write_data, value & 0xFFFF_FFFF)
+        self.ctx.set(bus.write_data, int(value) & 0xFFFF_FFFF)
         self.ctx.set(bus.write, 1)
         await self.ctx.tick()
         self.ctx.set(bus.write, 0)
@@ -53,6 +54,22 @@ class PysimHost:
         stride = self.core.scratchpad_stride
         words = await self.read_block("scratchpad", base_row * stride, count * stride)
         return words_to_rows(words, row_bytes=self.core.row_bytes, stride=stride)
+
+    async def write_binary_layer(self, w_packed, k, *, w_base, thresholds=None, ascending=None,
+                                 t_base=0):
+        """A binary layer's weights (packed rows, one per neuron) from engine weight row
+        `w_base` and, for a hidden layer, its thresholds from threshold row `t_base`."""
+        core = self.core
+        await self.write_block(
+            "binary_weights", w_base * core.lanes_stride * core.weight_word_stride,
+            binary_weight_words(w_packed, k, width=core.binary_width, lanes=core.binary_lanes,
+                                lanes_stride=core.lanes_stride,
+                                weight_word_stride=core.weight_word_stride))
+        if thresholds is not None:
+            await self.write_block(
+                "binary_thresholds", t_base * core.lanes_stride,
+                binary_threshold_words(thresholds, ascending, k, lanes=core.binary_lanes,
+                                       lanes_stride=core.lanes_stride))
 
     async def push(self, commands, *, poll=True):
         for words in commands:

@@ -9,6 +9,7 @@ to a handful of commands each.
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from hw.config import preset
 from hw.core.isa import Opcode, decode
@@ -62,6 +63,33 @@ def cnn(rng, cout=4):
     flat = builder.node("flatten", Flatten(), [conv])
     dense = builder.node("dense", _dense(rng, 4 * cout, 3, -128, 2), [flat], scale=0.2)
     return builder.build([dense])
+
+
+def mixed(rng, last="dots"):
+    """A FINN-style mixed network: INT8 Dense -> Sign (host) -> three binary hidden layers (k
+    and n not multiples of the 32-bit width or the 4 lanes) -> a binary integer-dot output layer
+    (`last` "dots") or an INT8 Dense ("int8")."""
+    builder = GraphBuilder()
+    x = builder.input("x", (10,), scale=0.1, zero_point=3)
+    first = builder.node("first", _dense(rng, 10, 40, 3, 0), [x], scale=0.1)
+    tensor = builder.node("sign", Sign(thresholds=rng.integers(-20, 20, 40)), [first])
+    for index, (k, n) in enumerate(((40, 37), (37, 70), (70, 33))):
+        tensor = builder.node(f"hidden{index}", BinaryDense(
+            weights=rng.choice([-1, 1], (n, k)), thresholds=rng.integers(-6, 7, n),
+            ascending=rng.integers(0, 2, n).astype(bool)), [tensor])
+    if last == "dots":
+        out = builder.node("out", BinaryDense(weights=rng.choice([-1, 1], (5, 33))), [tensor])
+    else:
+        out = builder.node("out", _dense(rng, 33, 5, 0, 2), [tensor], scale=0.2)
+    return builder.build([out])
+
+
+HIDDEN = ("hidden0", "hidden1", "hidden2")
+
+
+def _binary_commands(program, node):
+    return [fields for step in program.steps if step.kind == "commands" and step.node == node
+            for opcode, fields in map(decode, step.data) if opcode == Opcode.BINARY]
 
 
 def _stores(program, node):
@@ -191,6 +219,38 @@ def test_a_node_that_cannot_fit_is_named_with_need_and_have():
     with pytest.raises(DoesNotFit, match="node 'conv' does not fit the device: .* tensor 'x' "
                                          "needs 256 scratchpad rows.* has 128 rows"):
         compile_graph(builder.build([y]), TINY)
+
+
+def test_binary_hidden_layers_hand_over_on_chip():
+    program = compile_graph(mixed(np.random.default_rng(12)), TINY, batch=3)
+    # Only the host Sign's output is written (for hidden0); between the hidden layers and into
+    # the output layer there are commands only: nothing read, written or run on the host.
+    steps = [(step.kind, step.node) for step in program.steps]
+    first = steps.index(("commands", "hidden0"))
+    assert steps[first - 1] == ("write", "hidden0")
+    assert steps[first:first + 4] == [("commands", "hidden0"), ("commands", "hidden1"),
+                                      ("commands", "hidden2"), ("commands", "out")]
+    link = program.link_bytes()
+    command_bytes = 5 * 4
+    assert link["hidden1"] == link["hidden2"] == [command_bytes, 0]
+    assert link["hidden0"] == [3 * 2 * 4 + command_bytes, 0]       # 40 bits: 2 rows a sample
+    # Each hidden layer writes its bits where the next one reads them, one row per 32 bits.
+    commands = [_binary_commands(program, node) for node in (*HIDDEN, "out")]
+    assert all(len(node_commands) == 1 for node_commands in commands[:3])
+    for (writer,), (reader, *_) in zip(commands, commands[1:]):
+        assert (writer["to_scratchpad"], writer["to_results"]) == (1, 0)
+        assert reader["a_base"] == writer["out_base"]
+    assert [command["out_stride"] for (command,) in commands[:3]] == [2, 3, 2]
+    assert (commands[3][0]["to_results"], commands[3][0]["to_scratchpad"]) == (1, 0)
+    # Every binary layer's weights resident, side by side: (beats x folds) rows of each.
+    rows = [2 * 10, 2 * 18, 3 * 9, 2 * 2]
+    assert [command["w_base"] for command, *_ in commands] == [0, 20, 56, 83]
+    assert [command["t_base"] for (command,) in commands[:3]] == [0, 10, 28]
+    stride = TINY.core.lanes_stride * TINY.core.weight_word_stride
+    weights = [step for step in program.resident if step.args["window"] == "binary_weights"]
+    assert [(step.args["word"], step.data.size) for step in weights] == [
+        (stride * sum(rows[:index]), stride * size) for index, size in enumerate(rows)]
+    assert not any(step.kind == "image" for step in program.steps)
 
 
 def test_program_file_round_trip(tmp_path):
@@ -335,6 +395,59 @@ def test_binary_network_with_a_host_sign(device):
     x = rng.integers(-128, 128, (3, 6)).astype(np.int8)
     network = device.load(graph)
     assert [p.where for p in network.program.placements] == ["host", "device", "device"]
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+
+
+@pytest.mark.parametrize("last", ["dots", "int8"])
+def test_mixed_network_keeps_its_binary_layers_on_chip(device, monkeypatch, last):
+    rng = np.random.default_rng(13)
+    graph = mixed(rng, last)
+    network = device.load(graph, batch=3)
+    where = {p.node: p.where for p in network.program.placements}
+    assert [where[node] for node in ("first", "sign", *HIDDEN, "out")] == [
+        "device", "host", "device", "device", "device", "device"]
+    moved = {"in": 0, "out": 0}
+    write, read = device.bulk_write, device.bulk_read
+
+    def counting_write(address, data):
+        moved["in"] += len(data)
+        write(address, data)
+
+    def counting_read(address, length):
+        moved["out"] += length
+        return read(address, length)
+    monkeypatch.setattr(device, "bulk_write", counting_write)
+    monkeypatch.setattr(device, "bulk_read", counting_read)
+    x = rng.integers(-128, 128, (5, 10)).astype(np.int8)       # rounds of 3 and 2 samples
+    np.testing.assert_array_equal(network(x), run_reference(graph, x))
+    if last == "dots":
+        # Per sample: x (3 rows of 4 lanes) and the Sign's 40 bits (2 rows) in; the first
+        # layer's 40 int8 (10 rows) and 2 result rows of 8 words (5 dots) out. Nothing else.
+        assert moved == {"in": 5 * (3 + 2) * 4, "out": 5 * (10 * 4 + 2 * 8 * 4)}
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.lists(st.integers(1, 70), min_size=2, max_size=4), st.integers(1, 6), st.integers(1, 4),
+       st.integers(0, 2**32 - 1))
+@example([1, 1], 1, 1, 0)               # one bit in, one neuron: partial beats everywhere
+@example([64, 32, 33], 3, 2, 1)         # whole 32-bit beats, then one bit over
+def test_binary_chains_of_random_shapes(device, sizes, outputs, samples, seed):
+    """Sign (host) -> hidden binary layers of random widths on chip -> integer dots."""
+    rng = np.random.default_rng(seed)
+    builder = GraphBuilder()
+    tensor = builder.node("sign", Sign(thresholds=rng.integers(-20, 20, sizes[0])),
+                          [builder.input("x", (sizes[0],), scale=0.1)])
+    for index, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        tensor = builder.node(f"hidden{index}", BinaryDense(
+            weights=rng.choice([-1, 1], (n, k)), thresholds=rng.integers(-k - 1, k + 2, n),
+            ascending=rng.integers(0, 2, n).astype(bool)), [tensor])
+    out = builder.node("out", BinaryDense(weights=rng.choice([-1, 1], (outputs, sizes[-1]))),
+                       [tensor])
+    graph = builder.build([out])
+    network = device.load(graph, batch=samples)
+    assert not [step for step in network.program.steps
+                if step.node.startswith("hidden") and step.kind not in ("write", "commands")]
+    x = rng.integers(-128, 128, (samples, sizes[0])).astype(np.int8)
     np.testing.assert_array_equal(network(x), run_reference(graph, x))
 
 

@@ -10,14 +10,13 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from core_host import PysimHost
-from hw.binary.encoding import threshold_writes, weight_writes
 from hw.core.core import Core, CoreGeometry, geometry_from_config
 from hw.core.isa import (COMMAND_WORDS, ErrorCode, Opcode, REGISTERS, decode, encode)
-from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
-                            output_from_rows, parameter_words, weight_rows)
+from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, binary_results,
+                                layer_commands, output_from_rows, parameter_words, weight_rows)
 from hw.config import preset
 from sim import reference
 from sim.harness import run
@@ -187,52 +186,95 @@ def test_pool_of_the_widest_rows_fills_the_line_exactly(in_h):
     simulate(core, body, "core_pool_widest")
 
 
-def test_binary_dense_thresholds_and_dots():
-    rng = np.random.default_rng(3)
-    core = make_core(4, 4)
-    m, k, n = 3, 45, 10
-    lanes, width = core.binary_lanes, core.binary_width
-    a = rng.choice([-1, 1], (m, k)).astype(np.int8)
-    w = rng.choice([-1, 1], (n, k)).astype(np.int8)
-    a_packed, w_packed = reference.pack_bits(a), reference.pack_bits(w)
-    thresholds = rng.integers(-k - 3, k + 3, n)
-    ascending = rng.integers(0, 2, n).astype(bool)
-    dots = reference.binary_dense(a_packed, w_packed, k)
-    signs = reference.threshold_activation(dots, thresholds, ascending)
+def _binary_layer(rng, k, n, *, hidden=True):
+    weights = reference.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, k)))
+    if not hidden:
+        return weights, None, None
+    return weights, rng.integers(-k - 3, k + 3, n), rng.integers(0, 2, n).astype(bool)
+
+
+def _binary_command(core, *, k, n, vectors, **fields):
+    lanes = core.binary_lanes
     folds = -(-n // lanes)
-    out_base = 5
+    fields = {"result_base": 0, "out_base": 0, "out_stride": 0, "to_results": 0,
+              "to_scratchpad": 0, **fields}
+    return encode(Opcode.BINARY, vectors=vectors, k=k, neuron_folds=folds,
+                  last_lanes=n - (folds - 1) * lanes, **fields)
+
+
+async def _binary_results(host, core, base, vectors, n):
+    folds = -(-n // core.binary_lanes)
+    words = await host.read_block("binary_results", base * core.result_stride,
+                                  vectors * folds * core.result_stride)
+    dots, signs = binary_results(words, vectors=vectors, folds=folds, lanes=core.binary_lanes,
+                                 result_stride=core.result_stride,
+                                 result_bit_words=core.result_bit_words)
+    return dots[:, :n], signs[:, :n]
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.just((32, 4)), st.integers(1, 3), st.integers(1, 64), st.integers(1, 40),
+       st.integers(1, 40), st.integers(1, 12), st.integers(0, 2**32 - 1))
+@example((8, 16), 3, 61, 40, 17, 1, 1)      # a fold is two beats; one output neuron
+@example((8, 12), 2, 9, 13, 25, 12, 2)      # lanes neither divide nor are a multiple of width
+def test_binary_layers_chain_on_chip(engine, vectors, k, n1, n2, n3, seed):
+    """Input -> hidden layer 1 (bits to the scratchpad and the result memory) -> hidden layer 2
+    (bits to the scratchpad) -> output layer (dots to the result memory), all three layers'
+    weights and thresholds resident at their own bases, no FENCE between the commands, and the
+    host writing scratchpad rows while they run. Rows, bits and dots against sim.reference."""
+    width, lanes = engine
+    rng = np.random.default_rng(seed)
+    core = make_core(4, 4, binary_width=width, binary_lanes=lanes, binary_max_n=64)
+    a = rng.choice(np.array([-1, 1], np.int8), (vectors, k))
+    layers = [_binary_layer(rng, k, n1), _binary_layer(rng, n1, n2),
+              _binary_layer(rng, n2, n3, hidden=False)]
+    signs, dots = [a], []
+    for (weights, thresholds, ascending), size in zip(layers, (k, n1, n2)):
+        dots.append(reference.binary_dense(reference.pack_bits(signs[-1]), weights, size))
+        if thresholds is not None:
+            signs.append(reference.threshold_activation(dots[-1], thresholds, ascending))
+    beats = [-(-size // width) for size in (k, n1, n2)]
+    folds = [-(-size // lanes) for size in (n1, n2, n3)]
+    w_bases = [0, beats[0] * folds[0], beats[0] * folds[0] + beats[1] * folds[1]]
+    t_bases = [0, folds[0]]
+    a_base, out_bases = 200, (300, 350)
+    garbage = np.full((120, core.row_bytes), 0x55, np.int8)
 
     async def body(host):
-        await host.write_rows(30, binary_activation_rows(a_packed, k, width=width,
-                                                         row_bytes=core.row_bytes))
-        words_per_beat = -(-width // 32)
-        for write in weight_writes(w_packed, k, width=width, lanes=lanes):
-            base = (write["address"] * core.lanes_stride + write["lane"]) * core.weight_word_stride
-            for word in range(words_per_beat):
-                await host.write("binary_weights", base + word, write["bits"] >> (32 * word))
-        for write in threshold_writes(thresholds, ascending, k, lanes=lanes):
-            await host.write("binary_thresholds",
-                             write["neuron_fold"] * core.lanes_stride + write["lane"],
-                             (write["threshold"] & 0x7FFF_FFFF) | write["ascending"] << 31)
-        await host.push([encode(Opcode.BINARY, a_base=30, vectors=m, k=k, neuron_folds=folds,
-                                last_lanes=n - (folds - 1) * lanes, out_base=out_base),
-                         encode(Opcode.FENCE)])
+        await host.write_rows(290, garbage)
+        await host.write_rows(a_base, binary_activation_rows(
+            reference.pack_bits(a), k, width=width, row_bytes=core.row_bytes))
+        for (weights, thresholds, ascending), size, w_base, t_base in zip(
+                layers, (k, n1, n2), w_bases, t_bases + [0]):
+            await host.write_binary_layer(weights, size, w_base=w_base, thresholds=thresholds,
+                                          ascending=ascending, t_base=t_base)
+        await host.push([
+            _binary_command(core, k=k, n=n1, vectors=vectors, a_base=a_base, w_base=w_bases[0],
+                            t_base=t_bases[0], out_base=out_bases[0], out_stride=beats[1],
+                            to_scratchpad=1, to_results=1),
+            _binary_command(core, k=n1, n=n2, vectors=vectors, a_base=out_bases[0],
+                            w_base=w_bases[1], t_base=t_bases[1], out_base=out_bases[1],
+                            out_stride=beats[2], to_scratchpad=1),
+            _binary_command(core, k=n2, n=n3, vectors=vectors, a_base=out_bases[1],
+                            w_base=w_bases[2], t_base=0, result_base=32, to_results=1),
+            encode(Opcode.FENCE)])
+        await host.write_rows(450, garbage[:40])       # the host takes the write port meanwhile
         await host.wait_done()
-        got_dots = np.zeros((m, folds * lanes), np.int64)
-        got_signs = np.zeros((m, folds * lanes), np.int8)
-        for vector in range(m):
-            for fold in range(folds):
-                row = (out_base + vector * folds + fold) * core.result_stride
-                words = await host.read_block("binary_results", row, lanes + 1)
-                for lane in range(lanes):
-                    got_dots[vector, fold * lanes + lane] = np.int32(np.uint32(words[lane]))
-                    got_signs[vector, fold * lanes + lane] = 1 if words[lanes] >> lane & 1 else -1
-        np.testing.assert_array_equal(got_dots[:, :n], dots)
-        np.testing.assert_array_equal(got_signs[:, :n], signs)
-        counters = await host.counters()
-        assert counters["binary_ops"] == 2 * m * k * n
         assert await host.register("error_code") == ErrorCode.NONE.value
-    simulate(core, body, "core_binary")
+        for index, (base, size) in enumerate(zip(out_bases, (n1, n2))):
+            rows = await host.read_rows(base, vectors * beats[index + 1] + 1)
+            np.testing.assert_array_equal(rows[:-1], binary_activation_rows(
+                reference.pack_bits(signs[index + 1]), size, width=width,
+                row_bytes=core.row_bytes))
+            np.testing.assert_array_equal(rows[-1], garbage[0])    # nothing past the vectors
+        got_dots, got_signs = await _binary_results(host, core, 0, vectors, n1)
+        np.testing.assert_array_equal(got_dots, dots[0])
+        np.testing.assert_array_equal(got_signs, signs[1])
+        got_dots, _ = await _binary_results(host, core, 32, vectors, n3)
+        np.testing.assert_array_equal(got_dots, dots[2])
+        counters = await host.counters()
+        assert counters["binary_ops"] == 2 * vectors * (k * n1 + n1 * n2 + n2 * n3)
+    simulate(core, body, "core_binary_chain")
 
 
 def test_scoreboard_orders_store_after_compute_and_compute_after_store():
@@ -294,7 +336,12 @@ def _invalid_commands(core):
                    n_blocks=1, n_last=4)
     ok_store = dict(acc_base=0, height=4, width=1, n_blocks=1, param_base=0, out_base=300,
                     out_stride=1, rounding=0, zero_point=0, act_min=-128, act_max=127, pool=0)
-    ok_binary = dict(a_base=0, vectors=1, k=32, neuron_folds=1, last_lanes=4, out_base=0)
+    ok_binary = dict(a_base=0, vectors=1, k=32, neuron_folds=1, last_lanes=4, w_base=0,
+                     t_base=0, result_base=0, out_base=0, out_stride=0, to_results=1,
+                     to_scratchpad=0)
+    to_scratchpad = {**ok_binary, "to_results": 0, "to_scratchpad": 1, "out_base": 300,
+                     "out_stride": 1}
+    depth = core.binary_weight_depth
     conv = dict(a_base=0, w_base=100, acc_base=0, accumulate=0, in_h=3, in_w=3, cin_blocks=1,
                 cin_last=4, kh=3, kw=3, stride=1, pad_top=1, pad_left=1, zero_point=0, out_w=3,
                 ho_start=0, ho_count=3, n_blocks=1, n_last=4)
@@ -323,7 +370,15 @@ def _invalid_commands(core):
         (encode(Opcode.BINARY, **{**ok_binary, "last_lanes": 5}), ErrorCode.BAD_SHAPE, 4),
         (encode(Opcode.BINARY, **{**ok_binary, "a_base": 512 - 1, "vectors": 2}),
          ErrorCode.SCRATCHPAD_RANGE, 4),
-        (encode(Opcode.BINARY, **{**ok_binary, "out_base": 64}), ErrorCode.RESULT_RANGE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "result_base": 64}), ErrorCode.RESULT_RANGE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "to_results": 0}), ErrorCode.BAD_SHAPE, 4),
+        (encode(Opcode.BINARY, **{**to_scratchpad, "out_stride": 0}), ErrorCode.BAD_SHAPE, 4),
+        (encode(Opcode.BINARY, **{**to_scratchpad, "out_base": 511, "vectors": 2}),
+         ErrorCode.SCRATCHPAD_RANGE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "w_base": depth}),
+         ErrorCode.BINARY_WEIGHT_RANGE, 4),
+        (encode(Opcode.BINARY, **{**ok_binary, "t_base": depth - 1, "neuron_folds": 2}),
+         ErrorCode.BINARY_WEIGHT_RANGE, 4),
     ]
 
 

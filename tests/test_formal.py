@@ -498,7 +498,7 @@ class DispatcherHarness(Elaboratable):
         ]
 
 
-@pytest.mark.parametrize("mode, depth", [("prove", 6), ("cover", 47)])
+@pytest.mark.parametrize("mode, depth", [("prove", 6), ("cover", 51)])
 def test_dispatcher(mode, depth, tmp_path):
     print(check(DispatcherHarness(), name=f"dispatcher_{mode}", mode=mode, depth=depth,
                 directory=tmp_path))

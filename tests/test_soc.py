@@ -22,7 +22,7 @@ WINDOWS = {   # name: (base, bytes)
     "accumulator": (0x0200_0000, 64 * 4 * 4),             # 4 lanes per row
     "parameters": (0x0300_0000, 1024 * 4 * 4),            # 4 words per entry
     "binary_weights": (0x0400_0000, (1024 // 32) * (256 // 4) * 4 * 4),   # beats x folds x lanes
-    "binary_thresholds": (0x0500_0000, (256 // 4) * 4 * 4),
+    "binary_thresholds": (0x0500_0000, (1024 // 32) * (256 // 4) * 4 * 4),  # as deep as weights
     "binary_results": (0x0600_0000, 1024 * 8 * 4),        # 4 dots + 1 bit word, stride 8
 }
 

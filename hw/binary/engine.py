@@ -16,19 +16,25 @@ masked to ``K mod width`` bits: padding bits never count, whatever their value.
 Packing (the same as `sim.reference.pack_bits`): value k of a vector is bit k of the
 little-endian integer of its packed bytes (bit k % 8 of byte k // 8). Beat j carries bits
 ``[j * width, (j + 1) * width)`` of that integer, so value k is bit ``k % width`` of beat
-``k // width``. Weights use the same order: neuron ``nf * lanes + lane`` has its beat j stored at
-weight address ``nf * F + j`` in lane `lane`.
+``k // width``. Weights use the same order: neuron ``nf * lanes + lane`` of a layer placed at
+weight base ``b`` has its beat j stored at weight address ``b + nf * F + j`` in lane `lane`, and
+its threshold at threshold row ``t + nf`` (threshold base ``t``). Several layers stay resident
+side by side: the threshold memory is as deep as the weight memory (`weight_depth`), since a
+layer uses at least one weight row per neuron fold, so the thresholds of layers whose weights
+fit always fit too.
 
 Protocol:
 
 1. Write weights (`weights` stream, one lane of one beat per transfer) and thresholds
-   (`thresholds` stream, one lane of one neuron fold per transfer; clamp them with
+   (`thresholds` stream, one lane of one threshold row per transfer; clamp them with
    `clamp_thresholds` first). Both are always ready and take effect on the next cycle; do not
    overwrite a neuron fold that vectors in flight still use.
-2. Send a `layer` descriptor (``k`` in 1..max_k, ``neuron_folds`` in 1..ceil(max_n/lanes)). It
-   is accepted only when the engine is `idle` (no vector partly consumed, every result
-   delivered), so send it after the previous layer's last vector; it applies to every vector that
-   follows. After reset the engine takes no activations until it has a descriptor.
+2. Send a `layer` descriptor (``k`` in 1..max_k, ``neuron_folds`` in 1..ceil(max_n/lanes), the
+   layer's ``weight_base`` and ``threshold_base``; its ``F * neuron_folds`` weight rows and
+   ``neuron_folds`` threshold rows must lie inside the memories). It is accepted only when the
+   engine is `idle` (no vector partly consumed, every result delivered), so send it after the
+   previous layer's last vector; it applies to every vector that follows. After reset the engine
+   takes no activations until it has a descriptor.
 3. Stream vectors on `activations` (``last`` set on beat F-1 of each vector; a mismatch sets the
    sticky `framing_error`). Results come out on `results`, one transfer per neuron fold:
    ``dots[lane]`` (int32) and bit ``lane`` of ``bits`` (threshold output, 1 = +1) for neuron
@@ -72,7 +78,17 @@ from hw.synthesis import MAPPING_BOUNDARY
 
 from .popcount import PopcountTree, popcount_latency
 
-__all__ = ["BinaryEngine", "clamp_thresholds"]
+__all__ = ["BinaryEngine", "clamp_thresholds", "dot_shape", "threshold_shape"]
+
+
+def dot_shape(max_k):
+    """The shape of a dot product of up to `max_k` bits (``-max_k .. max_k``)."""
+    return signed(max_k.bit_length() + 1)
+
+
+def threshold_shape(max_k):
+    """The shape of a stored threshold (``-max_k-1 .. max_k+1``, see `clamp_thresholds`)."""
+    return signed((max_k + 1).bit_length() + 1)
 
 
 def clamp_thresholds(thresholds, k):
@@ -106,8 +122,10 @@ class BinaryEngine(wiring.Component):
     max_k : int
         Longest input vector, in values (bits), 1..65536.
     max_n : int
-        Most neurons in a layer, >= 1; the weight memory holds
-        ``ceil(max_n / lanes) * ceil(max_k / width)`` rows of ``lanes * width`` bits.
+        Most neurons in a layer, >= 1; the weight memory holds `weight_depth` =
+        ``ceil(max_n / lanes) * ceil(max_k / width)`` rows of ``lanes * width`` bits (one layer
+        of max_k x max_n, or several smaller ones side by side), the threshold memory as many
+        rows of ``lanes`` thresholds.
     """
 
     def __init__(self, *, width, lanes, max_k, max_n):
@@ -124,6 +142,7 @@ class BinaryEngine(wiring.Component):
         self.max_folds = -(-max_k // width)
         self.max_neuron_folds = -(-max_n // lanes)
         self.weight_depth = self.max_folds * self.max_neuron_folds
+        self.threshold_depth = self.weight_depth
         self.popcount_latency = popcount_latency(width)
         # issue -> activation word and weight row -> tree -> accumulator -> dot and threshold
         # compare -> FIFO write register
@@ -133,8 +152,8 @@ class BinaryEngine(wiring.Component):
         # result per cycle flow (K <= width) without a bubble.
         self.fifo_depth = self.fifo_write_latency + 3
         self.latency = self.popcount_latency + 7
-        self.dot_shape = signed(max_k.bit_length() + 1)
-        self.threshold_shape = signed((max_k + 1).bit_length() + 1)
+        self.dot_shape = dot_shape(max_k)
+        self.threshold_shape = threshold_shape(max_k)
 
         self.threshold_entry_layout = data.StructLayout({
             "threshold": self.threshold_shape,
@@ -144,6 +163,8 @@ class BinaryEngine(wiring.Component):
             "layer": In(stream.Signature(data.StructLayout({
                 "k": range(max_k + 1),
                 "neuron_folds": range(self.max_neuron_folds + 1),
+                "weight_base": range(self.weight_depth),
+                "threshold_base": range(self.threshold_depth),
             }))),
             "weights": In(stream.Signature(data.StructLayout({
                 "address": range(self.weight_depth),
@@ -151,7 +172,7 @@ class BinaryEngine(wiring.Component):
                 "bits": width,
             }))),
             "thresholds": In(stream.Signature(data.StructLayout({
-                "neuron_fold": range(self.max_neuron_folds),
+                "neuron_fold": range(self.threshold_depth),    # the threshold row
                 "lane": range(lanes),
                 "threshold": self.threshold_shape,
                 "ascending": 1,
@@ -180,7 +201,7 @@ class BinaryEngine(wiring.Component):
         weight_read = weight_memory.read_port()
         m.submodules.threshold_memory = threshold_memory = Memory(
             shape=data.ArrayLayout(self.threshold_entry_layout, lanes),
-            depth=self.max_neuron_folds, init=[])
+            depth=self.threshold_depth, init=[])
         threshold_write = threshold_memory.write_port(granularity=1)
         threshold_read = threshold_memory.read_port()
         m.submodules.activation_buffer = activation_buffer = Memory(
@@ -213,9 +234,13 @@ class BinaryEngine(wiring.Component):
         last_neuron_fold = Signal(range(self.max_neuron_folds))
         last_beat_mask = Signal(width)
 
+        weight_base = Signal(range(self.weight_depth))
+        threshold_base = Signal(range(self.threshold_depth))
+
         beat = Signal(range(self.max_folds))
         neuron_fold = Signal(range(self.max_neuron_folds))
         weight_address = Signal(range(self.weight_depth))
+        threshold_address = Signal(range(self.threshold_depth))
         issue = Signal()
         # beat == last_beat, beat == 0 and neuron_fold == 0 as flags updated with the counters
         # (timing: the issue and idle decisions start from flip-flops, not comparators).
@@ -244,6 +269,10 @@ class BinaryEngine(wiring.Component):
                 last_beat.eq(layer_last_beat),
                 is_last_beat.eq(layer_last_beat == 0),
                 last_neuron_fold.eq(self.layer.payload.neuron_folds - 1),
+                weight_base.eq(self.layer.payload.weight_base),
+                threshold_base.eq(self.layer.payload.threshold_base),
+                weight_address.eq(self.layer.payload.weight_base),
+                threshold_address.eq(self.layer.payload.threshold_base),
                 last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
                                         for position in range(width)))),
             ]
@@ -271,10 +300,12 @@ class BinaryEngine(wiring.Component):
                 m.d.sync += [beat.eq(0), at_first_beat.eq(1), is_last_beat.eq(last_beat == 0)]
                 with m.If(neuron_fold == last_neuron_fold):
                     m.d.sync += [neuron_fold.eq(0), at_first_neuron_fold.eq(1),
-                                 weight_address.eq(0)]
+                                 weight_address.eq(weight_base),
+                                 threshold_address.eq(threshold_base)]
                 with m.Else():
                     m.d.sync += [neuron_fold.eq(neuron_fold + 1), at_first_neuron_fold.eq(0),
-                                 weight_address.eq(weight_address + 1)]
+                                 weight_address.eq(weight_address + 1),
+                                 threshold_address.eq(threshold_address + 1)]
             with m.Else():
                 m.d.sync += [beat.eq(beat + 1), at_first_beat.eq(0),
                              is_last_beat.eq(beat + 1 == last_beat),
@@ -286,7 +317,8 @@ class BinaryEngine(wiring.Component):
             "first": 1,
             "last": 1,
             "vector_last": 1,
-            "neuron_fold": range(self.max_neuron_folds),
+            "first_neuron_fold": 1,
+            "threshold_address": range(self.threshold_depth),
         })
         issued = Signal(tag_layout)
         m.d.comb += [
@@ -294,7 +326,8 @@ class BinaryEngine(wiring.Component):
             issued.first.eq(at_first_beat),
             issued.last.eq(is_last_beat),
             issued.vector_last.eq(is_last_beat & (neuron_fold == last_neuron_fold)),
-            issued.neuron_fold.eq(neuron_fold),
+            issued.first_neuron_fold.eq(at_first_neuron_fold),
+            issued.threshold_address.eq(threshold_address),
         ]
 
         # Stage 1: activation word and weight row; stage 2: mismatches into the trees ------------
@@ -307,7 +340,8 @@ class BinaryEngine(wiring.Component):
         m.d.comb += weight_read.addr.eq(weight_address)
         m.d.sync += [
             stream_word.eq(self.activations.payload.bits),
-            activation_word.eq(Mux(activation_tag.neuron_fold == 0, stream_word, buffer_read.data)),
+            activation_word.eq(Mux(activation_tag.first_neuron_fold, stream_word,
+                                   buffer_read.data)),
             weight_row.eq(weight_read.data),
             beat_mask.eq(Mux(activation_tag.last, last_beat_mask, (1 << width) - 1)),
         ]
@@ -325,7 +359,7 @@ class BinaryEngine(wiring.Component):
         ]
         # The thresholds are read a cycle early and registered, so the compares start from
         # flip-flops, not from the memory's read data (timing: the result FIFO's write data).
-        m.d.comb += threshold_read.addr.eq(count_tag.neuron_fold)
+        m.d.comb += threshold_read.addr.eq(count_tag.threshold_address)
         thresholds = delayed(m, threshold_read.data, 1, name="threshold", reset_less=True)
 
         entry_layout = data.StructLayout({

@@ -9,7 +9,7 @@
                     +-- scratchpad window ------> Scratchpad <---- ComputeUnit   BinaryUnit
                     |   (row-combining writes)     ^    |  (read)      |            |
                     |                              |    +--------------+------------+
-                    |                        StoreUnit (write)         v            v
+                    |            StoreUnit, BinaryUnit (write)     v            v
                     +-- accumulator window --> AccumulatorMemory x2 <- write/acc  binary results
                     +-- parameters window ---> requant parameters  |                 ^
                     +-- binary_weights/thresholds -> BinaryEngine   |   binary_results window
@@ -23,7 +23,9 @@ current tile computes (in the same bank they take turns; activations first). The
 accumulator, two `AccumulatorMemory` halves of ``accumulator_rows / 2`` rows of C lanes (the
 top row-address bit selects one; each has its own accumulate and drain ports), the requant
 parameter memory (``parameter_rows`` entries), the binary engine's weight/threshold memories and
-the binary result memory (``binary_result_rows`` rows).
+the binary result memory (``binary_result_rows`` rows). The engine's weight memory
+(``binary_weight_depth`` rows) and threshold memory (as deep) hold several binary layers side by
+side (each BINARY command names its weight and threshold base).
 
 Decoupling and ordering. The dispatcher takes commands in program order and hands each to its
 unit, which then runs on its own; the next command can go to another unit at once. The
@@ -33,7 +35,11 @@ until no earlier GEMM/CONV still writes it (RAW). So the store of one half overl
 of the other (ping-pong) and a store never reads a tile being computed. Scratchpad dependencies
 (a layer reading what the previous layer's store wrote, the host reading results) are ordered by
 FENCE, which waits for every unit to be idle; the binary unit shares the scratchpad read port
-with the compute unit, so the two never run at the same time.
+with the compute unit, so the two never run at the same time. The scratchpad's write port takes
+the host's row commits first, then the store unit's rows, then the binary unit's packed
+threshold bits (a binary layer's output written as the next binary layer's input rows); one
+BINARY command starts only after the previous one has written its last row, so binary layers
+chain without a FENCE.
 
 Errors. Each command is validated before dispatch (unknown opcode, rows past the scratchpad,
 accumulator half, parameter or result memory, zero/out-of-range counts). A failing command is
@@ -62,9 +68,10 @@ and `COUNTERS`), ``scratchpad`` (row r, word i at ``r*scratchpad_stride + i``, b
 (write-only, entry e: ``4e`` bias, ``4e+1`` multiplier M0, ``4e+2`` right shift 0..31 -- writing
 the shift stores the entry), ``binary_weights`` (write-only, engine address a, lane l, word i at
 ``(a*lanes_stride + l)*weight_word_stride + i``, the beat is stored with its last word),
-``binary_thresholds`` (write-only, fold f, lane l at ``f*lanes_stride + l``: bits 0.. threshold
-(two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
-``0..lanes-1`` dots, then the threshold bits, 32 per word, at ``r*result_stride``).
+``binary_thresholds`` (write-only, threshold row f, lane l at ``f*lanes_stride + l``: bits 0..
+the threshold (two's complement), bit 31 ascending) and ``binary_results`` (read-only, row r: words
+``0..lanes-1`` dots, stored at their real width and sign-extended, then the threshold bits, 32
+per word, at ``r*result_stride``).
 Every window follows the target contract of `hw.soc.bridge`: read data `TARGET_READ_LATENCY`
 cycles after the read, from a register. Scratchpad and accumulator rows come from their
 registered read ports (3 cycles, then the bank/half mux and two registered word multiplexer
@@ -81,11 +88,11 @@ idle takes its next command a cycle later): the products of the command's sizes 
 every buffer it touches) are formed on one shift-and-add `hw.memory.sequential_multiplier.
 SequentialMultiplier` (the array and the requantizer need every DSP block), 3 + ceil(bits/2)
 cycles per product of the command's opcode (its narrower operand's bits) and one cycle per
-other product: about 51 cycles for a small conv, 21 for a FENCE, at most about 73. The
-performance-counter events are registered before they are counted, so the counters trail the
-units by one cycle, and retirements are registered once more before they are added up, so
-``completed`` trails them by two (timing: no unit's control logic feeds an adder in the same
-cycle).
+other product (15 products in all): about 53 cycles for a small conv, 23 for a FENCE, at most
+about 75. The performance-counter events are registered before they are counted, so the
+counters trail the units by one cycle, and retirements are registered once more before they are
+added up, so ``completed`` trails them by two (timing: no unit's control logic feeds an adder in
+the same cycle).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
@@ -204,6 +211,9 @@ class CoreGeometry:
         self.binary_max_neuron_folds = -(-binary_max_n // binary_lanes)
         self.binary_weight_depth = (-(-binary_max_k // binary_width)
                                     * self.binary_max_neuron_folds)
+        # As deep as the weights (`hw.binary.engine`): the thresholds of every set of layers
+        # whose weights fit side by side fit too.
+        self.binary_threshold_depth = self.binary_weight_depth
         self.lanes_stride = _pow2_at_least(binary_lanes)
         self.weight_word_stride = _pow2_at_least(-(-binary_width // 32))
         self.result_bit_words = -(-binary_lanes // 32)
@@ -216,7 +226,7 @@ class CoreGeometry:
             "parameters": 4 * parameter_rows,
             "binary_weights": (_pow2_at_least(self.binary_weight_depth) * self.lanes_stride
                                * self.weight_word_stride),
-            "binary_thresholds": (_pow2_at_least(self.binary_max_neuron_folds)
+            "binary_thresholds": (_pow2_at_least(self.binary_threshold_depth)
                                   * self.lanes_stride),
             "binary_results": binary_result_rows * self.result_stride,
         }
@@ -269,7 +279,7 @@ class Core(CoreGeometry, wiring.Component):
                                                       depth=self.parameter_rows, init=[])
         parameter_write = parameters.write_port()
         parameter_read = parameters.read_port()
-        result_shape = binary_result_layout(self.binary_lanes)
+        result_shape = binary_result_layout(self.binary_lanes, self.binary_max_k)
         m.submodules.binary_results = binary_results = Memory(
             shape=result_shape, depth=self.binary_result_rows, init=[])
         result_write = binary_results.write_port()
@@ -352,12 +362,19 @@ class Core(CoreGeometry, wiring.Component):
                                       (compute.sp_request &
                                        (compute.sp_addr[bank_bits] == weight_bank))),
         ]
-        # Scratchpad write port: the host's row commit, else the store unit.
-        m.d.comb += store.sp_blocked.eq(host_sp_commit)
-        with m.If(~host_sp_commit):
+        # Scratchpad write port, by priority: the host's row commit, the store unit, the binary
+        # unit's packer. Both blocked answers come from flip-flops (the commit, the store's
+        # write register: it writes whenever it holds a row and the host does not).
+        m.d.comb += [store.sp_blocked.eq(host_sp_commit),
+                     binary.sp_write_blocked.eq(host_sp_commit | store.sp_en)]
+        with m.If(store.sp_en):
             m.d.comb += [scratchpad.write.addr.eq(store.sp_addr),
                          scratchpad.write.data.eq(store.sp_data),
-                         scratchpad.write.en.eq(store.sp_en)]
+                         scratchpad.write.en.eq(1)]
+        with m.Elif(binary.sp_write_en):
+            m.d.comb += [scratchpad.write.addr.eq(binary.sp_write_addr),
+                         scratchpad.write.data.eq(binary.sp_write_data),
+                         scratchpad.write.en.eq(1)]
         # Accumulator drain ports: the host, else the store unit.
         store_half = store.drain_addr[half_bits]
         store_read_half = delayed(m, store_half, AccumulatorMemory.DRAIN_LATENCY,
@@ -481,15 +498,19 @@ class Core(CoreGeometry, wiring.Component):
             binary.thresholds.payload.threshold.eq(bus.write_data[:threshold_width]),
             binary.thresholds.payload.ascending.eq(bus.write_data[31]),
             binary.thresholds.valid.eq(bus.write & (lane < lanes) &
-                                       (fold < self.binary_max_neuron_folds)),
+                                       (fold < self.binary_threshold_depth)),
         ]
 
-        # A result row as bits: the dots (32 bits each), then the threshold bits, so word i of
-        # the window row is bits 32i.. of it.
+        # A window row: the dots sign-extended to 32 bits each (wires only), then the threshold
+        # bits, so word i of the window row is bits 32i.. of it.
         bus = self.binary_results
         word_bits = (self.result_stride - 1).bit_length()
+        stored = result_read.data
+        row = Cat(*(Cat(dot, dot[-1].replicate(32 - len(dot)))
+                    for dot in (Value.cast(stored.dots[lane]) for lane in range(lanes))),
+                  stored.bits)
         m.d.comb += [result_read.addr.eq(bus.address[word_bits:]), result_read.en.eq(bus.read)]
-        memory_read_data(m, bus, word=bus.address[:word_bits], row=result_read.data.as_value())
+        memory_read_data(m, bus, word=bus.address[:word_bits], row=row)
 
     def _dispatcher(self, m, queue, compute, compute_busy, store, binary):
         rows, cols = self.rows, self.cols
@@ -589,6 +610,10 @@ class Core(CoreGeometry, wiring.Component):
         binary_a_rows = product("binary_a_rows", binary_args.vectors, binary_folds, is_binary)
         binary_out_rows = product("binary_out_rows", binary_args.vectors,
                                   binary_args.neuron_folds, is_binary)
+        binary_w_rows = product("binary_w_rows", binary_folds, binary_args.neuron_folds,
+                                is_binary)
+        binary_sp_rows = product("binary_sp_rows", binary_args.vectors, binary_args.out_stride,
+                                 is_binary)
         m.submodules.multiplier = multiplier = SequentialMultiplier(
             a_width=max(len(a) for _, a, _, _ in steps),
             b_width=max(len(b) for _, _, b, _ in steps),
@@ -617,7 +642,18 @@ class Core(CoreGeometry, wiring.Component):
         out_last = registered_sum("out_last", store_args.out_base, store_args.n_blocks - 1,
                                   pooled_span)
         binary_a_end = registered_sum("binary_a_end", binary_args.a_base, binary_a_rows)
-        binary_out_end = registered_sum("binary_out_end", binary_args.out_base, binary_out_rows)
+        binary_result_end = registered_sum("binary_result_end", binary_args.result_base,
+                                           binary_out_rows)
+        binary_sp_end = registered_sum("binary_sp_end", binary_args.out_base, binary_sp_rows)
+        binary_w_end = registered_sum("binary_w_end", binary_args.w_base, binary_w_rows)
+        binary_t_end = registered_sum("binary_t_end", binary_args.t_base,
+                                      binary_args.neuron_folds)
+        # ceil(N / width) scratchpad rows per vector: N + width - 1, its low bits dropped.
+        binary_n_rounded = registered_sum(
+            "binary_n_rounded", multiply_by_constant(binary_args.neuron_folds - 1,
+                                                     self.binary_lanes),
+            binary_args.last_lanes, self.binary_width - 1)
+        binary_out_beats = binary_n_rounded[width_log2:]
 
         checks = []         # (guard, terms, code): the first whose guard and a term hold
 
@@ -644,13 +680,20 @@ class Core(CoreGeometry, wiring.Component):
              store_args.acc_base >= self.accumulator_rows, store_acc_end > half_rows)
         fail(is_store, ErrorCode.PARAMETER_RANGE, param_end > self.parameter_rows)
         fail(is_store, ErrorCode.SCRATCHPAD_RANGE, out_last >= self.scratchpad_rows)
+        to_results, to_scratchpad = binary_args.to_results, binary_args.to_scratchpad
         fail(is_binary, ErrorCode.BAD_SHAPE,
              binary_args.k == 0, binary_args.k > self.binary_max_k, binary_args.vectors == 0,
              binary_args.neuron_folds == 0,
              binary_args.neuron_folds > self.binary_max_neuron_folds,
-             binary_args.last_lanes == 0, binary_args.last_lanes > self.binary_lanes)
-        fail(is_binary, ErrorCode.SCRATCHPAD_RANGE, binary_a_end > self.scratchpad_rows)
-        fail(is_binary, ErrorCode.RESULT_RANGE, binary_out_end > self.binary_result_rows)
+             binary_args.last_lanes == 0, binary_args.last_lanes > self.binary_lanes,
+             ~to_results & ~to_scratchpad,
+             to_scratchpad & (binary_args.out_stride < binary_out_beats))
+        fail(is_binary, ErrorCode.SCRATCHPAD_RANGE, binary_a_end > self.scratchpad_rows,
+             to_scratchpad & (binary_sp_end > self.scratchpad_rows))
+        fail(is_binary, ErrorCode.RESULT_RANGE,
+             to_results & (binary_result_end > self.binary_result_rows))
+        fail(is_binary, ErrorCode.BINARY_WEIGHT_RANGE,
+             binary_w_end > self.binary_weight_depth, binary_t_end > self.binary_threshold_depth)
         # Every compare is registered in the CHECK state, each check's guard and terms are
         # combined into `failed` in COMBINE and prioritized from flip-flops in DECIDE (the first
         # failure's code is registered there and kept in REJECT): neither the range arithmetic,

@@ -34,8 +34,17 @@ REQUANT_STORE  For ``nb < n_blocks``, rows ``i < height*width``: ``acc_base + nb
 BINARY         ``vectors`` input vectors of ``k`` bits, vector ``v`` beat ``j`` = the low
                ``binary_width`` bits of scratchpad row ``a_base + v*ceil(k/width) + j``;
                ``neuron_folds`` folds of ``binary_lanes`` neurons (``last_lanes`` real in the
-               last); fold ``f`` of vector ``v`` -> binary result row
-               ``out_base + v*neuron_folds + f`` (int dots and threshold bits).
+               last), ``N = (neuron_folds-1)*lanes + last_lanes``. The layer's weights are the
+               engine's weight rows from ``w_base`` (neuron fold ``f``, beat ``j`` at ``w_base
+               + f*ceil(k/width) + j``), its thresholds the threshold rows from ``t_base``
+               (fold ``f`` at ``t_base + f``), so several layers stay resident. Outputs, by
+               flag (at least one): ``to_results``: fold ``f`` of vector ``v`` -> binary result
+               row ``result_base + v*neuron_folds + f`` (int dots and threshold bits);
+               ``to_scratchpad``: vector ``v``'s N threshold bits -> scratchpad rows
+               ``out_base + v*out_stride + j``, ``j < ceil(N/width)``, bit ``i`` at bit ``i %
+               width`` of row ``j = i // width``, zero above (``out_stride >= ceil(N/width)``;
+               vector ``v`` owns ``out_stride`` rows) -- exactly the input a next BINARY with
+               ``k = N`` reads, so binary layers chain on chip.
 FENCE          Waits until every earlier command has finished (all units idle).
 =============  ================================================================================
 
@@ -45,8 +54,9 @@ DRAM: the host link's bulk transfers write and read the scratchpad, accumulator 
 windows directly, so a "load" *is* a bulk write and a "store to host" *is* a bulk read. What the
 queue still has to provide is ordering, and that is FENCE plus the completion counter: the host
 pushes ``..., FENCE``, polls ``completed`` until it equals the number of commands pushed, and only
-then reads results or overwrites inputs. REQUANT_STORE is the one on-chip store (accumulator ->
-scratchpad), and it is a queued command because it must be ordered against compute.
+then reads results or overwrites inputs. REQUANT_STORE (accumulator -> scratchpad) and BINARY's
+``to_scratchpad`` output (threshold bits -> scratchpad) are the on-chip stores, queued commands
+because they must be ordered against compute.
 """
 
 from amaranth.hdl import Shape
@@ -83,6 +93,7 @@ class ErrorCode(enum.Enum, shape=4):
     UNSUPPORTED = 6
     QUEUE_OVERFLOW = 7          # a command was pushed while the queue was full (it is dropped)
     RESULT_RANGE = 8            # binary result rows past the binary result memory
+    BINARY_WEIGHT_RANGE = 9     # binary weight or threshold rows past the engine's memories
 
 
 _GEMM = data.StructLayout({
@@ -105,7 +116,8 @@ _REQUANT_STORE = data.StructLayout({
 
 _BINARY = data.StructLayout({
     "a_base": ADDRESS_BITS, "vectors": 16, "k": 16, "neuron_folds": 10, "last_lanes": 9,
-    "out_base": ADDRESS_BITS,
+    "w_base": ADDRESS_BITS, "t_base": ADDRESS_BITS, "result_base": ADDRESS_BITS,
+    "out_base": ADDRESS_BITS, "out_stride": ADDRESS_BITS, "to_results": 1, "to_scratchpad": 1,
 })
 
 _ARGUMENTS = {Opcode.GEMM: "gemm", Opcode.CONV: "conv", Opcode.REQUANT_STORE: "store",

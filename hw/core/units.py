@@ -45,14 +45,18 @@ StoreUnit::
 
 BinaryUnit::
 
-    layer descriptor -> BinaryEngine; scratchpad rows a_base .. a_base + vectors*F - 1 (low
-    `width` bits each, requested from an address register) -> SkidBuffer (the requests)
-    -> ReadStage -> SkidBuffer -> activations;
-    every result (one neuron fold) -> binary result memory
+    layer descriptor (k, folds, weight and threshold bases) -> BinaryEngine; scratchpad rows
+    a_base .. a_base + vectors*F - 1 (low `width` bits each, requested from an address
+    register) -> SkidBuffer (the requests) -> ReadStage -> SkidBuffer -> activations;
+    every result (one neuron fold) -> binary result memory (``to_results``)
+                                   -> BitPacker -> scratchpad write port (``to_scratchpad``)
     Set-up (from the cycle after the accept): the beat count (vectors*F) and the last fold's op
     count on a shift-and-add multiplier (no DSP), 3 + ceil(bits/2) cycles each (at most 20
     cycles in all).
-    Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle).
+    Throughput: the engine's, one beat per cycle (2 * width * lanes binary ops per cycle); the
+    packer takes a fold per cycle when `lanes` divides `width` (`hw.binary.packer`), else it
+    holds the engine back to ``gcd(lanes, width)`` bits per cycle. The command is done when its
+    last result is written and the packer has written its last row.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -60,7 +64,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.binary.engine import BinaryEngine
+from hw.binary.engine import BinaryEngine, dot_shape
+from hw.binary.packer import BitPacker
 from hw.pipeline import SkidBuffer, delayed
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
@@ -89,15 +94,19 @@ def store_command_layout(accumulator_rows):
 def binary_command_layout():
     return data.StructLayout({
         "a_base": ADDRESS_BITS, "vectors": 16, "k": 16, "neuron_folds": 10, "last_lanes": 9,
-        "out_base": ADDRESS_BITS,
+        "w_base": ADDRESS_BITS, "t_base": ADDRESS_BITS, "result_base": ADDRESS_BITS,
+        "out_base": ADDRESS_BITS, "out_stride": ADDRESS_BITS, "to_results": 1,
+        "to_scratchpad": 1,
     })
 
 
 parameter_layout = data.StructLayout({"bias": signed(32), "multiplier": 31, "shift": 5})
 
 
-def binary_result_layout(lanes):
-    return data.StructLayout({"dots": data.ArrayLayout(signed(32), lanes), "bits": lanes})
+def binary_result_layout(lanes, max_k):
+    """A binary result memory row: the dots at their real width (`hw.binary.engine.dot_shape`;
+    the bus window sign-extends them to 32 bits), then the threshold bits."""
+    return data.StructLayout({"dots": data.ArrayLayout(dot_shape(max_k), lanes), "bits": lanes})
 
 
 def _idle_state(m, command, cmd, accepted):
@@ -523,6 +532,8 @@ class BinaryUnit(wiring.Component):
                              f"scratchpad row per beat), not {width}")
         self.width, self.lanes, self.row_bytes = width, lanes, row_bytes
         self.engine = BinaryEngine(width=width, lanes=lanes, max_k=max_k, max_n=max_n)
+        self.packer = BitPacker(lanes=lanes, width=width, row_bits=8 * row_bytes,
+                                address_width=ADDRESS_BITS)
         self.result_addr_width = (result_rows - 1).bit_length()
         super().__init__({
             "command": In(stream.Signature(binary_command_layout())),
@@ -530,8 +541,10 @@ class BinaryUnit(wiring.Component):
             "thresholds": In(stream.Signature(self.engine.thresholds.payload.shape())),
             "sp_addr": Out(ADDRESS_BITS), "sp_request": Out(1),
             "sp_data": In(_row_layout(row_bytes)), "sp_blocked": In(1),
+            "sp_write_addr": Out(ADDRESS_BITS), "sp_write_data": Out(_row_layout(row_bytes)),
+            "sp_write_en": Out(1), "sp_write_blocked": In(1),
             "result_addr": Out(self.result_addr_width), "result_en": Out(1),
-            "result_data": Out(binary_result_layout(lanes)),
+            "result_data": Out(binary_result_layout(lanes, max_k)),
             "busy": Out(1),
             "beats": Out(1),        # an activation beat entered the engine last cycle
             "ops": Out(32),         # useful binary ops (2 per XNOR-popcount bit) of a result
@@ -539,8 +552,9 @@ class BinaryUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        engine = self.engine
+        engine, packer = self.engine, self.packer
         m.submodules.engine = engine
+        m.submodules.packer = packer
         m.submodules.reader = reader = ReadStage(
             addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=1,
             port_latency=Scratchpad.READ_LATENCY)
@@ -599,6 +613,8 @@ class BinaryUnit(wiring.Component):
             response.ready.eq(engine.activations.ready),
             engine.layer.payload.k.eq(cmd.k),
             engine.layer.payload.neuron_folds.eq(cmd.neuron_folds),
+            engine.layer.payload.weight_base.eq(cmd.w_base),
+            engine.layer.payload.threshold_base.eq(cmd.t_base),
         ]
         with m.If(request.valid & request.ready):
             m.d.sync += [request_addr.eq(request_addr + 1),
@@ -608,19 +624,33 @@ class BinaryUnit(wiring.Component):
 
         # Registered (timing: the engine's handshake reaches the counters from a flip-flop).
         m.d.sync += self.beats.eq(engine.activations.valid & engine.activations.ready)
+        # Every result goes to the result memory (always ready) and/or the packer, whose ready
+        # is a flip-flop (its input skid buffer).
         result = engine.results.payload
+        taken = engine.results.valid & engine.results.ready
         m.d.comb += [
-            engine.results.ready.eq(1),
+            engine.results.ready.eq(~cmd.to_scratchpad | packer.folds.ready),
             self.result_addr.eq(result_addr),
-            self.result_en.eq(engine.results.valid),
-            self.result_data.dots.eq(result.dots),
+            self.result_en.eq(taken & cmd.to_results),
+            *(self.result_data.dots[lane].eq(result.dots[lane]) for lane in range(self.lanes)),
             self.result_data.bits.eq(result.bits),
+            packer.folds.valid.eq(engine.results.valid & cmd.to_scratchpad),
+            packer.folds.payload.bits.eq(result.bits),
+            packer.folds.payload.last.eq(result.last),
+            packer.start.eq(accepted),
+            packer.base.eq(cmd.out_base),
+            packer.stride.eq(cmd.out_stride),
+            packer.last_lanes.eq(cmd.last_lanes),
+            self.sp_write_addr.eq(packer.sp_addr),
+            self.sp_write_data.eq(packer.sp_data),
+            self.sp_write_en.eq(packer.sp_en),
+            packer.sp_blocked.eq(self.sp_write_blocked),
         ]
-        with m.If(engine.results.valid):
+        with m.If(taken):
             m.d.sync += result_addr.eq(result_addr + 1)
             with m.If(result.last):
                 m.d.sync += vectors_done.eq(vectors_done + 1)
-        m.d.comb += self.ops.eq(Mux(engine.results.valid, Mux(result.last, ops_last, ops_full), 0))
+        m.d.comb += self.ops.eq(Mux(taken, Mux(result.last, ops_last, ops_full), 0))
 
         with m.FSM():
             _idle_state(m, self.command, cmd, accepted)
@@ -628,7 +658,7 @@ class BinaryUnit(wiring.Component):
                 m.d.sync += [
                     ops_full.eq(multiply_by_constant(cmd.k, 2 * self.lanes)),
                     request_addr.eq(cmd.a_base), fold.eq(0), vectors_done.eq(0),
-                    result_addr.eq(cmd.out_base),
+                    result_addr.eq(cmd.result_base),
                 ]
                 with m.If(setup_done):
                     m.next = "LAYER"
@@ -639,8 +669,9 @@ class BinaryUnit(wiring.Component):
                                  requests_after.eq(beats_total - 2)]
                     m.next = "RUN"
             with m.State("RUN"):
-                # Every result is in, so no request waits in the skid buffer either.
-                with m.If((vectors_done == cmd.vectors) & reader.idle):
+                # Every result is in, so no request waits in the skid buffer either; the
+                # packer has written its last row.
+                with m.If((vectors_done == cmd.vectors) & reader.idle & packer.idle):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~self.command.ready)
         return m

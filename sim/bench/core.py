@@ -207,7 +207,9 @@ def _binary_layer(host, core, rng, state):
                    (item["threshold"] & 0x7FFF_FFFF) | item["ascending"] << 31)
     folds = -(-n // lanes)
     commands = [encode(Opcode.BINARY, a_base=0, vectors=vectors, k=k, neuron_folds=folds,
-                       last_lanes=n - (folds - 1) * lanes, out_base=0), encode(Opcode.FENCE)]
+                       last_lanes=n - (folds - 1) * lanes, w_base=0, t_base=0, result_base=0,
+                       out_base=0, out_stride=0, to_results=1, to_scratchpad=0),
+                encode(Opcode.FENCE)]
     host.write("control", REGISTERS["counter_clear"], 1)
     push(commands)
     state["pushed"] += len(commands)

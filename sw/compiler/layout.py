@@ -17,7 +17,8 @@ from hw.core.isa import Opcode, encode
 
 __all__ = ["activation_rows", "column_fold_shape", "fold_columns", "weight_rows", "rows_to_words",
            "words_to_rows", "output_from_rows", "parameter_words", "ConvLayer", "layer_commands",
-           "binary_activation_rows", "binary_weight_words", "binary_threshold_words",
+           "binary_activation_rows", "binary_from_rows", "binary_weight_words",
+           "binary_threshold_words",
            "binary_results"]
 
 
@@ -119,6 +120,15 @@ def binary_activation_rows(a_packed, k, *, width, row_bytes):
             out[vector * beats + beat, :width // 8] = np.frombuffer(
                 bits.to_bytes(width // 8, "little"), np.uint8)
     return out.view(np.int8)
+
+
+def binary_from_rows(rows_int8, k, *, width):
+    """Inverse of `binary_activation_rows` (also what a BINARY command's ``to_scratchpad``
+    writes): ceil(k/width) rows per vector -> +1/-1 int8 [M, k]."""
+    rows = np.ascontiguousarray(np.asarray(rows_int8, dtype=np.int8).view(np.uint8))
+    beats = _blocks(k, width)
+    packed = rows[:, :width // 8].reshape(-1, beats * width // 8)
+    return reference.unpack_bits(packed, k)
 
 
 @dataclass(frozen=True)

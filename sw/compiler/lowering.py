@@ -15,12 +15,20 @@ output rows, accumulator halves) is `sw.compiler.layout.layer_commands`; weight 
   horizontal taps folded into the channels by the host as it writes the input
   (`column_fold`): a kh x 1 conv over kw*cin channels, fewer input rows per output pixel.
 * Flatten, Reshape: no data moves when each row holds whole channel blocks before and after
-  (the rows are then the flattened order already); else the host reshapes.
-* BinaryDense -> BINARY on the XNOR-popcount engine. Its results cross the link, also between
-  binary layers: the engine writes them only to its result memory (an on-chip binary -> binary
-  handoff needs a gateware change).
+  (the rows are then the flattened order already), or for binary rows (always the flattened
+  order); else the host reshapes.
+* BinaryDense -> BINARY on the XNOR-popcount engine, weights and thresholds of every binary
+  layer resident side by side in the engine's memories while they fit. A hidden layer writes
+  its threshold bits to the scratchpad in the rows the next BINARY reads, so binary -> binary
+  layers hand over on chip (no FENCE between them, no link traffic); the output layer's int32
+  dots come back through the binary result memory. Binary -> INT8 and INT8 -> binary (Sign,
+  a host op) go through the host, and so do the bits of a hidden layer wider than the engine
+  whose neuron groups cannot end on whole scratchpad rows (binary_max_n < lcm(lanes, width)).
 * Every other kind: a host step running the op's `sim.reference` kernel, with the reason.
 """
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -223,6 +231,11 @@ class ReshapeLowering:
         if source is None:
             plan.host_step("its input is on the host (a reshape there moves no link data)")
             return
+        if source.layout["layout"] == "binary":
+            source.last = max(source.last, plan.at)
+            plan.alias(node.output, source)
+            plan.place("device", "no data moves: binary rows hold the bits in flattened order")
+            return
         block = source.layout["block"]
         channels = plan.graph.tensor(node.inputs[0]).shape[-1]
         target = plan.graph.tensor(node.output).shape[-1]
@@ -236,7 +249,8 @@ class ReshapeLowering:
 
 
 class BinaryDenseLowering:
-    """BinaryDense -> BINARY on the XNOR-popcount engine, results read back over the link."""
+    """BinaryDense -> BINARY: a hidden layer's bits to the scratchpad (on chip), the output
+    layer's dots through the result memory."""
 
     def host_reason(self, node, core):
         if node.op.k > core.binary_max_k:
@@ -246,48 +260,131 @@ class BinaryDenseLowering:
 
     def lower(self, plan, node):
         op, core = node.op, plan.core
-        width, lanes = core.binary_width, core.binary_lanes
+        width = core.binary_width
         source = plan.in_scratch(node.inputs[0], {"layout": "binary", "width": width})
+        _, bits_on_chip = _binary_group(node, core)
+        out = plan.new_region(node.output, {"layout": "binary", "width": width}) \
+            if bits_on_chip else None
         placement = plan.weights[node.name]
-        beats = _blocks(op.k, width)
-        widest = max(high - low for low, high in placement.groups)
-        per_chunk = min(core.binary_result_rows // _blocks(widest, lanes), 2**16 - 1,
-                        plan.batch)
-        if per_chunk == 0:
-            raise DoesNotFit(f"node {node.name!r} (BinaryDense): one vector's {widest} neurons "
-                             f"need {_blocks(widest, lanes)} binary result rows, the device "
-                             f"has {core.binary_result_rows}")
         packed = op.packed_weights
-        for low, high in placement.groups:
-            plan.image("binary_weights", 0, binary_weight_words(
-                packed[low:high], op.k, width=width, lanes=lanes,
-                lanes_stride=core.lanes_stride, weight_word_stride=core.weight_word_stride),
-                resident=placement.resident)
+        for (low, high), (w_base, t_base) in zip(placement.groups,
+                                                 _binary_group_bases(placement, op.k, core)):
+            plan.image("binary_weights", w_base * core.lanes_stride * core.weight_word_stride,
+                       binary_weight_words(packed[low:high], op.k, width=width,
+                                           lanes=core.binary_lanes,
+                                           lanes_stride=core.lanes_stride,
+                                           weight_word_stride=core.weight_word_stride),
+                       resident=placement.resident)
             if not op.is_output:
-                plan.image("binary_thresholds", 0, binary_threshold_words(
-                    op.thresholds[low:high], op.ascending[low:high], op.k, lanes=lanes,
-                    lanes_stride=core.lanes_stride), resident=placement.resident)
-            folds = _blocks(high - low, lanes)
-            for first in range(0, plan.batch, per_chunk):
-                vectors = min(per_chunk, plan.batch - first)
-                self._chunk(plan, node, source, first, vectors, beats, low, high, folds)
-        plan.host.add(node.output)
+                plan.image("binary_thresholds", t_base * core.lanes_stride, binary_threshold_words(
+                    op.thresholds[low:high], op.ascending[low:high], op.k,
+                    lanes=core.binary_lanes, lanes_stride=core.lanes_stride),
+                    resident=placement.resident)
+            layer = _BinaryGroup(source, low, high, w_base, t_base)
+            if out is None:
+                self._results(plan, node, layer)
+            else:
+                self._bits(plan, node, layer, out)
         streamed = "" if placement.resident else "; weights written every round"
-        plan.place("device", "BINARY; results cross the link (the engine writes them only to "
-                             "its result memory)" + streamed)
+        if out is not None:
+            plan.place("device", "BINARY; threshold bits stay on chip (scratchpad rows the "
+                                 "next binary layer reads)" + streamed)
+            return
+        plan.host.add(node.output)
+        if op.is_output:
+            plan.place("device", "BINARY; int32 dots read back from the result memory"
+                       + streamed)
+        else:
+            plan.place("device", f"BINARY; threshold bits read back from the result memory: "
+                                 f"its groups of at most binary_max_n={core.binary_max_n} "
+                                 f"neurons do not end on whole {width}-bit rows" + streamed)
 
     @staticmethod
-    def _chunk(plan, node, source, first, vectors, beats, low, high, folds):
+    def _command(plan, node, layer, first, **outputs):
+        """The BINARY command for vectors from `first` on; `outputs`: the remaining fields."""
+        lanes = plan.core.binary_lanes
+        folds = _blocks(layer.high - layer.low, lanes)
+        a_base = layer.source.base + first * layer.source.rows_per_sample
+        return encode(Opcode.BINARY, a_base=a_base, k=node.op.k, neuron_folds=folds,
+                      last_lanes=layer.high - layer.low - (folds - 1) * lanes,
+                      w_base=layer.w_base, t_base=layer.t_base, **outputs)
+
+    def _bits(self, plan, node, layer, out):
+        """The whole round in one command: vector v's bits -> its rows of `out`."""
+        width = plan.core.binary_width
+        plan.commands(lambda half: ([self._command(
+            plan, node, layer, 0, vectors=plan.batch, result_base=0,
+            out_base=out.base + layer.low // width, out_stride=out.rows_per_sample,
+            to_results=0, to_scratchpad=1)], half))
+
+    def _results(self, plan, node, layer):
+        """Chunks of vectors that fill the result memory, each read back after its FENCE."""
         core = plan.core
-        plan.commands(lambda half: ([encode(
-            Opcode.BINARY, a_base=source.base + first * beats, vectors=vectors, k=node.op.k,
-            neuron_folds=folds, last_lanes=high - low - (folds - 1) * core.binary_lanes,
-            out_base=0), encode(Opcode.FENCE)], half), sample=first)
-        plan.emit(lambda: Step("read_binary", node.name, {
-            "tensor": node.output, "vector": first, "vectors": vectors, "folds": folds,
-            "low": low, "high": high, "units": node.op.units,
-            "output": "dots" if node.op.is_output else "signs"},
-            bytes_out=vectors * folds * core.result_stride * 4))
+        folds = _blocks(layer.high - layer.low, core.binary_lanes)
+        per_chunk = min(core.binary_result_rows // folds, 2**16 - 1, plan.batch)
+        if per_chunk == 0:
+            raise DoesNotFit(f"node {node.name!r} (BinaryDense): one vector's "
+                             f"{layer.high - layer.low} neurons need {folds} binary result "
+                             f"rows, the device has {core.binary_result_rows}")
+        output = "dots" if node.op.is_output else "signs"
+        for first in range(0, plan.batch, per_chunk):
+            vectors = min(per_chunk, plan.batch - first)
+            plan.commands(lambda half, first=first, vectors=vectors: ([self._command(
+                plan, node, layer, first, vectors=vectors, result_base=0, out_base=0,
+                out_stride=0, to_results=1, to_scratchpad=0), encode(Opcode.FENCE)], half),
+                sample=first)
+            plan.emit(lambda first=first, vectors=vectors: Step("read_binary", node.name, {
+                "tensor": node.output, "vector": first, "vectors": vectors, "folds": folds,
+                "low": layer.low, "high": layer.high, "units": node.op.units,
+                "output": output}, bytes_out=vectors * folds * core.result_stride * 4))
+
+
+@dataclass(frozen=True)
+class _BinaryGroup:
+    """A group of a BinaryDense's neurons placed: input region, neurons low..high, weight and
+    threshold rows."""
+    source: object
+    low: int
+    high: int
+    w_base: int
+    t_base: int
+
+
+def _binary_group(node, core):
+    """(neurons per group of a BinaryDense, whether a hidden layer's bits stay on chip). A group
+    is as many whole folds as the engine takes; a hidden layer's groups on chip must also end on
+    whole scratchpad rows of bits (each group writes its own rows), else its bits go through the
+    result memory and the host."""
+    lanes, units, most = core.binary_lanes, node.op.units, core.binary_max_n
+    if units <= most:
+        return units, not node.op.is_output
+    aligned = most // math.lcm(lanes, core.binary_width) * math.lcm(lanes, core.binary_width)
+    if aligned and not node.op.is_output:
+        return aligned, True
+    return most // lanes * lanes or most, False
+
+
+def _binary_group_rows(node, core):
+    """(weight rows, threshold rows) of each group of a BinaryDense."""
+    (per_group, _), units = _binary_group(node, core), node.op.units
+    rows = []
+    for low in range(0, units, per_group):
+        folds = _blocks(min(units, low + per_group) - low, core.binary_lanes)
+        rows.append((folds * _blocks(node.op.k, core.binary_width),
+                     0 if node.op.is_output else folds))
+    return rows
+
+
+def _binary_group_bases(placement, k, core):
+    """(weight row, threshold row) of each group: side by side when resident, else each group
+    at the node's base (written just before it runs)."""
+    w_base, t_base = placement.w_base, placement.p_base
+    for low, high in placement.groups:
+        yield w_base, t_base
+        if placement.resident:
+            folds = _blocks(high - low, core.binary_lanes)
+            w_base += folds * _blocks(k, core.binary_width)
+            t_base += folds
 
 
 LOWERINGS = {
@@ -321,14 +418,41 @@ def plan_weights(graph, core, on_device):
     """{node name: `WeightPlacement`} for the device's Dense, Conv2D and BinaryDense nodes."""
     int8 = [node for node in graph.nodes if node.name in on_device and node.kind in _WEIGHTED]
     placements = _plan_int8_weights(graph, int8, core)
-    binary = [node for node in graph.nodes
-              if node.name in on_device and node.kind == "BinaryDense"]
-    per_group = core.binary_max_n // core.binary_lanes * core.binary_lanes or core.binary_max_n
-    for node in binary:
-        units = node.op.units
+    placements.update(_plan_binary_weights(
+        [node for node in graph.nodes if node.name in on_device and node.kind == "BinaryDense"],
+        core))
+    return placements
+
+
+def _plan_binary_weights(nodes, core):
+    """Resident side by side in the engine's weight and threshold memories while they fit; the
+    largest are streamed (every group written before it runs) into what is left."""
+    rows = {node.name: _binary_group_rows(node, core) for node in nodes}
+    resident, streamed = [node.name for node in nodes], []
+
+    def used(names, part):
+        return sum(group[part] for name in names for group in rows[name])
+
+    def fits():
+        free = (core.binary_weight_depth - used(resident, 0),
+                core.binary_threshold_depth - used(resident, 1))
+        return min(free) >= 0 and all(group[part] <= free[part] for name in streamed
+                                      for group in rows[name] for part in (0, 1))
+    while not fits():
+        largest = max(resident, key=lambda name: used([name], 0))
+        resident.remove(largest)
+        streamed.append(largest)
+    placements, row, threshold = {}, 0, 0
+    for node in nodes:
+        (per_group, _), units = _binary_group(node, core), node.op.units
         groups = [(low, min(units, low + per_group)) for low in range(0, units, per_group)]
-        placements[node.name] = WeightPlacement(len(binary) == 1 and len(groups) == 1, 0, 0,
-                                                groups)
+        if node.name in resident:
+            placements[node.name] = WeightPlacement(True, row, threshold, groups)
+            row, threshold = row + used([node.name], 0), threshold + used([node.name], 1)
+        else:
+            placements[node.name] = WeightPlacement(False, None, None, groups)
+    for name in streamed:
+        placements[name].w_base, placements[name].p_base = row, threshold
     return placements
 
 

@@ -46,9 +46,10 @@ class Region:
 @dataclass
 class WeightPlacement:
     """Where a device node's weights and parameters go: resident (written at load) or streamed
-    (written every round); `w_base` scratchpad row, `p_base` parameter entry; `groups` written
-    and run one after the other: (first output block, block count) of an INT8 node, (first
-    neuron, end neuron) of a BinaryDense."""
+    (written every round); `w_base` scratchpad row and `p_base` parameter entry of an INT8
+    node, first binary weight row and threshold row of a BinaryDense; `groups` written and run
+    one after the other: (first output block, block count) of an INT8 node, (first neuron, end
+    neuron) of a BinaryDense."""
 
     resident: bool
     w_base: int
@@ -98,10 +99,11 @@ class Plan:
     def _transfer_bytes(self, region):
         return region.rows_per_sample * self.batch * self.core.scratchpad_stride * _WORD
 
-    def find(self, tensor, kind="int8"):
-        """A live region holding `tensor` in a layout of `kind`, or None."""
+    def find(self, tensor):
+        """A live region holding `tensor` in a layout a device node writes ("int8" or "binary";
+        not a layout only written from the host), or None."""
         return next((region for (name, _), region in self.scratch.items()
-                     if name == tensor and region.layout["layout"] == kind), None)
+                     if name == tensor and region.layout["layout"] in ("int8", "binary")), None)
 
     def on_host(self, tensor):
         """Make `tensor`'s value available on the host (a read step if it is only on chip)."""

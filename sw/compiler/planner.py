@@ -3,8 +3,9 @@
 1. Each node's lowering (`sw.compiler.lowering.LOWERINGS`) says whether the device can run it
    (else a host step with the reason).
 2. Weights and requant parameters of device nodes are placed once: the scratchpad's upper bank
-   and the parameter memory hold them resident while they fit; otherwise the largest nodes are
-   *streamed* (written every round, in output-channel groups, into what the resident ones leave).
+   and the parameter memory (INT8), the binary engine's weight and threshold memories (binary)
+   hold them resident while they fit; otherwise the largest nodes are *streamed* (written every
+   round, in output-channel or neuron groups, into what the resident ones leave).
 3. The nodes are lowered in topological order into steps whose tensors live in *regions* of the
    scratchpad's lower bank; a region lives from the node that writes it to its last reader (a
    graph output: to the end of the round), and the tensors move over the link only where a host

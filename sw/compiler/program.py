@@ -9,15 +9,16 @@ kind            what the driver does
 write           host value of ``tensor`` -> scratchpad rows from ``base_row`` (``layout``
                 "int8": pixel-major, ``block`` channels per row; "int8_columns": the same
                 after `sw.compiler.layout.fold_columns` with ``fold`` = (kw, pad_left,
-                pad_right, zero_point); "binary": packed bits, ``width`` per row), for the
-                round's samples only
+                pad_right, zero_point); "binary": packed bits, ``width`` per row, as a hidden
+                binary layer writes them), for the round's samples only
 read            scratchpad rows -> host value of ``tensor`` ("int8" or "binary" layouts)
 image           ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
                 parameters written per round: they are not resident)
 commands        push ``data`` (one command per row, `hw.core.isa` words); the driver waits for
                 them to retire before its next write or read
 read_binary     binary result rows of ``vectors`` vectors from ``vector`` on, ``folds`` folds ->
-                columns ``low:high`` of ``tensor`` (``output`` "dots" or "signs")
+                columns ``low:high`` of ``tensor`` (``output`` "dots": a binary output layer;
+                "signs": a hidden layer whose bits cannot stay on chip)
 host            ``op`` (an `sw.ops` operation) on the host values of ``inputs`` -> ``output``
 ==============  ===============================================================================
 

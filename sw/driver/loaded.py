@@ -6,8 +6,9 @@ A call checks the inputs against the program's, splits the batch into rounds of 
 host steps hand back to the device) are written, the commands are pushed, host steps run their
 op's `sim.reference` kernel, and only the outputs (and what host steps need) are read back. A
 round with fewer samples than the program's batch writes and reads only its own samples and
-skips the commands of the others (per image for convolutions, per vector chunk for binary
-layers; a GEMM's rows are the whole batch, computed on stale rows nobody reads).
+skips the commands of the others (per image for convolutions, per vector chunk for a binary
+output layer; a GEMM's rows and a hidden binary layer's vectors are the whole batch, computed
+on stale rows nobody reads).
 
 `LoadedProgram.profile` runs the same way and also reads the core's performance counters per
 node (cycles, useful MACs, utilization) and counts the link bytes each node's steps move.
@@ -16,8 +17,8 @@ node (cycles, useful MACs, utilization) and counts the link bytes each node's st
 import numpy as np
 
 from sim.reference import pack_bits
-from sw.compiler.layout import (activation_rows, binary_activation_rows, binary_results,
-                                fold_columns, output_from_rows)
+from sw.compiler.layout import (activation_rows, binary_activation_rows, binary_from_rows,
+                                binary_results, fold_columns, output_from_rows)
 
 __all__ = ["LoadedProgram"]
 
@@ -183,12 +184,18 @@ class LoadedProgram:
         return rows.shape[0] * device.core.scratchpad_stride * _WORD, 0
 
     def _read(self, args, data, values, samples):
-        shape, block = args["shape"], args["block"]
-        pixels, blocks = samples * int(np.prod(shape[:-1])), _blocks(shape[-1], block)
-        rows = self.accelerator._read_rows(args["base_row"], pixels * blocks)
-        values[args["tensor"]] = output_from_rows(
-            rows, pixels=pixels, channels=shape[-1], cols=block,
-            stride=blocks).reshape(samples, *shape)
+        shape = args["shape"]
+        if args["layout"] == "binary":
+            bits, width = int(np.prod(shape)), args["width"]
+            rows = self.accelerator._read_rows(args["base_row"], samples * _blocks(bits, width))
+            value = binary_from_rows(rows, bits, width=width)
+        else:
+            block = args["block"]
+            pixels, blocks = samples * int(np.prod(shape[:-1])), _blocks(shape[-1], block)
+            rows = self.accelerator._read_rows(args["base_row"], pixels * blocks)
+            value = output_from_rows(rows, pixels=pixels, channels=shape[-1], cols=block,
+                                     stride=blocks)
+        values[args["tensor"]] = value.reshape(samples, *shape)
         return 0, rows.shape[0] * self.accelerator.core.scratchpad_stride * _WORD
 
     def _image(self, args, data, values, samples):
