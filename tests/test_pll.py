@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import ClockDomain, Module
 from hypothesis import given, settings, strategies as st
 
 from hw.soc.pll import (PLLParameters, SystemClock, nearest_reachable, pll_parameters,
@@ -113,7 +114,10 @@ def test_bad_arguments(kwargs, error):
 def test_system_clock_instantiates_the_computed_pll():
     clock = SystemClock(input_hz=BOARD_HZ, output_hz=105_000_000)
     assert clock.parameters == PLLParameters(BOARD_HZ, 5, 21, 6)
-    text = rtlil.convert(clock)
+    top = Module()
+    top.domains.sync = ClockDomain()    # the parent defines the domain the PLL drives
+    top.submodules.clock = clock
+    text = rtlil.convert(top, ports=[clock.clk_in, clock.locked])
     assert "cell \\EHXPLLL" in text
     for name, value in (("CLKI_DIV", 5), ("CLKFB_DIV", 21), ("CLKOP_DIV", 6)):
         assert re.search(rf"parameter \\{name} {value}\b", text), name

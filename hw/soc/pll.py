@@ -9,7 +9,8 @@ Arithmetic is exact (`fractions.Fraction`), so "reachable" means exactly reachab
 build reports and the UART's bit timing are computed from is the one the PLL makes). An
 unreachable frequency raises `ValueError` naming the nearest reachable ones on either side.
 
-`SystemClock` instantiates the PLL on a board clock input and drives the ``sync`` domain::
+`SystemClock` instantiates the PLL on a board clock input and drives the ``sync`` domain
+(which its parent defines)::
 
     clk_in (25 MHz) --> EHXPLLL --CLKOP--> sync.clk
                             |
@@ -157,7 +158,8 @@ class SystemClock(wiring.Component):
     output_hz : int
         Requested system clock; must be exactly reachable (see `pll_parameters`).
     domain : str
-        Name of the clock domain created and driven here.
+        Name of the clock domain driven here. The parent defines it (``m.domains``), above
+        everything that uses it: a domain defined in a sibling is deprecated in Amaranth 0.5.
 
     Ports: ``clk_in`` (the buffered board clock), ``locked`` (PLL lock, for a status LED).
     """
@@ -175,7 +177,6 @@ class SystemClock(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         params = self.parameters
-        m.domains += ClockDomain(self.domain)
         # A named signal between CLKOP and the domain, so the platform can constrain its frequency.
         clock = Signal(name=f"{self.domain}_pll_clk")
         m.d.comb += ClockSignal(self.domain).eq(clock)

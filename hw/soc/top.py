@@ -13,11 +13,15 @@ runs the weight-stationary dataflow only, the self-test either.
 ::
 
     clk25 pin --> io.Buffer --> SystemClock (EHXPLLL, config.clock_hz) --> sync, reset until lock
-    uart.rx pin --> design.rxd          design.txd --> uart.tx pin
-    design.leds --> led pins
+    uart.rx pin --> io.Buffer --> design.rxd      design.txd --> io.Buffer --> uart.tx pin
+    design.leds --> io.Buffer (one a LED) --> led pins
+
+The pins are plain (unregistered) buffers; the design registers what needs it (the UART
+receiver synchronises ``rxd``). The UART resource's other lines (the FTDI's RTS and DTR) are
+not used, so they are not constrained.
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,6 +104,8 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         board = self.board
+        # Defined here, above both the PLL that drives it and the design that uses it.
+        m.domains.sync = ClockDomain()
         m.submodules.clock = clock = self.clock
         m.submodules.clock_buffer = clock_buffer = io.Buffer(
             "i", platform.request(board.clock_resource, 0, dir="-"))
@@ -107,8 +113,12 @@ class BoardTop(Elaboratable):
 
         m.submodules.design = design = self.design
         link = board.uart
-        uart_pins = platform.request(link.resource, link.number)
-        m.d.comb += [design.rxd.eq(uart_pins.rx.i), uart_pins.tx.o.eq(design.txd)]
+        uart_pins = platform.request(link.resource, link.number, dir="-")
+        m.submodules.uart_rx_buffer = rx_buffer = io.Buffer("i", uart_pins.rx)
+        m.submodules.uart_tx_buffer = tx_buffer = io.Buffer("o", uart_pins.tx)
+        m.d.comb += [design.rxd.eq(rx_buffer.i), tx_buffer.o.eq(design.txd)]
         for index in range(board.led_count):
-            m.d.comb += platform.request(board.led_resource, index).o.eq(design.leds[index])
+            led_pin = platform.request(board.led_resource, index, dir="-")
+            m.submodules[f"led_buffer_{index}"] = led_buffer = io.Buffer("o", led_pin)
+            m.d.comb += led_buffer.o.eq(design.leds[index])
         return m
