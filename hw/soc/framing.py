@@ -16,7 +16,7 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
       |                                                                          v
       +--- FINISH <-- SEND_CRC <-- [SEND_DATA] <-- REPLY header <--------- COMMIT
 
-    FSM --symbols--> Stuffer --> tx bytes
+    FSM --symbols--> SkidBuffer (reply slice) --> Stuffer --> tx bytes
 
 * Byte stuffing (`Unstuffer`, `Stuffer`): a sync byte on the line is always a frame start, so
   the engine never has to trust a length to find the next frame. Any refusal is answered at
@@ -41,9 +41,9 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
   sent are drained and dropped.
 
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
-``length / 4 + 3`` cycles after the payload CRC for writes, plus a cycle in each stuffing stage;
-a read reply's first data byte leaves ``INITIATOR_READ_LATENCY + 3`` (10) cycles after the last
-byte of its header. Throughput: the line rate in both directions, plus the staging copy per
+``length / 4 + 3`` cycles after the payload CRC for writes, plus a cycle in each stuffing stage
+and one in the reply slice between the FSM and the stuffer; a read reply's first data byte leaves
+``INITIATOR_READ_LATENCY + 3`` (10) cycles after the reply header's last byte. Throughput: the line rate in both directions, plus the staging copy per
 write.
 """
 
@@ -53,6 +53,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.pipeline import SkidBuffer
 from hw.soc.bridge import ADDRESS_WIDTH, INITIATOR_READ_LATENCY, Bus, MemoryMap, WindowKind
 from hw.soc.protocol import (CRC_INIT, CRC_POLY, ESCAPE, ESCAPE_XOR, MAX_PAYLOAD, REPLY_HEADER,
                              REPLY_SYNC, REQUEST_SYNC, STUFFED_BYTES, WORD_BYTES, Opcode,
@@ -211,9 +212,14 @@ class FrameEngine(wiring.Component):
         max_words = self.max_payload // WORD_BYTES
         m.submodules.unstuffer = unstuffer = Unstuffer(sync=REQUEST_SYNC)
         m.submodules.stuffer = stuffer = Stuffer(sync=REPLY_SYNC)
+        # The reply symbols reach the stuffer through a register slice: the FSM sees a ready
+        # from a flip-flop, so the stuffer's escape decision is not in front of the reply's
+        # byte select, CRC and counters (the 85F critical path of the link 2.0 merge).
+        m.submodules.reply_slice = reply_slice = SkidBuffer(SYMBOL)
         wiring.connect(m, wiring.flipped(self.rx), unstuffer.i)
+        wiring.connect(m, reply_slice.o, stuffer.i)
         wiring.connect(m, stuffer.o, wiring.flipped(self.tx))
-        rx, tx = unstuffer.o, stuffer.i
+        rx, tx = unstuffer.o, reply_slice.i
 
         m.submodules.staging = staging = Memory(shape=32, depth=max_words, init=[])
         stage_write = staging.write_port()
