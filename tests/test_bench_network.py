@@ -1,7 +1,8 @@
-"""`python -m sim.bench network` on a small device: the digits CNN and the binary MLP run whole
-on the simulated SoC (pysim, the ``tiny`` preset's 4x4 array with a 2,048-row scratchpad so both
-networks' weights are resident), bit-exact, with per-node MACs equal to the layers' own math.
-The 85F figures come from the bench itself (compiled simulator), not from this test.
+"""`python -m sim.bench network` on a small device: the digits CNN, the binary MLP and the mixed
+INT8/binary network run whole on the simulated SoC (pysim, the ``tiny`` preset's 4x4 array with
+a 2,048-row scratchpad so the networks' weights are resident), bit-exact, with per-node MACs
+equal to the layers' own math. The 85F figures come from the bench itself (compiled
+simulator), not from this test.
 """
 
 import argparse
@@ -22,33 +23,40 @@ def accelerator():
     device.close()
 
 
-@pytest.mark.parametrize("name, macs_per_sample", [
+@pytest.mark.parametrize("name, macs_per_sample, host_nodes", [
     # conv 3x3, padding 1: 8x8 pixels x 9 taps x 1 input channel x 12 outputs; the dense reads
     # the pooled 4x4x12 = 192 values for 10 classes.
-    ("digits", {"conv1": 8 * 8 * 9 * 1 * 12, "flatten": 0, "dense": 4 * 4 * 12 * 10}),
+    ("digits", {"conv1": 8 * 8 * 9 * 1 * 12, "flatten": 0, "dense": 4 * 4 * 12 * 10}, set()),
     # XNOR-popcount MACs: 64 inputs x 128 hidden neurons, then 128 x 10.
-    ("binary_mlp", {"hidden": 64 * 128, "scores": 128 * 10}),
+    ("binary_mlp", {"hidden": 64 * 128, "scores": 128 * 10}, set()),
+    # The digits conv, the sign on the host, then 192 -> 128 -> 64 -> 10 binary.
+    ("mixed", {"conv1": 8 * 8 * 9 * 1 * 12, "flatten": 0, "sign": 0, "hidden0": 192 * 128,
+               "hidden1": 128 * 64, "scores": 64 * 10}, {"sign"}),
 ])
-def test_network_runs_whole_and_bit_exact(accelerator, name, macs_per_sample):
+def test_network_runs_whole_and_bit_exact(accelerator, name, macs_per_sample, host_nodes):
     rng = np.random.default_rng(1)
     graph = network.NETWORKS[name](rng)
     x = network.network_inputs(graph, 1, rng)
     rows, summary = network.bench_network(accelerator, name, graph, x)
     assert summary["bit_exact"]
-    assert summary["on_device"] == summary["nodes"] == len(macs_per_sample)
+    assert {row["node"] for row in rows if row["where"] == "host"} == host_nodes
+    assert summary["nodes"] == len(macs_per_sample)
+    assert summary["on_device"] == len(macs_per_sample) - len(host_nodes)
     assert {row["node"]: row["macs"] for row in rows} == {
         node: macs for node, macs in macs_per_sample.items()}
     for row in rows:
         if row["macs"]:
             assert row["cycles"] >= row["macs"] / row["peak_macs_per_cycle"]
             assert 0 < row["utilization"] <= 1
+    binary = {row["node"] for row in rows if row["op"] == "BinaryDense"}
     core = accelerator.core
-    if name == "digits":
+    assert summary["macs"] == sum(row["macs"] for row in rows if row["node"] not in binary)
+    assert summary["binary_ops"] == 2 * sum(row["macs"] for row in rows
+                                            if row["node"] in binary)
+    if summary["macs"]:
         assert summary["utilization"] == summary["macs"] / (
             core.rows * core.cols * summary["active_cycles"])
-        assert summary["macs"] == sum(row["macs"] for row in rows)
     else:
-        assert summary["binary_ops"] == 2 * sum(row["macs"] for row in rows)
         assert summary["utilization"] is None
     assert summary["bytes_per_inference"] > 0 and summary["inferences_per_second"] > 0
     assert "bound_inferences_per_second" not in summary     # only over the UART line

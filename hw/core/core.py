@@ -45,7 +45,7 @@ Errors. Each command is validated before dispatch (unknown opcode, rows past the
 accumulator half, parameter or result memory, zero/out-of-range counts). A failing command is
 skipped -- nothing is written anywhere -- and counts as completed; the first error since the last
 clear is kept in ``error_code``, ``error_index`` (0-based index of the command since reset) and
-``error_opcode``.
+``error_opcode`` (an error in the cycle of a clear is kept: the clear never hides one).
 
 Dataflow. The core drives a weight-stationary array and refuses any other dataflow at
 construction (`check_core_dataflow`), so every core runs every command. Its memory system is built
@@ -585,7 +585,8 @@ class Core(CoreGeometry, wiring.Component):
         # is exact (as wide as its operands together), so a huge command cannot wrap into range.
         compute_command = is_gemm | is_conv
         width_log2 = self.binary_width.bit_length() - 1
-        binary_folds = (binary_args.k + (self.binary_width - 1)) >> width_log2
+        # Registered at fetch with the command, so no operand of the products is an adder.
+        binary_folds = Signal(len(binary_args.k) + 1 - width_log2)
         pool = store_args.pool
         steps = []
 
@@ -605,8 +606,7 @@ class Core(CoreGeometry, wiring.Component):
         store_acc_rows = product("store_acc_rows", store_pixels, store_args.n_blocks, is_store)
         pooled = product("pooled", Mux(pool, store_args.height >> 1, store_args.height),
                          Mux(pool, store_args.width >> 1, store_args.width), is_store)
-        # pooled >= 1 whenever this is used: a store with pooled == 0 fails BAD_SHAPE first.
-        pooled_span = product("pooled_span", pooled - 1, store_args.out_stride, is_store)
+        pooled_rows = product("pooled_rows", pooled, store_args.out_stride, is_store)
         binary_a_rows = product("binary_a_rows", binary_args.vectors, binary_folds, is_binary)
         binary_out_rows = product("binary_out_rows", binary_args.vectors,
                                   binary_args.neuron_folds, is_binary)
@@ -639,8 +639,12 @@ class Core(CoreGeometry, wiring.Component):
                                        store_acc_rows)
         param_end = registered_sum("param_end", store_args.param_base,
                                    multiply_by_constant(store_args.n_blocks, cols))
-        out_last = registered_sum("out_last", store_args.out_base, store_args.n_blocks - 1,
-                                  pooled_span)
+        # The last row written, out_base + (pooled - 1) * out_stride + n_blocks - 1, is past the
+        # scratchpad when out_base + pooled * out_stride + n_blocks > rows + out_stride (no
+        # subtraction in front of the product: pooled may be 0, which BAD_SHAPE refuses first).
+        out_end = registered_sum("out_end", store_args.out_base, store_args.n_blocks,
+                                 pooled_rows)
+        out_limit = registered_sum("out_limit", store_args.out_stride, self.scratchpad_rows)
         binary_a_end = registered_sum("binary_a_end", binary_args.a_base, binary_a_rows)
         binary_result_end = registered_sum("binary_result_end", binary_args.result_base,
                                            binary_out_rows)
@@ -679,7 +683,7 @@ class Core(CoreGeometry, wiring.Component):
         fail(is_store, ErrorCode.ACCUMULATOR_RANGE,
              store_args.acc_base >= self.accumulator_rows, store_acc_end > half_rows)
         fail(is_store, ErrorCode.PARAMETER_RANGE, param_end > self.parameter_rows)
-        fail(is_store, ErrorCode.SCRATCHPAD_RANGE, out_last >= self.scratchpad_rows)
+        fail(is_store, ErrorCode.SCRATCHPAD_RANGE, out_end > out_limit)
         to_results, to_scratchpad = binary_args.to_results, binary_args.to_scratchpad
         fail(is_binary, ErrorCode.BAD_SHAPE,
              binary_args.k == 0, binary_args.k > self.binary_max_k, binary_args.vectors == 0,
@@ -760,7 +764,9 @@ class Core(CoreGeometry, wiring.Component):
                 with m.If(queue.r_rdy):
                     m.d.comb += fetch.eq(1)
                     m.d.sync += [command.eq(queue.r_data), layer.eq(head_layer), *decode,
-                                 index.eq(fetched), fetched.eq(fetched + 1)]
+                                 index.eq(fetched), fetched.eq(fetched + 1),
+                                 binary_folds.eq((head.args.binary.k + (self.binary_width - 1))
+                                                 >> width_log2)]
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 with m.If(products_done):
@@ -849,12 +855,13 @@ class Core(CoreGeometry, wiring.Component):
         with m.Else():
             m.d.comb += [kept_error.eq(reported_error), kept_index.eq(reported_index),
                          kept_opcode.eq(reported_opcode)]
+        # A clear takes the error of its own cycle, if any, as the new first one: an error that
+        # arrives while the host clears the last one is kept, never lost.
         clear_error = bus.write & (bus.address == REGISTERS["error_code"])
-        with m.If(clear_error):
-            m.d.sync += error_code.eq(ErrorCode.NONE)
-        with m.Elif((kept_error != ErrorCode.NONE) & (error_code == ErrorCode.NONE)):
-            m.d.sync += [error_code.eq(kept_error), error_index.eq(kept_index),
-                         error_opcode.eq(kept_opcode)]
+        with m.If(clear_error | (error_code == ErrorCode.NONE)):
+            m.d.sync += error_code.eq(kept_error)
+            with m.If(kept_error != ErrorCode.NONE):
+                m.d.sync += [error_index.eq(kept_index), error_opcode.eq(kept_opcode)]
 
         # Performance counters --------------------------------------------------------------------
         busy_bits = Cat(compute_busy, store.busy, binary.busy, ~dispatcher_idle)

@@ -43,8 +43,8 @@ Receive path (one byte per cycle at most; the UART delivers one per 10 bit times
 Latency: the reply starts 1 cycle after the header CRC for reads and errors, and
 ``length / 4 + 3`` cycles after the payload CRC for writes, plus a cycle in each stuffing stage
 and one in the reply slice between the FSM and the stuffer; a read reply's first data byte leaves
-``INITIATOR_READ_LATENCY + 3`` (10) cycles after the reply header's last byte. Throughput: the line rate in both directions, plus the staging copy per
-write.
+``INITIATOR_READ_LATENCY + 3`` (10) cycles after the reply header's last byte. Throughput: the
+line rate in both directions, plus the staging copy per write.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal

@@ -1,7 +1,7 @@
 """Network bench: whole networks compiled (`sw.compiler`) and run on the simulated SoC.
 
-``python -m sim.bench network [--networks cifar,digits,binary_mlp] [--device 85F] [--batch 8]
-[--line bytes|uart] [--backend cxxrtl|pysim] [--plot FILE.png]``
+``python -m sim.bench network [--networks cifar,digits,binary_mlp,mixed] [--device 85F]
+[--batch 8] [--line bytes|uart] [--backend cxxrtl|pysim] [--plot FILE.png]``
 
 Each named network is a `sw.graph.Graph` with seeded random weights, compiled for the device's
 geometry (weights and parameters resident where they fit, the most samples per round that fit)
@@ -32,7 +32,11 @@ Networks (INT8 unless binary; ReLU where a zero point of -128 clamps):
   dense over 8x8x64 needs 4,104 weight rows for its one output block, the bank has 4,096);
 * ``digits``: 8x8x1 -> conv 3x3 1->12 + pool -> flatten 4x4x12 -> dense 10 (the shape of
   `sw.digits.train_int8_cnn` with 12 channels, so the flatten moves no data);
-* ``binary_mlp``: 64 +-1 inputs -> binary dense 128 (thresholds) -> binary dense 10 (int dots).
+* ``binary_mlp``: 64 +-1 inputs -> binary dense 128 (thresholds) -> binary dense 10 (int dots);
+* ``mixed``: FINN-style, INT8 first layer and binary hidden layers: 8x8x1 -> conv 3x3 1->12 +
+  pool -> flatten 192 -> sign (the INT8 -> binary boundary, a host op) -> binary dense 128 ->
+  binary dense 64 (thresholds) -> binary dense 10 (int dots); the binary layers hand their bits
+  to each other on chip.
 """
 
 import numpy as np
@@ -44,9 +48,10 @@ from sim import reference
 __all__ = ["DESCRIPTION", "NETWORKS", "add_arguments", "device_config", "open_device",
            "bench_network", "run"]
 
-DESCRIPTION = ("Whole networks (CIFAR-shaped CNN, digits CNN, binary MLP) compiled and run on "
-               "the simulated SoC: per-node profile and network utilization from the counters, "
-               "bit-exact; with --line uart inferences/s against the line's bound")
+DESCRIPTION = ("Whole networks (CIFAR-shaped CNN, digits CNN, binary MLP, mixed INT8/binary) "
+               "compiled and run on the simulated SoC: per-node profile and network utilization "
+               "from the counters, bit-exact; with --line uart inferences/s against the line's "
+               "bound")
 
 
 def _requant(rng, channels, fan_in, relu):
@@ -60,11 +65,10 @@ def _requant(rng, channels, fan_in, relu):
                 output_zero_point=zero_point, act_min=zero_point)
 
 
-def _int8_cnn(rng, input_shape, convs, classes):
-    """x -> 3x3 convs (padding 1, ReLU; (cout, pool) each) -> flatten -> dense `classes`."""
-    from sw.graph import GraphBuilder
-    from sw.ops import Conv2D, Dense, Flatten
-    builder = GraphBuilder()
+def _conv_features(rng, builder, input_shape, convs):
+    """x -> 3x3 convs (padding 1, ReLU; (cout, pool) each) -> flatten, in `builder`: returns
+    (the flattened tensor, its length, its zero point)."""
+    from sw.ops import Conv2D, Flatten
     tensor = builder.input("x", input_shape, scale=0.02, zero_point=0)
     (height, width, channels), zero_point = input_shape, 0
     for index, (cout, pool) in enumerate(convs, start=1):
@@ -75,8 +79,15 @@ def _int8_cnn(rng, input_shape, convs, classes):
         zero_point, channels = -128, cout
         if pool:
             height, width = height // 2, width // 2
-    flat = builder.node("flatten", Flatten(), [tensor])
-    features = height * width * channels
+    return builder.node("flatten", Flatten(), [tensor]), height * width * channels, zero_point
+
+
+def _int8_cnn(rng, input_shape, convs, classes):
+    """x -> 3x3 convs (padding 1, ReLU; (cout, pool) each) -> flatten -> dense `classes`."""
+    from sw.graph import GraphBuilder
+    from sw.ops import Dense
+    builder = GraphBuilder()
+    flat, features, zero_point = _conv_features(rng, builder, input_shape, convs)
     scores = builder.node("dense", Dense(
         weights=rng.integers(-128, 128, (features, classes)), input_zero_point=zero_point,
         **_requant(rng, classes, features, relu=False)), [flat], scale=0.1)
@@ -108,8 +119,26 @@ def binary_mlp(rng):
     return builder.build([scores])
 
 
+def mixed(rng):
+    from sw.graph import GraphBuilder
+    from sw.ops import BinaryDense, Sign
+    builder = GraphBuilder()
+    flat, features, zero_point = _conv_features(rng, builder, (8, 8, 1), [(12, True)])
+    # Thresholds around the middle of the ReLU outputs' range (zero point -128), so both signs
+    # occur.
+    tensor = builder.node("sign", Sign(thresholds=rng.integers(zero_point + 10, zero_point + 60,
+                                                               features)), [flat])
+    for index, (k, n) in enumerate(((features, 128), (128, 64))):
+        tensor = builder.node(f"hidden{index}", BinaryDense(
+            weights=rng.choice([-1, 1], (n, k)), thresholds=rng.integers(-8, 9, n),
+            ascending=rng.integers(0, 2, n).astype(bool)), [tensor])
+    scores = builder.node("scores", BinaryDense(weights=rng.choice([-1, 1], (10, 64))),
+                          [tensor])
+    return builder.build([scores])
+
+
 NETWORKS = {"cifar": cifar, "cifar_100k": cifar_100k, "digits": digits,
-            "binary_mlp": binary_mlp}
+            "binary_mlp": binary_mlp, "mixed": mixed}
 
 
 def network_inputs(graph, batch, rng):
@@ -122,7 +151,7 @@ def network_inputs(graph, batch, rng):
 
 
 def add_arguments(parser):
-    parser.add_argument("--networks", default="cifar,digits,binary_mlp",
+    parser.add_argument("--networks", default="cifar,digits,binary_mlp,mixed",
                         help="comma-separated names or 'all' (" + ", ".join(NETWORKS) + ")")
     parser.add_argument("--device", default="85F",
                         help="a ULX3S variant (85F, 45F, 25F, 12F; default 85F, the shipped "
