@@ -397,14 +397,22 @@ class StoreUnit(wiring.Component):
         # From flip-flops only: they steer the row's ready and the line FIFO.
         pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
         pops = cmd.pool & odd_column & odd_row
-        pair_ready = ~pops | line.r_rdy     # a popping row has its pair at the line's head
+        # A popping row has its pair at the line's head. The line's ready is taken a cycle late,
+        # from a flip-flop beside the pool logic (timing: the line's memory may be placed far
+        # from it, and `taken` must not make the round trip through its read logic), and as
+        # low in the cycle after a pop. That is safe (only this block reads the line, so a
+        # ready seen without a pop since is still true) and costs nothing in the stream: the row
+        # after a pop is an even column, which does not pop.
+        line_ready = Signal()
+        m.d.sync += line_ready.eq(line.r_rdy & ~line.r_en)
+        pair_ready = ~pops | line_ready
         # The line FIFO is written from registers, the cycle after the row is taken (timing: its
         # write enable reaches every distributed-RAM slice of the line). It holds at most
         # width / 2 <= depth rows, one image row of pairs (the dispatcher refuses a pooled store
         # wider than max_pool_width), so it is never full when written and a pushing row does not
         # wait for it (timing: its fill level is not in the row's ready); a row that pops waits
-        # until the FIFO offers its pair (at most a cycle or two, for rows only two pixels wide
-        # at one pixel per cycle).
+        # until it sees the FIFO offer its pair (at most a few cycles, for rows only two pixels
+        # wide at one pixel per cycle).
         line_push = Signal()
         line_push_row = Signal(pool_row)
         # The row is loaded every cycle (`line_push` qualifies it): no handshake enable on it.
