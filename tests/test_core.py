@@ -465,7 +465,7 @@ def test_parameter_errors_name_the_parameter(name, value, error):
 def test_geometry_from_config_sizes_memories_from_the_config():
     # The geometry core_from_config builds its Core with (every SoC test elaborates one).
     config = preset("tiny").replace(dataflow="weight_stationary")
-    core = geometry_from_config(config, binary_max_k=64, binary_max_n=8)
+    core = geometry_from_config(config.replace(binary_max_k=64, binary_max_n=8))
     assert (core.scratchpad_rows, core.accumulator_rows, core.row_bytes) == (256, 64, 4)
     names = [window.name for window in core.windows(0x1000_0000)]
     assert names[0] == "control" and "scratchpad" in names

@@ -16,9 +16,10 @@ its word bus.
   store into a read-only one) raises `DeviceError` (BAD_ADDRESS, READ_ONLY), as the frame engine
   would answer. Takes the size options below; ``backend=pysim`` only.
 * ``max_payload`` (default the protocol's), ``frame_timeout`` (cycles, default 64 byte times).
-* ``scratchpad_rows``, ``accumulator_rows`` (the preset's buffer sizes) and the core sizes of
-  `hw.soc.protocol.CORE_SIZES` (``binary_result_rows``, ...): a bigger simulated device without
-  a new preset, e.g. ``sim://tiny?scratchpad_rows=4096&backend=cxxrtl``.
+* ``scratchpad_rows``, ``accumulator_rows`` and the core sizes (`hw.soc.protocol.CORE_SIZES`:
+  ``binary_result_rows``, ``queue_depth``, ...): fields of the preset's config changed, a bigger
+  simulated device without a new preset, e.g. ``sim://tiny?scratchpad_rows=4096&backend=cxxrtl``
+  (the array stays the preset's).
 * ``backend=pysim`` (default, Amaranth's Python simulator) or ``backend=cxxrtl`` (the same top
   compiled by yosys CXXRTL, `sim.cxxrtl`; the model is cached, so only the first run of a
   design compiles, ~20-60 s). Both implement `SimulationBackend` for a top with ``rx``/``tx``
@@ -50,8 +51,9 @@ __all__ = ["SimTransport", "SimBusTransport", "requests_bus_line", "SimulationBa
 
 LINES = ("bytes", "uart")           # the lines `SimTransport` carries frames over
 _URL_LINES = LINES + ("bus",)       # "bus": `SimBusTransport`, no frames
-# Config fields a URL may change in the preset (buffer sizes: the array stays the preset's).
-_SIZE_OPTIONS = ("scratchpad_rows", "accumulator_rows")
+# Config fields a URL may change in the preset (buffer and core sizes: the array stays the
+# preset's).
+_SIZE_OPTIONS = ("scratchpad_rows", "accumulator_rows", *CORE_SIZES)
 _CHUNK_CYCLES = 16         # stop-condition granularity: small, so measured cycles are tight
 _CXXRTL_CHUNK_CYCLES = 256  # a compiled run costs a ctypes call: check `stop` less often
 
@@ -202,18 +204,17 @@ def _max_payload(text):
 
 
 # URL options that size the simulated device (any line).
-_DEVICE_OPTIONS = {name: (positive_int, None) for name in _SIZE_OPTIONS + CORE_SIZES}
+_DEVICE_OPTIONS = {name: (positive_int, None) for name in _SIZE_OPTIONS}
 
 
-def _device(url, target, options):
-    """(config, core_sizes) of the device a ``sim://`` URL names; pops the size options."""
-    sizes = {name: options.pop(name) for name in _SIZE_OPTIONS + CORE_SIZES}
+def _config(url, target, options):
+    """The config of the device a ``sim://`` URL names; pops the size options."""
+    sizes = {name: options.pop(name) for name in _SIZE_OPTIONS}
     try:
-        config = preset(target or "tiny").replace(**{
-            name: sizes[name] for name in _SIZE_OPTIONS if sizes[name] is not None})
+        return preset(target or "tiny").replace(**{
+            name: value for name, value in sizes.items() if value is not None})
     except (ValueError, TypeError) as error:
         raise InvalidURL(f"{url!r}: {error}") from None
-    return config, {name: sizes[name] for name in CORE_SIZES if sizes[name] is not None}
 
 
 class SimTransport(ByteTransport):
@@ -231,12 +232,10 @@ class SimTransport(ByteTransport):
         As for `hw.soc.soc.SoCCore`; frame_timeout None means 64 byte times.
     backend : str
         A key of `BACKENDS`.
-    core_sizes : dict or None
-        As for `hw.soc.soc.SoCCore`.
     """
 
     def __init__(self, *, config, line="bytes", divisor=MIN_DIVISOR, max_payload=MAX_PAYLOAD,
-                 frame_timeout=None, backend="pysim", core_sizes=None):
+                 frame_timeout=None, backend="pysim"):
         if line not in LINES:
             raise ValueError(f"line must be one of {LINES} for a byte pipe, not {line!r} "
                              f"(line='bus' is SimBusTransport)")
@@ -251,11 +250,10 @@ class SimTransport(ByteTransport):
         if line == "uart":
             top = SerialLineHarness(soc=SoC(config=config, divisor=divisor,
                                             max_payload=max_payload,
-                                            frame_timeout=self.frame_timeout,
-                                            core_sizes=core_sizes))
+                                            frame_timeout=self.frame_timeout))
         else:
             top = SoCCore(config=config, max_payload=max_payload,
-                          frame_timeout=self.frame_timeout, core_sizes=core_sizes)
+                          frame_timeout=self.frame_timeout)
         self.backend = BACKENDS[backend](top, clock_hz=self.clock_hz)
 
     @classmethod
@@ -267,9 +265,9 @@ class SimTransport(ByteTransport):
         if options["line"] == "bus":
             raise InvalidURL(f"{url!r}: line=bus is a memory-mapped link without frames; open it "
                              f"with sw.driver.link.open_link (MappedLink), not as a byte pipe")
-        config, core_sizes = _device(url, target, options)
+        config = _config(url, target, options)
         try:
-            transport = cls(config=config, core_sizes=core_sizes, **{
+            transport = cls(config=config, **{
                 name: options.pop(name) for name in ("line", "divisor", "max_payload",
                                                      "frame_timeout", "backend")})
         except (ValueError, TypeError) as error:
@@ -332,15 +330,13 @@ class SimBusTransport(MappedTransport):
     Parameters
     ----------
     config : AcceleratorConfig
-    core_sizes : dict or None
-        As for `hw.soc.soc.BusSoC`.
     """
 
     size = 1 << 32      # the bus's byte address space; `memory_map` says what answers
 
-    def __init__(self, *, config, core_sizes=None):
+    def __init__(self, *, config):
         self.config = config
-        self.soc = BusSoC(config=config, core_sizes=core_sizes)
+        self.soc = BusSoC(config=config)
         self.memory_map = self.soc.memory_map
         self.cycles = 0
         self._period_fs = round(1e15 / config.clock_hz)
@@ -355,11 +351,11 @@ class SimBusTransport(MappedTransport):
         options, _ = parse_options(url, query, {
             "line": (_line, "bus"), "backend": (_pysim_only, "pysim"), **_DEVICE_OPTIONS,
             **link_options})
-        config, core_sizes = _device(url, target, options)
+        config = _config(url, target, options)
         for name in ("line", "backend"):
             options.pop(name)
         try:
-            transport = cls(config=config, core_sizes=core_sizes)
+            transport = cls(config=config)
         except (ValueError, TypeError) as error:
             raise InvalidURL(f"{url!r}: {error}") from None
         return transport, options
