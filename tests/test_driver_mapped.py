@@ -39,10 +39,10 @@ def requant_params(rng, channels):
 def test_the_link_is_mapped_loads_and_stores(device):
     assert isinstance(device.link, MappedLink)
     assert isinstance(device.link.transport, SimBusTransport)
-    before = device.link.transport.cycles
+    before = device.link.transport.device.cycles
     device.read_register("MAGIC")
     # One bus access: the strobe's cycle, then the read data INITIATOR_READ_LATENCY later.
-    assert device.link.transport.cycles - before == 1 + INITIATOR_READ_LATENCY
+    assert device.link.transport.device.cycles - before == 1 + INITIATOR_READ_LATENCY
 
 
 def test_identity_and_config_read_back(device):
