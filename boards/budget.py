@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 from hw.binary.engine import threshold_shape
-from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
+from hw.soc.bringup import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
            "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST"]

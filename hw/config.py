@@ -15,24 +15,22 @@ from fractions import Fraction
 
 from hw.soc.uart import MIN_DIVISOR
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset", "BINARY_MAX_FOLDS",
-           "BINARY_MAX_NEURON_FOLDS"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset"]
 
 
 DATAFLOWS = ("weight_stationary", "output_stationary")
 MULTIPLIERS = ("dsp", "lut")
-
-# The binary engine's weight memory holds BINARY_MAX_FOLDS beats of every neuron of up to
-# BINARY_MAX_NEURON_FOLDS neuron folds: K up to 16 * width, N up to 32 * lanes (512 rows, one
-# DP16KD deep at 36 bits). AcceleratorConfig has no field for these yet.
-BINARY_MAX_FOLDS = 16
-BINARY_MAX_NEURON_FOLDS = 32
 
 _ARRAY_SIDE = range(1, 33)
 _BINARY_WIDTHS = tuple(1 << n for n in range(3, 13))      # 8 .. 4096 bits per cycle
 _BINARY_LANES = range(1, 257)
 _CLOCK_MHZ = (10.0, 300.0)
 _UART_BAUD = (9600, 12_000_000)
+# (low, high) of the core sizes; a low of None: the power of two at least `cols`.
+_CORE_SIZE_RANGES = {"binary_max_k": (1, 1 << 15), "binary_max_n": (1, 1 << 12),
+                     "parameter_rows": (None, 1 << 16), "binary_result_rows": (2, 1 << 16),
+                     "queue_depth": (2, 256), "max_pool_width": (2, 1023)}
+_POWER_OF_TWO_SIZES = ("parameter_rows", "binary_result_rows")
 
 
 def _is_power_of_two(value):
@@ -69,6 +67,21 @@ class AcceleratorConfig:
     uart_baud : int
         Host link line rate in baud; the clock needs at least 4 cycles per bit, and need not be a
         multiple of it.
+    binary_max_k, binary_max_n : int
+        The core's longest binary vector (1..32768 bits) and most neurons of a binary layer
+        (1..4096): they size the binary engine's weight and threshold memories.
+    parameter_rows : int
+        Requant parameter entries of the core (one per output channel resident at once), a power
+        of two from ``cols`` (rounded up to a power of two) to 65536.
+    binary_result_rows : int
+        Rows of the core's binary result memory, a power of two in 2..65536.
+    queue_depth : int
+        Commands the core's command queue holds, 2..256.
+    max_pool_width : int
+        Widest raster (pixels) the 2x2 max-pool on store accepts, 2..1023.
+
+    The last six are the core's sizes (`hw.soc.protocol.CORE_SIZES`): the device reports them in
+    its CORE_* identity registers.
     """
 
     rows: int = 8
@@ -82,10 +95,16 @@ class AcceleratorConfig:
     binary_lanes: int = 8
     clock_mhz: float = 105.0
     uart_baud: int = 3_000_000
+    binary_max_k: int = 1024
+    binary_max_n: int = 256
+    parameter_rows: int = 1024
+    binary_result_rows: int = 1024
+    queue_depth: int = 8
+    max_pool_width: int = 64
 
     def __post_init__(self):
         for name in ("rows", "cols", "requant_lanes", "scratchpad_rows", "accumulator_rows",
-                     "binary_width", "binary_lanes", "uart_baud"):
+                     "binary_width", "binary_lanes", "uart_baud", *_CORE_SIZE_RANGES):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"AcceleratorConfig.{name} must be an integer, not {value!r}")
@@ -126,6 +145,18 @@ class AcceleratorConfig:
             raise ValueError(f"AcceleratorConfig: uart_baud={self.uart_baud} is too fast for a "
                              f"{self.clock_mhz} MHz clock: the UART needs at least {MIN_DIVISOR} "
                              f"clock cycles per bit (at most {self.clock_hz // MIN_DIVISOR} baud)")
+        self._check_core_sizes()
+
+    def _check_core_sizes(self):
+        for name, (low, high) in _CORE_SIZE_RANGES.items():
+            value = getattr(self, name)
+            if low is None:
+                low = 1 << (self.cols - 1).bit_length()
+            power_of_two = name in _POWER_OF_TWO_SIZES
+            if not low <= value <= high or (power_of_two and not _is_power_of_two(value)):
+                kind = "a power of two in" if power_of_two else "in"
+                raise ValueError(f"AcceleratorConfig.{name} must be {kind} {low}..{high}, "
+                                 f"not {value}")
 
     # Derived values ------------------------------------------------------------------------------
 

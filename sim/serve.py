@@ -17,19 +17,19 @@ import tty
 
 from ecpnn.package_data import reports_damaged_install
 from hw.config import PRESETS, preset
-from sw.driver.sim import BACKENDS, LINES, SimTransport, parse_divisor
+from sim.soc import BACKENDS, LINES, SimulatedSoC, parse_divisor
 
 __all__ = ["serve_pty", "main"]
 
 _IDLE_POLL = 0.01           # seconds between simulation steps while the host is silent
 
 
-def serve_pty(transport, *, seconds, announce):
-    """Relay between a new pty and `transport`'s simulated device for `seconds`."""
+def serve_pty(device, *, seconds, announce):
+    """Relay between a new pty and `device` (a `sim.soc.SimulatedSoC`) for `seconds`."""
     master, slave = os.openpty()
     tty.setraw(slave)       # bytes pass unchanged: no echo, no line editing, no CR/LF mapping
     announce(os.ttyname(slave))
-    backend = transport.backend
+    backend = device.backend
     received = backend.received()
     deadline = time.monotonic() + seconds
     try:
@@ -43,13 +43,13 @@ def serve_pty(transport, *, seconds, announce):
                 backend.push(data)
             # Run until the host's bytes are in and the device has been quiet for a frame
             # timeout -- or a short step when idle, so that simulated time keeps moving.
-            step = transport.frame_timeout if backend.pending() or readable else 64
+            step = device.frame_timeout if backend.pending() or readable else 64
             before = len(received)
-            backend.run(step + math.ceil(backend.pending() * 2 * transport.cycles_per_byte),
+            backend.run(step + math.ceil(backend.pending() * 2 * device.cycles_per_byte),
                         lambda: False)
             while len(received) != before:
                 before = len(received)
-                backend.run(transport.frame_timeout, lambda: False)
+                backend.run(device.frame_timeout, lambda: False)
             if received:
                 os.write(master, bytes(received))
                 received.clear()
@@ -73,8 +73,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="stop after this many seconds (default 60)")
     args = parser.parse_args(argv)
-    transport = SimTransport(config=preset(args.preset), line=args.line, divisor=args.divisor,
-                             backend=args.backend)
+    device = SimulatedSoC(config=preset(args.preset), line=args.line, divisor=args.divisor,
+                          backend=args.backend)
 
     def announce(path):
         print(path, flush=True)
@@ -82,7 +82,7 @@ def main(argv=None):
               f"uart://{path}", file=sys.stderr, flush=True)
 
     try:
-        serve_pty(transport, seconds=args.seconds, announce=announce)
+        serve_pty(device, seconds=args.seconds, announce=announce)
     except KeyboardInterrupt:
         pass
     return 0

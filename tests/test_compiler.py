@@ -20,7 +20,7 @@ from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
 from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
 
-TINY = DeviceGeometry.of(preset("tiny"))
+TINY = DeviceGeometry(preset("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_activations_are_freed_after_their_last_reader():
 def test_layers_hand_over_through_the_host_when_row_layouts_differ():
     # A 4x8 array stores 8-channel rows but reads 4-lane rows: dense0's output is read back
     # and written again in the layout dense1 reads (into x's rows, free by then).
-    device = DeviceGeometry.of(preset("tiny").replace(rows=4, cols=8))
+    device = DeviceGeometry(preset("tiny").replace(rows=4, cols=8))
     program = compile_graph(mlp(np.random.default_rng(0), (10, 12, 5)), device, batch=2)
     moves = [(step.kind, step.args["tensor"], step.args["block"], step.args["base_row"])
              for step in program.steps if step.kind in ("read", "write")]
@@ -452,7 +452,7 @@ def test_binary_chains_of_random_shapes(device, sizes, outputs, samples, seed):
 
 
 def test_device_mismatch_before_anything_is_written(device):
-    other = DeviceGeometry.of(device.config.replace(scratchpad_rows=512), **device.core_sizes)
+    other = DeviceGeometry(device.config.replace(scratchpad_rows=512))
     program = compile_graph(mlp(np.random.default_rng(9)), other)
     frames = device.link_status()["FRAMES_OK"]
     with pytest.raises(DeviceMismatch, match="scratchpad_rows: 512 != 256"):

@@ -1,5 +1,6 @@
 """`AcceleratorConfig`'s host-link rule: any clock with at least 4 cycles per UART bit, the bit
-time exact (a fraction when the clock is not a multiple of the baud rate)."""
+time exact (a fraction when the clock is not a multiple of the baud rate); its core sizes'
+checks."""
 
 from fractions import Fraction
 
@@ -29,3 +30,33 @@ def test_too_fast_a_baud_rate_is_rejected(clock_mhz, baud, message):
     with pytest.raises(ValueError, match=r"uart_baud=3000000 is too fast") as info:
         AcceleratorConfig(clock_mhz=clock_mhz, uart_baud=baud)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"queue_depth": 1}, "queue_depth must be in 2..256, not 1"),
+    ({"queue_depth": 257}, "queue_depth must be in 2..256, not 257"),
+    ({"max_pool_width": 1024}, "max_pool_width must be in 2..1023, not 1024"),
+    ({"binary_max_k": 0}, "binary_max_k must be in 1..32768, not 0"),
+    ({"binary_max_n": 4097}, "binary_max_n must be in 1..4096, not 4097"),
+    ({"binary_result_rows": 1000}, "binary_result_rows must be a power of two in 2..65536"),
+    ({"parameter_rows": 96}, "parameter_rows must be a power of two in 8..65536, not 96"),
+    # Every output channel of a tile needs its parameter entry: at least cols, a power of two.
+    ({"cols": 12, "requant_lanes": 2, "parameter_rows": 8}, "parameter_rows must be a power "
+                                                            "of two in 16..65536, not 8"),
+])
+def test_core_sizes_are_checked_with_the_field_named(changes, message):
+    with pytest.raises(ValueError, match=f"AcceleratorConfig.{message}"):
+        AcceleratorConfig(**{"cols": 8, **changes})
+
+
+@pytest.mark.parametrize("name", ["queue_depth", "binary_max_k"])
+def test_core_sizes_must_be_integers(name):
+    with pytest.raises(TypeError, match=f"AcceleratorConfig.{name} must be an integer"):
+        AcceleratorConfig(**{name: 8.0})
+
+
+def test_core_sizes_default_to_the_sizes_the_85f_soc_was_built_with():
+    config = AcceleratorConfig()
+    assert (config.binary_max_k, config.binary_max_n, config.parameter_rows,
+            config.binary_result_rows, config.queue_depth, config.max_pool_width) == \
+        (1024, 256, 1024, 1024, 8, 64)

@@ -441,7 +441,9 @@ def test_queue_overflow_drops_the_command_and_reports_it():
 @pytest.mark.parametrize("build", [Core, CoreGeometry])
 def test_output_stationary_is_refused_naming_what_runs_and_where_it_remains(build):
     parameters = dict(rows=4, cols=4, multiplier="lut", requant_lanes=2, scratchpad_rows=512,
-                      accumulator_rows=64, binary_width=32, binary_lanes=4)
+                      accumulator_rows=64, binary_width=32, binary_lanes=4, binary_max_k=128,
+                      binary_max_n=16, parameter_rows=64, binary_result_rows=64, queue_depth=4,
+                      max_pool_width=16)
     with pytest.raises(ValueError) as error:
         build(**parameters, dataflow="output_stationary")
     message = str(error.value)
@@ -465,7 +467,7 @@ def test_parameter_errors_name_the_parameter(name, value, error):
 def test_geometry_from_config_sizes_memories_from_the_config():
     # The geometry core_from_config builds its Core with (every SoC test elaborates one).
     config = preset("tiny").replace(dataflow="weight_stationary")
-    core = geometry_from_config(config, binary_max_k=64, binary_max_n=8)
+    core = geometry_from_config(config.replace(binary_max_k=64, binary_max_n=8))
     assert (core.scratchpad_rows, core.accumulator_rows, core.row_bytes) == (256, 64, 4)
     names = [window.name for window in core.windows(0x1000_0000)]
     assert names[0] == "control" and "scratchpad" in names

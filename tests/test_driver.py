@@ -177,7 +177,7 @@ def write_identity(path, *, magic=int.from_bytes(b"ECNN", "little"), version=2 <
     config = [4, 4, dataflow, 0, 2, 256, 64, 32, 4, 105_000_000, 3_000_000]  # PRESETS["tiny"]
     live = [0] * 6              # STATUS, LAST_ERROR, FRAMES_OK/BAD, BYTES_DISCARDED, LAST_SEQ
     windows = [0x400] + [SCRATCHPAD + (i << 24) for i in range(1, 6)]     # core control, memories
-    core_sizes = [1024, 256, 1024, 1024, 8, 64]                      # core_from_config defaults
+    core_sizes = [1024, 256, 1024, 1024, 8, 64]                      # CORE_*, the same
     words = [magic, version, 4096, SCRATCHPAD, 1024, *config, *live, *windows, *core_sizes]
     with open(path, "wb") as file:
         file.truncate(SCRATCHPAD + 1024)
@@ -225,6 +225,9 @@ def test_device_mismatch(tmp_path, kwargs, message):
     ("sim://tiny?divisor=7/2", "at least 4"),
     ("sim://tiny?divisor=fast", "Bad option divisor='fast'"),
     ("sim://tiny?max_payload=100", "power of two"),
+    ("sim://tiny?queue_depth=1", "AcceleratorConfig.queue_depth must be in 2..256, not 1"),
+    ("sim://tiny?line=bus&parameter_rows=3", "AcceleratorConfig.parameter_rows must be a power "
+                                            "of two"),
     ("sim://tiny?retries=-1", "non-negative"),
     ("sim://tiny?timeout=0", "positive number of seconds"),
     ("sim://tiny?line", "Cannot parse the options"),

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from hw.config import PRESETS
 from hw.soc.bridge import INITIATOR_READ_LATENCY
-from hw.soc.protocol import Status
+from hw.soc.protocol import CORE_SIZES, Status
 from sim import reference
 from sw.driver import Accelerator, DeviceError, InvalidURL
 from sw.driver.link import FrameLink, MappedLink
@@ -39,10 +39,10 @@ def requant_params(rng, channels):
 def test_the_link_is_mapped_loads_and_stores(device):
     assert isinstance(device.link, MappedLink)
     assert isinstance(device.link.transport, SimBusTransport)
-    before = device.link.transport.cycles
+    before = device.link.transport.device.cycles
     device.read_register("MAGIC")
     # One bus access: the strobe's cycle, then the read data INITIATOR_READ_LATENCY later.
-    assert device.link.transport.cycles - before == 1 + INITIATOR_READ_LATENCY
+    assert device.link.transport.device.cycles - before == 1 + INITIATOR_READ_LATENCY
 
 
 def test_identity_and_config_read_back(device):
@@ -51,9 +51,8 @@ def test_identity_and_config_read_back(device):
     assert device.max_payload == 4096
     assert (device.scratchpad_base, device.scratchpad_bytes) == (SCRATCHPAD, 256 * 4)
     assert device.windows == WINDOW_BASES
-    assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 256,
-                                 "parameter_rows": 1024, "binary_result_rows": 1024,
-                                 "queue_depth": 8, "max_pool_width": 64}
+    assert [device.read_register(f"CORE_{name.upper()}") for name in CORE_SIZES] == \
+        [1024, 256, 1024, 1024, 8, 64]
     assert device.link_status() == {"STATUS": 0, "LAST_ERROR": Status.OK, "FRAMES_OK": 0,
                                     "FRAMES_BAD": 0, "BYTES_DISCARDED": 0}     # no frames
     device.write_register("SCRATCH", 0xDEAD_BEEF)
@@ -139,8 +138,7 @@ def test_stores_are_word_by_word(device):
 def test_size_options_and_dispatch():
     url = "sim://tiny?line=bus&scratchpad_rows=512&queue_depth=4"
     with Accelerator.open(url) as device:
-        assert device.config == TINY.replace(scratchpad_rows=512)
-        assert device.core_sizes["queue_depth"] == 4
+        assert device.config == TINY.replace(scratchpad_rows=512, queue_depth=4)
         assert device.core_status()["queue_free"] == 4
     with open_link("sim://tiny?max_payload=64") as link:
         assert isinstance(link, FrameLink)

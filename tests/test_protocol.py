@@ -133,7 +133,8 @@ def test_register_map():
     assert max(protocol.register_address(name) for name in protocol.ID_REGISTERS) \
         < protocol.PERF_COUNTERS_BASE < protocol.CONTROL_BASE
     fields = [field.name for field in dataclasses.fields(AcceleratorConfig)]
-    assert len(protocol.CONFIG_REGISTERS) == len(fields)
+    assert len(protocol.CONFIG_REGISTERS) + len(protocol.CORE_SIZES) == len(fields)
+    assert set(protocol.CORE_SIZES) <= set(fields)
     with pytest.raises(KeyError, match="Unknown register 'NOPE'"):
         protocol.register_address("NOPE")
 
@@ -143,26 +144,33 @@ def test_magic_spells_the_project():
 
 
 configs = st.builds(
-    lambda side_r, side_c, dataflow, multiplier, lanes, pad, acc, width, blanes, baud, mult:
+    lambda side_r, side_c, dataflow, multiplier, lanes, pad, acc, width, blanes, baud, mult,
+    max_k, queue, params:
     AcceleratorConfig(rows=side_r, cols=side_c, dataflow=dataflow, multiplier=multiplier,
                       requant_lanes=min(lanes, side_c), scratchpad_rows=1 << pad,
                       accumulator_rows=1 << acc, binary_width=width, binary_lanes=blanes,
-                      uart_baud=baud, clock_mhz=baud * mult / 1e6),
+                      uart_baud=baud, clock_mhz=baud * mult / 1e6, binary_max_k=max_k,
+                      queue_depth=queue, parameter_rows=1 << params),
     st.integers(1, 32), st.integers(1, 32), st.sampled_from(DATAFLOWS),
     st.sampled_from(MULTIPLIERS), st.integers(1, 32), st.integers(4, 20), st.integers(4, 20),
     st.sampled_from([1 << n for n in range(3, 13)]), st.integers(1, 256),
-    st.sampled_from([1_000_000, 2_000_000, 3_000_000]), st.integers(10, 100))
+    st.sampled_from([1_000_000, 2_000_000, 3_000_000]), st.integers(10, 100),
+    st.integers(1, 1 << 15), st.integers(2, 256), st.integers(5, 16))
 
 
 @FAST
 @given(configs)
 def test_config_registers_round_trip(config):
     values = protocol.encode_config(config)
-    assert set(values) == set(protocol.CONFIG_REGISTERS)
+    assert set(values) == set(protocol.CONFIG_REGISTERS) | {
+        f"CORE_{name.upper()}" for name in protocol.CORE_SIZES}
     assert values["CONFIG_ROWS"] == config.rows and values["CONFIG_COLS"] == config.cols
     assert values["CONFIG_DATAFLOW"] == DATAFLOWS.index(config.dataflow)
     assert values["CONFIG_CLOCK_HZ"] == round(config.clock_mhz * 1e6)
     assert values["CONFIG_UART_BAUD"] == config.uart_baud
+    assert values["CORE_BINARY_MAX_K"] == config.binary_max_k
+    assert values["CORE_QUEUE_DEPTH"] == config.queue_depth
+    assert values["CORE_PARAMETER_ROWS"] == config.parameter_rows
     assert protocol.decode_config(values) == config
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hw.config import PRESETS
-from hw.soc.protocol import Status
+from hw.soc.protocol import CORE_SIZES, Status
 from hw.soc.soc import BusSoC, SoC, SoCCore
 from sim import reference
 from sw.driver import Accelerator, DeviceError
@@ -46,9 +46,11 @@ def test_memory_map_has_every_core_window():
 def test_identity_reports_windows_and_core_sizes(device):
     assert device.version == (2, 0)
     assert device.windows == {name: base for name, (base, _) in WINDOWS.items()}
-    assert device.core_sizes == {"binary_max_k": 1024, "binary_max_n": 8,
-                                 "parameter_rows": 1024, "binary_result_rows": 1024,
-                                 "queue_depth": 4, "max_pool_width": 64}
+    assert {name: getattr(device.config, name) for name in CORE_SIZES} == {
+        "binary_max_k": 1024, "binary_max_n": 8, "parameter_rows": 1024,
+        "binary_result_rows": 1024, "queue_depth": 4, "max_pool_width": 64}
+    for name in CORE_SIZES:
+        assert device.read_register(f"CORE_{name.upper()}") == getattr(device.config, name)
     assert device.core_status()["queue_free"] == 4
 
 
@@ -134,9 +136,6 @@ def test_core_through_the_uart_pins():
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"config": "tiny"}, TypeError, "config must be an AcceleratorConfig"),
-    ({"config": TINY, "core_sizes": {"depth": 3}}, ValueError,
-     "core_sizes may only give .* not \\['depth'\\]"),
-    ({"config": TINY, "core_sizes": {"queue_depth": 1}}, ValueError, "queue_depth must be in"),
 ])
 def test_soc_parameters(kwargs, error, message):
     with pytest.raises(error, match=message) as raised:

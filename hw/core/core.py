@@ -180,9 +180,8 @@ class CoreGeometry:
     SCRATCHPAD_BANKS = 2        # A (or im2col) and W read in the same cycle
 
     def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, scratchpad_rows,
-                 accumulator_rows, binary_width, binary_lanes, binary_max_k=1024,
-                 binary_max_n=256, parameter_rows=1024, binary_result_rows=1024, queue_depth=8,
-                 max_pool_width=64):
+                 accumulator_rows, binary_width, binary_lanes, binary_max_k, binary_max_n,
+                 parameter_rows, binary_result_rows, queue_depth, max_pool_width):
         self.rows = _check_int("rows", rows, 1, 32)
         self.cols = _check_int("cols", cols, 1, 32)
         check_core_dataflow(dataflow)
@@ -910,20 +909,17 @@ class Core(CoreGeometry, wiring.Component):
         register_read_data(m, bus, readable)
 
 
-def _config_parameters(config, overrides):
-    return dict(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
-                multiplier=config.multiplier, requant_lanes=config.requant_lanes,
-                scratchpad_rows=config.scratchpad_rows, accumulator_rows=config.accumulator_rows,
-                binary_width=config.binary_width, binary_lanes=config.binary_lanes, **overrides)
+_CONFIG_PARAMETERS = ("rows", "cols", "dataflow", "multiplier", "requant_lanes", "scratchpad_rows",
+                      "accumulator_rows", "binary_width", "binary_lanes", "binary_max_k",
+                      "binary_max_n", "parameter_rows", "binary_result_rows", "queue_depth",
+                      "max_pool_width")
 
 
-def core_from_config(config, **overrides):
-    """A `Core` with the buffer and engine sizes of an `AcceleratorConfig` (`overrides` for the
-    core-only sizes: binary_max_k, binary_max_n, parameter_rows, binary_result_rows,
-    queue_depth, max_pool_width)."""
-    return Core(**_config_parameters(config, overrides))
+def core_from_config(config):
+    """A `Core` with the array shape, buffer, engine and queue sizes of an `AcceleratorConfig`."""
+    return Core(**{name: getattr(config, name) for name in _CONFIG_PARAMETERS})
 
 
-def geometry_from_config(config, **overrides):
-    """The `CoreGeometry` of `core_from_config(config, **overrides)`, without the hardware."""
-    return CoreGeometry(**_config_parameters(config, overrides))
+def geometry_from_config(config):
+    """The `CoreGeometry` of `core_from_config(config)`, without the hardware."""
+    return CoreGeometry(**{name: getattr(config, name) for name in _CONFIG_PARAMETERS})

@@ -38,12 +38,19 @@ from hw.systolic.requant import Requantizer
 
 from .uart import UARTPhy
 
-__all__ = ["BringUp", "REQUEST_BYTE", "REPLY_LENGTH", "STATUS_BITS", "SIGNATURE_BITS"]
+__all__ = ["BringUp", "REQUEST_BYTE", "REPLY_LENGTH", "STATUS_BITS", "SIGNATURE_BITS",
+           "BINARY_MAX_FOLDS", "BINARY_MAX_NEURON_FOLDS"]
 
 REQUEST_BYTE = ord("?")
 SIGNATURE_BITS = 32
 REPLY_LENGTH = 1 + SIGNATURE_BITS // 8
 STATUS_BITS = {"framing_error": 0, "overrun": 1, "binary_framing_error": 2}
+# The self-test's binary engine holds BINARY_MAX_FOLDS beats of every neuron of up to
+# BINARY_MAX_NEURON_FOLDS neuron folds: K up to 16 * width, N up to 32 * lanes, so its weight
+# memory is 512 rows (one DP16KD deep at 36 bits) for any width and lanes. The config's
+# binary_max_k/binary_max_n size the SoC's core, whose layers need not fit one block's depth.
+BINARY_MAX_FOLDS = 16
+BINARY_MAX_NEURON_FOLDS = 32
 
 _LFSR_BITS = 32
 _LFSR_TAPS = 0x80200003         # x^32 + x^22 + x^2 + x + 1, maximal length (Galois form)
@@ -132,12 +139,14 @@ class BringUp(wiring.Component):
         })
 
     @classmethod
-    def from_config(cls, config, *, binary_max_k, binary_max_n, led_count):
-        """The bring-up design for an `hw.config.AcceleratorConfig`."""
+    def from_config(cls, config, *, led_count):
+        """The bring-up design for an `hw.config.AcceleratorConfig` (its binary engine sized by
+        `BINARY_MAX_FOLDS` and `BINARY_MAX_NEURON_FOLDS`)."""
         return cls(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
                    multiplier=config.multiplier, requant_lanes=config.requant_lanes,
                    binary_width=config.binary_width, binary_lanes=config.binary_lanes,
-                   binary_max_k=binary_max_k, binary_max_n=binary_max_n,
+                   binary_max_k=BINARY_MAX_FOLDS * config.binary_width,
+                   binary_max_n=BINARY_MAX_NEURON_FOLDS * config.binary_lanes,
                    uart_divisor=config.uart_divisor, heartbeat_cycles=config.clock_hz // 2,
                    led_count=led_count)
 

@@ -177,8 +177,8 @@ SCRATCHPAD_BASE = 0x0100_0000        # the scratchpad memory window, first of th
 # The core's memory windows (`hw.core.Core` bus ports), one slot each from SCRATCHPAD_BASE on.
 CORE_MEMORY_WINDOWS = ("scratchpad", "accumulator", "parameters", "binary_weights",
                        "binary_thresholds", "binary_results")
-# The core's sizes that are not AcceleratorConfig fields (`hw.core.core_from_config` overrides);
-# the device reports them in CORE_* registers.
+# The AcceleratorConfig fields that size the core's memories and queue: the device reports them
+# in CORE_* registers after the core's window bases, every other field in a CONFIG_* register.
 CORE_SIZES = ("binary_max_k", "binary_max_n", "parameter_rows", "binary_result_rows",
               "queue_depth", "max_pool_width")
 
@@ -189,7 +189,8 @@ def core_memory_base(name):
 
 
 def _config_codecs():
-    """Field name -> (register name, encode(config), decode(register value)), in field order."""
+    """Field name -> (register name, encode(config), decode(register value)), in field order:
+    CORE_<NAME> for the `CORE_SIZES`, CONFIG_<NAME> for the rest."""
     special = {
         "dataflow": ("CONFIG_DATAFLOW", lambda config: DATAFLOWS.index(config.dataflow),
                      lambda value: DATAFLOWS[value]),
@@ -204,7 +205,8 @@ def _config_codecs():
         if field.name in special:
             codecs[field.name] = special[field.name]
         elif field.type in (int, "int"):
-            codecs[field.name] = (f"CONFIG_{field.name.upper()}",
+            prefix = "CORE" if field.name in CORE_SIZES else "CONFIG"
+            codecs[field.name] = (f"{prefix}_{field.name.upper()}",
                                   lambda config, name=field.name: getattr(config, name),
                                   lambda value: value)
         else:
@@ -214,7 +216,8 @@ def _config_codecs():
 
 
 _CONFIG_CODECS = _config_codecs()
-CONFIG_REGISTERS = tuple(register for register, _, _ in _CONFIG_CODECS.values())
+CONFIG_REGISTERS = tuple(register for name, (register, _, _) in _CONFIG_CODECS.items()
+                         if name not in CORE_SIZES)
 
 ID_REGISTERS = (
     "MAGIC", "VERSION", "MAX_PAYLOAD", "SCRATCHPAD_BASE", "SCRATCHPAD_BYTES",
@@ -251,7 +254,7 @@ def register_address(name):
 
 
 def encode_config(config):
-    """The CONFIG_* register values (name -> 32-bit int) describing `config`."""
+    """The CONFIG_* and CORE_* size register values (name -> 32-bit int) describing `config`."""
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     values = {}
@@ -265,7 +268,8 @@ def encode_config(config):
 
 
 def decode_config(values):
-    """The `AcceleratorConfig` described by CONFIG_* register values (name -> int).
+    """The `AcceleratorConfig` described by CONFIG_* and CORE_* size register values
+    (name -> int).
 
     Raises `ValueError` (from the config's own checks, or for an unknown choice index) when the
     values describe no valid config."""

@@ -92,7 +92,7 @@ def memory_map(core):
     return MemoryMap(windows)
 
 
-def _constant_registers(config, core, max_payload, memory_map):
+def _constant_registers(config, max_payload, memory_map):
     return {
         "MAGIC": protocol.MAGIC,
         "VERSION": protocol.VERSION,
@@ -103,25 +103,19 @@ def _constant_registers(config, core, max_payload, memory_map):
         "CORE_CONTROL_BASE": memory_map[_CORE_CONTROL].base,
         **{f"{name.upper()}_BASE": memory_map[name].base
            for name in protocol.CORE_MEMORY_WINDOWS[1:]},
-        **{f"CORE_{name.upper()}": getattr(core, name) for name in protocol.CORE_SIZES},
     }
 
 
-def _build_targets(soc, *, config, core_sizes, max_payload):
+def _build_targets(soc, *, config, max_payload):
     """Check the parameters and build `soc`'s core, memory map and CSR block (at construction,
     so bad parameters raise there, not at elaboration)."""
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-    core_sizes = {} if core_sizes is None else dict(core_sizes)
-    unknown = sorted(set(core_sizes) - set(protocol.CORE_SIZES))
-    if unknown:
-        raise ValueError(f"core_sizes may only give {protocol.CORE_SIZES}, not {unknown}")
     soc.config = config
-    soc.accelerator = core_from_config(config, **core_sizes)
+    soc.accelerator = core_from_config(config)
     soc.memory_map = memory_map(soc.accelerator)
     soc.max_payload = max_payload
-    soc._csr = CsrBlock(constants=_constant_registers(config, soc.accelerator, max_payload,
-                                                      soc.memory_map))
+    soc._csr = CsrBlock(constants=_constant_registers(config, max_payload, soc.memory_map))
 
 
 def _add_targets(m, soc):
@@ -143,22 +137,19 @@ class SoCCore(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-        The generated accelerator (reported in the CONFIG_* registers; builds the core).
+        The generated accelerator (reported in the CONFIG_* and CORE_* registers; builds the
+        core).
     max_payload : int
         Largest frame payload (staging buffer size), a power of two up to `protocol.MAX_PAYLOAD`.
     frame_timeout : int or None
         Inter-byte silence in cycles that truncates a frame; None: `default_frame_timeout`.
-    core_sizes : dict or None
-        Core sizes that are not config fields (`protocol.CORE_SIZES`: binary_max_k, ...), passed
-        to `hw.core.core_from_config`; None: its defaults.
     """
 
     rx: In(stream.Signature(8))
     tx: Out(stream.Signature(8))
 
-    def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD, frame_timeout=None,
-                 core_sizes=None):
-        _build_targets(self, config=config, core_sizes=core_sizes, max_payload=max_payload)
+    def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD, frame_timeout=None):
+        _build_targets(self, config=config, max_payload=max_payload)
         self.frame_timeout = default_frame_timeout(config) if frame_timeout is None \
             else frame_timeout
         self._engine = FrameEngine(memory_map=self.memory_map, max_payload=max_payload,
@@ -186,7 +177,7 @@ class BusSoC(wiring.Component):
 
     Parameters
     ----------
-    config, core_sizes
+    config
         As for `SoCCore`.
     max_payload : int
         Reported in the MAX_PAYLOAD register. A mapped link has no frames; the default (the
@@ -202,8 +193,8 @@ class BusSoC(wiring.Component):
 
     bus: In(Bus(address_width=ADDRESS_WIDTH))
 
-    def __init__(self, *, config, core_sizes=None, max_payload=protocol.MAX_PAYLOAD):
-        _build_targets(self, config=config, core_sizes=core_sizes, max_payload=max_payload)
+    def __init__(self, *, config, max_payload=protocol.MAX_PAYLOAD):
+        _build_targets(self, config=config, max_payload=max_payload)
         super().__init__()
 
     def elaborate(self, platform):
@@ -221,7 +212,7 @@ class SoC(wiring.Component):
     config : AcceleratorConfig
     divisor : int, fractions.Fraction or None
         Clock cycles per UART bit; None: the config's exact ``uart_divisor`` (clock / baud).
-    max_payload, frame_timeout, core_sizes
+    max_payload, frame_timeout
         As for `SoCCore`.
 
     Ports
@@ -236,9 +227,8 @@ class SoC(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, config, divisor=None, max_payload=protocol.MAX_PAYLOAD,
-                 frame_timeout=None, core_sizes=None):
-        self.core = SoCCore(config=config, max_payload=max_payload, frame_timeout=frame_timeout,
-                            core_sizes=core_sizes)
+                 frame_timeout=None):
+        self.core = SoCCore(config=config, max_payload=max_payload, frame_timeout=frame_timeout)
         self.divisor = config.uart_divisor if divisor is None else divisor
         self._phy = UARTPhy(divisor=self.divisor)
         super().__init__()

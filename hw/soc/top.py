@@ -25,7 +25,6 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.core import check_core_dataflow
 
 from .bringup import BringUp
@@ -36,10 +35,7 @@ __all__ = ["BoardTop", "DESIGNS", "check_design", "make_design"]
 
 
 def _bringup(config, *, led_count):
-    return BringUp.from_config(config,
-                               binary_max_k=BINARY_MAX_FOLDS * config.binary_width,
-                               binary_max_n=BINARY_MAX_NEURON_FOLDS * config.binary_lanes,
-                               led_count=led_count)
+    return BringUp.from_config(config, led_count=led_count)
 
 
 class BoardSoC(wiring.Component):

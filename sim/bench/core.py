@@ -261,8 +261,8 @@ def bench_core(config, wanted=None, *, notes=None):
     k, n, vectors = BINARY_LAYER
     # One result row per vector and neuron fold (2048 at 8 lanes, twice that at 4).
     result_rows = max(2048, 1 << (vectors * -(-n // config.binary_lanes) - 1).bit_length())
-    core = core_from_config(config, binary_max_k=k, binary_max_n=n,
-                            binary_result_rows=result_rows, parameter_rows=1024)
+    core = core_from_config(config.replace(binary_max_k=k, binary_max_n=n,
+                                           binary_result_rows=result_rows, parameter_rows=1024))
     started = time.time()
     simulator = cxxrtl.CxxrtlSimulator(core, name=f"core_bench_{label}")
     notes.append(f"{label}: CXXRTL build {time.time() - started:.0f} s")

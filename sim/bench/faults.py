@@ -47,10 +47,11 @@ from hw.config import preset
 from hw.core.isa import COMMAND_REGISTER, Opcode as CoreOpcode, encode
 from hw.soc.protocol import REQUEST_SYNC, REPLY_SYNC, ESCAPE, register_address
 from sim import reference
+from sim.soc import LINES, parse_divisor
 from sw.driver.device import Accelerator
 from sw.driver.errors import LinkError
 from sw.driver.link import FrameLink
-from sw.driver.sim import LINES, SimTransport, parse_divisor
+from sw.driver.sim import SimTransport
 from sw.driver.transport import ByteTransport
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "FaultyLine", "FAULTS"]

@@ -16,9 +16,10 @@ import random
 from hw.config import preset, PRESETS
 from hw.soc.protocol import REPLY_OVERHEAD, REQUEST_OVERHEAD
 from hw.soc.uart import FRAME_BITS
+from sim.soc import parse_divisor
 from sw.driver.device import Accelerator
 from sw.driver.link import FrameLink
-from sw.driver.sim import SimTransport, parse_divisor
+from sw.driver.sim import SimTransport
 
 DESCRIPTION = "bulk write/read payload throughput vs UART line rate (SoC simulated at the pins)"
 
@@ -37,7 +38,7 @@ def run(args):
     config = preset(args.preset)
     transport = SimTransport(config=config, line="uart", divisor=args.divisor)
     link = FrameLink(transport)
-    backend = transport.backend
+    device = transport.device
     row_bytes = max(config.rows, config.cols)
     slot_bytes = 4 * Accelerator(link).core.scratchpad_stride    # geometry the device reports
     window_bytes = config.scratchpad_rows * slot_bytes
@@ -51,13 +52,13 @@ def run(args):
                      for index in range(size))
         address = 0x0100_0000
         for operation in ("bulk_write", "bulk_read"):
-            start = backend.cycles
+            start = device.cycles
             if operation == "bulk_write":
                 link.bulk_write(address, data)
             else:
                 assert link.bulk_read(address, size) == data, "read-back mismatch"
-            cycles = backend.cycles - start
-            line_bytes = cycles / float(transport.cycles_per_byte)
+            cycles = device.cycles - start
+            line_bytes = cycles / float(device.cycles_per_byte)
             efficiency = size / line_bytes
             frames = -(-size // link.max_payload)
             rows.append({

@@ -191,8 +191,7 @@ def open_device(config, *, line="bytes", backend="cxxrtl"):
 
 
 def _simulated_seconds(accelerator):
-    transport = accelerator.link.transport
-    return transport.backend.cycles / transport.clock_hz
+    return accelerator.link.transport.now()
 
 
 def _equal(got, expected):
@@ -233,7 +232,7 @@ def bench_network(accelerator, name, graph, x):
         "seconds": seconds, "inferences_per_second": samples / seconds,
         "table": program.table(),
     }
-    if accelerator.link.transport.line == "uart":
+    if accelerator.link.transport.device.line == "uart":
         line_bytes_per_second = accelerator.config.uart_baud / FRAME_BITS
         summary["bound_inferences_per_second"] = line_bytes_per_second * samples / moved
         summary["fraction_of_bound"] = (summary["inferences_per_second"]

@@ -85,8 +85,8 @@ def systolic_workload(side, tiles, rng):
 
 def soc_workload(preset_name, size, rng):
     config = preset(preset_name)
-    # The host-side PHY is the driver's own (sim:// line=uart), so the SoC sees a real serial line.
-    from sw.driver.sim import SerialLineHarness
+    # The host-side PHY of sim:// line=uart, so the SoC sees a real serial line.
+    from sim.soc import SerialLineHarness
 
     def factory():
         return SerialLineHarness(soc=SoC(config=config))

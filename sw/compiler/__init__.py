@@ -1,7 +1,7 @@
 """The compiler: a `sw.graph.Graph` and a device -> a `Program` the driver loads and runs.
 
 `compile_graph(graph, device, batch=None)`; `device` is a `DeviceGeometry` (a connected
-`Accelerator.geometry`, or `DeviceGeometry.of(config, **core_sizes)`). One lowering per node
+`Accelerator.geometry`, or `DeviceGeometry(config)`). One lowering per node
 kind (`LOWERINGS`, `sw.compiler.lowering`) and their context (`sw.compiler.plan`), the planner
 (`sw.compiler.planner`), the program and its file (`sw.compiler.program`), and the one tiling
 implementation: the tensor layouts and layer -> command lists of `sw.compiler.layout`.

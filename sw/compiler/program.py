@@ -36,7 +36,7 @@ from sw import ops
 
 __all__ = ["Step", "Placement", "Program", "text_table"]
 
-_FORMAT = "ecpnn-program-1"
+_FORMAT = "ecpnn-program-2"
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,7 +3,7 @@
 ::
 
     with Accelerator.open("uart:///dev/ttyUSB0?baud=3000000") as accelerator:
-        print(accelerator.config)                   # read from the device's CONFIG_* registers
+        print(accelerator.config)                   # read from its CONFIG_*, CORE_* registers
         y = accelerator.matmul(a, w, bias, multiplier=m0, shift=shift)      # int8 [M, N]
         scores = accelerator.run(model, x)          # a whole sw.model.QuantizedModel
         network = accelerator.load(graph)           # weights written once (sw.compiler)
@@ -168,9 +168,9 @@ def _blocks(size, block):
 class Accelerator(Closable):
     """A connected device. Use `Accelerator.open(url)` (also a context manager).
 
-    Attributes read from the device: `config` (`hw.config.AcceleratorConfig`), `max_payload`,
-    `version`, `windows` (window name -> byte base), `core_sizes` (`protocol.CORE_SIZES`), and
-    `core` (the `hw.core.Core` of that config and sizes: buffer geometry only, never simulated).
+    Attributes read from the device: `config` (`hw.config.AcceleratorConfig`, the core's sizes
+    `protocol.CORE_SIZES` included), `max_payload`, `version`, `windows` (window name -> byte
+    base), and `core` (the `hw.core.CoreGeometry` of that config: buffer geometry only).
     `command_timeout`: seconds (of the link's clock) any wait for the core may take.
     """
 
@@ -203,9 +203,7 @@ class Accelerator(Closable):
             protocol.register_address(rest[0]), len(rest))))
         try:
             self.config = protocol.decode_config(identity)
-            self.core_sizes = {name: identity[f"CORE_{name.upper()}"]
-                               for name in protocol.CORE_SIZES}
-            self.core = geometry_from_config(self.config, **self.core_sizes)
+            self.core = geometry_from_config(self.config)
         except (ValueError, TypeError) as error:
             raise DeviceMismatch(f"{url} reports a config this driver cannot read: {error}") \
                 from None
@@ -405,7 +403,7 @@ class Accelerator(Closable):
     @property
     def geometry(self):
         """The `sw.compiler.DeviceGeometry` of this device (what programs are compiled for)."""
-        return DeviceGeometry.of(self.config, **self.core_sizes)
+        return DeviceGeometry(self.config)
 
     def compile(self, graph, *, batch=None, max_batch=MAX_BATCH):
         """`sw.compiler.compile_graph` of `graph` (a `sw.graph.Graph` or a model with one) for

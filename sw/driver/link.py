@@ -17,7 +17,6 @@ Frame-link options in the URL: ``timeout`` (seconds per reply; default from the 
 line rate) and ``retries`` (default 3).
 """
 
-import importlib
 import struct
 
 from hw.soc import protocol
@@ -325,16 +324,25 @@ class MappedLink(Link):
         self.write_registers(address, struct.unpack(f"<{len(data) // WORD_BYTES}I", data))
 
 
-def _frame_transport(module, cls):
-    def open_(url, target, query):
-        transport_cls = getattr(importlib.import_module(module), cls)
-        transport, options = transport_cls.from_url(url, target, query, _FRAME_LINK_OPTIONS)
-        try:
-            return FrameLink(transport, **options)
-        except BaseException:
-            transport.close()
-            raise
-    return open_
+def _frame_link(transport_cls, url, target, query):
+    transport, options = transport_cls.from_url(url, target, query, _FRAME_LINK_OPTIONS)
+    try:
+        return FrameLink(transport, **options)
+    except BaseException:
+        transport.close()
+        raise
+
+
+_FRAME_LINK_OPTIONS = {"timeout": (positive_float, None),
+                       "retries": (non_negative_int, DEFAULT_RETRIES)}
+
+# Each transport's module is imported when its scheme is opened: pyserial for uart://, the
+# simulated SoC (Amaranth's simulator, the gateware) for sim://.
+
+
+def _open_uart(url, target, query):
+    from sw.driver.uart import UartTransport
+    return _frame_link(UartTransport, url, target, query)
 
 
 def _open_pcie(url, target, query):
@@ -343,25 +351,19 @@ def _open_pcie(url, target, query):
     return MappedLink(transport)
 
 
-_FRAME_LINK_OPTIONS = {"timeout": (positive_float, None),
-                       "retries": (non_negative_int, DEFAULT_RETRIES)}
-
-_open_sim_frames = _frame_transport("sw.driver.sim", "SimTransport")
-
-
 def _open_sim(url, target, query):
     """``sim://``: frames over `SimTransport`, or for ``line=bus`` the `MappedLink` (the
     ``pcie://`` code path) over `SimBusTransport`, the simulated SoC's bus itself."""
-    sim = importlib.import_module("sw.driver.sim")
+    from sw.driver import sim
     if sim.requests_bus_line(url, query):
         transport, _ = sim.SimBusTransport.from_url(url, target, query, {})
         return MappedLink(transport)
-    return _open_sim_frames(url, target, query)
+    return _frame_link(sim.SimTransport, url, target, query)
 
 
 SCHEMES = {
     "sim": _open_sim,
-    "uart": _frame_transport("sw.driver.uart", "UartTransport"),
+    "uart": _open_uart,
     "pcie": _open_pcie,
 }
 
