@@ -60,3 +60,37 @@ def test_core_sizes_default_to_the_sizes_the_85f_soc_was_built_with():
     assert (config.binary_max_k, config.binary_max_n, config.parameter_rows,
             config.binary_result_rows, config.queue_depth, config.max_pool_width) == \
         (1024, 256, 1024, 1024, 8, 64)
+
+
+# Multiplier mapping -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, dsps", [
+    (dict(multiplier="dsp"), 16),
+    (dict(multiplier="lut"), 0),
+    (dict(multiplier="mixed", dsp_pes=1), 1),
+    (dict(multiplier="mixed", dsp_pes=15), 15),
+])
+def test_dsp_count_follows_the_mapping(changes, dsps):
+    assert AcceleratorConfig(rows=4, cols=4, **changes).dsp_count == dsps
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    (dict(multiplier="mixed"), ValueError,
+     "AcceleratorConfig.multiplier='mixed' needs dsp_pes, how many of the 16 PEs get a "
+     "MULT18X18D (1..15)"),
+    (dict(multiplier="mixed", dsp_pes=16), ValueError,
+     "AcceleratorConfig.dsp_pes must be in 1..15 for a mixed 4x4 array (0 is multiplier='lut', "
+     "16 is 'dsp'), not 16"),
+    (dict(multiplier="mixed", dsp_pes=0), ValueError, "must be in 1..15"),
+    (dict(multiplier="mixed", dsp_pes=True), TypeError,
+     "AcceleratorConfig.dsp_pes must be an integer in 1..15, not True"),
+    (dict(multiplier="dsp", dsp_pes=8), ValueError,
+     "AcceleratorConfig.dsp_pes is for multiplier='mixed' only; multiplier='dsp' puts every PE "
+     "on a MULT18X18D, so leave dsp_pes None, not 8"),
+    (dict(multiplier="fabric"), ValueError,
+     "AcceleratorConfig.multiplier must be one of ('dsp', 'lut', 'mixed'), not 'fabric'"),
+])
+def test_bad_multiplier_split_is_named(changes, error, message):
+    with pytest.raises(error) as info:
+        AcceleratorConfig(rows=4, cols=4, **changes)
+    assert message in str(info.value)

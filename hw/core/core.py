@@ -101,7 +101,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
-from hw.config import MULTIPLIERS
+from hw.config import dsp_pe_count
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
 from hw.pipeline import delayed
@@ -166,6 +166,7 @@ class CoreGeometry:
     rows, cols : int                 array shape, 1..32
     dataflow : str                   `CORE_DATAFLOW` ("weight_stationary"), the only one it runs
     multiplier : str                 as `hw.config.AcceleratorConfig`
+    dsp_pes : int or None            as `hw.config.AcceleratorConfig` (``"mixed"`` only)
     requant_lanes : int              1..cols
     scratchpad_rows : int            power of two, 16..65536
     accumulator_rows : int           power of two, 16..65536 (two halves)
@@ -181,13 +182,12 @@ class CoreGeometry:
 
     def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, scratchpad_rows,
                  accumulator_rows, binary_width, binary_lanes, binary_max_k, binary_max_n,
-                 parameter_rows, binary_result_rows, queue_depth, max_pool_width):
+                 parameter_rows, binary_result_rows, queue_depth, max_pool_width, dsp_pes=None):
         self.rows = _check_int("rows", rows, 1, 32)
         self.cols = _check_int("cols", cols, 1, 32)
         check_core_dataflow(dataflow)
-        if multiplier not in MULTIPLIERS:
-            raise ValueError(f"Core multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
-        self.dataflow, self.multiplier = dataflow, multiplier
+        dsp_pe_count(multiplier, dsp_pes, self.rows, self.cols, owner="Core ")
+        self.dataflow, self.multiplier, self.dsp_pes = dataflow, multiplier, dsp_pes
         self.requant_lanes = _check_int("requant_lanes", requant_lanes, 1, cols)
         self.scratchpad_rows = _check_power_of_two("scratchpad_rows", scratchpad_rows, 16, 1 << 16)
         self.accumulator_rows = _check_power_of_two("accumulator_rows", accumulator_rows, 16,
@@ -294,7 +294,8 @@ class Core(CoreGeometry, wiring.Component):
             max_n=self.binary_max_n, row_bytes=self.row_bytes,
             result_rows=self.binary_result_rows)
         m.submodules.compute = compute = ComputeUnit(
-            rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
+            rows=rows, cols=cols, multiplier=self.multiplier, dsp_pes=self.dsp_pes,
+            row_bytes=self.row_bytes,
             accumulator_rows=self.accumulator_rows)
         # A GEMM/CONV is done when its last row is written, not just accepted.
         compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
@@ -909,10 +910,10 @@ class Core(CoreGeometry, wiring.Component):
         register_read_data(m, bus, readable)
 
 
-_CONFIG_PARAMETERS = ("rows", "cols", "dataflow", "multiplier", "requant_lanes", "scratchpad_rows",
-                      "accumulator_rows", "binary_width", "binary_lanes", "binary_max_k",
-                      "binary_max_n", "parameter_rows", "binary_result_rows", "queue_depth",
-                      "max_pool_width")
+_CONFIG_PARAMETERS = ("rows", "cols", "dataflow", "multiplier", "dsp_pes", "requant_lanes",
+                      "scratchpad_rows", "accumulator_rows", "binary_width", "binary_lanes",
+                      "binary_max_k", "binary_max_n", "parameter_rows", "binary_result_rows",
+                      "queue_depth", "max_pool_width")
 
 
 def core_from_config(config):
