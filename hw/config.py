@@ -15,12 +15,14 @@ from fractions import Fraction
 
 from hw.soc.uart import MIN_DIVISOR
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PRESETS", "preset", "BINARY_MAX_FOLDS",
-           "BINARY_MAX_NEURON_FOLDS"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTIPLIERS", "PE_MULTIPLIERS", "PRESETS", "preset",
+           "dsp_pe_count", "BINARY_MAX_FOLDS", "BINARY_MAX_NEURON_FOLDS"]
 
 
 DATAFLOWS = ("weight_stationary", "output_stationary")
-MULTIPLIERS = ("dsp", "lut")
+# How an array maps its multipliers, and what one PE's multiplier is.
+MULTIPLIERS = ("dsp", "lut", "mixed")
+PE_MULTIPLIERS = ("dsp", "lut")
 
 # The binary engine's weight memory holds BINARY_MAX_FOLDS beats of every neuron of up to
 # BINARY_MAX_NEURON_FOLDS neuron folds: K up to 16 * width, N up to 32 * lanes (512 rows, one
@@ -39,6 +41,34 @@ def _is_power_of_two(value):
     return value > 0 and value & (value - 1) == 0
 
 
+def dsp_pe_count(multiplier, dsp_pes, rows, cols, *, owner=""):
+    """How many PEs of a `rows` x `cols` array have a MULT18X18D: all for ``"dsp"``, none for
+    ``"lut"``, `dsp_pes` (1..rows*cols-1) for ``"mixed"``. `dsp_pes` is None unless mixed.
+    Raises `TypeError`/`ValueError` naming the value (`owner` prefixes the parameter names)."""
+    pes = rows * cols
+    if multiplier not in MULTIPLIERS:
+        raise ValueError(f"{owner}multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
+    if multiplier != "mixed":
+        if dsp_pes is not None:
+            raise ValueError(f"{owner}dsp_pes is for multiplier='mixed' only; "
+                             f"multiplier={multiplier!r} puts "
+                             f"{'every' if multiplier == 'dsp' else 'no'} PE on a MULT18X18D, "
+                             f"so leave dsp_pes None, not {dsp_pes!r}")
+        return pes if multiplier == "dsp" else 0
+    if pes < 2:
+        raise ValueError(f"{owner}multiplier='mixed' needs at least 2 PEs, not a {rows}x{cols} "
+                         f"array; use 'dsp' or 'lut'")
+    if dsp_pes is None:
+        raise ValueError(f"{owner}multiplier='mixed' needs dsp_pes, how many of the {pes} PEs "
+                         f"get a MULT18X18D (1..{pes - 1})")
+    if not isinstance(dsp_pes, int) or isinstance(dsp_pes, bool):
+        raise TypeError(f"{owner}dsp_pes must be an integer in 1..{pes - 1}, not {dsp_pes!r}")
+    if not 1 <= dsp_pes < pes:
+        raise ValueError(f"{owner}dsp_pes must be in 1..{pes - 1} for a mixed {rows}x{cols} array "
+                         f"(0 is multiplier='lut', {pes} is 'dsp'), not {dsp_pes}")
+    return dsp_pes
+
+
 @dataclass(frozen=True)
 class AcceleratorConfig:
     """A generated accelerator.
@@ -53,7 +83,14 @@ class AcceleratorConfig:
         ``"weight_stationary"`` or ``"output_stationary"``, fixed at generation time.
     multiplier : str
         ``"dsp"`` instantiates one ECP5 ``MULT18X18D`` per PE with its own input/output registers;
-        ``"lut"`` builds the product in fabric, for arrays larger than the DSP budget.
+        ``"lut"`` builds the product in fabric (`hw.systolic.lut_multiplier`), for arrays larger
+        than the DSP budget; ``"mixed"`` gives ``dsp_pes`` PEs a MULT18X18D and the rest the
+        fabric multiplier (same latency, so the array runs alike).
+    dsp_pes : int or None
+        With ``multiplier="mixed"``, how many PEs have a MULT18X18D (1..rows*cols-1): the first
+        ones in column-major order, whole columns from column 0 then the top of the next
+        (`hw.systolic.array`); None otherwise. `boards.budget` finds the largest count a device
+        allows.
     requant_lanes : int
         Bias + requantization lanes, time-shared over the ``cols`` outputs of a row (1..cols).
     scratchpad_rows : int
@@ -75,6 +112,7 @@ class AcceleratorConfig:
     cols: int = 8
     dataflow: str = "weight_stationary"
     multiplier: str = "dsp"
+    dsp_pes: int | None = None
     requant_lanes: int = 2
     scratchpad_rows: int = 4096
     accumulator_rows: int = 1024
@@ -99,9 +137,8 @@ class AcceleratorConfig:
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"AcceleratorConfig.dataflow must be one of {DATAFLOWS}, "
                              f"not {self.dataflow!r}")
-        if self.multiplier not in MULTIPLIERS:
-            raise ValueError(f"AcceleratorConfig.multiplier must be one of {MULTIPLIERS}, "
-                             f"not {self.multiplier!r}")
+        dsp_pe_count(self.multiplier, self.dsp_pes, self.rows, self.cols,
+                     owner="AcceleratorConfig.")
         if not 1 <= self.requant_lanes <= self.cols:
             raise ValueError(f"AcceleratorConfig.requant_lanes must be in 1..cols={self.cols}, "
                              f"not {self.requant_lanes}")
@@ -147,7 +184,7 @@ class AcceleratorConfig:
     @property
     def dsp_count(self):
         """MULT18X18D blocks the array uses (one INT8 product per DSP)."""
-        return self.macs_per_cycle if self.multiplier == "dsp" else 0
+        return dsp_pe_count(self.multiplier, self.dsp_pes, self.rows, self.cols)
 
     @property
     def peak_int8_gops(self):

@@ -52,8 +52,9 @@ def test_no_floorplan_without_a_table_or_room():
     assert dsp_sites("LFE5U-85F", 12, 32) is None       # 4 rows x 32 > 52 sites per DSP row
 
 
-def _bels(platform, multiplier="dsp"):
-    array = SystolicArray(rows=3, cols=2, dataflow="weight_stationary", multiplier=multiplier)
+def _bels(platform, multiplier="dsp", dsp_pes=None):
+    array = SystolicArray(rows=3, cols=2, dataflow="weight_stationary", multiplier=multiplier,
+                          dsp_pes=dsp_pes)
     return re.findall(r'attribute \\BEL "([^"]+)"', rtlil.convert(array, platform=platform))
 
 
@@ -61,3 +62,12 @@ def test_array_carries_the_floorplan_as_bel_attributes():
     assert sorted(_bels(ULX3S_85F_Platform())) == sorted(dsp_sites("LFE5U-85F", 3, 2).values())
     assert _bels(ULX3S_12F_Platform()) == []
     assert _bels(ULX3S_85F_Platform(), multiplier="lut") == []
+
+
+def test_mixed_array_floorplans_its_dsp_pes_only():
+    # 4 DSP PEs of 3x2: column 0 (3 PEs) and PE(0, 1), on the sites of a 3x2 DSP layout.
+    sites = dsp_sites("LFE5U-85F", 3, 2)
+    expected = [sites[i, 0] for i in range(3)] + [sites[0, 1]]
+    assert sorted(_bels(ULX3S_85F_Platform(), "mixed", 4)) == sorted(expected)
+    # One DSP PE: the layout of a single column.
+    assert _bels(ULX3S_85F_Platform(), "mixed", 1) == [dsp_sites("LFE5U-85F", 3, 1)[0, 0]]

@@ -108,7 +108,8 @@ def test_register_map():
     assert max(protocol.register_address(name) for name in protocol.ID_REGISTERS) \
         < protocol.PERF_COUNTERS_BASE < protocol.CONTROL_BASE
     fields = [field.name for field in dataclasses.fields(AcceleratorConfig)]
-    assert len(protocol.CONFIG_REGISTERS) == len(fields)
+    # One register per field, but a mixed array's dsp_pes shares CONFIG_MULTIPLIER.
+    assert len(protocol.CONFIG_REGISTERS) == len(fields) - 1
     with pytest.raises(KeyError, match="Unknown register 'NOPE'"):
         protocol.register_address("NOPE")
 
@@ -117,14 +118,26 @@ def test_magic_spells_the_project():
     assert protocol.MAGIC.to_bytes(4, "little") == b"ECNN"
 
 
+def _split(multiplier, split, rows, cols):
+    """multiplier and dsp_pes for a drawn mapping (a 1-PE array cannot be mixed)."""
+    if multiplier != "mixed":
+        return {"multiplier": multiplier}
+    if rows * cols < 2:
+        return {"multiplier": "lut"}
+    return {"multiplier": "mixed", "dsp_pes": 1 + split % (rows * cols - 1)}
+
+
 configs = st.builds(
-    lambda side_r, side_c, dataflow, multiplier, lanes, pad, acc, width, blanes, baud, mult:
-    AcceleratorConfig(rows=side_r, cols=side_c, dataflow=dataflow, multiplier=multiplier,
+    lambda side_r, side_c, dataflow, multiplier, split, lanes, pad, acc, width, blanes, baud,
+    mult:
+    AcceleratorConfig(rows=side_r, cols=side_c, dataflow=dataflow,
+                      **_split(multiplier, split, side_r, side_c),
                       requant_lanes=min(lanes, side_c), scratchpad_rows=1 << pad,
                       accumulator_rows=1 << acc, binary_width=width, binary_lanes=blanes,
                       uart_baud=baud, clock_mhz=baud * mult / 1e6),
     st.integers(1, 32), st.integers(1, 32), st.sampled_from(DATAFLOWS),
-    st.sampled_from(MULTIPLIERS), st.integers(1, 32), st.integers(4, 20), st.integers(4, 20),
+    st.sampled_from(MULTIPLIERS), st.integers(0, 1 << 20), st.integers(1, 32),
+    st.integers(4, 20), st.integers(4, 20),
     st.sampled_from([1 << n for n in range(3, 13)]), st.integers(1, 256),
     st.sampled_from([1_000_000, 2_000_000, 3_000_000]), st.integers(10, 100))
 
@@ -144,6 +157,16 @@ def test_config_registers_round_trip(config):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_round_trip(name):
     assert protocol.decode_config(protocol.encode_config(PRESETS[name])) == PRESETS[name]
+
+
+def test_multiplier_register_of_uniform_arrays_is_unchanged_by_the_split_field():
+    """CONFIG_MULTIPLIER of an all-DSP / all-LUT array is the mapping's index alone, as before
+    mixed arrays existed; a mixed one carries dsp_pes from bit 8."""
+    tiny = PRESETS["tiny"]
+    assert protocol.encode_config(tiny)["CONFIG_MULTIPLIER"] == 0
+    assert protocol.encode_config(tiny.replace(multiplier="lut"))["CONFIG_MULTIPLIER"] == 1
+    mixed = tiny.replace(multiplier="mixed", dsp_pes=5)
+    assert protocol.encode_config(mixed)["CONFIG_MULTIPLIER"] == 2 | 5 << 8
 
 
 def test_bad_config_registers_are_reported():

@@ -1,19 +1,21 @@
 # amaranth: UnusedElaboratable=no
 """INT8 systolic array in pysim, bit-exact against `sim.reference.gemm`.
 
-Both dataflows, both multiplier mappings (the "dsp" one runs its behavioural model here; the
-instance is checked in tests/test_systolic_dsp.py), random shapes and values (hypothesis), edge
-operands, random input gaps and output stalls, reset in the middle of a tile, and parameter checks.
+Both dataflows, all multiplier mappings (the "dsp" one runs its behavioural model here; the
+instance is checked in tests/test_systolic_dsp.py; "mixed" arrays with some PEs of each), random
+shapes and values (hypothesis), edge operands, random input gaps and output stalls, reset in the
+middle of a tile, the fabric multiplier on every operand pair, and parameter checks.
 """
 
 import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import unsigned
+from amaranth.hdl import signed, unsigned
 from hypothesis import given, settings, strategies as st
 
 from hw.systolic.array import SystolicArray
+from hw.systolic.lut_multiplier import LutMultiplier
 from hw.systolic.pe import Multiplier, ProcessingElement, exact_sum_shape
 from sim import reference
 from sim.bench.systolic import (gemm_tiles, simulate_gemm, simulate_output_stationary,
@@ -85,6 +87,36 @@ def test_weight_stationary_random(shape, multiplier, sizes, traffic, seed):
                           multiplier=multiplier)
     _check_weight_stationary(array, problems, gap_probability=traffic[0],
                              stall_probability=traffic[1], seed=seed)
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data(), shape=st.sampled_from([(2, 3), (3, 4), (4, 3)]),
+       dataflow=st.sampled_from(["output_stationary", "weight_stationary"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_mixed_array_random(data, shape, dataflow, seed):
+    """Some PEs on the DSP multiplier (its model), the others on the fabric one: bit-exact."""
+    rows, cols = shape
+    dsp_pes = data.draw(st.integers(1, rows * cols - 1), label="dsp_pes")
+    rng = np.random.default_rng(seed)
+    array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier="mixed",
+                          dsp_pes=dsp_pes)
+    if dataflow == "output_stationary":
+        depths = data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3), label="depths")
+        tiles = [(_int8(rng, (rows, depth)), _int8(rng, (depth, cols))) for depth in depths]
+        _check_output_stationary(array, tiles, stall_probability=0.3, seed=seed)
+    else:
+        sizes = data.draw(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 2 * rows)),
+                                   min_size=1, max_size=2), label="sizes")
+        problems = [(_int8(rng, (m, k)), _int8(rng, (k, cols))) for m, k in sizes]
+        _check_weight_stationary(array, problems, stall_probability=0.3, seed=seed)
+
+
+def test_mixed_array_gives_dsps_column_major():
+    array = SystolicArray(rows=3, cols=2, dataflow="weight_stationary", multiplier="mixed",
+                          dsp_pes=4)
+    assert [[array.pe_multiplier(i, j) for j in range(2)] for i in range(3)] == \
+        [["dsp", "dsp"], ["dsp", "lut"], ["dsp", "lut"]]
+    assert array.dsp_count == 4
 
 
 @pytest.mark.parametrize("dataflow", ["output_stationary", "weight_stationary"])
@@ -233,6 +265,25 @@ def test_reset_in_the_middle_of_a_tile(dataflow, reset_at):
 
 # Building blocks and parameters -----------------------------------------------------------------
 
+def test_lut_multiplier_every_product():
+    """All 65,536 signed 8-bit operand pairs, one per cycle, against Python's product."""
+    dut = LutMultiplier()
+    pairs = [(a, b) for a in range(-128, 128) for b in range(-128, 128)]
+    products = []
+
+    async def testbench(ctx):
+        for a, b in pairs + [(0, 0)] * LutMultiplier.LATENCY:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            await ctx.tick()
+            products.append(ctx.get(dut.product))
+
+    run(dut, testbench, name="lut_multiplier")
+    assert LutMultiplier.LATENCY == Multiplier.LATENCY
+    # After the edge of input n, the product of input n - LATENCY + 1 is visible.
+    assert products[LutMultiplier.LATENCY - 1:][:len(pairs)] == [a * b for a, b in pairs]
+
+
 @pytest.mark.parametrize("mapping", MULTIPLIERS)
 def test_multiplier_products_and_latency(mapping):
     corners = [-128, -127, -1, 0, 1, 2, 64, 127]
@@ -261,7 +312,16 @@ BAD_PARAMETERS = [
     (dict(cols=True), TypeError, "cols must be an integer in 1..32, not True"),
     (dict(dataflow="row_stationary"), ValueError, "dataflow must be one of"),
     (dict(dataflow=None), TypeError, "dataflow must be a string"),
-    (dict(multiplier="dsp48"), ValueError, "multiplier must be one of ('dsp', 'lut'), not 'dsp48'"),
+    (dict(multiplier="dsp48"), ValueError,
+     "multiplier must be one of ('dsp', 'lut', 'mixed'), not 'dsp48'"),
+    (dict(multiplier=None), TypeError, "multiplier must be a string, not None"),
+    (dict(multiplier="mixed"), ValueError, "multiplier='mixed' needs dsp_pes, how many of the 4"),
+    (dict(multiplier="mixed", dsp_pes=4), ValueError,
+     "dsp_pes must be in 1..3 for a mixed 2x2 array (0 is multiplier='lut', 4 is 'dsp'), not 4"),
+    (dict(multiplier="mixed", dsp_pes=2.0), TypeError, "dsp_pes must be an integer in 1..3"),
+    (dict(multiplier="lut", dsp_pes=2), ValueError, "dsp_pes is for multiplier='mixed' only"),
+    (dict(rows=1, cols=1, multiplier="mixed", dsp_pes=1), ValueError,
+     "multiplier='mixed' needs at least 2 PEs, not a 1x1 array"),
 ]
 
 
@@ -277,6 +337,10 @@ def test_bad_array_parameters(changes, error, message):
 def test_bad_building_block_parameters():
     with pytest.raises(ValueError, match="mapping must be one of .* not 'fabric'"):
         Multiplier(mapping="fabric")
+    with pytest.raises(ValueError, match="mixed"):
+        Multiplier(mapping="mixed")
+    with pytest.raises(ValueError, match=r"mapping 'lut' takes signed\(8\) operands only"):
+        Multiplier(mapping="lut", a_shape=signed(9))
     with pytest.raises(ValueError, match="dataflow must be one of .* not 'systolic'"):
         ProcessingElement(dataflow="systolic", multiplier="dsp")
     with pytest.raises(ValueError, match="psum_shape must be signed and at least 16 bits"):

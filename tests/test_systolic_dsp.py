@@ -1,12 +1,14 @@
 # amaranth: UnusedElaboratable=no
-"""The DSP mapping of the systolic PE, checked with yosys.
+"""The DSP and LUT mappings of the systolic PE, checked with yosys.
 
 * The `MULT18X18D` instance (what the board build gets) is formally equivalent to the behavioural
   two-register model pysim runs, using a MULT18X18D model written from Lattice's sysDSP guide
   (tests/models/mult18x18d.v; yosys ships the primitive only as a blackbox) and the LUT4s that
-  drive its control pins (tests/models/lut4.v). The LUT mapping is proved equivalent to the same
-  behavioural model.
-* `synth_ecp5` maps a small "dsp" array onto exactly R*C MULT18X18D and a "lut" one onto none.
+  drive its control pins (tests/models/lut4.v). The LUT mapping (`LutMultiplier`) is proved
+  equivalent to the same behavioural model: the same product in the same cycle, for every
+  operand pair.
+* `synth_ecp5` maps a small "dsp" array onto exactly R*C MULT18X18D, a "lut" one onto none and a
+  "mixed" one onto its dsp_pes; the fabric multiplier alone onto LUT4s and CCU2C carry cells.
 """
 
 import os
@@ -20,7 +22,9 @@ from amaranth.back import rtlil
 from amaranth.hdl import signed, unsigned
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
+from boards.budget import LUT_MULTIPLIER_FFS
 from hw.systolic.array import SystolicArray
+from hw.systolic.lut_multiplier import LutMultiplier
 from hw.systolic.pe import MULT18X18D_PARAMETERS, Multiplier
 from sim.synth import YOSYS, synthesize
 
@@ -83,6 +87,19 @@ def test_dsp_multiplier_equivalent_to_behavioural_model():
     assert "SUCCESS!" in output, output[-3000:]
 
 
+@pytest.mark.slow          # SAT proof that two 8x8 multipliers agree
+def test_lut_multiplier_equivalent_to_behavioural_model():
+    fabric = _multiplier_rtlil("lut", "fabric", ULX3S_85F_Platform())
+    behavioural = _multiplier_rtlil("dsp", "behavioural", None)
+    output = _yosys(
+        "read_rtlil fabric.il; read_rtlil behavioural.il; proc; "
+        "miter -equiv -flatten -make_outputs behavioural fabric miter; hierarchy -top miter; "
+        # Both are 2-register pipelines from a zero state (see the DSP proof above).
+        "sat -verify -seq 3 -prove trigger 0 -set-init-zero -show-inputs miter",
+        {"fabric.il": fabric, "behavioural.il": behavioural})
+    assert "SUCCESS!" in output, output[-3000:]
+
+
 # The requantizer's four partial products (hw.systolic.requant): too wide for a SAT proof over
 # every operand pair, so the instance is checked against the model on the corner values and random
 # pairs, each a 3-step run with fixed inputs (constant propagation, fast).
@@ -121,17 +138,27 @@ def test_multiplier_rejects_operands_wider_than_the_dsp(shape):
         Multiplier(mapping="dsp", a_shape=shape)
 
 
-def _synthesized_dsp_count(multiplier, dataflow):
-    array = SystolicArray(rows=2, cols=3, dataflow=dataflow, multiplier=multiplier)
+def _synthesized_dsp_count(multiplier, dataflow, dsp_pes):
+    array = SystolicArray(rows=2, cols=3, dataflow=dataflow, multiplier=multiplier,
+                          dsp_pes=dsp_pes)
     # DSP mapping is done before LUT mapping; stopping there keeps the test fast.
     cells = synthesize(array, "array", synth_options="-run :map_luts",
                        platform=ULX3S_85F_Platform(), timeout=300)
     return cells["MULT18X18D"]
 
 
-@pytest.mark.parametrize("multiplier, dataflow, expected", [
-    ("dsp", "output_stationary", 2 * 3),
-    ("lut", "weight_stationary", 0),
+@pytest.mark.parametrize("multiplier, dsp_pes, dataflow, expected", [
+    ("dsp", None, "output_stationary", 2 * 3),
+    ("lut", None, "weight_stationary", 0),
+    ("mixed", 4, "weight_stationary", 4),
 ])
-def test_synth_ecp5_dsp_count(multiplier, dataflow, expected):
-    assert _synthesized_dsp_count(multiplier, dataflow) == expected
+def test_synth_ecp5_dsp_count(multiplier, dsp_pes, dataflow, expected):
+    assert _synthesized_dsp_count(multiplier, dataflow, dsp_pes) == expected
+
+
+def test_lut_multiplier_maps_onto_luts_and_carry_chains():
+    cells = synthesize(LutMultiplier(), "lut_multiplier", platform=ULX3S_85F_Platform(),
+                       timeout=300)
+    assert cells.get("MULT18X18D", 0) == 0
+    assert cells["CCU2C"] > 0 and cells["LUT4"] > 0
+    assert cells["FF"] == LUT_MULTIPLIER_FFS

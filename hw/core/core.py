@@ -94,7 +94,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
-from hw.config import MULTIPLIERS
+from hw.config import dsp_pe_count
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
 from hw.pipeline import delayed
@@ -159,6 +159,7 @@ class CoreGeometry:
     rows, cols : int                 array shape, 1..32
     dataflow : str                   `CORE_DATAFLOW` ("weight_stationary"), the only one it runs
     multiplier : str                 as `hw.config.AcceleratorConfig`
+    dsp_pes : int or None            as `hw.config.AcceleratorConfig` (``"mixed"`` only)
     requant_lanes : int              1..cols
     scratchpad_rows : int            power of two, 16..65536
     accumulator_rows : int           power of two, 16..65536 (two halves)
@@ -173,15 +174,14 @@ class CoreGeometry:
     SCRATCHPAD_BANKS = 2        # A (or im2col) and W read in the same cycle
 
     def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, scratchpad_rows,
-                 accumulator_rows, binary_width, binary_lanes, binary_max_k=1024,
+                 accumulator_rows, binary_width, binary_lanes, dsp_pes=None, binary_max_k=1024,
                  binary_max_n=256, parameter_rows=1024, binary_result_rows=1024, queue_depth=8,
                  max_pool_width=64):
         self.rows = _check_int("rows", rows, 1, 32)
         self.cols = _check_int("cols", cols, 1, 32)
         check_core_dataflow(dataflow)
-        if multiplier not in MULTIPLIERS:
-            raise ValueError(f"Core multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
-        self.dataflow, self.multiplier = dataflow, multiplier
+        dsp_pe_count(multiplier, dsp_pes, self.rows, self.cols, owner="Core ")
+        self.dataflow, self.multiplier, self.dsp_pes = dataflow, multiplier, dsp_pes
         self.requant_lanes = _check_int("requant_lanes", requant_lanes, 1, cols)
         self.scratchpad_rows = _check_power_of_two("scratchpad_rows", scratchpad_rows, 16, 1 << 16)
         self.accumulator_rows = _check_power_of_two("accumulator_rows", accumulator_rows, 16,
@@ -285,7 +285,8 @@ class Core(CoreGeometry, wiring.Component):
             max_n=self.binary_max_n, row_bytes=self.row_bytes,
             result_rows=self.binary_result_rows)
         m.submodules.compute = compute = ComputeUnit(
-            rows=rows, cols=cols, multiplier=self.multiplier, row_bytes=self.row_bytes,
+            rows=rows, cols=cols, multiplier=self.multiplier, dsp_pes=self.dsp_pes,
+            row_bytes=self.row_bytes,
             accumulator_rows=self.accumulator_rows)
         # A GEMM/CONV is done when its last row is written, not just accepted.
         compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
@@ -859,7 +860,8 @@ class Core(CoreGeometry, wiring.Component):
 
 def _config_parameters(config, overrides):
     return dict(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
-                multiplier=config.multiplier, requant_lanes=config.requant_lanes,
+                multiplier=config.multiplier, dsp_pes=config.dsp_pes,
+                requant_lanes=config.requant_lanes,
                 scratchpad_rows=config.scratchpad_rows, accumulator_rows=config.accumulator_rows,
                 binary_width=config.binary_width, binary_lanes=config.binary_lanes, **overrides)
 

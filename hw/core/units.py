@@ -123,11 +123,12 @@ def _row_layout(row_bytes):
 class ComputeUnit(wiring.Component):
     """Weight-stationary conv/GEMM layers (see module docstring).
 
-    Parameters (keyword-only): rows, cols, multiplier, row_bytes, accumulator_rows.
+    Parameters (keyword-only): rows, cols, multiplier, dsp_pes (`SystolicArray`), row_bytes,
+    accumulator_rows.
     """
 
-    def __init__(self, *, rows, cols, multiplier, row_bytes, accumulator_rows):
-        self.rows, self.cols, self.multiplier = rows, cols, multiplier
+    def __init__(self, *, rows, cols, multiplier, dsp_pes, row_bytes, accumulator_rows):
+        self.rows, self.cols, self.multiplier, self.dsp_pes = rows, cols, multiplier, dsp_pes
         self.row_bytes = row_bytes
         self.accumulator_rows = accumulator_rows
         acc_addr = (accumulator_rows - 1).bit_length()
@@ -151,7 +152,8 @@ class ComputeUnit(wiring.Component):
             rows=rows, cols=cols, accumulator_rows=self.accumulator_rows)
         m.submodules.array = array = SystolicArray(rows=rows, cols=cols,
                                                    dataflow="weight_stationary",
-                                                   multiplier=self.multiplier)
+                                                   multiplier=self.multiplier,
+                                                   dsp_pes=self.dsp_pes)
         tag_layout = data.StructLayout({
             "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
             "accumulate": 1, "last": 1, "macs": 11})

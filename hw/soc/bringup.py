@@ -32,7 +32,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.binary.engine import BinaryEngine
-from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.config import DATAFLOWS
 from hw.systolic.array import SystolicArray
 from hw.systolic.requant import Requantizer
 
@@ -94,7 +94,7 @@ class BringUp(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    rows, cols, dataflow, multiplier : INT8 array shape and mapping (`SystolicArray`).
+    rows, cols, dataflow, multiplier, dsp_pes : INT8 array shape and mapping (`SystolicArray`).
     requant_lanes : int
         `Requantizer` lanes over the ``cols`` channels.
     binary_width, binary_lanes, binary_max_k, binary_max_n : `BinaryEngine` parameters.
@@ -110,16 +110,15 @@ class BringUp(wiring.Component):
 
     def __init__(self, *, rows, cols, dataflow, multiplier, requant_lanes, binary_width,
                  binary_lanes, binary_max_k, binary_max_n, uart_divisor, heartbeat_cycles,
-                 led_count):
+                 led_count, dsp_pes=None):
         if dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, not {dataflow!r}")
-        if multiplier not in MULTIPLIERS:
-            raise ValueError(f"multiplier must be one of {MULTIPLIERS}, not {multiplier!r}")
         _check_int("heartbeat_cycles", heartbeat_cycles, 1)
         _check_int("led_count", led_count, 3, 64)
         # The engines and the PHY check their own parameters, with messages naming them.
         self.uart = UARTPhy(divisor=uart_divisor)
-        self.array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier=multiplier)
+        self.array = SystolicArray(rows=rows, cols=cols, dataflow=dataflow, multiplier=multiplier,
+                                   dsp_pes=dsp_pes)
         self.requant = Requantizer(channels=cols, lanes=requant_lanes)
         self.binary = BinaryEngine(width=binary_width, lanes=binary_lanes, max_k=binary_max_k,
                                    max_n=binary_max_n)
@@ -135,7 +134,8 @@ class BringUp(wiring.Component):
     def from_config(cls, config, *, binary_max_k, binary_max_n, led_count):
         """The bring-up design for an `hw.config.AcceleratorConfig`."""
         return cls(rows=config.rows, cols=config.cols, dataflow=config.dataflow,
-                   multiplier=config.multiplier, requant_lanes=config.requant_lanes,
+                   multiplier=config.multiplier, dsp_pes=config.dsp_pes,
+                   requant_lanes=config.requant_lanes,
                    binary_width=config.binary_width, binary_lanes=config.binary_lanes,
                    binary_max_k=binary_max_k, binary_max_n=binary_max_n,
                    uart_divisor=config.uart_divisor, heartbeat_cycles=config.clock_hz // 2,

@@ -135,13 +135,22 @@ def core_memory_base(name):
     return SCRATCHPAD_BASE + WINDOW_SLOT_BYTES * CORE_MEMORY_WINDOWS.index(name)
 
 
+# CONFIG_MULTIPLIER holds the mapping's index in MULTIPLIERS and, from this bit on, a mixed
+# array's dsp_pes (0 for the others): an all-DSP or all-LUT array's register reads as it always did.
+_DSP_PES_SHIFT = 8
+
+
 def _config_codecs():
-    """Field name -> (register name, encode(config), decode(register value)), in field order."""
+    """Field name -> (register name, encode(config), decode(register value)), in field order.
+    A field whose encode is None is packed into the register of the field before it."""
     special = {
         "dataflow": ("CONFIG_DATAFLOW", lambda config: DATAFLOWS.index(config.dataflow),
                      lambda value: DATAFLOWS[value]),
-        "multiplier": ("CONFIG_MULTIPLIER", lambda config: MULTIPLIERS.index(config.multiplier),
-                       lambda value: MULTIPLIERS[value]),
+        "multiplier": ("CONFIG_MULTIPLIER",
+                       lambda config: (MULTIPLIERS.index(config.multiplier)
+                                       | (config.dsp_pes or 0) << _DSP_PES_SHIFT),
+                       lambda value: MULTIPLIERS[value & ((1 << _DSP_PES_SHIFT) - 1)]),
+        "dsp_pes": ("CONFIG_MULTIPLIER", None, lambda value: (value >> _DSP_PES_SHIFT) or None),
         # Reported in Hz; decoding gives clock_mhz back exactly for any whole-Hz clock.
         "clock_mhz": ("CONFIG_CLOCK_HZ", lambda config: config.clock_hz,
                       lambda value: value / 1e6),
@@ -161,7 +170,7 @@ def _config_codecs():
 
 
 _CONFIG_CODECS = _config_codecs()
-CONFIG_REGISTERS = tuple(register for register, _, _ in _CONFIG_CODECS.values())
+CONFIG_REGISTERS = tuple(dict.fromkeys(register for register, _, _ in _CONFIG_CODECS.values()))
 
 ID_REGISTERS = (
     "MAGIC", "VERSION", "MAX_PAYLOAD", "SCRATCHPAD_BASE", "SCRATCHPAD_BYTES",
@@ -202,6 +211,8 @@ def encode_config(config):
         raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     values = {}
     for name, (register, encode, _) in _CONFIG_CODECS.items():
+        if encode is None:
+            continue
         value = encode(config)
         if not 0 <= value < 1 << 32:
             raise ValueError(f"AcceleratorConfig.{name}={getattr(config, name)!r} does not fit "

@@ -1,8 +1,16 @@
 """R x C INT8 systolic array with int32 accumulation, output- or weight-stationary.
 
-`SystolicArray(rows=R, cols=C, dataflow=..., multiplier="dsp" | "lut")` is a grid of
+`SystolicArray(rows=R, cols=C, dataflow=..., multiplier="dsp" | "lut" | "mixed")` is a grid of
 `hw.systolic.pe.ProcessingElement`. Operand skew and result de-skew are inside: callers send and
 receive plain, unskewed vectors. Every stream is `amaranth.lib.stream` (valid/ready/payload).
+
+A mixed array (``multiplier="mixed", dsp_pes=D``) gives the first D PEs in column-major order a
+MULT18X18D -- whole columns from column 0, then the top of the next -- and the others the fabric
+multiplier of the same latency. Column-major, because the widest, most frequent hop of the array
+is a partial sum (or, output-stationary, the drain chain) going down a column: at most one column
+mixes DSP and fabric PEs, every other column is all on the DSP sites (placed there as a column,
+`hw.systolic.floorplan`) or all in the fabric. Rows split the other way would make every column
+cross from the DSP row to the fabric.
 
 Output-stationary (``dataflow="output_stationary"``)
     ``operands``: ``{"a": ArrayLayout(signed(8), R), "w": ArrayLayout(signed(8), C), "last": 1}``.
@@ -75,7 +83,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.config import DATAFLOWS, MULTIPLIERS, dsp_pe_count
 from hw.pipeline import delayed
 from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
@@ -96,21 +104,26 @@ class SystolicArray(wiring.Component):
     dataflow : str
         ``"output_stationary"`` or ``"weight_stationary"``.
     multiplier : str
-        ``"dsp"`` (one MULT18X18D per PE) or ``"lut"`` (product in fabric).
+        ``"dsp"`` (one MULT18X18D per PE), ``"lut"`` (product in fabric) or ``"mixed"``.
+    dsp_pes : int or None
+        With ``"mixed"``, the PEs on a MULT18X18D, 1..R*C-1 (see module docstring).
     """
 
-    def __init__(self, *, rows, cols, dataflow, multiplier):
+    def __init__(self, *, rows, cols, dataflow, multiplier, dsp_pes=None):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer in 1..{MAX_SIDE}, not {value!r}")
             if not 1 <= value <= MAX_SIDE:
                 raise ValueError(f"{name} must be in 1..{MAX_SIDE}, not {value}")
         check_choice("dataflow", dataflow, DATAFLOWS)
-        check_choice("multiplier", multiplier, MULTIPLIERS)
+        if not isinstance(multiplier, str):
+            raise TypeError(f"multiplier must be a string, not {multiplier!r}")
         self.rows = rows
         self.cols = cols
         self.dataflow = dataflow
         self.multiplier = multiplier
+        self.dsp_pes = dsp_pes
+        self.dsp_count = dsp_pe_count(multiplier, dsp_pes, rows, cols)
 
         self.result_layout = data.StructLayout({
             "data": data.ArrayLayout(ACCUMULATOR_SHAPE, cols),
@@ -151,15 +164,20 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self.rows, self.cols
         # On a device with a DSP floorplan, neighbouring PEs sit on neighbouring DSP sites.
-        sites = (dsp_sites(getattr(platform, "device", None), rows, cols)
-                 if platform is not None and self.multiplier == "dsp" else None)
+        dsp_cols = -(-self.dsp_count // rows)
+        sites = (dsp_sites(getattr(platform, "device", None), rows, dsp_cols)
+                 if platform is not None and self.dsp_count else None)
         # A weight-stationary PE in row i adds the (i + 1)-th product of its column.
         psum_shapes = [exact_sum_shape(i + 1) if self.dataflow == "weight_stationary"
                        else ACCUMULATOR_SHAPE for i in range(rows)]
-        pes = [[ProcessingElement(dataflow=self.dataflow, multiplier=self.multiplier,
-                                  dsp_site=sites[i, j] if sites else None,
-                                  psum_shape=psum_shapes[i])
-                for j in range(cols)] for i in range(rows)]
+
+        def processing_element(i, j):
+            multiplier = self.pe_multiplier(i, j)
+            site = sites[i, j] if sites and multiplier == "dsp" else None
+            return ProcessingElement(dataflow=self.dataflow, multiplier=multiplier, dsp_site=site,
+                                     psum_shape=psum_shapes[i])
+
+        pes = [[processing_element(i, j) for j in range(cols)] for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
@@ -218,6 +236,10 @@ class SystolicArray(wiring.Component):
         for j in range(cols):
             m.d.comb += self.results.payload.data[j].eq(stored.data[j])     # sign-extended
         return m
+
+    def pe_multiplier(self, row, col):
+        """``"dsp"`` or ``"lut"``: the multiplier of PE(`row`, `col`) (see module docstring)."""
+        return "dsp" if col * self.rows + row < self.dsp_count else "lut"
 
     def _elaborate_output_stationary_input(self, m, pes, launch, reserved):
         rows, cols = self.rows, self.cols

@@ -15,8 +15,9 @@ DSP. Its control pins (clock enable, reset, operand sign and source) are tied by
 of its own, placed beside it, not by nextpnr's constant nets. When elaborated without a platform
 (simulation) the same two registers are modelled behaviourally; ``tests/test_systolic_dsp.py``
 proves the two equivalent with yosys.
-``mapping="lut"`` builds the product in fabric as a shift-and-add of partial products (no ``*``,
-so yosys cannot map it onto a DSP), with the same registers and latency.
+``mapping="lut"`` (signed int8 operands only) builds the product in fabric:
+`hw.systolic.lut_multiplier.LutMultiplier`, LUT4 partial products summed on carry chains, pipelined
+to the same latency, so a PE of either kind has the same timing (arrays can mix them).
 
 `ProcessingElement` is one cell of the array for either dataflow. Operands enter on the left
 (``a``) and the top (``w``, output-stationary only) and leave registered on the right/bottom, so a
@@ -46,8 +47,9 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Shape, Signa
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import DATAFLOWS, MULTIPLIERS
+from hw.config import DATAFLOWS, PE_MULTIPLIERS
 from hw.synthesis import UNMERGED_REGISTER
+from hw.systolic.lut_multiplier import LutMultiplier
 
 __all__ = ["Multiplier", "ProcessingElement", "TileControl", "OPERAND_SHAPE", "PRODUCT_SHAPE",
            "ACCUMULATOR_SHAPE", "exact_sum_shape", "check_choice"]
@@ -107,13 +109,16 @@ class Multiplier(wiring.Component):
     LATENCY = 2
 
     def __init__(self, *, mapping, a_shape=OPERAND_SHAPE, b_shape=OPERAND_SHAPE, site=None):
-        check_choice("mapping", mapping, MULTIPLIERS)
+        check_choice("mapping", mapping, PE_MULTIPLIERS)
         if site is not None and not isinstance(site, str):
             raise TypeError(f"Multiplier site must be a BEL name or None, not {site!r}")
         self.mapping = mapping
         self.site = site            # nextpnr BEL of the MULT18X18D (hw.systolic.floorplan)
         self.a_shape = _check_dsp_operand("a_shape", a_shape)
         self.b_shape = _check_dsp_operand("b_shape", b_shape)
+        if mapping == "lut" and not (self.a_shape == self.b_shape == OPERAND_SHAPE):
+            raise ValueError(f"Multiplier mapping 'lut' takes {OPERAND_SHAPE!r} operands only, "
+                             f"not {self.a_shape!r} x {self.b_shape!r}")
         width = self.a_shape.width + self.b_shape.width
         self.product_shape = (signed(width) if self.a_shape.signed or self.b_shape.signed
                               else unsigned(width))
@@ -125,26 +130,22 @@ class Multiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.mapping == "dsp" and platform is not None:
+        if self.mapping == "lut":
+            m.submodules.lut_multiplier = lut_multiplier = LutMultiplier()
+            m.d.comb += [lut_multiplier.a.eq(self.a), lut_multiplier.b.eq(self.b),
+                         self.product.eq(lut_multiplier.product)]
+        elif platform is not None:
             self._elaborate_mult18x18d(m)
-            return m
+        else:
+            self._elaborate_behavioural(m)
+        return m
 
+    def _elaborate_behavioural(self, m):
         a = Signal(self.a_shape, reset_less=True)
         b = Signal(self.b_shape, reset_less=True)
         product = Signal(self.product_shape, reset_less=True)
-        m.d.sync += [a.eq(self.a), b.eq(self.b)]
-        if self.mapping == "dsp":
-            m.d.sync += product.eq(a * b)
-        else:
-            # Two's complement: the sign bit of a signed `a` weighs -2^(n-1), the others +2^k.
-            magnitude_bits = self.a_shape.width - (1 if self.a_shape.signed else 0)
-            partials = [Mux(a[k], b << k, 0) for k in range(magnitude_bits)]
-            total = sum(partials)
-            if self.a_shape.signed:
-                total = total - Mux(a[-1], b << magnitude_bits, 0)
-            m.d.sync += product.eq(total)
+        m.d.sync += [a.eq(self.a), b.eq(self.b), product.eq(a * b)]
         m.d.comb += self.product.eq(product)
-        return m
 
     def _elaborate_mult18x18d(self, m):
         a = Signal(signed(DSP_WIDTH))
@@ -184,7 +185,7 @@ class ProcessingElement(wiring.Component):
 
     def __init__(self, *, dataflow, multiplier, dsp_site=None, psum_shape=ACCUMULATOR_SHAPE):
         check_choice("dataflow", dataflow, DATAFLOWS)
-        check_choice("multiplier", multiplier, MULTIPLIERS)
+        check_choice("multiplier", multiplier, PE_MULTIPLIERS)
         psum_shape = Shape.cast(psum_shape)
         if not psum_shape.signed or psum_shape.width < PRODUCT_SHAPE.width:
             raise ValueError(f"ProcessingElement psum_shape must be signed and at least "

@@ -1,0 +1,93 @@
+"""Signed 8 x 8 -> 16-bit multiplier in ECP5 fabric (LUT4s and CCU2C carry chains), pipelined.
+
+`LutMultiplier` is the PE's product where no MULT18X18D is left for it. It has the DSP multiplier's
+timing exactly (`hw.systolic.pe.Multiplier`: latency 2, one product per cycle), so a PE of either
+kind is the same PE to the array::
+
+    cycle      t          t+1                  t+2
+    a, b       a0, b0     a1, b1               a2, b2
+    stage 1    .          partial sums of a0*b0
+    product    .          .                    a0*b0
+
+The product is the sum of eight rows, row k being ``a[k] & b`` at weight 2^k, in the modified
+Baugh-Wooley form for two's complement: the bits with exactly one operand sign bit are NANDs, and
+the correction constant (2^8 + 2^15, modulo 2^16) sits in two otherwise empty bit positions of
+rows 0 and 7, so it costs nothing. Every row is unsigned; the sum is the product modulo 2^16.
+
+* Stage 1 (from the operands, which arrive from the neighbouring PEs' registers): the 64 partial
+  product bits (one LUT4 each) and two levels of two-operand adders (carry chains), rows 0-3 and
+  rows 4-7 summed into two 12-bit registers (the sum of rows 4-7 is kept modulo 2^12: at weight
+  2^4 its higher bits could only reach product bits from 2^16 on).
+* Stage 2: one adder (carry chain) joins them into the product register.
+
+Each adder starts at the lowest bit where both of its operands have bits: the bits below are one
+operand's bits passed through, not carry cells adding zero.
+
+Cost (nextpnr, ULX3S 12F self-test, 4x4 array, this multiplier against the MULT18X18D one):
+see ``LUT_COST["pe_lut_multiplier"]`` in `boards.budget`, measured per PE.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["LutMultiplier"]
+
+_WIDTH = 8
+_PRODUCT_WIDTH = 2 * _WIDTH
+
+
+def _shifted_sum(low, high, shift):
+    """``low + (high << shift)`` for unsigned values, with the carry chain only over the bits
+    where both have bits."""
+    return Cat(low[:shift], low[shift:] + high)
+
+
+class LutMultiplier(wiring.Component):
+    """``product = a * b`` for signed 8-bit operands, latency 2, one product per cycle (see module
+    docstring)."""
+
+    LATENCY = 2
+
+    def __init__(self):
+        super().__init__({
+            "a": In(signed(_WIDTH)),
+            "b": In(signed(_WIDTH)),
+            "product": Out(signed(_PRODUCT_WIDTH)),
+        })
+
+    def _rows(self):
+        """The eight unsigned Baugh-Wooley rows; row k weighs 2^k."""
+        a, b = self.a.as_unsigned(), self.b.as_unsigned()
+        top = _WIDTH - 1
+        rows = []
+        for k in range(_WIDTH):
+            bits = [a[k] & b[j] for j in range(_WIDTH)]
+            if k == top:
+                bits[:top] = [~bit for bit in bits[:top]]
+            else:
+                bits[top] = ~bits[top]
+            if k in (0, top):
+                # The correction 2^8 (row 0, bit 8) + 2^15 (row 7, bit 8): a NAND at weight 2^p
+                # is its negative term plus 2^p; the 14 of them add 2 * (2^14 - 2^7), and
+                # -(2^15 - 2^8) = 2^15 + 2^8 modulo 2^16 takes that away.
+                bits.append(Const(1, 1))
+            rows.append(Cat(*bits))
+        return rows
+
+    def elaborate(self, platform):
+        m = Module()
+        rows = self._rows()
+        pairs = [_shifted_sum(rows[k], rows[k + 1], 1) for k in range(0, _WIDTH, 2)]
+        # Rows 0-3 sum to at most 1021 + 4 * 765 < 2^12; rows 4-7 weigh 2^4, so their bits from
+        # 2^12 on would only reach the product's bits from 2^16 on.
+        lower = Signal(unsigned(12), reset_less=True)
+        upper = Signal(unsigned(_PRODUCT_WIDTH - 4), reset_less=True)
+        product = Signal(unsigned(_PRODUCT_WIDTH), reset_less=True)
+        m.d.sync += [
+            lower.eq(_shifted_sum(pairs[0], pairs[1], 2)),
+            upper.eq(_shifted_sum(pairs[2], pairs[3], 2)),
+            product.eq(_shifted_sum(lower, upper, 4)),
+        ]
+        m.d.comb += self.product.eq(product)
+        return m
