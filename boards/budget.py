@@ -1,12 +1,18 @@
 """Resource estimate of a generated accelerator, checked against a device before any tool runs.
 
-DSPs are exact: one MULT18X18D per PE with ``multiplier="dsp"`` plus `REQUANT_DSPS_PER_LANE` per
-requant lane (hw.systolic.requant splits its 32x31-bit product into four 18x18 partial products).
+DSPs are exact: one MULT18X18D per PE with ``multiplier="dsp"`` (``dsp_pes`` of them with
+``"mixed"``) plus `REQUANT_DSPS_PER_LANE` per requant lane (hw.systolic.requant splits its
+32x31-bit product into four 18x18 partial products). `fit_multipliers` resolves "as many DSP PEs
+as the device allows" (``hw.build --dsp-pes auto``).
 Block RAMs are counted per memory as the cheapest DP16KD arrangement (16384x1 .. 512x36), except
 the scratchpad, whose banks are sliced one block wide (`hw.memory.scratchpad.block_rams`). LUT4s
 are an estimate from per-unit costs calibrated on nextpnr reports of real builds (see
 `LUT_COST`); nextpnr's own report after the build is the authority, this only stops hopeless
 configurations early.
+
+An array with fabric multipliers is also held to the clock they were measured to reach
+(`LUT_MULTIPLIER_MAX_MHZ`): their pipeline depth is fixed by the DSP PE's latency, so a faster
+clock cannot be met by adding stages.
 """
 
 import math
@@ -16,7 +22,8 @@ from hw.config import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
-           "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST"]
+           "fit_multipliers", "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST",
+           "LUT_MULTIPLIER_FFS", "LUT_MULTIPLIER_MAX_MHZ"]
 
 REQUANT_DSPS_PER_LANE = 4
 
@@ -37,6 +44,12 @@ LUT_COST = {
     "soc_fixed": 10650,         # SoC: frame engine, CSRs, dispatcher, im2col, units, counters
     "soc_per_column": 175,
 }
+# Flip-flops of one `hw.systolic.lut_multiplier.LutMultiplier` (the MULT18X18D keeps its registers
+# inside the DSP): two 12-bit stage registers and the 16-bit product.
+LUT_MULTIPLIER_FFS = 40
+# The fastest clock the LUT multiplier's two stages were measured to meet in an array (see
+# LUT_COST); checked by `check_budget` for arrays that have any.
+LUT_MULTIPLIER_MAX_MHZ = 125.0
 
 DESIGN_NAMES = ("bringup", "soc")       # hw.soc.top.DESIGNS
 
@@ -79,13 +92,17 @@ def _soc_memory_ebrs(config):
     }
 
 
+def _lut_pes(config):
+    return config.rows * config.cols - config.dsp_count
+
+
 def estimate_resources(config, design="soc"):
     """`ResourceEstimate` of the accelerator `config` (an `hw.config.AcceleratorConfig`) built as
     `design` (``"soc"``: the full SoC; ``"bringup"``: the engines' self-test)."""
     if design not in DESIGN_NAMES:
         raise ValueError(f"design must be one of {DESIGN_NAMES}, not {design!r}")
     pes = config.rows * config.cols
-    array_dsps = pes if config.multiplier == "dsp" else 0
+    array_dsps = config.dsp_count
     requant_dsps = REQUANT_DSPS_PER_LANE * config.requant_lanes
 
     if design == "soc":
@@ -100,14 +117,13 @@ def estimate_resources(config, design="soc"):
         }
         fixed_luts = LUT_COST["fixed"]
 
-    pe_luts = LUT_COST["pe_dsp"] + (LUT_COST["pe_lut_multiplier"] if config.multiplier == "lut"
-                                    else 0)
-    array_luts = pes * pe_luts
+    array_luts = pes * LUT_COST["pe_dsp"] + _lut_pes(config) * LUT_COST["pe_lut_multiplier"]
     requant_luts = config.requant_lanes * LUT_COST["requant_lane"]
     binary_luts = config.binary_lanes * (config.binary_width * LUT_COST["binary_bit"]
                                          + LUT_COST["binary_lane"])
     detail = {
-        "array": {"luts": array_luts, "dsps": array_dsps},
+        "array": {"luts": array_luts, "dsps": array_dsps,
+                  "lut_multiplier_ffs": _lut_pes(config) * LUT_MULTIPLIER_FFS},
         "requant": {"luts": requant_luts, "dsps": requant_dsps},
         "binary": {"luts": round(binary_luts)},
         "fixed": {"luts": fixed_luts},
@@ -121,26 +137,90 @@ def estimate_resources(config, design="soc"):
     )
 
 
+def _with_dsp_pes(config, count):
+    """`config` with `count` of its PEs on a MULT18X18D (0..rows*cols), as the mapping that says
+    so: ``"lut"``, ``"mixed"`` or ``"dsp"``."""
+    pes = config.rows * config.cols
+    if count >= pes:
+        return config.replace(multiplier="dsp", dsp_pes=None)
+    if count <= 0:
+        return config.replace(multiplier="lut", dsp_pes=None)
+    return config.replace(multiplier="mixed", dsp_pes=count)
+
+
+def _dsp_pes_allowed(config, device):
+    """The most array PEs `device`'s MULT18X18D leave room for beside the requantizer's."""
+    return max(0, device.dsps - REQUANT_DSPS_PER_LANE * config.requant_lanes)
+
+
+def fit_multipliers(config, device):
+    """`config` with as many PEs on a MULT18X18D as `device` has DSPs for after the requantizer's
+    (all: ``"dsp"``; none: ``"lut"``; else ``"mixed"`` with that ``dsp_pes``)."""
+    return _with_dsp_pes(config, _dsp_pes_allowed(config, device))
+
+
+def _fewest_dsp_pes_for_luts(config, device, design):
+    """The fewest DSP PEs with which the LUT4 estimate fits `device`, or None if even all do not
+    (each PE moved to the fabric adds ``LUT_COST["pe_lut_multiplier"]``)."""
+    pes = config.rows * config.cols
+    spare = device.luts - estimate_resources(_with_dsp_pes(config, pes), design).luts
+    if spare < 0:
+        return None
+    return max(0, pes - int(spare // LUT_COST["pe_lut_multiplier"]))
+
+
+def _split_hint(config, device, design):
+    """Which multiplier splits fit the DSPs and the LUT4s, in words."""
+    pes = config.rows * config.cols
+    most = min(_dsp_pes_allowed(config, device), pes)
+    fewest = _fewest_dsp_pes_for_luts(config, device, design)
+    if fewest is None:
+        return "no multiplier split fits the LUT4s"
+    if fewest > most:
+        return (f"no multiplier split fits: the LUT4s need {fewest} or more DSP PEs, the "
+                f"MULT18X18D allow {most} at most")
+    return (f"{fewest}..{most} DSP PEs fit: dsp_pes with multiplier='mixed', 0 is 'lut', "
+            f"{pes} is 'dsp'")
+
+
+def _clock_problem(config):
+    """The clock line of `check_budget`, or None: fabric multipliers are pipelined for at most
+    `LUT_MULTIPLIER_MAX_MHZ`."""
+    if _lut_pes(config) == 0 or config.clock_mhz <= LUT_MULTIPLIER_MAX_MHZ:
+        return None
+    return (f"clock: {config.clock_mhz:g} MHz is over the {LUT_MULTIPLIER_MAX_MHZ:g} MHz the LUT "
+            f"multiplier's two pipeline stages reach (over by "
+            f"{config.clock_mhz - LUT_MULTIPLIER_MAX_MHZ:.2f} MHz; its latency is fixed by the "
+            f"DSP PE's, so more stages cannot be added); use a clock <= "
+            f"{LUT_MULTIPLIER_MAX_MHZ:g} MHz or put every PE on a MULT18X18D (multiplier='dsp')")
+
+
 def check_budget(config, device, design="soc"):
     """Raise `BudgetError` naming every resource of `device` that `config` built as `design`
     exceeds, and by how much; return the `ResourceEstimate` when it fits."""
     estimate = estimate_resources(config, design)
     memories = estimate.detail["memories"]["ebrs"]
+    split = _split_hint(config, device, design)
     over = []
     for label, used, available, hint in (
         ("MULT18X18D", estimate.dsps, device.dsps,
          f"{config.rows}x{config.cols} array ({estimate.detail['array']['dsps']}) + "
          f"{config.requant_lanes} requant lanes x {REQUANT_DSPS_PER_LANE}; use a smaller array, "
-         f"fewer requant lanes or multiplier='lut'"),
+         f"fewer requant lanes or fewer DSP PEs ({split})"),
         ("DP16KD", estimate.ebrs, device.ebrs,
          " + ".join(f"{name} {blocks}" for name, blocks in memories.items())
          + "; reduce scratchpad_rows/accumulator_rows or binary_width*binary_lanes"),
         ("LUT4 (estimate)", estimate.luts, device.luts,
-         "reduce the array, binary_width*binary_lanes or requant_lanes"),
+         "reduce the array, binary_width*binary_lanes or requant_lanes"
+         + ("" if config.dsp_count == config.rows * config.cols else
+            f", or put more PEs on a MULT18X18D ({split})")),
     ):
         if used > available:
             over.append(f"{label}: needs {used}, {device.name} has {available} "
                         f"(over by {used - available}; {hint})")
+    clock = _clock_problem(config)
+    if clock:
+        over.append(clock)
     if over:
         raise BudgetError(f"Configuration ({design} design) does not fit {device.name}:\n  "
                           + "\n  ".join(over))

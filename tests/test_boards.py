@@ -4,7 +4,8 @@ import pytest
 
 from boards import (BOARDS, DEVICES, BudgetError, board, check_budget, device, ebr_blocks,
                     estimate_resources, variant)
-from boards.budget import DESIGN_NAMES, REQUANT_DSPS_PER_LANE
+from boards.budget import (DESIGN_NAMES, LUT_COST, LUT_MULTIPLIER_MAX_MHZ, REQUANT_DSPS_PER_LANE,
+                           fit_multipliers)
 from hw.config import AcceleratorConfig
 from hw.soc.pll import pll_parameters
 from hw.soc.uart import MIN_DIVISOR
@@ -126,6 +127,59 @@ def test_lut_multiplier_uses_no_array_dsps():
     config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="lut")
     estimate = check_budget(config, device("LFE5U-85F"))
     assert estimate.dsps == REQUANT_DSPS_PER_LANE * config.requant_lanes
+
+
+def test_mixed_split_over_the_dsps_says_what_fits():
+    config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="mixed",
+                                                       dsp_pes=150)
+    with pytest.raises(BudgetError) as info:
+        check_budget(config, device("LFE5U-85F"))
+    # 156 DSPs, 8 of them the two requant lanes': 148 PEs at most.
+    assert "MULT18X18D: needs 158, LFE5U-85F has 156 (over by 2;" in str(info.value)
+    assert "..148 DSP PEs fit" in str(info.value)
+
+
+def test_85f_mixed_16x16_estimate():
+    """The issue's 85F array: 16x16 with 148 PEs on the DSPs, 108 in the fabric."""
+    config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="mixed",
+                                                       dsp_pes=148)
+    estimate = check_budget(config, device("LFE5U-85F"))
+    assert estimate.dsps == 148 + REQUANT_DSPS_PER_LANE * config.requant_lanes == 156
+    assert estimate.detail["array"]["luts"] == \
+        256 * LUT_COST["pe_dsp"] + 108 * LUT_COST["pe_lut_multiplier"]
+
+
+def test_fit_multipliers_takes_every_dsp_left():
+    preset = variant("ulx3s", "85F")[2].preset
+    part = device("LFE5U-85F")
+    assert fit_multipliers(preset.replace(rows=16, cols=16), part) == \
+        preset.replace(rows=16, cols=16, multiplier="mixed", dsp_pes=148)
+    assert fit_multipliers(preset.replace(rows=4, cols=4, multiplier="lut"), part) == \
+        preset.replace(rows=4, cols=4, multiplier="dsp")
+    tight = preset.replace(rows=4, cols=4, requant_lanes=4)
+    assert fit_multipliers(tight, device("LFE5U-12F")) == \
+        tight.replace(multiplier="mixed", dsp_pes=12)
+
+
+def test_mixed_split_over_the_luts_says_what_fits():
+    config = variant("ulx3s", "12F")[2].preset.replace(rows=12, cols=12, multiplier="mixed",
+                                                       dsp_pes=4)
+    with pytest.raises(BudgetError) as info:
+        check_budget(config, device("LFE5U-12F"))
+    message = str(info.value)
+    assert "LUT4 (estimate): needs" in message and "or put more PEs on a MULT18X18D" in message
+
+
+def test_fabric_multipliers_refuse_a_clock_they_were_not_measured_at():
+    entry = variant("ulx3s", "12F")[2]
+    config = entry.preset.replace(rows=4, cols=4, multiplier="mixed", dsp_pes=8,
+                                  clock_mhz=LUT_MULTIPLIER_MAX_MHZ + 10)
+    with pytest.raises(BudgetError) as info:
+        check_budget(config, entry.device, entry.design)
+    assert "over by 10.00 MHz" in str(info.value)
+    assert f"use a clock <= {LUT_MULTIPLIER_MAX_MHZ:g} MHz" in str(info.value)
+    check_budget(config.replace(multiplier="dsp", dsp_pes=None), entry.device, entry.design)
+    check_budget(config.replace(clock_mhz=LUT_MULTIPLIER_MAX_MHZ), entry.device, entry.design)
 
 
 def test_lut_overflow_is_reported():

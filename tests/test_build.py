@@ -62,6 +62,16 @@ def no_tools(monkeypatch):
                                            "AcceleratorConfig.rows must be in 1..32, not -1"),
     (["--board", "ulx3s", "--cols", "100"], "Invalid configuration (--cols 100): "
                                             "AcceleratorConfig.cols must be in 1..32, not 100"),
+    (["--board", "ulx3s", "--rows", "16", "--cols", "16", "--dsp-pes", "150"],
+     "MULT18X18D: needs 158, LFE5U-85F has 156 (over by 2; "),
+    (["--board", "ulx3s", "--multiplier", "mixed"],
+     "Invalid configuration (--multiplier mixed): AcceleratorConfig.multiplier='mixed' needs "
+     "dsp_pes"),
+    (["--board", "ulx3s", "--multiplier", "lut", "--dsp-pes", "4"],
+     "--dsp-pes is for --multiplier mixed, not --multiplier lut"),
+    (["--board", "ulx3s", "--dsp-pes", "144"], "dsp_pes must be in 1..143"),
+    (["--board", "ulx3s", "--device", "12F", "--rows", "4", "--cols", "4", "--dsp-pes", "8",
+      "--clock", "200"], "the LUT multiplier's two pipeline stages reach (over by"),
 ])
 def test_errors_before_any_tool(no_tools, capsys, tmp_path, argv, message):
     assert main(argv + ["--out", str(tmp_path)]) == 2
@@ -74,6 +84,7 @@ def test_errors_before_any_tool(no_tools, capsys, tmp_path, argv, message):
     ["--board", "ulx3s", "--rows", "twelve"],
     ["--board", "ulx3s", "--seed", "1.5"],
     ["--board", "ulx3s", "--clock", "fast"],
+    ["--board", "ulx3s", "--dsp-pes", "most"],
     ["--device", "85F"],
 ])
 def test_argument_errors(no_tools, argv):
@@ -88,6 +99,16 @@ def test_board_alone_picks_85f_and_says_so(no_tools, capsys, tmp_path):
     assert "No --device given: building for ulx3s 85F (LFE5U-85F)" in captured.out
     assert "No --design given: building the 'soc' design, 85F's default" in captured.out
     assert "12x12 " in captured.out and " dsp array" in captured.out
+    assert "no previous build" in captured.err
+
+
+def test_dsp_pes_auto_fills_the_dsps_left(no_tools, capsys, tmp_path):
+    argv = ["--board", "ulx3s", "--rows", "16", "--cols", "16", "--dsp-pes", "auto"]
+    assert main(argv + ["--report-only", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert ("--dsp-pes auto: 148 of 256 PEs on a MULT18X18D (LFE5U-85F has 156, 8 for the "
+            "requantizer): multiplier 'mixed'") in captured.out
+    assert "16x16 weight_stationary mixed array (148 DSP PEs)" in captured.out
     assert "no previous build" in captured.err
 
 
