@@ -10,7 +10,7 @@ are an estimate from per-unit costs calibrated on nextpnr reports of real builds
 `LUT_COST`); nextpnr's own report after the build is the authority, this only stops hopeless
 configurations early.
 
-An array with fabric multipliers is also held to the clock they were measured to reach
+An array with fabric multipliers is also held to the clock they were measured to meet
 (`LUT_MULTIPLIER_MAX_MHZ`): their pipeline depth is fixed by the DSP PE's latency, so a faster
 clock cannot be met by adding stages.
 """
@@ -36,7 +36,10 @@ REQUANT_DSPS_PER_LANE = 4
 # is a first guess.
 LUT_COST = {
     "pe_dsp": 100,              # accumulator adder, result register and drain chain, forwarding
-    "pe_lut_multiplier": 90,    # extra for an 8x8 signed product in fabric
+    # Extra for an 8x8 signed product in fabric (hw.systolic.lut_multiplier), measured: ULX3S 12F
+    # self-test, 4x4 weight-stationary array at 125 MHz, nextpnr: all-LUT 5,634 LUT4 against
+    # all-DSP 3,057 (2,577 / 16 PEs = 161.1), 8 of 16 on DSPs 4,373 (164.5 per fabric PE).
+    "pe_lut_multiplier": 161,
     "requant_lane": 650,
     "binary_bit": 3.5,          # XNOR/mask and popcount tree per input bit per lane
     "binary_lane": 120,         # beat accumulator, threshold compare, output FIFO share
@@ -45,11 +48,14 @@ LUT_COST = {
     "soc_per_column": 175,
 }
 # Flip-flops of one `hw.systolic.lut_multiplier.LutMultiplier` (the MULT18X18D keeps its registers
-# inside the DSP): two 12-bit stage registers and the 16-bit product.
-LUT_MULTIPLIER_FFS = 40
-# The fastest clock the LUT multiplier's two stages were measured to meet in an array (see
-# LUT_COST); checked by `check_budget` for arrays that have any.
-LUT_MULTIPLIER_MAX_MHZ = 125.0
+# inside the DSP): four 10-bit stage registers and the 16-bit product; the builds of LUT_COST
+# measured 4,241 and 3,793 FF against 3,345, 56 per fabric PE in both.
+LUT_MULTIPLIER_FFS = 56
+# The fastest clock the LUT multiplier's two stages were measured to meet in an array: the 4x4
+# all-LUT build of LUT_COST at --clock 150, worst arrival 6.10 ns at its stage registers and
+# 5.60 ns at its product (the period is 6.67 ns; the build missed 150 MHz elsewhere, 133.73 MHz
+# in the binary engine). Checked by `check_budget` for arrays with any fabric multiplier.
+LUT_MULTIPLIER_MAX_MHZ = 150.0
 
 DESIGN_NAMES = ("bringup", "soc")       # hw.soc.top.DESIGNS
 
@@ -189,7 +195,7 @@ def _clock_problem(config):
     if _lut_pes(config) == 0 or config.clock_mhz <= LUT_MULTIPLIER_MAX_MHZ:
         return None
     return (f"clock: {config.clock_mhz:g} MHz is over the {LUT_MULTIPLIER_MAX_MHZ:g} MHz the LUT "
-            f"multiplier's two pipeline stages reach (over by "
+            f"multiplier's two pipeline stages were measured to meet (over by "
             f"{config.clock_mhz - LUT_MULTIPLIER_MAX_MHZ:.2f} MHz; its latency is fixed by the "
             f"DSP PE's, so more stages cannot be added); use a clock <= "
             f"{LUT_MULTIPLIER_MAX_MHZ:g} MHz or put every PE on a MULT18X18D (multiplier='dsp')")

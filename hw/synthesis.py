@@ -1,6 +1,6 @@
 """Synthesis directives the design carries as attributes, and the yosys commands that apply them.
 
-Amaranth 0.5 cannot express two things the ECP5 build needs, so the hardware marks them with
+Amaranth 0.5 cannot express three things the ECP5 build needs, so the hardware marks them with
 attributes and `YOSYS_SCRIPT_AFTER_READ` (run after reading the design, before ``synth_ecp5``, by
 the board build and by `sim.synth`) turns them into yosys's own flags:
 
@@ -14,8 +14,14 @@ the board build and by `sim.synth`) turns them into yosys's own flags:
   apart from registers that hold the same value elsewhere. Yosys merges those, and then one
   flip-flop drives the loads of every copy across the die (the skewed control of a systolic
   array is equal along each anti-diagonal).
+* `OWN_MAPPING`, the ``attrs`` of any `Signal` of a component, has yosys synthesize that
+  component's module as a unit of its own (``keep_hierarchy``), so ABC9 cannot fold the logic
+  that drives its inputs into its own LUTs. The fabric multiplier carries it: in a
+  weight-stationary PE, ABC9 otherwise merged the weight select in front of it into every partial
+  product, 64 LUT5s (two LUT4s each) instead of 64 LUT4s (4x4 array, synth_ecp5: 2,081 LUT4 and
+  866 PFUMX with it merged, 1,222 LUT4 and 13 PFUMX apart; the same 696 CCU2C).
 
-A third directive is yosys's own and needs no script: `MAPPING_BOUNDARY`, the ``attrs`` of a
+A fourth directive is yosys's own and needs no script: `MAPPING_BOUNDARY`, the ``attrs`` of a
 combinational `Signal`, keeps that wire through synthesis, so the logic in front of it and the
 logic behind it are mapped separately. Without it yosys merges chained adders into one
 multi-operand sum built from LUTs instead of carry chains, and ABC9 maps a cheap function (an XOR
@@ -33,11 +39,12 @@ into single bits), gave a netlist within 0.1% of this one on the 85F SoC but 38 
 (113 s against 75 s). Without either, `tests/test_synthesis.py` fails on the scratchpad.
 """
 
-__all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "MAPPING_BOUNDARY",
+__all__ = ["UNDEFINED_ON_COLLISION", "UNMERGED_REGISTER", "OWN_MAPPING", "MAPPING_BOUNDARY",
            "YOSYS_SCRIPT_AFTER_READ"]
 
 UNDEFINED_ON_COLLISION = {"ecpnn_undefined_on_collision": 1}
 UNMERGED_REGISTER = {"ecpnn_unmerged_register": 1}
+OWN_MAPPING = {"ecpnn_own_mapping": 1}
 MAPPING_BOUNDARY = {"keep": 1}
 
 YOSYS_SCRIPT_AFTER_READ = "\n".join([
@@ -47,6 +54,8 @@ YOSYS_SCRIPT_AFTER_READ = "\n".join([
     # The flip-flops whose output is a marked wire.
     "setattr -set keep 1 a:ecpnn_unmerged_register %ci1:+$dff,$adff[Q]"
     " a:ecpnn_unmerged_register %d",
+    # The modules holding a marked wire.
+    "setattr -mod -set keep_hierarchy 1 a:ecpnn_own_mapping %m",
     # Array elements named like bits of a wire (``x[3]``) collide with ABC9's reintegration.
     "rename -hide w:*[*",
 ])

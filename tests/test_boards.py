@@ -125,8 +125,12 @@ def test_dsp_overflow_names_resource_and_excess():
 
 def test_lut_multiplier_uses_no_array_dsps():
     config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="lut")
-    estimate = check_budget(config, device("LFE5U-85F"))
+    estimate = estimate_resources(config)
     assert estimate.dsps == REQUANT_DSPS_PER_LANE * config.requant_lanes
+    # 256 fabric multipliers are over the 85F's LUT4s; the message names the splits that fit.
+    with pytest.raises(BudgetError, match=r"LUT4 \(estimate\): needs \d+, LFE5U-85F has 83640 .*"
+                                          r"put more PEs on a MULT18X18D \(\d+\.\.148 DSP PEs fit"):
+        check_budget(config, device("LFE5U-85F"))
 
 
 def test_mixed_split_over_the_dsps_says_what_fits():

@@ -8,7 +8,8 @@
   equivalent to the same behavioural model: the same product in the same cycle, for every
   operand pair.
 * `synth_ecp5` maps a small "dsp" array onto exactly R*C MULT18X18D, a "lut" one onto none and a
-  "mixed" one onto its dsp_pes; the fabric multiplier alone onto LUT4s and CCU2C carry cells.
+  "mixed" one onto its dsp_pes; the fabric multiplier onto LUT4s and CCU2C carry cells, apart
+  from the logic in front of it.
 """
 
 import os
@@ -162,3 +163,14 @@ def test_lut_multiplier_maps_onto_luts_and_carry_chains():
     assert cells.get("MULT18X18D", 0) == 0
     assert cells["CCU2C"] > 0 and cells["LUT4"] > 0
     assert cells["FF"] == LUT_MULTIPLIER_FFS
+
+
+def test_fabric_multiplier_is_mapped_apart_from_the_weight_select():
+    """`OWN_MAPPING`: ABC9 keeps a weight-stationary PE's weight select out of the fabric
+    multiplier's partial products, which stay one LUT4 each (no LUT5s: PFUMX)."""
+    cells = {multiplier: synthesize(SystolicArray(rows=2, cols=2, dataflow="weight_stationary",
+                                                  multiplier=multiplier),
+                                    "array", platform=ULX3S_85F_Platform(), timeout=300)
+             for multiplier in ("dsp", "lut")}
+    assert cells["lut"]["PFUMX"] == cells["dsp"]["PFUMX"]
+    assert cells["lut"]["LUT4"] - cells["dsp"]["LUT4"] <= 4 * 64
