@@ -83,7 +83,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.config import DATAFLOWS, MULTIPLIERS, dsp_pe_count
+from hw.config import DATAFLOWS, dsp_pe_count
 from hw.pipeline import delayed
 from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
