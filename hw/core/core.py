@@ -39,7 +39,7 @@ Errors. Each command is validated before dispatch (unknown opcode, rows past the
 accumulator half, parameter or result memory, zero/out-of-range counts). A failing command is
 skipped -- nothing is written anywhere -- and counts as completed; the first error since the last
 clear is kept in ``error_code``, ``error_index`` (0-based index of the command since reset) and
-``error_opcode``.
+``error_opcode`` (an error in the cycle of a clear is kept: the clear never hides one).
 
 Dataflow. The core drives a weight-stationary array and refuses any other dataflow at
 construction (`check_core_dataflow`), so every core runs every command. Its memory system is built
@@ -805,12 +805,13 @@ class Core(CoreGeometry, wiring.Component):
         with m.Else():
             m.d.comb += [kept_error.eq(reported_error), kept_index.eq(reported_index),
                          kept_opcode.eq(reported_opcode)]
+        # A clear takes the error of its own cycle, if any, as the new first one: an error that
+        # arrives while the host clears the last one is kept, never lost.
         clear_error = bus.write & (bus.address == REGISTERS["error_code"])
-        with m.If(clear_error):
-            m.d.sync += error_code.eq(ErrorCode.NONE)
-        with m.Elif((kept_error != ErrorCode.NONE) & (error_code == ErrorCode.NONE)):
-            m.d.sync += [error_code.eq(kept_error), error_index.eq(kept_index),
-                         error_opcode.eq(kept_opcode)]
+        with m.If(clear_error | (error_code == ErrorCode.NONE)):
+            m.d.sync += error_code.eq(kept_error)
+            with m.If(kept_error != ErrorCode.NONE):
+                m.d.sync += [error_index.eq(kept_index), error_opcode.eq(kept_opcode)]
 
         # Performance counters --------------------------------------------------------------------
         busy_bits = Cat(compute_busy, store.busy, binary.busy, ~dispatcher_idle)
