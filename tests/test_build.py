@@ -339,14 +339,14 @@ def started_at(said, label):
 
 def test_seeds_beyond_the_core_count_wait_their_turn(tmp_path, monkeypatch):
     (returncode, _, kept, outcomes), said = place_and_route(tmp_path, monkeypatch, {
-        1: {"seconds": 0.5, "fmax": 96.0},
+        1: {"seconds": 2.0, "fmax": 96.0},       # long enough for seed 2 to start under load
         2: {"seconds": 600, "fmax": 97.0},       # still running when seed 3 meets timing
         3: {"seconds": 0.0, "fmax": 101.0},      # starts when seed 1 ends
         4: {"seconds": 600, "fmax": 130.0},      # never started
     }, parallel=2)
     assert (returncode, kept) == (0, 3)
     assert outcomes == {1: 96.0, 2: "stopped", 3: 101.0, 4: "stopped"}
-    assert started_at(said, "nextpnr:3") >= 0.5 > started_at(said, "nextpnr:2")
+    assert started_at(said, "nextpnr:3") >= 2.0 > started_at(said, "nextpnr:2")
     assert not any(line.startswith("[nextpnr:4 ") and "Info" in line for line in said)
     assert not (tmp_path / "seed-4" / "nextpnr.log").exists()
     assert (tmp_path / "top.config").read_text() == "placed with seed 3"

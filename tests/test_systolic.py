@@ -267,21 +267,27 @@ def test_reset_in_the_middle_of_a_tile(dataflow, reset_at):
 
 def test_lut_multiplier_every_product():
     """All 65,536 signed 8-bit operand pairs, one per cycle, against Python's product."""
-    dut = LutMultiplier()
     pairs = [(a, b) for a in range(-128, 128) for b in range(-128, 128)]
+    assert LutMultiplier.LATENCY == Multiplier.LATENCY
+    assert _pipelined_products(LutMultiplier(), pairs, name="lut_multiplier") == [
+        a * b for a, b in pairs]
+
+
+def _pipelined_products(dut, pairs, *, name):
+    """The products `dut` (a multiplier of latency ``dut.LATENCY``) gives for operand `pairs`
+    fed one per cycle, in order."""
     products = []
 
     async def testbench(ctx):
-        for a, b in pairs + [(0, 0)] * LutMultiplier.LATENCY:
+        for a, b in pairs + [(0, 0)] * dut.LATENCY:
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
             await ctx.tick()
             products.append(ctx.get(dut.product))
 
-    run(dut, testbench, name="lut_multiplier")
-    assert LutMultiplier.LATENCY == Multiplier.LATENCY
+    run(dut, testbench, name=name)
     # After the edge of input n, the product of input n - LATENCY + 1 is visible.
-    assert products[LutMultiplier.LATENCY - 1:][:len(pairs)] == [a * b for a, b in pairs]
+    return products[dut.LATENCY - 1:][:len(pairs)]
 
 
 @pytest.mark.parametrize("mapping", MULTIPLIERS)
@@ -290,19 +296,8 @@ def test_multiplier_products_and_latency(mapping):
     rng = random.Random(mapping)
     pairs = [(x, y) for x in corners for y in corners]
     pairs += [(rng.randrange(-128, 128), rng.randrange(-128, 128)) for _ in range(300)]
-    dut = Multiplier(mapping=mapping)
-    products = []
-
-    async def testbench(ctx):
-        for a, b in pairs + [(0, 0)] * Multiplier.LATENCY:
-            ctx.set(dut.a, a)
-            ctx.set(dut.b, b)
-            await ctx.tick()
-            products.append(ctx.get(dut.product))
-
-    run(dut, testbench, name=f"multiplier_{mapping}")
-    # After the edge of input n, the product of input n - LATENCY + 1 is visible.
-    assert products[Multiplier.LATENCY - 1:][:len(pairs)] == [a * b for a, b in pairs]
+    assert _pipelined_products(Multiplier(mapping=mapping), pairs,
+                               name=f"multiplier_{mapping}") == [a * b for a, b in pairs]
 
 
 BAD_PARAMETERS = [
