@@ -31,10 +31,11 @@ Protocol:
    overwrite a neuron fold that vectors in flight still use.
 2. Send a `layer` descriptor (``k`` in 1..max_k, ``neuron_folds`` in 1..ceil(max_n/lanes), the
    layer's ``weight_base`` and ``threshold_base``; its ``F * neuron_folds`` weight rows and
-   ``neuron_folds`` threshold rows must lie inside the memories). It is accepted only when the
-   engine is `idle` (no vector partly consumed, every result delivered), so send it after the
-   previous layer's last vector; it applies to every vector that follows. After reset the engine
-   takes no activations until it has a descriptor.
+   ``neuron_folds`` threshold rows must lie inside the memories). It is taken into a holding
+   register (ready while that is empty) and applied once the engine is between vectors (no
+   vector partly consumed, every result delivered), so send it after the previous layer's last
+   vector; it applies to every vector that follows, and `idle` stays low until it has applied.
+   After reset the engine takes no activations until it has a descriptor.
 3. Stream vectors on `activations` (``last`` set on beat F-1 of each vector; a mismatch sets the
    sticky `framing_error`). Results come out on `results`, one transfer per neuron fold:
    ``dots[lane]`` (int32) and bit ``lane`` of ``bits`` (threshold output, 1 = +1) for neuron
@@ -59,10 +60,12 @@ mismatch bits ``(a ^ w) & mask`` are computed from those registers straight into
 leaf counts (two LUT levels), with no register of their own.
 
 Latency: a neuron fold's result is on `results` ``P + 7`` cycles after its last beat was
-accepted (or replayed). Throughput: one beat per cycle, so ``2 * width * lanes`` binary ops per
-cycle, with no bubble at beat, neuron-fold or vector boundaries while `results` is ready. The
-output FIFO is deep enough for every result in flight; the issue stage only starts a result
-when a FIFO slot is reserved for it, so the pipeline itself never stalls. The free slots are a
+accepted (or replayed). A descriptor taken in cycle t applies at t + 1 when the engine is
+between vectors, and beats are accepted from t + 2. Throughput: one beat per cycle, so
+``2 * width * lanes`` binary ops per cycle, with no bubble at beat, neuron-fold or vector
+boundaries while `results` is ready. The output FIFO is deep enough for every result in flight;
+the issue stage only starts a result when a FIFO slot is reserved for it, so the pipeline itself
+never stalls. The free slots are a
 registered credit count (`hw.credit`), so the issue decision starts from flip-flops.
 """
 
@@ -253,26 +256,34 @@ class BinaryEngine(wiring.Component):
         result_slot_free, no_result_outstanding = credit_counter(
             m, slots=self.fifo_depth, take=result_issued, give=result_delivered, name="result")
 
-        idle = at_first_beat & at_first_neuron_fold & no_result_outstanding
-        accept_layer = self.layer.valid & idle
+        # The descriptor is taken into a holding register whenever that is empty and applied
+        # when the engine is between vectors (timing: the producer's valid reaches only the
+        # holding register, not the issue decision, which starts from flip-flops).
+        held_layer = Signal.like(self.layer.payload, name="held_layer", reset_less=True)
+        layer_held = Signal()
+        between_vectors = at_first_beat & at_first_neuron_fold & no_result_outstanding
+        apply_layer = layer_held & between_vectors
         m.d.comb += [
-            self.idle.eq(idle),
-            self.layer.ready.eq(idle),
+            self.idle.eq(between_vectors & ~layer_held),
+            self.layer.ready.eq(~layer_held),
         ]
-        with m.If(accept_layer):
-            layer_k = self.layer.payload.k
+        with m.If(self.layer.valid & ~layer_held):
+            m.d.sync += [held_layer.eq(self.layer.payload), layer_held.eq(1)]
+        with m.If(apply_layer):
+            layer_k = held_layer.k
             bits_in_last_beat = layer_k[:width_log2]
             layer_last_beat = (layer_k - 1) >> width_log2
             m.d.sync += [
+                layer_held.eq(0),
                 configured.eq(1),
                 k.eq(layer_k),
                 last_beat.eq(layer_last_beat),
                 is_last_beat.eq(layer_last_beat == 0),
-                last_neuron_fold.eq(self.layer.payload.neuron_folds - 1),
-                weight_base.eq(self.layer.payload.weight_base),
-                threshold_base.eq(self.layer.payload.threshold_base),
-                weight_address.eq(self.layer.payload.weight_base),
-                threshold_address.eq(self.layer.payload.threshold_base),
+                last_neuron_fold.eq(held_layer.neuron_folds - 1),
+                weight_base.eq(held_layer.weight_base),
+                threshold_base.eq(held_layer.threshold_base),
+                weight_address.eq(held_layer.weight_base),
+                threshold_address.eq(held_layer.threshold_base),
                 last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
                                         for position in range(width)))),
             ]
@@ -280,7 +291,7 @@ class BinaryEngine(wiring.Component):
         # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 
         from_stream = at_first_neuron_fold
-        can_issue = configured & ~accept_layer & (~is_last_beat | result_slot_free)
+        can_issue = configured & ~apply_layer & (~is_last_beat | result_slot_free)
         m.d.comb += [
             self.activations.ready.eq(can_issue & from_stream),
             issue.eq(can_issue & (~from_stream | self.activations.valid)),

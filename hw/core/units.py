@@ -399,14 +399,16 @@ class StoreUnit(wiring.Component):
         # From flip-flops only: they steer the row's ready and the line FIFO.
         pushes = cmd.pool & odd_column & ~odd_row & ~at_last_row
         pops = cmd.pool & odd_column & odd_row
-        # A popping row has its pair at the line's head. The line's ready is taken a cycle late,
-        # from a flip-flop beside the pool logic (timing: the line's memory may be placed far
-        # from it, and `taken` must not make the round trip through its read logic), and as
-        # low in the cycle after a pop. That is safe (only this block reads the line, so a
-        # ready seen without a pop since is still true) and costs nothing in the stream: the row
-        # after a pop is an even column, which does not pop.
+        # A popping row has its pair at the line's head. The pop is registered (timing: the line
+        # FIFO's read enable reaches its memory's read register, placed away from the pool, so it
+        # comes from a flip-flop, not from `taken`): the head moves on the cycle after the row
+        # is taken. The row after a pop is an even column, which does not pop, so the head it
+        # still sees is never used. `line_ready`, "the head is the next pair", is a flip-flop
+        # too, from the FIFO's state: after a pop, whether a second pair was in it.
+        line_pop = Signal()
         line_ready = Signal()
-        m.d.sync += line_ready.eq(line.r_rdy & ~line.r_en)
+        m.d.sync += [line_pop.eq(taken & pops),
+                     line_ready.eq(Mux(line_pop, line.r_level >= 2, line.r_rdy))]
         pair_ready = ~pops | line_ready
         # The line FIFO is written from registers, the cycle after the row is taken (timing: its
         # write enable reaches every distributed-RAM slice of the line). It holds at most
@@ -431,7 +433,7 @@ class StoreUnit(wiring.Component):
             self.sp_en.eq(write_valid & ~self.sp_blocked),
             line.w_data.eq(line_push_row),
             line.w_en.eq(line_push),
-            line.r_en.eq(taken & pops),
+            line.r_en.eq(line_pop),
         ]
         with m.If(write_free):
             m.d.sync += write_valid.eq(row_in.valid & emits & pair_ready)
@@ -439,8 +441,11 @@ class StoreUnit(wiring.Component):
                 m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
         with m.If(self.sp_en):
             m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
-        with m.If(taken):
+        # An even column's row is taken whenever it is offered (it never emits), so `held` loads
+        # on that, from two flip-flops, not on the row's handshake.
+        with m.If(row_in.valid & ~odd_column):
             m.d.sync += held.eq(incoming)
+        with m.If(taken):
             with m.If(at_last_column):
                 m.d.sync += [columns_left.eq(last_column), odd_column.eq(0),
                              at_last_column.eq(last_column == 0),
