@@ -35,13 +35,13 @@ StoreUnit::
     has left the pipeline), then M accumulator rows -> SkidBuffer (the drain requests)
     -> ReadStage(drain port) -> Requantizer
     -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register
-    -> scratchpad write
+    -> SkidBuffer -> scratchpad write
     Throughput: one row per ceil(C / requant_lanes) cycles.
 
-    The drain requests (address, valid), the line FIFO's write and the scratchpad write
+    The drain requests (address, valid), the line FIFO's write and read and the scratchpad write
     (address, row, enable) come straight from registers: a drain request reaches the port a
-    cycle after it is made (its skid buffer), and a row is written two cycles after it leaves
-    the requantizer (the skid buffer, then the write register).
+    cycle after it is made (its skid buffer), and a row is written three cycles after it leaves
+    the requantizer (a skid buffer, the write register, a skid buffer).
 
 BinaryUnit::
 
@@ -421,16 +421,23 @@ class StoreUnit(wiring.Component):
         line_push_row = Signal(pool_row)
         # The row is loaded every cycle (`line_push` qualifies it): no handshake enable on it.
         m.d.sync += [line_push.eq(taken & pushes), line_push_row.eq(pair)]
-        # Write register: the pooled row is registered before the scratchpad write port, which
-        # the host may take for a cycle (`sp_blocked`); the row then waits there.
+        # Write register: the pooled row is registered beside the pool, then passes a skid
+        # buffer to the scratchpad write port, which the host may take for a cycle
+        # (`sp_blocked`). Timing: the port's stall steers only the skid buffer's registers,
+        # placed by the scratchpad, and the pool's decisions see that buffer's ready, a
+        # flip-flop, so they are not pulled towards the port.
         write_valid = Signal()
         write_row = Signal(pool_row)
-        write_free = ~write_valid | ~self.sp_blocked
+        m.submodules.pool_output = pool_output = SkidBuffer(pool_row)
+        write_free = ~write_valid | pool_output.i.ready
         m.d.comb += [
+            pool_output.i.valid.eq(write_valid),
+            pool_output.i.payload.eq(write_row),
+            pool_output.o.ready.eq(~self.sp_blocked),
             row_in.ready.eq(~emits | (write_free & pair_ready)),
             self.sp_addr.eq(out_addr),
-            self.sp_data.eq(write_row),
-            self.sp_en.eq(write_valid & ~self.sp_blocked),
+            self.sp_data.eq(pool_output.o.payload),
+            self.sp_en.eq(pool_output.o.valid & ~self.sp_blocked),
             line.w_data.eq(line_push_row),
             line.w_en.eq(line_push),
             line.r_en.eq(line_pop),
