@@ -36,7 +36,8 @@ StoreUnit::
     -> ReadStage(drain port) -> Requantizer
     -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register
     -> SkidBuffer -> scratchpad write
-    Throughput: one row per ceil(C / requant_lanes) cycles.
+    Throughput: one row per max(2, ceil(C / requant_lanes)) cycles (the pool rests a cycle after
+    each row it takes).
 
     The drain requests (address, valid), the line FIFO's write and read and the scratchpad write
     (address, row, enable) come straight from registers: a drain request reaches the port a
@@ -382,7 +383,15 @@ class StoreUnit(wiring.Component):
         m.submodules.requant_output = requant_output = SkidBuffer(requant.o.payload.shape())
         wiring.connect(m, requant.o, requant_output.i)
         row_in = requant_output.o
-        taken = row_in.valid & row_in.ready
+        # The pool takes a row when `accept`, a flip-flop, is high, and rests the cycle after
+        # (timing: its ready and every decision behind the row's handshake start from
+        # flip-flops, one LUT from `taken`; rows come at most one per ceil(C / lanes) cycles,
+        # at least two unless every channel has its own lane). `accept` is computed for the
+        # next cycle from the flags of the row that comes next: its write register is then
+        # free (nothing was taken) and a line pair it saw ready is still there (only a pop
+        # takes one, and the row after a pop does not pop).
+        accept = Signal()
+        taken = row_in.valid & accept
         incoming = row_in.payload.data
         pair = Signal(pool_row)
         quad = Signal(pool_row)
@@ -430,11 +439,12 @@ class StoreUnit(wiring.Component):
         write_row = Signal(pool_row)
         m.submodules.pool_output = pool_output = SkidBuffer(pool_row)
         write_free = ~write_valid | pool_output.i.ready
+        m.d.sync += accept.eq(~taken & (~emits | (write_free & pair_ready)))
         m.d.comb += [
             pool_output.i.valid.eq(write_valid),
             pool_output.i.payload.eq(write_row),
             pool_output.o.ready.eq(~self.sp_blocked),
-            row_in.ready.eq(~emits | (write_free & pair_ready)),
+            row_in.ready.eq(accept),
             self.sp_addr.eq(out_addr),
             self.sp_data.eq(pool_output.o.payload),
             self.sp_en.eq(pool_output.o.valid & ~self.sp_blocked),
@@ -443,13 +453,13 @@ class StoreUnit(wiring.Component):
             line.r_en.eq(line_pop),
         ]
         with m.If(write_free):
-            m.d.sync += write_valid.eq(row_in.valid & emits & pair_ready)
+            m.d.sync += write_valid.eq(taken & emits)
             for lane in range(cols):
                 m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
         with m.If(self.sp_en):
             m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
-        # An even column's row is taken whenever it is offered (it never emits), so `held` loads
-        # on that, from two flip-flops, not on the row's handshake.
+        # `held` follows the even column's row while it is offered (the offer holds until it is
+        # taken): its enable is two flip-flops, not the row's handshake.
         with m.If(row_in.valid & ~odd_column):
             m.d.sync += held.eq(incoming)
         with m.If(taken):
