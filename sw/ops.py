@@ -18,6 +18,7 @@ Tensor dtypes: ``"int8"`` (affine quantized: real = scale * (q - zero_point)), `
 Kinds and what they compute (x: the input, batch first)::
 
     Dense            requantize(gemm(x, weights, folded_bias))            int8|binary [K] -> [N]
+    DenseInt32       gemm(x, weights, folded_bias), raw accumulators      int8|binary [K] -> int32
     Conv2D           requantize(conv2d(x, ...)) (+ 2x2 max-pool if pool)  int8 HWC -> int8 HWC
     DepthwiseConv2D  requantize(depthwise_conv2d(x, ...))                 int8 HWC -> int8 HWC
     Flatten          x.reshape(B, -1) (NHWC order)                        any [H, W, C] -> [HWC]
@@ -33,16 +34,17 @@ Kinds and what they compute (x: the input, batch first)::
     Pad              TFLite PAD with the zero point                       int8 -> int8
     Softmax          host float softmax, TFLite's int8 output quant.      int8 [.., N] -> int8
 
-Requantization fields (Dense, Conv2D, DepthwiseConv2D): int32 ``bias``, per output channel M0
-(``multiplier``, in [2^30, 2^31) or 0) and ``shift`` (<= 0) as `sim.reference.quantize_multiplier`
-returns them, ``input_zero_point``, ``output_zero_point``, ``act_min``/``act_max`` and the
-``rounding`` form: "double" (gemmlowp, LiteRT's reference CONV_2D and DEPTHWISE_CONV_2D) or
-"single" (one rounding: FULLY_CONNECTED, and CONV_2D/DEPTHWISE_CONV_2D in LiteRT's default
-interpreter, whose XNNPACK kernels round once; tests/test_litert.py). Input zero points are
-folded into the bias for the hardware (``folded_bias``); convolution padding is filled with the
-input zero point so the folding stays exact at the borders. Kinds that derive their integers
-from scales (Add, Mean, Concat, Requantize, Softmax) state the scales and zero points; scales
-are held as float32 values, as TFLite stores them.
+Requantization fields (Dense, Conv2D, DepthwiseConv2D; DenseInt32 has only the bias and the
+input zero point): int32 ``bias``, per output channel M0 (``multiplier``, in [2^30, 2^31) or 0)
+and ``shift`` (<= 0) as `sim.reference.quantize_multiplier` returns them, ``input_zero_point``,
+``output_zero_point``, ``act_min``/``act_max`` and the ``rounding`` form: "double" (gemmlowp,
+LiteRT's reference CONV_2D and DEPTHWISE_CONV_2D) or "single" (one rounding: FULLY_CONNECTED,
+and CONV_2D/DEPTHWISE_CONV_2D in LiteRT's default interpreter, whose XNNPACK kernels round once;
+tests/test_litert.py). Input zero points are folded into the bias for the hardware
+(``folded_bias``); convolution padding is filled with the input zero point so the folding stays
+exact at the borders. Kinds that derive their integers from scales (Add, Mean, Concat,
+Requantize, Softmax) state the scales and zero points; scales are held as float32 values, as
+TFLite stores them.
 """
 
 from dataclasses import dataclass
@@ -57,8 +59,8 @@ from sim.reference import (AVERAGE_ROUNDINGS, INT8_MAX, INT8_MIN, INT32_MAX, ROU
                            mean_hw, pack_bits, pad, requantize, requantize_int8, softmax_int8,
                            threshold_activation, tflite_scale, unpack_bits)
 
-__all__ = ["DTYPES", "TensorSpec", "Dense", "Conv2D", "DepthwiseConv2D", "Flatten", "Reshape",
-           "BinaryDense", "Sign", "Add", "MaxPool2D", "AveragePool2D", "Mean", "Concat",
+__all__ = ["DTYPES", "TensorSpec", "Dense", "DenseInt32", "Conv2D", "DepthwiseConv2D", "Flatten",
+           "Reshape", "BinaryDense", "Sign", "Add", "MaxPool2D", "AveragePool2D", "Mean", "Concat",
            "Requantize", "Pad", "Softmax", "OPERATIONS"]
 
 DTYPES = ("int8", "int32", "binary")
@@ -142,9 +144,21 @@ def _activation_range(op):
                          f"act_max ({op.act_max})")
 
 
+def _check_bias(layer, channels):
+    """int32 ``bias`` [channels] and the int8 ``input_zero_point``; the bias with the zero point
+    folded in (``folded_bias``, what the hardware adds) must fit int32."""
+    _int_array(layer, "bias", layer.bias, np.int32, (channels,))
+    _int_in(layer, "input_zero_point", INT8_MIN, INT8_MAX)
+    try:
+        fold_zero_point(layer.bias, layer.weight_matrix, layer.input_zero_point)
+    except OverflowError as error:
+        raise OverflowError(f"{type(layer).__name__}.bias with input_zero_point "
+                            f"{layer.input_zero_point} folded in: {error}") from None
+
+
 def _check_requant(layer, channels):
     """The requantization fields shared by `Dense`, `Conv2D` and `DepthwiseConv2D`."""
-    _int_array(layer, "bias", layer.bias, np.int32, (channels,))
+    _check_bias(layer, channels)
     multiplier = _int_array(layer, "multiplier", layer.multiplier, np.int64, (channels,),
                             0, INT32_MAX)
     bad = (multiplier != 0) & (multiplier < (1 << 30))
@@ -152,18 +166,11 @@ def _check_requant(layer, channels):
         raise ValueError(f"{type(layer).__name__}.multiplier must be 0 or in [2^30, 2^31) as "
                          f"quantize_multiplier returns, found {multiplier[bad][:4].tolist()}")
     _int_array(layer, "shift", layer.shift, np.int64, (channels,), -31, 0)
-    for name in ("input_zero_point", "output_zero_point"):
-        _int_in(layer, name, INT8_MIN, INT8_MAX)
+    _int_in(layer, "output_zero_point", INT8_MIN, INT8_MAX)
     _activation_range(layer)
     if layer.rounding not in ROUNDING_MODES:
         raise ValueError(f"{type(layer).__name__}.rounding must be one of {ROUNDING_MODES}, "
                          f"not {layer.rounding!r}")
-    # The folded bias is what the hardware adds; it must fit its int32 accumulator lanes.
-    try:
-        fold_zero_point(layer.bias, layer.weight_matrix, layer.input_zero_point)
-    except OverflowError as error:
-        raise OverflowError(f"{type(layer).__name__}.bias with input_zero_point "
-                            f"{layer.input_zero_point} folded in: {error}") from None
 
 
 def _check_window(op, kernel):
@@ -251,36 +258,23 @@ def _same_as_input(tensor, shape=None):
 # Requantizing layers -----------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Dense:
-    """A quantized fully connected layer (TFLite FULLY_CONNECTED).
-
-    weights : int8 [K, N]; bias : int32 [N] (the float bias / (input_scale * weight_scale[c]));
-    multiplier, shift : per output channel, from `sim.reference.quantize_multiplier`
-    (M0 in [2^30, 2^31) or 0, shift in [-31, 0]); input_zero_point, output_zero_point, act_min,
-    act_max : int8 (a fused ReLU is ``act_min = output_zero_point``); rounding : "single" as
-    FULLY_CONNECTED runs it in current LiteRT ("double" accepted for other runtimes).
-    The input may be a binary tensor (the +1/-1 values as int8, input_zero_point 0): the INT8
-    layer after binary hidden layers, as FINN networks end.
-    """
+class _DenseLayer:
+    """What `Dense` and `DenseInt32` share: int8 weights [K, N] applied to a [K] input (int8, or
+    binary: the +1/-1 values as int8 with input_zero_point 0), an int32 bias and the input zero
+    point folded into it; the checks, the GEMM view and the output shape."""
 
     arity = 1
 
     weights: np.ndarray
     bias: np.ndarray
-    multiplier: np.ndarray
-    shift: np.ndarray
     input_zero_point: int = 0
-    output_zero_point: int = 0
-    act_min: int = INT8_MIN
-    act_max: int = INT8_MAX
-    rounding: str = "single"
 
-    def __post_init__(self):
+    def _check_weights(self):
         weights = _int_array(self, "weights", self.weights, np.int8)
         if weights.ndim != 2 or 0 in weights.shape:
-            raise ValueError(f"Dense.weights must be a non-empty 2-D [K, N] array, "
-                             f"not shape {weights.shape}")
-        _check_requant(self, weights.shape[1])
+            raise ValueError(f"{type(self).__name__}.weights must be a non-empty 2-D [K, N] "
+                             f"array, not shape {weights.shape}")
+        return weights.shape[1]
 
     @property
     def input_features(self):
@@ -305,19 +299,69 @@ class Dense:
             raise _shape_error(self, (self.input_features,), input_shape)
         return (self.output_features,)
 
-    def output_spec(self, inputs):
-        (x,) = inputs
+    def _check_input(self, x):
         _input_dtype(self, x, ("int8", "binary"))
         if x.dtype == "binary" and self.input_zero_point != 0:
             raise ValueError(f"input tensor {x.name!r} is binary (+1/-1 as int8, zero point 0) "
                              f"but input_zero_point is {self.input_zero_point}")
         if x.dtype == "int8":
             _stated_zero_point(self, "input_zero_point", x)
-        return TensorSpec(self.output_shape(x.shape), "int8", None, self.output_zero_point)
+        return self.output_shape(x.shape)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Dense(_DenseLayer):
+    """A quantized fully connected layer (TFLite FULLY_CONNECTED).
+
+    weights : int8 [K, N]; bias : int32 [N] (the float bias / (input_scale * weight_scale[c]));
+    multiplier, shift : per output channel, from `sim.reference.quantize_multiplier`
+    (M0 in [2^30, 2^31) or 0, shift in [-31, 0]); input_zero_point, output_zero_point, act_min,
+    act_max : int8 (a fused ReLU is ``act_min = output_zero_point``); rounding : "single" as
+    FULLY_CONNECTED runs it in current LiteRT ("double" accepted for other runtimes).
+    The input may be a binary tensor (the +1/-1 values as int8, input_zero_point 0): the INT8
+    layer after binary hidden layers, as FINN networks end.
+    """
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    output_zero_point: int = 0
+    act_min: int = INT8_MIN
+    act_max: int = INT8_MAX
+    rounding: str = "single"
+
+    def __post_init__(self):
+        _check_requant(self, self._check_weights())
+
+    def output_spec(self, inputs):
+        (x,) = inputs
+        return TensorSpec(self._check_input(x), "int8", None, self.output_zero_point)
 
     def run(self, x):
         """int8 [M, K] -> int8 [M, N]."""
         return _requantize(self, gemm(x, self.weights, self.folded_bias))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class DenseInt32(_DenseLayer):
+    """A fully connected layer without requantization: the raw int32 accumulators
+    ``gemm(x, weights, folded_bias)`` (what `Accelerator.matmul_int32` returns; ONNX's
+    MatMulInteger with a bias).
+
+    weights : int8 [K, N]; bias : int32 [N]; input_zero_point : int8, folded into the bias. The
+    input is int8 or binary (as for `Dense`). `run` raises OverflowError when a result leaves
+    int32, as `sim.reference.gemm` does.
+    """
+
+    def __post_init__(self):
+        _check_bias(self, self._check_weights())
+
+    def output_spec(self, inputs):
+        (x,) = inputs
+        return TensorSpec(self._check_input(x), "int32", None, 0)
+
+    def run(self, x):
+        """int8 [M, K] -> int32 [M, N]."""
+        return gemm(x, self.weights, self.folded_bias)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -953,5 +997,5 @@ class Softmax:
         return softmax_int8(x, input_scale=self.input_scale, beta=self.beta)
 
 
-OPERATIONS = (Dense, Conv2D, DepthwiseConv2D, Flatten, Reshape, BinaryDense, Sign, Add, MaxPool2D,
-              AveragePool2D, Mean, Concat, Requantize, Pad, Softmax)
+OPERATIONS = (Dense, DenseInt32, Conv2D, DepthwiseConv2D, Flatten, Reshape, BinaryDense, Sign, Add,
+              MaxPool2D, AveragePool2D, Mean, Concat, Requantize, Pad, Softmax)

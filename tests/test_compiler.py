@@ -18,7 +18,7 @@ from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_
 from sw.compiler.layout import column_fold_shape, fold_columns
 from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
-from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, Flatten, Sign, Softmax
+from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, DenseInt32, Flatten, Sign, Softmax
 
 TINY = DeviceGeometry(preset("tiny"))
 
@@ -480,3 +480,122 @@ def test_a_failed_load_leaves_the_device_usable(device, monkeypatch):
     with pytest.raises(RuntimeError, match="load it again"):
         first(x)        # its weights may be half overwritten: refused, not wrong
     np.testing.assert_array_equal(device.load(graph)(x), run_reference(graph, x))
+
+
+# Raw accumulators: DenseInt32 and Accelerator.matmul_int32 ---------------------------------------
+
+def _accumulators_graph(rng, k, n, zero_point=0):
+    builder = GraphBuilder()
+    x = builder.input("x", (k,), scale=0.1, zero_point=zero_point)
+    out = builder.node("acc", DenseInt32(weights=rng.integers(-128, 128, (k, n)),
+                                         bias=rng.integers(-2**30, 2**30, n),
+                                         input_zero_point=zero_point), [x])
+    return builder.build([out])
+
+
+def _expected_accumulators(graph, x):
+    """``(x - zero_point) @ weights + bias`` in Python integers."""
+    op = graph.nodes[0].op
+    return [[sum((a - op.input_zero_point) * w for a, w in zip(row, column)) + bias
+             for column, bias in zip(op.weights.T.tolist(), op.bias.tolist())]
+            for row in x.tolist()]
+
+
+def test_dense_int32_tiles_are_read_back_from_the_accumulator():
+    # 10x9 on the tiny core (4x4, accumulator halves of 32 rows), 20 samples a round: each
+    # column block's 20 rows fill most of a half, so three GEMM tiles alternate halves, each
+    # followed by FENCE and a read of its half; no REQUANT_STORE, no parameters.
+    graph = _accumulators_graph(np.random.default_rng(20), 10, 9, zero_point=-7)
+    program = compile_graph(graph, TINY, batch=20)
+    assert [step.kind for step in program.steps] == ["write"] + ["commands",
+                                                                  "read_accumulators"] * 3
+    assert [step.args["window"] for step in program.resident] == ["scratchpad"]
+    reads = [step for step in program.steps if step.kind == "read_accumulators"]
+    assert [(r.args["acc_base"], r.args["low"], r.args["high"]) for r in reads] == [
+        (0, 0, 4), (32, 4, 8), (0, 8, 9)]
+    gemms = [fields for step in program.steps if step.kind == "commands"
+             for opcode, fields in map(decode, step.data) if opcode == Opcode.GEMM]
+    assert [(g["acc_base"], g["m"], g["k_blocks"], g["k_last"], g["n_blocks"], g["n_last"])
+            for g in gemms] == [(0, 20, 3, 2, 1, 4), (32, 20, 3, 2, 1, 4), (0, 20, 3, 2, 1, 1)]
+    op = graph.nodes[0].op
+    bias = op.bias.astype(np.int64) + 7 * op.weights.astype(np.int64).sum(0)  # zero point -7
+    np.testing.assert_array_equal(np.concatenate([r.data for r in reads]), bias)
+    assert program.placements[0].where == "device"
+    assert "int32 accumulators read back" in program.placements[0].reason
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 30), st.integers(1, 20), st.booleans(),
+       st.integers(0, 2**32 - 1))
+@example(1, 1, 1, False, 0)             # size 1 everywhere
+@example(40, 3, 9, False, 1)            # 40 rows: bands of rows taller than a half
+@example(5, 30, 20, False, 2)           # 5 x 32 weight rows: streamed in two groups
+@example(3, 13, 6, True, 3)             # every product -128 x -128
+def test_matmul_int32_random_shapes(device, m, k, n, extreme, seed):
+    rng = np.random.default_rng(seed)
+    if extreme:
+        a, w = np.full((m, k), -128, np.int8), np.full((k, n), -128, np.int8)
+    else:
+        a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    bias = rng.integers(-2**30, 2**30, n).astype(np.int32)
+    np.testing.assert_array_equal(device.matmul_int32(a, w, bias), reference.gemm(a, w, bias))
+    np.testing.assert_array_equal(device.matmul_int32(a, w), reference.gemm(a, w))
+
+
+def test_a_short_round_reads_only_its_samples(device, monkeypatch):
+    # 40 samples a round: two bands of rows (32 + 8) per column block. A call with 5 samples
+    # writes 5 input rows, runs only the first band's GEMM of each block and reads 5 rows of
+    # each of them.
+    rng = np.random.default_rng(21)
+    graph = _accumulators_graph(rng, 3, 6, zero_point=4)
+    network = device.load(graph, batch=40)
+    assert sum(step.kind == "read_accumulators" for step in network.program.steps) == 4
+    moved = count_link_bytes(device, monkeypatch)
+    x = rng.integers(-128, 128, (5, 3)).astype(np.int8)
+    result = network(x)
+    assert result.dtype == np.int32
+    np.testing.assert_array_equal(result, _expected_accumulators(graph, x))
+    core = device.core
+    assert moved == {"in": 5 * core.scratchpad_stride * 4,
+                     "out": 2 * 5 * core.accumulator_stride * 4}
+
+
+def test_dense_int32_program_file_round_trip(device, tmp_path):
+    rng = np.random.default_rng(22)
+    graph = _accumulators_graph(rng, 7, 5)
+    program = device.compile(graph, batch=36)
+    program.save(tmp_path / "acc.npz")
+    again = Program.load(tmp_path / "acc.npz")
+    for mine, theirs in zip(program.steps, again.steps, strict=True):
+        assert (mine.kind, mine.node, mine.bytes_in, mine.bytes_out) == (
+            theirs.kind, theirs.node, theirs.bytes_in, theirs.bytes_out)
+        np.testing.assert_array_equal(theirs.data, mine.data)
+        if mine.kind == "read_accumulators":
+            assert theirs.args == mine.args
+    x = rng.integers(-128, 128, (36, 7)).astype(np.int8)
+    np.testing.assert_array_equal(device.load(again)(x), _expected_accumulators(graph, x))
+
+
+@pytest.mark.parametrize("args, error, words", [
+    ((np.ones((2, 3), np.int8), np.ones((4, 2), np.int8)), ValueError,
+     "matmul_int32: a is [M, K] = [2, 3] but w is [K, N] = [4, 2]: K differs"),
+    ((np.ones((2, 3), np.float32), np.ones((3, 2), np.int8)), TypeError,
+     "a must be an integer array (int8), not dtype float32"),
+    ((np.ones((2, 3), np.int8), np.full((3, 2), 128)), ValueError,
+     "w must hold int8 values in [-128, 127], found [128, 128]"),
+    ((np.ones((2, 3), np.int8), np.ones((3, 2), np.int8), np.zeros(3, np.int32)), ValueError,
+     "bias must have shape (2,) (one per output channel), not (3,)"),
+    ((np.ones((1, 600), np.int8), np.ones((600, 1), np.int8)), DoesNotFit,
+     "node 'matmul_int32' (DenseInt32) does not fit the device: one block of 4 output channels "
+     "needs 600 weight rows, but the scratchpad's weight bank holds 128 rows"),
+    ((np.full((1, 2), -128, np.int8), np.full((2, 1), -128, np.int8), [2**31 - 2**15]),
+     OverflowError, "tensor 'matmul_int32': a sum with the bias leaves int32: columns 0:1 hold "
+                    "[2147483648, 2147483648]"),
+])
+def test_matmul_int32_bad_input(device, args, error, words):
+    with pytest.raises(error) as info:
+        device.matmul_int32(*args)
+    assert words in str(info.value)
+    a, w = np.array([[3, -1]], np.int8), np.array([[2], [5]], np.int8)
+    np.testing.assert_array_equal(device.matmul_int32(a, w), [[1]])     # the device works on

@@ -10,8 +10,8 @@ import pytest
 
 from sim import reference as ref
 from sw.graph import Graph, GraphBuilder, Node, Tensor, run_reference, run_reference_tensors
-from sw.ops import (Add, AveragePool2D, BinaryDense, Concat, Conv2D, Dense, DepthwiseConv2D,
-                    MaxPool2D, Mean, Pad, Requantize, Reshape, Sign, Softmax)
+from sw.ops import (Add, AveragePool2D, BinaryDense, Concat, Conv2D, Dense, DenseInt32,
+                    DepthwiseConv2D, MaxPool2D, Mean, Pad, Requantize, Reshape, Sign, Softmax)
 
 
 def requant(rng, channels, input_zero_point, output_zero_point, shift=-9):
@@ -193,6 +193,35 @@ def test_mixed_int8_sign_binary_network(int8_last):
     np.testing.assert_array_equal(run_reference(graph, x), expected)
 
 
+def test_dense_int32_gives_the_raw_accumulators():
+    """DenseInt32: ``(x - input_zero_point) @ weights + bias`` in Python integers, for an int8
+    input with a zero point and for a binary one; the sum leaving int32 is an OverflowError."""
+    rng = np.random.default_rng(8)
+    op = DenseInt32(weights=weights(rng, (9, 5)), bias=rng.integers(-2**31, 2**31 - 2**21, 5),
+                    input_zero_point=-7)
+    builder = GraphBuilder()
+    x = builder.input("x", (9,), scale=0.1, zero_point=-7)
+    out = builder.node("acc", op, [x])
+    graph = builder.build([out])
+    assert (graph.tensor("acc").dtype, graph.tensor("acc").zero_point) == ("int32", 0)
+    samples = weights(rng, (6, 9))
+    samples[0] = -128
+    expected = [[sum((a + 7) * w for a, w in zip(row, column)) + bias
+                 for column, bias in zip(op.weights.T.tolist(), op.bias.tolist())]
+                for row in samples.tolist()]
+    result = run_reference(graph, samples)
+    assert result.dtype == np.int32
+    np.testing.assert_array_equal(result, expected)
+    bits = signs(rng, (3, 9))
+    binary = DenseInt32(weights=op.weights, bias=np.zeros(5, np.int32))
+    np.testing.assert_array_equal(binary.run(bits), [
+        [sum(a * w for a, w in zip(row, column)) for column in op.weights.T.tolist()]
+        for row in bits.tolist()])
+    high = DenseInt32(weights=np.full((2, 1), -128, np.int8), bias=[2**31 - 2**15])
+    with pytest.raises(OverflowError, match="gemm result"):
+        high.run(np.full((1, 2), -128, np.int8))
+
+
 def test_nodes_are_kept_in_topological_order():
     rng = np.random.default_rng(6)
     graph, _ = residual_block(rng)
@@ -370,6 +399,18 @@ def test_add_quantization_must_match_its_tensors(x_quant, y_quant, out_quant, x_
      "[KH, KW, Cin, M]"),
     (lambda: Requantize(input_scale=0.0, input_zero_point=0, output_scale=1.0,
                         output_zero_point=0), ValueError, "Requantize.input_scale"),
+    (lambda: DenseInt32(weights=np.ones(4, np.int8), bias=np.zeros(4, np.int32)), ValueError,
+     "DenseInt32.weights must be a non-empty 2-D [K, N] array, not shape (4,)"),
+    (lambda: DenseInt32(weights=np.ones((4, 3), np.int8), bias=np.zeros(4, np.int32)),
+     ValueError, "DenseInt32.bias must have shape (3,), not (4,)"),
+    (lambda: DenseInt32(weights=np.ones((4, 3), np.float32), bias=np.zeros(3, np.int32)),
+     TypeError, "DenseInt32.weights must be an integer array (int8), not dtype float32"),
+    (lambda: DenseInt32(weights=np.ones((4, 3), np.int8), bias=np.zeros(3, np.int32),
+                        input_zero_point=200),
+     ValueError, "DenseInt32.input_zero_point must be in [-128, 127], not 200"),
+    (lambda: DenseInt32(weights=np.full((4, 1), 127, np.int8), bias=[2**31 - 1],
+                        input_zero_point=-128), OverflowError,
+     "DenseInt32.bias with input_zero_point -128 folded in"),
 ])
 def test_parts_reject(build, error, words):
     with pytest.raises(error) as info:
@@ -402,6 +443,15 @@ def test_parts_reject(build, error, words):
                               output_scale=0.1, output_zero_point=0), inputs=["x", "x"],
           output="y"), t("x", scale=0.2), "node 'c' (Concat): input tensor 'x' has (scale, zero "
                                           "point) (0.20000000298023224, 0) but Concat states"),
+    (Node(name="d", op=DenseInt32(weights=np.ones((4, 2), np.int8), bias=np.zeros(2, np.int32),
+                                  input_zero_point=1), inputs=["x"], output="y"), t("x"),
+     "node 'd' (DenseInt32): input_zero_point is 1 but input tensor 'x' has zero point 0"),
+    (Node(name="d", op=DenseInt32(weights=np.ones((4, 2), np.int8), bias=np.zeros(2, np.int32)),
+          inputs=["x"], output="y"), t("x", dtype="int32"),
+     "node 'd' (DenseInt32): input tensor 'x' is int32; DenseInt32 takes int8 or binary"),
+    (Node(name="d", op=DenseInt32(weights=np.ones((5, 2), np.int8), bias=np.zeros(2, np.int32)),
+          inputs=["x"], output="y"), t("x"),
+     "node 'd' (DenseInt32): DenseInt32 expects a per-sample input of shape (5,), not (4,)"),
 ])
 def test_node_input_rules(node, input_tensor, words):
     builder = GraphBuilder()

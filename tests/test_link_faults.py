@@ -164,7 +164,9 @@ def test_a_lost_reply_while_pushing_a_command():
 def test_a_core_that_does_not_finish_in_time_raises_and_the_next_layer_recovers():
     line = LossyLine()
     device = Accelerator(FrameLink(line), command_timeout=2e-6)
-    a, w = layer(4, m=16)
+    # K = 64 (16 blocks of the 4x4 array): each GEMM tile runs ~4 us, past the 2 us timeout
+    # (a status poll takes ~0.6 us on this line).
+    a, w = layer(4, m=16, k=64)
     with pytest.raises(CoreTimeout, match=r"did not get there .* it reads .*completed \d+.*"
                                           r"pushed \d+") as error:
         device.matmul_int32(a, w)

@@ -16,7 +16,8 @@ from hw.binary.encoding import threshold_writes, weight_writes
 from hw.core.isa import Opcode, encode
 
 __all__ = ["activation_rows", "column_fold_shape", "fold_columns", "weight_rows", "rows_to_words",
-           "words_to_rows", "output_from_rows", "parameter_words", "ConvLayer", "layer_commands",
+           "words_to_rows", "output_from_rows", "parameter_words", "ConvLayer", "output_bands",
+           "compute_command", "layer_commands", "accumulator_values",
            "binary_activation_rows", "binary_from_rows", "binary_weight_words",
            "binary_threshold_words",
            "binary_results"]
@@ -165,55 +166,66 @@ class ConvLayer:
         return reference.conv_output_size(self.in_w, self.kw, self.stride, left, right)
 
 
-def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_half=0):
-    """GEMM/CONV + REQUANT_STORE command pairs covering `layer`, alternating accumulator halves
-    (so a store overlaps the next compute), then FENCE. Returns (list of word lists, next half).
-
-    Each pair fills at most one half: whole column blocks of every output row when they fit,
-    else bands of output rows (an even number of them when pooling; a pooled layer's odd last
-    output row, which the pool drops, is not computed)."""
+def output_bands(layer, *, cols, accumulator_rows):
+    """The tiles of `layer` that each fill at most one accumulator half, as (first output row,
+    output rows, first column block, column blocks): whole column blocks of every output row
+    when they fit, else bands of output rows (an even number of them when pooling; a pooled
+    layer's odd last output row, which the pool drops, is not computed)."""
     half_rows = accumulator_rows // 2
-    cin_blocks, n_blocks = _blocks(layer.cin, rows), _blocks(layer.cout, cols)
+    n_blocks = _blocks(layer.cout, cols)
     pixels = layer.out_h * layer.out_w
-    tile_rows = layer.kh * layer.kw * cin_blocks * rows
-    pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
-    bands = []
     if pixels <= half_rows:
         per = half_rows // pixels
-        bands = [(0, layer.out_h, nb, min(per, n_blocks - nb)) for nb in range(0, n_blocks, per)]
-    else:
-        band = half_rows // layer.out_w
-        if layer.pool:
-            band -= band % 2
-        if band == 0:
-            raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
-                             f"accumulator ({half_rows} rows)")
-        # The 2x2 pool drops an odd last output row: it is not computed, so no band is left
-        # with a single row to pool.
-        needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
-        bands = [(ho, min(band, needed_rows - ho), nb, 1)
-                 for nb in range(n_blocks) for ho in range(0, needed_rows, band)]
+        return [(0, layer.out_h, nb, min(per, n_blocks - nb)) for nb in range(0, n_blocks, per)]
+    band = half_rows // layer.out_w
+    if layer.pool:
+        band -= band % 2
+    if band == 0:
+        raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
+                         f"accumulator ({half_rows} rows)")
+    # The 2x2 pool drops an odd last output row: it is not computed, so no band is left with a
+    # single row to pool.
+    needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
+    return [(ho, min(band, needed_rows - ho), nb, 1)
+            for nb in range(n_blocks) for ho in range(0, needed_rows, band)]
+
+
+def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
+    """The GEMM (``gemm``: the rows of `layer`'s input are the GEMM's rows) or CONV command
+    computing `band` (an `output_bands` tile) of `layer` into the accumulator rows from
+    `acc_base` (block-major: ``acc_base + block*band_pixels + pixel``)."""
+    ho_start, ho_count, nb_start, count = band
+    cin_blocks, n_blocks = _blocks(layer.cin, rows), _blocks(layer.cout, cols)
+    n_last = cols if nb_start + count < n_blocks else layer.cout - (n_blocks - 1) * cols
+    w_base = layer.w_base + nb_start * layer.kh * layer.kw * cin_blocks * rows
+    if gemm:
+        return encode(
+            Opcode.GEMM, a_base=layer.a_base + ho_start * cin_blocks, w_base=w_base,
+            acc_base=acc_base, accumulate=0, m=ho_count, k_blocks=cin_blocks,
+            k_last=layer.cin - (cin_blocks - 1) * rows, n_blocks=count, n_last=n_last)
+    top, _, left, _ = layer.padding
+    return encode(
+        Opcode.CONV, a_base=layer.a_base, w_base=w_base, acc_base=acc_base, accumulate=0,
+        in_h=layer.in_h, in_w=layer.in_w, cin_blocks=cin_blocks,
+        cin_last=layer.cin - (cin_blocks - 1) * rows, kh=layer.kh, kw=layer.kw,
+        stride=layer.stride, pad_top=top, pad_left=left, zero_point=layer.zero_point,
+        out_w=layer.out_w, ho_start=ho_start, ho_count=ho_count, n_blocks=count, n_last=n_last)
+
+
+def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_half=0):
+    """GEMM/CONV + REQUANT_STORE command pairs covering `layer` (its `output_bands`),
+    alternating accumulator halves (so a store overlaps the next compute), then FENCE. Returns
+    (list of word lists, next half)."""
+    half_rows = accumulator_rows // 2
+    n_blocks = _blocks(layer.cout, cols)
+    pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
+    out_stride = n_blocks if layer.out_stride is None else layer.out_stride
     commands = []
     half = first_half
-    top, _, left, _ = layer.padding
-    out_stride = n_blocks if layer.out_stride is None else layer.out_stride
-    for ho_start, ho_count, nb_start, count in bands:
+    for band in output_bands(layer, cols=cols, accumulator_rows=accumulator_rows):
+        ho_start, ho_count, nb_start, count = band
         acc_base = half * half_rows
-        n_last = cols if nb_start + count < n_blocks else layer.cout - (n_blocks - 1) * cols
-        w_base = layer.w_base + nb_start * tile_rows
-        if gemm:
-            commands.append(encode(
-                Opcode.GEMM, a_base=layer.a_base + ho_start * cin_blocks, w_base=w_base,
-                acc_base=acc_base, accumulate=0, m=ho_count, k_blocks=cin_blocks,
-                k_last=layer.cin - (cin_blocks - 1) * rows, n_blocks=count, n_last=n_last))
-        else:
-            commands.append(encode(
-                Opcode.CONV, a_base=layer.a_base, w_base=w_base, acc_base=acc_base, accumulate=0,
-                in_h=layer.in_h, in_w=layer.in_w, cin_blocks=cin_blocks,
-                cin_last=layer.cin - (cin_blocks - 1) * rows, kh=layer.kh, kw=layer.kw,
-                stride=layer.stride, pad_top=top, pad_left=left, zero_point=layer.zero_point,
-                out_w=layer.out_w, ho_start=ho_start, ho_count=ho_count, n_blocks=count,
-                n_last=n_last))
+        commands.append(compute_command(layer, band, acc_base, rows=rows, cols=cols, gemm=gemm))
         first_pixel = (ho_start // 2) * pooled_w if layer.pool else ho_start * layer.out_w
         commands.append(encode(
             Opcode.REQUANT_STORE, acc_base=acc_base, height=ho_count, width=layer.out_w,
@@ -224,6 +236,16 @@ def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_hal
         half ^= 1
     commands.append(encode(Opcode.FENCE))
     return commands, half
+
+
+def accumulator_values(words, *, rows, band_rows, blocks, cols, stride):
+    """Accumulator rows of a GEMM tile (row ``i`` of column block ``b`` at ``b*band_rows + i``,
+    `stride` words each, the first `cols` the int32 lanes) -> int32 [rows, blocks*cols], the
+    first `rows` of the tile's `band_rows` rows. `words` start at the tile's first row and reach
+    at least row ``(blocks-1)*band_rows + rows - 1``."""
+    lanes = np.asarray(words, "<u4").view(np.int32).reshape(-1, stride)[:, :cols]
+    index = np.arange(blocks)[:, np.newaxis] * band_rows + np.arange(rows)
+    return lanes[index].transpose(1, 0, 2).reshape(rows, blocks * cols)
 
 
 def binary_weight_words(w_bits, k, *, width, lanes, lanes_stride, weight_word_stride):

@@ -14,6 +14,9 @@ output rows, accumulator halves) is `sw.compiler.layout.layer_commands`; weight 
   graph input with few channels (a network's first layer: 3 of 12 lanes used) has its kw
   horizontal taps folded into the channels by the host as it writes the input
   (`column_fold`): a kh x 1 conv over kw*cin channels, fewer input rows per output pixel.
+* DenseInt32 -> GEMM tiles as Dense's (`sw.compiler.layout.output_bands`, weights placed
+  alike), each followed by FENCE and a host read of its accumulator half, which adds the bias
+  (the raw int32 accumulators: no REQUANT_STORE, no parameters).
 * Flatten, Reshape: no data moves when each row holds whole channel blocks before and after
   (the rows are then the flattened order already), or for binary rows (always the flattened
   order); else the host reshapes.
@@ -28,14 +31,14 @@ output rows, accumulator halves) is `sw.compiler.layout.layer_commands`; weight 
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hw.core.isa import Opcode, encode
 
 from .layout import (ConvLayer, binary_threshold_words, binary_weight_words, column_fold_shape,
-                     layer_commands, parameter_words, weight_rows)
+                     compute_command, layer_commands, output_bands, parameter_words, weight_rows)
 from .plan import DoesNotFit, WeightPlacement
 from .program import Step
 
@@ -94,6 +97,49 @@ class DenseLowering:
         return layer_commands(layer, rows=core.rows, cols=core.cols,
                               accumulator_rows=core.accumulator_rows, gemm=True,
                               first_half=half)
+
+
+class DenseInt32Lowering(DenseLowering):
+    """DenseInt32 -> GEMM tiles (the round's samples as the GEMM's rows), each read back from
+    the accumulator by the host, which adds the bias: the raw int32 accumulators."""
+
+    def lower(self, plan, node):
+        _lower_int8(plan, node, self._tiles,
+                    "GEMM; the int32 accumulators read back, the bias added on the host")
+        plan.host.add(node.output)
+
+    @classmethod
+    def _tiles(cls, plan, node, source, out, placement, first, cout):
+        core = plan.core
+        shape = ConvLayer(in_h=plan.batch, in_w=1, cin=node.op.weights.shape[0], cout=cout)
+        for band in output_bands(shape, cols=core.cols, accumulator_rows=core.accumulator_rows):
+            cls._tile(plan, node, shape, band, source, placement, first * core.cols)
+
+    @staticmethod
+    def _tile(plan, node, shape, band, source, placement, group_low):
+        """GEMM + FENCE of one `output_bands` tile of the group (`shape`: its `ConvLayer`
+        without addresses; its first channel `group_low`) into an accumulator half, then the
+        step reading it."""
+        core = plan.core
+        half_rows = core.accumulator_rows // 2
+        sample, rows, block, blocks = band
+        low = group_low + block * core.cols
+        high = min(group_low + shape.cout, low + blocks * core.cols)
+        bias = node.op.folded_bias[low:high]
+
+        def commands(half):         # made once the input region has its address
+            layer = replace(shape, a_base=source.base, w_base=placement.w_base)
+            gemm = compute_command(layer, band, half * half_rows, rows=core.rows,
+                                   cols=core.cols, gemm=True)
+            return [gemm, encode(Opcode.FENCE)], half ^ 1
+
+        def read(half):
+            return Step("read_accumulators", node.name, {
+                "tensor": node.output, "acc_base": half * half_rows, "first": sample,
+                "rows": rows, "blocks": blocks, "low": low, "high": high,
+                "units": node.op.output_features}, bias,
+                bytes_out=blocks * rows * core.accumulator_stride * 4)
+        plan.commands(commands, sample=sample, read=read)
 
 
 class Conv2DLowering:
@@ -195,12 +241,15 @@ def _conv_geometry(graph, node, core):
 
 
 def _lower_int8(plan, node, emit_commands, reason, *, layout=None, weights=None):
-    """Input region (R-lane rows, or `layout`) -> output region (C-lane rows, pixel-major);
-    weights (HWIO `weights`, default the op's) and parameters per output-block group (once if
+    """Input region (R-lane rows, or `layout`) -> output region (C-lane rows, pixel-major; None
+    for a DenseInt32, whose accumulators the host reads); weights (HWIO `weights`, default the
+    op's) and requant parameters (none for a DenseInt32) per output-block group (once if
     resident), then `emit_commands` for the group."""
     op, core = node.op, plan.core
+    requantized = node.kind in _REQUANTIZED
     source = plan.in_scratch(node.inputs[0], layout or {"layout": "int8", "block": core.rows})
-    out = plan.new_region(node.output, {"layout": "int8", "block": core.cols})
+    out = plan.new_region(node.output, {"layout": "int8", "block": core.cols}) \
+        if requantized else None
     placement = plan.weights[node.name]
     weights = _weights_hwio(op) if weights is None else weights
     cout = op.weight_matrix.shape[1]
@@ -210,9 +259,10 @@ def _lower_int8(plan, node, emit_commands, reason, *, layout=None, weights=None)
         plan.scratch_image(placement.w_base, weight_rows(
             weights[..., low:high], rows=core.rows, cols=core.cols, row_bytes=core.row_bytes),
             resident=placement.resident)
-        plan.image("parameters", 4 * placement.p_base, parameter_words(
-            bias[low:high], op.multiplier[low:high], op.shift[low:high],
-            channels=count * core.cols), resident=placement.resident)
+        if requantized:
+            plan.image("parameters", 4 * placement.p_base, parameter_words(
+                bias[low:high], op.multiplier[low:high], op.shift[low:high],
+                channels=count * core.cols), resident=placement.resident)
         emit_commands(plan, node, source, out, placement, first, high - low)
     streamed = "" if placement.resident else (
         f"; weights streamed every round in {len(placement.groups)} group(s): they do not fit "
@@ -389,6 +439,7 @@ def _binary_group_bases(placement, k, core):
 
 LOWERINGS = {
     "Dense": DenseLowering(),
+    "DenseInt32": DenseInt32Lowering(),
     "Conv2D": Conv2DLowering(),
     "Flatten": ReshapeLowering(),
     "Reshape": ReshapeLowering(),
@@ -405,7 +456,8 @@ LOWERINGS = {
     "Softmax": HostOnly("a host float kernel (no hardware op)"),
 }
 
-_WEIGHTED = ("Dense", "Conv2D")
+_REQUANTIZED = ("Dense", "Conv2D")      # their parameters (bias, M0, shift) go to the core
+_WEIGHTED = (*_REQUANTIZED, "DenseInt32")
 
 
 def device_nodes(graph, core):
@@ -415,7 +467,8 @@ def device_nodes(graph, core):
 
 
 def plan_weights(graph, core, on_device):
-    """{node name: `WeightPlacement`} for the device's Dense, Conv2D and BinaryDense nodes."""
+    """{node name: `WeightPlacement`} for the device's Dense, DenseInt32, Conv2D and BinaryDense
+    nodes."""
     int8 = [node for node in graph.nodes if node.name in on_device and node.kind in _WEIGHTED]
     placements = _plan_int8_weights(graph, int8, core)
     placements.update(_plan_binary_weights(
@@ -457,8 +510,9 @@ def _plan_binary_weights(nodes, core):
 
 
 def _plan_int8_weights(graph, nodes, core):
-    """Resident while they fit (upper bank, parameter memory); the largest are streamed into
-    what is left, in groups of whole output blocks."""
+    """Resident while they fit (upper bank, parameter memory: `cols` entries per output block
+    of a requantized node); the largest are streamed into what is left, in groups of whole
+    output blocks."""
     bank, entries, cols = core.scratchpad_rows // 2, core.parameter_rows, core.cols
     sizes = {}
     for node in nodes:
@@ -471,28 +525,31 @@ def _plan_int8_weights(graph, nodes, core):
                              f"block of {cols} output channels needs {tile} weight rows, but "
                              f"the scratchpad's weight bank holds {bank} rows "
                              f"(scratchpad_rows={core.scratchpad_rows})")
-        sizes[node.name] = (tile, _blocks(node.op.weight_matrix.shape[1], cols))
+        sizes[node.name] = (tile, _blocks(node.op.weight_matrix.shape[1], cols),
+                            cols if node.kind in _REQUANTIZED else 0)
     resident, streamed = [node.name for node in nodes], []
 
     def totals():
         return (sum(sizes[n][0] * sizes[n][1] for n in resident),
-                sum(cols * sizes[n][1] for n in resident))
+                sum(sizes[n][2] * sizes[n][1] for n in resident))
     while True:
         rows, params = totals()
         if rows <= bank and params <= entries and all(
-                sizes[n][0] <= bank - rows and cols <= entries - params for n in streamed):
+                sizes[n][0] <= bank - rows and sizes[n][2] <= entries - params
+                for n in streamed):
             break
         largest = max(resident, key=lambda n: sizes[n][0] * sizes[n][1])
         resident.remove(largest)
         streamed.append(largest)
     placements, row, entry = {}, bank, 0
     for name in resident:
-        tile, blocks = sizes[name]
+        tile, blocks, parameters = sizes[name]
         placements[name] = WeightPlacement(True, row, entry, [(0, blocks)])
-        row, entry = row + tile * blocks, entry + cols * blocks
+        row, entry = row + tile * blocks, entry + parameters * blocks
     for name in streamed:
-        tile, blocks = sizes[name]
-        per_group = min((2 * bank - row) // tile, (entries - entry) // cols)
+        tile, blocks, parameters = sizes[name]
+        per_group = min((2 * bank - row) // tile,
+                        (entries - entry) // parameters if parameters else blocks)
         placements[name] = WeightPlacement(False, row, entry, [
             (first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)])
     return placements

@@ -149,15 +149,18 @@ class Plan:
         """Add a step made once addresses are known (`make_step()` -> `Step`)."""
         self.steps.append(lambda half: ([make_step()], half))
 
-    def commands(self, make_commands, *, sample=None):
+    def commands(self, make_commands, *, sample=None, read=None):
         """Add a command step: `make_commands(half)` -> (word lists, next accumulator half).
-        Commands for one `sample` only are skipped in a round without that sample."""
+        Commands for the samples from `sample` on are skipped in a round without them.
+        `read(half)`: the step reading what the commands left in accumulator half `half` (the
+        one they started in), after them."""
         node, args = self.node.name, {} if sample is None else {"sample": sample}
 
         def make(half):
-            words, half = make_commands(half)
+            words, next_half = make_commands(half)
             data = np.asarray(words, np.uint32).reshape(-1, COMMAND_WORDS)
-            return [Step("commands", node, args, data, bytes_in=data.size * _WORD)], half
+            steps = [Step("commands", node, args, data, bytes_in=data.size * _WORD)]
+            return steps + ([] if read is None else [read(half)]), next_half
         self.steps.append(make)
 
     def image(self, window, word, words, *, resident):
@@ -224,7 +227,7 @@ def macs_of(graph, node):
     if not hasattr(op, "weight_matrix"):
         return 0
     k, n = op.weight_matrix.shape
-    if node.kind == "Dense":
+    if node.kind in ("Dense", "DenseInt32"):
         return k * n
     height, width = graph.tensor(node.output).shape[:2]
     if node.kind == "Conv2D":

@@ -3,24 +3,28 @@
 A program runs in *rounds* of up to `batch` samples. Per round the driver executes `steps` in
 order; each `Step` serves one node (the table attributes its link bytes to it):
 
-==============  ===============================================================================
-kind            what the driver does
-==============  ===============================================================================
-write           host value of ``tensor`` -> scratchpad rows from ``base_row`` (``layout``
-                "int8": pixel-major, ``block`` channels per row; "int8_columns": the same
-                after `sw.compiler.layout.fold_columns` with ``fold`` = (kw, pad_left,
-                pad_right, zero_point); "binary": packed bits, ``width`` per row, as a hidden
-                binary layer writes them), for the round's samples only
-read            scratchpad rows -> host value of ``tensor`` ("int8" or "binary" layouts)
-image           ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
-                parameters written per round: they are not resident)
-commands        push ``data`` (one command per row, `hw.core.isa` words); the driver waits for
-                them to retire before its next write or read
-read_binary     binary result rows of ``vectors`` vectors from ``vector`` on, ``folds`` folds ->
-                columns ``low:high`` of ``tensor`` (``output`` "dots": a binary output layer;
-                "signs": a hidden layer whose bits cannot stay on chip)
-host            ``op`` (an `sw.ops` operation) on the host values of ``inputs`` -> ``output``
-==============  ===============================================================================
+=================  ============================================================================
+kind               what the driver does
+=================  ============================================================================
+write              host value of ``tensor`` -> scratchpad rows from ``base_row`` (``layout``
+                   "int8": pixel-major, ``block`` channels per row; "int8_columns": the same
+                   after `sw.compiler.layout.fold_columns` with ``fold`` = (kw, pad_left,
+                   pad_right, zero_point); "binary": packed bits, ``width`` per row, as a hidden
+                   binary layer writes them), for the round's samples only
+read               scratchpad rows -> host value of ``tensor`` ("int8" or "binary" layouts)
+image              ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
+                   parameters written per round: they are not resident)
+commands           push ``data`` (one command per row, `hw.core.isa` words); the driver waits for
+                   them to retire before its next write or read
+read_accumulators  the accumulator rows from ``acc_base`` a GEMM tile left (``blocks`` column
+                   blocks of ``rows`` rows, block-major) + the bias in ``data`` -> rows
+                   ``first:first+rows`` and columns ``low:high`` of int32 ``tensor`` (``units``
+                   columns); OverflowError when a sum leaves int32
+read_binary        binary result rows of ``vectors`` vectors from ``vector`` on, ``folds`` folds ->
+                   columns ``low:high`` of ``tensor`` (``output`` "dots": a binary output layer;
+                   "signs": a hidden layer whose bits cannot stay on chip)
+host               ``op`` (an `sw.ops` operation) on the host values of ``inputs`` -> ``output``
+=================  ============================================================================
 
 `resident` are the images written once at load. `placements` say where each node runs and why.
 `save`/`load` keep a program in one ``.npz`` file: a JSON header plus its arrays.

@@ -23,8 +23,8 @@ its lower bank by liveness, host steps where the device has no operation) or tak
 `sw.compiler.Program`, writes the resident weights and parameters once and returns a
 `LoadedProgram`; calling that with a batch writes only the inputs, pushes the commands, polls
 until ``completed`` equals ``pushed`` and reads only the outputs back (`sw.driver.loaded`).
-`matmul`, `conv2d`, `binary_dense` and `run` are one-node (or chain) programs; `matmul_int32`
-reads the raw accumulators with its own GEMM loop. What cannot be split to fit (one output block's weights,
+`matmul`, `matmul_int32` (a `sw.ops.DenseInt32`: the raw accumulators), `conv2d`,
+`binary_dense` and `run` are one-node (or chain) programs. What cannot be split to fit (one output block's weights,
 one sample's activations) is rejected with a `sw.compiler.DoesNotFit` (a `ValueError`) naming
 the node, what it needs and what the device has. A command the core refuses raises
 `CommandError` naming the command and the error code.
@@ -49,19 +49,18 @@ flip-flop of the core for no case the driver can reach.
 import numpy as np
 
 from hw.core import geometry_from_config
-from hw.core.isa import (COMMAND_REGISTER, COUNTERS, COUNTERS_BASE, REGISTERS, ErrorCode, Opcode,
-                         decode, encode)
+from hw.core.isa import COMMAND_REGISTER, COUNTERS, COUNTERS_BASE, REGISTERS, ErrorCode, decode
 from hw.soc import protocol
 from sim import reference
 from sw.compiler import MAX_BATCH, DeviceGeometry, Program, compile_graph
-from sw.compiler.layout import activation_rows, rows_to_words, weight_rows, words_to_rows
+from sw.compiler.layout import rows_to_words, words_to_rows
 from sw.driver.errors import (CommandError, CoreTimeout, DeviceError, DeviceMismatch, LinkError,
                               ProtocolError)
 from sw.driver.link import open_link
 from sw.driver.loaded import LoadedProgram
 from sw.driver.transport import Closable
 from sw.graph import GraphBuilder
-from sw.ops import BinaryDense, Conv2D, Dense
+from sw.ops import BinaryDense, Conv2D, Dense, DenseInt32
 
 __all__ = ["Accelerator"]
 
@@ -174,7 +173,7 @@ class Accelerator(Closable):
     `command_timeout`: seconds (of the link's clock) any wait for the core may take.
     """
 
-    _generation = 0         # bumped by every load and layer call that writes weights
+    _generation = 0         # bumped by every load: earlier loaded programs are stale
 
     def __init__(self, link, *, url="<link>", command_timeout=DEFAULT_COMMAND_TIMEOUT):
         if not isinstance(command_timeout, (int, float)) or not command_timeout > 0:
@@ -374,10 +373,6 @@ class Accelerator(Closable):
 
     # Buffers -------------------------------------------------------------------------------------
 
-    @property
-    def _half_rows(self):
-        return self.core.scratchpad_rows // 2
-
     def _write_rows(self, base_row, rows):
         stride = self.core.scratchpad_stride
         data = np.asarray(rows_to_words(rows, stride=stride), "<u4").tobytes()
@@ -435,10 +430,6 @@ class Accelerator(Closable):
             self._write_words(step.args["window"], step.args["word"], step.data)
         return LoadedProgram(self, program, self._generation)
 
-    def _invalidate_programs(self):
-        """A call that writes weights of its own: loaded programs must be loaded again."""
-        self._generation += 1
-
     # INT8 layers ---------------------------------------------------------------------------------
 
     def matmul(self, a, w, bias=None, *, multiplier, shift, output_zero_point=0, act_min=-128,
@@ -470,7 +461,8 @@ class Accelerator(Closable):
 
     def matmul_int32(self, a, w, bias=None):
         """``gemm(a, w, bias)`` on the device, the raw int32 accumulators: a int8 [M, K], w int8
-        [K, N], bias int32 [N] or None (added on the host, as the requant stage would).
+        [K, N], bias int32 [N] or None (added on the host as the accumulators are read). A
+        one-node program (`sw.ops.DenseInt32`, `load`): the rows of `a` are its samples.
         Raises OverflowError if a result leaves int32, like `sim.reference.gemm`."""
         a = _int_array("a", a, np.int8, 2)
         w = _int_array("w", w, np.int8, 2)
@@ -479,56 +471,11 @@ class Accelerator(Closable):
                              f"{list(w.shape)}: K differs")
         bias = (np.zeros(w.shape[1], np.int64) if bias is None
                 else _per_channel("bias", bias, w.shape[1], -2**31, 2**31 - 1))
-        rows, cols = self.config.rows, self.config.cols
-        (m, k), n = a.shape, w.shape[1]
-        k_blocks = _blocks(k, rows)
-        acc_half = self.core.accumulator_rows // 2
-        self._invalidate_programs()
-        groups = self._output_groups(n, k_blocks * rows, "matmul_int32")
-        self._drain("matmul_int32")
-        acc = np.zeros((m, n), np.int64)
-        for first_block, count in groups:
-            low, high = first_block * cols, min(n, (first_block + count) * cols)
-            self._write_rows(self._half_rows, weight_rows(
-                w[np.newaxis, np.newaxis, :, low:high], rows=rows, cols=cols,
-                row_bytes=self.core.row_bytes))
-            per_round = min(self._half_rows // k_blocks, acc_half // count)
-            if per_round == 0:
-                raise ValueError(f"matmul_int32: one row of a ({k_blocks} rows) or "
-                                 f"{count} column blocks do not fit the buffers")
-            for start in range(0, m, per_round):
-                m_here = min(per_round, m - start)
-                self._write_rows(0, activation_rows(a[start:start + m_here, np.newaxis, :],
-                                                    rows=rows, row_bytes=self.core.row_bytes))
-                self._push([encode(Opcode.GEMM, a_base=0, w_base=self._half_rows, acc_base=0,
-                                   accumulate=0, m=m_here, k_blocks=k_blocks,
-                                   k_last=k - (k_blocks - 1) * rows, n_blocks=count,
-                                   n_last=high - low - (count - 1) * cols),
-                            encode(Opcode.FENCE)])
-                self._finish()
-                stride = self.core.accumulator_stride
-                words = self._read_words("accumulator", 0, count * m_here * stride)
-                tiles = words.view(np.int32).reshape(count, m_here, stride)[:, :, :cols]
-                acc[start:start + m_here, low:high] = tiles.transpose(1, 0, 2).reshape(
-                    m_here, count * cols)[:, :high - low]
-        acc += bias
-        if acc.min() < -2**31 or acc.max() > 2**31 - 1:
-            raise OverflowError(f"matmul_int32: a result leaves int32 (range [{acc.min()}, "
-                                f"{acc.max()}])")
-        return acc.astype(np.int32)
-
-    def _output_groups(self, channels, rows_per_block, what):
-        """Output channel groups (first block, block count) whose weights fit the scratchpad's
-        upper bank and whose parameters fit the parameter memory."""
-        cols = self.config.cols
-        blocks = _blocks(channels, cols)
-        per_group = min(self._half_rows // rows_per_block, self.core.parameter_rows // cols)
-        if per_group == 0:
-            raise ValueError(f"{what}: one block of {cols} output channels needs "
-                             f"{rows_per_block} weight rows, but the scratchpad's weight bank "
-                             f"holds {self._half_rows} rows (scratchpad_rows="
-                             f"{self.core.scratchpad_rows})")
-        return [(first, min(per_group, blocks - first)) for first in range(0, blocks, per_group)]
+        builder = GraphBuilder()
+        builder.input("a", (w.shape[0],), zero_point=0)
+        output = builder.node("matmul_int32", DenseInt32(weights=w, bias=bias.astype(np.int32)),
+                              ["a"])
+        return self._run_once(builder.build([output]), a)
 
     def conv2d(self, x, w, bias=None, *, stride=1, padding=0, input_zero_point=0, multiplier,
                shift, output_zero_point=0, act_min=-128, act_max=127, rounding="double",

@@ -7,7 +7,8 @@ host steps hand back to the device) are written, the commands are pushed, host s
 op's `sim.reference` kernel, and only the outputs (and what host steps need) are read back. A
 round with fewer samples than the program's batch writes and reads only its own samples and
 skips the commands of the others (per image for convolutions, per vector chunk for a binary
-output layer; a GEMM's rows and a hidden binary layer's vectors are the whole batch, computed
+output layer, per band of rows for a DenseInt32 whose batch is taller than an accumulator
+half; a GEMM's rows and a hidden binary layer's vectors are otherwise the whole batch, computed
 on stale rows nobody reads).
 
 `LoadedProgram.profile` runs the same way and also reads the core's performance counters per
@@ -16,13 +17,13 @@ node (cycles, useful MACs, utilization) and counts the link bytes each node's st
 
 import numpy as np
 
-from sim.reference import pack_bits
-from sw.compiler.layout import (activation_rows, binary_activation_rows, binary_from_rows,
-                                binary_results, fold_columns, output_from_rows)
+from sim.reference import INT32_MAX, INT32_MIN, pack_bits
+from sw.compiler.layout import (accumulator_values, activation_rows, binary_activation_rows,
+                                binary_from_rows, binary_results, fold_columns, output_from_rows)
 
 __all__ = ["LoadedProgram"]
 
-_RANGES = {"int8": (-128, 127), "int32": (-2**31, 2**31 - 1), "binary": (-1, 1)}
+_RANGES = {"int8": (-128, 127), "int32": (INT32_MIN, INT32_MAX), "binary": (-1, 1)}
 _WORD = 4
 _COUNTERS = ("active_cycles", "macs", "binary_ops", "compute_busy", "store_busy")
 _COUNTED = (*_COUNTERS, "bytes_in", "bytes_out")
@@ -201,6 +202,29 @@ class LoadedProgram:
     def _image(self, args, data, values, samples):
         self.accelerator._write_words(args["window"], args["word"], data)
         return data.size * _WORD, 0
+
+    def _read_accumulators(self, args, data, values, samples):
+        """A GEMM tile's accumulators plus the bias (`data`) -> its rows and columns of the
+        int32 tensor; only the rows of the round's samples are read."""
+        device = self.accelerator
+        stride, first, band_rows = device.core.accumulator_stride, args["first"], args["rows"]
+        rows = min(band_rows, samples - first)
+        if rows <= 0:
+            return 0, 0
+        words = device._read_words("accumulator", args["acc_base"] * stride,
+                                   ((args["blocks"] - 1) * band_rows + rows) * stride)
+        low, high = args["low"], args["high"]
+        sums = accumulator_values(words, rows=rows, band_rows=band_rows, blocks=args["blocks"],
+                                  cols=device.core.cols, stride=stride)[:, :high - low]
+        sums = sums + data.astype(np.int64)
+        if sums.min() < INT32_MIN or sums.max() > INT32_MAX:
+            raise OverflowError(f"tensor {args['tensor']!r}: a sum with the bias leaves int32: "
+                                f"columns {low}:{high} hold [{sums.min()}, {sums.max()}], "
+                                f"int32 [{INT32_MIN}, {INT32_MAX}]")
+        if args["tensor"] not in values:
+            values[args["tensor"]] = np.zeros((samples, args["units"]), np.int32)
+        values[args["tensor"]][first:first + rows, low:high] = sums
+        return 0, words.size * _WORD
 
     def _read_binary(self, args, data, values, samples):
         device = self.accelerator

@@ -25,6 +25,7 @@ IMPORTED_AS = {
               "ONNX": "QGemm, QLinearMatMul, Gemm, MatMul",
               "QONNX": "MatMul with int8 operands, then Quant (<= 8 bits) or, before a "
                        "BipolarQuant/MultiThreshold, its threshold as the bias"},
+    "DenseInt32": {},       # no importer makes it: Accelerator.matmul_int32's raw accumulators
     "Flatten": {"ONNX": "Flatten, Reshape to [1, K] (of a 4-D tensor)"},
     "Reshape": {"TFLite": "RESHAPE; the flattening FULLY_CONNECTED does"},
     "BinaryDense": {"QONNX": "MatMul of BipolarQuant (or 1-bit Quant) activations and weights; a "
