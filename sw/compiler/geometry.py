@@ -15,7 +15,8 @@ __all__ = ["DeviceGeometry"]
 
 @dataclass(frozen=True)
 class DeviceGeometry:
-    """config : `hw.config.AcceleratorConfig` (with the core's sizes, `hw.soc.protocol.CORE_SIZES`)."""
+    """config : `hw.config.AcceleratorConfig` (with the core's sizes,
+    `hw.soc.protocol.CORE_SIZES`)."""
 
     config: AcceleratorConfig
 

@@ -24,9 +24,9 @@ its lower bank by liveness, host steps where the device has no operation) or tak
 `LoadedProgram`; calling that with a batch writes only the inputs, pushes the commands, polls
 until ``completed`` equals ``pushed`` and reads only the outputs back (`sw.driver.loaded`).
 `matmul`, `matmul_int32` (a `sw.ops.DenseInt32`: the raw accumulators), `conv2d`,
-`binary_dense` and `run` are one-node (or chain) programs. What cannot be split to fit (one output block's weights,
-one sample's activations) is rejected with a `sw.compiler.DoesNotFit` (a `ValueError`) naming
-the node, what it needs and what the device has. A command the core refuses raises
+`binary_dense` and `run` are one-node (or chain) programs. What cannot be split to fit (one
+output block's weights, one sample's activations) is rejected with a `sw.compiler.DoesNotFit`
+(a `ValueError`) naming the node, what it needs and what the device has. A command the core refuses raises
 `CommandError` naming the command and the error code.
 
 Every input is checked (shape, dtype, range) before anything is sent: `TypeError` for a wrong
