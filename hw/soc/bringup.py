@@ -14,7 +14,9 @@ It proves a board works and times the real engines in a full-device context:
   independent 32-bit LFSRs (different seeds, so no two stimulus bits are provably equal and
   nothing is simplified away), every output stream is always ready, and all output payloads are
   folded into the signature register through a pipelined XOR tree, so synthesis keeps all of it.
-  The numbers are meaningless; only the logic, its placement and its timing are real.
+  The numbers are meaningless; only the logic, its placement and its timing are real. (The
+  binary engine's descriptors all have K = max_k and its activations' `last` follows a beat
+  count, so the engine runs vectors rather than reporting framing errors.)
 
 ::
 
@@ -221,26 +223,36 @@ class BringUp(wiring.Component):
         ]
 
     def _drive_binary(self, m, binary):
-        k_bits = (binary.max_k - 1).bit_length()
+        # Every descriptor has K = max_k, so every vector is `beats` activation beats whatever
+        # descriptor applies, and the stream's `last` (from a count of the beats taken) always
+        # matches the engine's: a framing error in the status is then a fault. The neuron
+        # folds are random, in 1..max_neuron_folds.
         fold_bits = (binary.max_neuron_folds - 1).bit_length()
-        layer = _lfsr_stimulus(m, k_bits + fold_bits, "binary_layer")
-        # Descriptors stay within 1..max_k and 1..max_neuron_folds.
-        k = Signal.like(binary.layer.payload.k)
+        layer = _lfsr_stimulus(m, fold_bits, "binary_layer")
         folds = Signal.like(binary.layer.payload.neuron_folds)
+        beats = -(-binary.max_k // binary.width)
+        beat = Signal(range(beats))
+        last_beat = beat == beats - 1
+        with m.If(binary.activations.valid & binary.activations.ready):
+            m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
         m.d.comb += [
-            k.eq(Mux(layer[:k_bits] >= binary.max_k, binary.max_k, layer[:k_bits] + 1)
-                 if k_bits else 1),
-            folds.eq(Mux(layer[k_bits:] >= binary.max_neuron_folds, binary.max_neuron_folds,
-                         layer[k_bits:] + 1) if fold_bits else 1),
-            binary.layer.payload.k.eq(k),
+            folds.eq(Mux(layer >= binary.max_neuron_folds, binary.max_neuron_folds, layer + 1)
+                     if fold_bits else 1),
+            binary.layer.payload.k.eq(binary.max_k),
             binary.layer.payload.neuron_folds.eq(folds),
             binary.layer.valid.eq(1),
         ]
-        for name in ("weights", "thresholds", "activations"):
+        for name in ("weights", "thresholds"):
             port = getattr(binary, name)
             stimulus = _lfsr_stimulus(m, len(port.payload.as_value()), f"binary_{name}")
             m.d.comb += [port.payload.as_value().eq(stimulus), port.valid.eq(1)]
-        m.d.comb += binary.results.ready.eq(1)
+        activation_bits = _lfsr_stimulus(m, binary.width, "binary_activations")
+        m.d.comb += [
+            binary.activations.payload.bits.eq(activation_bits),
+            binary.activations.payload.last.eq(last_beat),
+            binary.activations.valid.eq(1),
+            binary.results.ready.eq(1),
+        ]
 
     def _serve_uart(self, m, uart, signature, status):
         reply = Signal(8 * REPLY_LENGTH)
