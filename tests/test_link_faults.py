@@ -11,7 +11,7 @@ byte streams) through the real driver.
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from hw.config import PRESETS
 from hw.core.isa import COMMAND_REGISTER, REGISTERS, Opcode as CoreOpcode, encode
@@ -70,6 +70,10 @@ operations = st.lists(st.one_of(
 
 
 @settings(max_examples=12, deadline=None)
+# Found by hypothesis: a read's reply lost from its first byte with no retries, then the next
+# request sent while the device was still sending the rest of that reply (it ignores the line
+# then): the link now lets the line go quiet after a request it gave up on.
+@example([("write", 0, b"\0\0\0\0"), ("read", 0, b"")], ["deliver", "reply"], 0)
 @given(operations, st.lists(st.sampled_from(["deliver", "deliver", "request", "reply"]),
                             max_size=40), st.integers(0, 2))
 def test_no_mix_of_lost_and_refused_requests_drops_or_repeats_a_write(operations, fates,
