@@ -15,7 +15,8 @@ read            scratchpad rows -> host value of ``tensor`` ("int8" or "binary" 
 image           ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
                 parameters written per round: they are not resident)
 commands        push ``data`` (one command per row, `hw.core.isa` words); the driver waits for
-                them to retire before its next write or read
+                them to retire before its next write or read (so a run of command steps ends
+                without a FENCE: the wait is the fence)
 read_binary     binary result rows of ``vectors`` vectors from ``vector`` on, ``folds`` folds ->
                 columns ``low:high`` of ``tensor`` (``output`` "dots": a binary output layer;
                 "signs": a hidden layer whose bits cannot stay on chip)
