@@ -253,6 +253,20 @@ def test_binary_hidden_layers_hand_over_on_chip():
     assert not any(step.kind == "image" for step in program.steps)
 
 
+def test_a_run_of_commands_ends_without_a_fence_but_layers_keep_theirs():
+    """The driver waits for ``completed == pushed`` before the step after a run of commands,
+    so the run needs no FENCE of its own (a command frame saved); the FENCE between the conv's
+    stores and the dense GEMM that reads them (the ISA orders scratchpad rows only by FENCE)
+    stays."""
+    program = compile_graph(cnn(np.random.default_rng(3)), TINY, batch=2)
+    kinds = [step.kind for step in program.steps]
+    assert kinds == ["write", "commands", "commands", "commands", "commands", "read"]
+    opcodes = [[decode(words)[0] for words in step.data] for step in program.steps[1:5]]
+    assert opcodes == [[Opcode.CONV, Opcode.REQUANT_STORE], [Opcode.CONV, Opcode.REQUANT_STORE],
+                       [Opcode.FENCE], [Opcode.GEMM, Opcode.REQUANT_STORE]]
+    assert program.steps[4].bytes_in == 2 * 5 * 4
+
+
 def test_program_file_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     program = compile_graph(_binary_graph(rng), TINY, batch=2)

@@ -4,11 +4,11 @@ steps made once addresses are known, images resident or per round, placements --
 regions' first-fit addresses in the scratchpad's lower bank.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hw.core.isa import COMMAND_WORDS
+from hw.core.isa import COMMAND_WORDS, Opcode, encode
 from sw.graph import Graph
 
 from .geometry import DeviceGeometry
@@ -18,6 +18,7 @@ from .program import Step
 __all__ = ["DoesNotFit", "Region", "WeightPlacement", "Plan", "macs_of"]
 
 _WORD = 4
+_FENCE = encode(Opcode.FENCE)
 
 
 class DoesNotFit(ValueError):
@@ -216,7 +217,25 @@ class Plan:
         for make in self.steps:
             made, half = make(half)
             steps += made
-        return steps
+        return _without_waited_fences(steps)
+
+
+def _without_waited_fences(steps):
+    """`steps` without the FENCE that ends a run of command steps: the driver waits for
+    ``completed == pushed`` before the step after the run (or the round's end), and a FENCE
+    retires when every unit is idle, the same condition, so there it would add nothing but a
+    command frame on the link. A FENCE between two layers' commands stays (it orders the
+    scratchpad rows one writes and the other reads)."""
+    kept = []
+    for index, step in enumerate(steps):
+        ends_run = step.kind == "commands" and (index + 1 == len(steps)
+                                                or steps[index + 1].kind != "commands")
+        if ends_run and step.data[-1].tolist() == _FENCE:
+            if len(step.data) == 1:
+                continue
+            step = replace(step, data=step.data[:-1], bytes_in=step.bytes_in - 4 * len(_FENCE))
+        kept.append(step)
+    return kept
 
 
 def macs_of(graph, node):

@@ -15,7 +15,8 @@ read               scratchpad rows -> host value of ``tensor`` ("int8" or "binar
 image              ``data`` (32-bit words) -> window ``window`` at word ``word`` (weights or
                    parameters written per round: they are not resident)
 commands           push ``data`` (one command per row, `hw.core.isa` words); the driver waits for
-                   them to retire before its next write or read
+                   them to retire before its next write or read (so a run of command steps ends
+                   without a FENCE: the wait is the fence)
 read_accumulators  the accumulator rows from ``acc_base`` a GEMM tile left (``blocks`` column
                    blocks of ``rows`` rows, block-major) + the bias in ``data`` -> rows
                    ``first:first+rows`` and columns ``low:high`` of int32 ``tensor`` (``units``

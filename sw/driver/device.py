@@ -32,18 +32,25 @@ output block's weights, one sample's activations) is rejected with a `sw.compile
 Every input is checked (shape, dtype, range) before anything is sent: `TypeError` for a wrong
 dtype, `ValueError` for a wrong shape or value.
 
-The core's state is the device's, never the driver's: on open and at the start of every layer
-the driver reads ``pushed``, ``completed``, ``queue_free`` and ``busy`` and waits until the core
-has finished every command it took (``completed == pushed``), so a layer left running by a host
-program that was killed, or by a call that failed on the link, can neither overwrite the new
-layer's inputs nor be taken for its commands; an error such a layer left is cleared. Commands
-are numbered from the device's ``pushed``, and a command whose write raised a link error is
-looked up there (the reply may be lost with the command taken). Every wait -- for the core to
-finish, for a queue slot -- is bounded by ``command_timeout`` seconds of the link's clock
-(simulated time on ``sim://``) and raises `CoreTimeout` with the state it last read. There is
-no core reset: every command the core accepts finishes in bounded time (invalid ones are
-skipped at dispatch), so waiting is enough, and a reset would add a fan-out to every
-flip-flop of the core for no case the driver can reach.
+The core's state is read from the device whenever the driver cannot know it: on open, after any
+error (of the link, a refused command, a wait that timed out) and after a register write it did
+not make itself (`write_registers`), the driver reads ``pushed``, ``completed``, ``queue_free``
+and ``busy`` and waits until the core has finished every command it took (``completed ==
+pushed``), so a layer left running by a host program that was killed, or by a call that failed
+on the link, can neither overwrite the new layer's inputs nor be taken for its commands; an
+error such a layer left is cleared. In between the driver knows the state, because it made every
+change itself: after a wait that saw ``completed == pushed`` and no error the queue is empty, and
+each command it writes adds one to ``pushed``. So over a slow line a layer costs no status read
+before its commands, and its wait polls only ``completed`` and ``error_code`` against the pushed
+count it knows (the whole status is read when an error shows). Commands are numbered from the
+device's ``pushed``, and a command whose write raised a link error is looked up there (the reply
+may be lost with the command taken). Every wait -- for the core to finish, for a queue slot -- is
+bounded by ``command_timeout`` seconds of the link's clock (simulated time on ``sim://``) and
+raises `CoreTimeout` with the status it reads then. One host drives a device: another host's
+commands are seen only on open or after an error. There is no core reset: every command the
+core accepts finishes in bounded time (invalid ones are skipped at dispatch), so waiting is
+enough, and a reset would add a fan-out to every flip-flop of the core for no case the driver
+can reach.
 """
 
 import numpy as np
@@ -71,6 +78,8 @@ _STATUS_REGISTERS = ("queue_free", "completed", "error_code", "error_index", "er
                      "busy", "counter_clear", "pushed")
 assert [REGISTERS[name] for name in _STATUS_REGISTERS] == list(
     range(REGISTERS["queue_free"], REGISTERS["queue_free"] + len(_STATUS_REGISTERS)))
+# What a wait for the core polls, as one read.
+assert REGISTERS["error_code"] == REGISTERS["completed"] + 1
 DEFAULT_COMMAND_TIMEOUT = 10.0      # seconds for the core to finish a layer (or free a slot)
 _WORD_MASK = 0xFFFF_FFFF
 
@@ -213,6 +222,7 @@ class Accelerator(Closable):
                         **{name: identity[f"{name.upper()}_BASE"]
                            for name in protocol.CORE_MEMORY_WINDOWS}}
         self._commands = {}         # command index (the device's pushed) -> words, this layer
+        self._forget_core_state()
         self._drain("open")
 
     @classmethod
@@ -231,22 +241,34 @@ class Accelerator(Closable):
     # Link-level access ---------------------------------------------------------------------------
 
     def read_register(self, name):
-        return self.link.read_registers(protocol.register_address(name), 1)[0]
+        return self.read_registers(protocol.register_address(name), 1)[0]
 
     def write_register(self, name, value):
-        self.link.write_registers(protocol.register_address(name), [value])
+        self.write_registers(protocol.register_address(name), [value])
 
     def read_registers(self, address, count):
-        return self.link.read_registers(address, count)
+        return self._on_link(self.link.read_registers, address, count)
 
     def write_registers(self, address, values):
-        self.link.write_registers(address, values)
+        """Write registers; a write the driver does not make itself may change the core (a
+        command pushed, an error cleared), so the core's state is read again before it is
+        relied on."""
+        self._forget_core_state()
+        self._on_link(self.link.write_registers, address, values)
 
     def bulk_read(self, address, length):
-        return self.link.bulk_read(address, length)
+        return self._on_link(self.link.bulk_read, address, length)
 
     def bulk_write(self, address, data):
-        self.link.bulk_write(address, data)
+        self._on_link(self.link.bulk_write, address, data)
+
+    def _on_link(self, operation, *args):
+        """`operation(*args)` of the link; after any error the core's state is read again."""
+        try:
+            return operation(*args)
+        except BaseException:
+            self._forget_core_state()
+            raise
 
     def link_status(self):
         """The live link registers (STATUS, LAST_ERROR as a `Status`, frame and byte counters)."""
@@ -265,7 +287,9 @@ class Accelerator(Closable):
         return self.windows["core_control"] + _WORD * word
 
     def _write_core_register(self, name, value):
-        self.write_registers(self._core_address(REGISTERS[name]), [value])
+        """A write of the driver's own (an error or counter clear): the core's state stays
+        known."""
+        self._on_link(self.link.write_registers, self._core_address(REGISTERS[name]), [value])
 
     def _core_status(self):
         values = self.read_registers(self._core_address(REGISTERS["queue_free"]),
@@ -293,42 +317,70 @@ class Accelerator(Closable):
 
     # Commands ------------------------------------------------------------------------------------
 
-    def _wait_for(self, condition, what):
-        """Poll the core's status until `condition(status)`; `CoreTimeout` after
-        `command_timeout` seconds of the link's clock, naming the last status read."""
+    def _completion(self, pushed):
+        """What a wait for known commands polls: ``completed`` and ``error_code``, read in one
+        request, beside `pushed`, the device's pushed count the driver knows."""
+        completed, error_code = self.read_registers(self._core_address(REGISTERS["completed"]), 2)
+        return {"completed": completed, "error_code": error_code, "pushed": pushed}
+
+    def _wait_for(self, condition, what, poll=None):
+        """Poll the core's status (`_core_status`, or `poll()`) until `condition(status)`;
+        `CoreTimeout` after `command_timeout` seconds of the link's clock, naming the last
+        status seen."""
         start = self.link.now()
         while True:
-            status = self._core_status()
+            status = (poll or self._core_status)()
             if condition(status):
                 return status
             waited = self.link.now() - start
             if waited > self.command_timeout:
-                state = ", ".join(f"{name} {value}" for name, value in status.items())
+                self._forget_core_state()
+                listed = ", ".join(f"{name} {value}" for name, value in status.items())
+                if "busy" in status:
+                    listed += " (busy bits: compute, store, binary, dispatcher)"
                 raise CoreTimeout(f"{what}: the core did not get there in {waited:.3g} s "
                                   f"(command_timeout {self.command_timeout:g} s); it reads "
-                                  f"{state} (busy bits: compute, store, binary, dispatcher)",
-                                  state=status)
+                                  f"{listed}", state=status)
+
+    def _forget_core_state(self):
+        """Read the core's state before relying on it again (after an error, or a register
+        write the driver did not make)."""
+        self._queue, self._idle = None, False
+
+    def _know_idle(self, pushed):
+        """The core has retired every command (``completed == pushed``) with no error left:
+        its queue is empty and the next command is number `pushed`."""
+        self._commands = {}
+        self._queue, self._idle = (pushed, self.config.queue_depth), True
 
     def _drain(self, what):
-        """Wait until the core has finished every command it took (``completed == pushed``),
-        then clear an error an earlier layer left: the core is ours, idle and clean."""
+        """Make sure the core has finished every command it took (``completed == pushed``) and
+        no error an earlier layer left is pending: the core is ours, idle and clean. Read from
+        the device unless the driver saw it so and has not touched it since."""
+        if self._idle:
+            return
         status = self._wait_for(lambda status: status["completed"] == status["pushed"],
                                 f"{what}: waiting for earlier commands to finish")
-        self._commands = {}
         if status["error_code"]:
             self._write_core_register("error_code", 0)
+        self._know_idle(status["pushed"])
 
     def _push(self, commands):
-        status = self._core_status()
-        index, free = status["pushed"], status["queue_free"]
+        """Write `commands` into the core's queue, numbered from the core's ``pushed`` count
+        (read unless known), waiting for a free slot when the queue is full."""
+        if self._queue is None:
+            status = self._core_status()
+            self._queue = (status["pushed"], status["queue_free"])
+        (index, free), self._idle = self._queue, False
         for words in commands:
             if free == 0:
                 free = self._wait_for(lambda status: status["queue_free"] > 0,
                                       f"pushing command #{index}")["queue_free"]
             self._commands[index] = words
+            self._queue = None          # unknown until the write is answered
             self._write_command(index, words)
-            index = (index + 1) & _WORD_MASK
-            free -= 1
+            index, free = (index + 1) & _WORD_MASK, free - 1
+            self._queue = (index, free)
 
     def _write_command(self, index, words):
         """Write command `index` (the device's pushed count before it) into the queue. If the
@@ -336,7 +388,7 @@ class Accelerator(Closable):
         core's ``pushed`` says, and a command that did not go in is written once more."""
         address = self._core_address(COMMAND_REGISTER)
         try:
-            self.write_registers(address, words)
+            self._on_link(self.link.write_registers, address, words)
             return
         except DeviceError:
             raise                       # refused: it did not go in
@@ -351,25 +403,40 @@ class Accelerator(Closable):
         if pushed != index:
             raise ProtocolError(f"Pushing command #{index}: the core's pushed count moved to "
                                 f"{pushed} (another host?)") from failure
-        self.write_registers(address, words)
+        self._on_link(self.link.write_registers, address, words)
 
     def _finish(self):
-        """Wait until every pushed command has retired; raise `CommandError` for a refused one."""
-        status = self._wait_for(lambda status: status["completed"] == status["pushed"],
-                                "waiting for the layer's commands")
-        commands, self._commands = self._commands, {}
-        if status["error_code"]:
-            self._write_core_register("error_code", 0)
-            code = ErrorCode(status["error_code"])
-            words = commands.get(status["error_index"])
-            if words is None:
-                command, fields = f"opcode {status['error_opcode']}", {}
-            else:
-                opcode, fields = decode(words)
-                command = getattr(opcode, "name", f"opcode {opcode}")
-            raise CommandError(f"The core refused command #{status['error_index']} ({command} "
-                               f"{fields}): {code.name}", command=command, code=code,
-                               index=status["error_index"])
+        """Wait until every pushed command has retired; raise `CommandError` for a refused one.
+
+        With the pushed count known (the driver pushed every command since it last read it)
+        the wait polls only ``completed`` and ``error_code``; an error, or an unknown count,
+        waits on the whole status for ``completed == pushed``."""
+        what = "waiting for the layer's commands"
+        if self._queue is not None:
+            pushed = self._queue[0]
+            polled = self._wait_for(lambda status: status["completed"] == pushed
+                                    or status["error_code"], what,
+                                    lambda: self._completion(pushed))
+            if not polled["error_code"]:
+                self._know_idle(pushed)
+                return
+        status = self._wait_for(lambda status: status["completed"] == status["pushed"], what)
+        if not status["error_code"]:
+            self._know_idle(status["pushed"])
+            return
+        commands = self._commands
+        self._forget_core_state()
+        self._write_core_register("error_code", 0)
+        code = ErrorCode(status["error_code"])
+        words = commands.get(status["error_index"])
+        if words is None:
+            command, fields = f"opcode {status['error_opcode']}", {}
+        else:
+            opcode, fields = decode(words)
+            command = getattr(opcode, "name", f"opcode {opcode}")
+        raise CommandError(f"The core refused command #{status['error_index']} ({command} "
+                           f"{fields}): {code.name}", command=command, code=code,
+                           index=status["error_index"])
 
     # Buffers -------------------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ class InvalidURL(LinkError, ValueError):
 
 class CoreTimeout(LinkTimeout):
     """The core did not finish its commands (or free a queue slot) in time; `state` is the
-    last status read (pushed, completed, queue_free, busy, ...)."""
+    last status read (pushed, completed, queue_free, busy, ...; a wait for commands the driver
+    counted polls completed and error_code only, beside the pushed count it knows)."""
 
     def __init__(self, message, *, state):
         super().__init__(message)

@@ -111,6 +111,7 @@ class FrameLink(Link):
         self._last_seq = None       # the device's LAST_SEQ as far as we know; None: unknown
         self._sent_seq = 0          # the seq of the last request sent
         self._pending = bytearray()     # line bytes received and not parsed yet
+        self._replying = False      # a request was given up on: the device may still be replying
         self.max_payload = self.read_registers(protocol.register_address("MAX_PAYLOAD"), 1)[0]
         if not WORD_BYTES <= self.max_payload <= MAX_PAYLOAD:
             raise ProtocolError(f"The device reports a max payload of {self.max_payload} bytes; "
@@ -197,7 +198,7 @@ class FrameLink(Link):
         timeout = self.timeout or self.transport.reply_timeout(expected + len(frame))
         failures = []
         for attempt in range(1 + self.retries):
-            if attempt:
+            if attempt or self._replying:
                 self._wait_for_quiet()
             self._discard_input()
             self.transport.write(frame)
@@ -210,6 +211,7 @@ class FrameLink(Link):
                 failures.append(f"the device answered {status.name}")
                 continue
             return status, data
+        self._replying = True
         what = f"{request.opcode.name} at {request.address:#x}"
         summary = "; ".join(failures)
         if all(failure.startswith("no reply") for failure in failures):
@@ -231,6 +233,7 @@ class FrameLink(Link):
             if not self.transport.read(MAX_PAYLOAD, quiet):
                 break
         self._pending.clear()
+        self._replying = False
 
     def _hunt(self, timeout, deadline):
         """Skip line bytes up to and including the next reply sync byte."""
