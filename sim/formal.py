@@ -39,7 +39,7 @@ from pathlib import Path
 
 from amaranth.asserts import AnySeq
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Signal, Value
+from amaranth.hdl import Assert, Cat, Signal, Value
 
 __all__ = ["check", "probe", "in_state", "submodule", "remove_submodules", "check_stream_order",
            "StreamScoreboard", "FormalResult", "ProofFailed", "ProofInconclusive", "MODES"]
@@ -230,8 +230,8 @@ def probe(fragment, name):
     return assigned[signal_name]
 
 
-def in_state(fragment, state, fsm="fsm"):
-    """Whether the FSM `fsm` of `fragment` (``with m.FSM(name=fsm)``) is in `state`."""
+def in_state(fragment, *states, fsm="fsm"):
+    """Whether the FSM `fsm` of `fragment` (``with m.FSM(name=fsm)``) is in one of `states`."""
     signal = probe(fragment, f"{fsm}_state")
     codes = {}
     for code in range(1 << len(signal)):
@@ -239,9 +239,10 @@ def in_state(fragment, state, fsm="fsm"):
             codes[signal.decoder(code).rsplit("/", 1)[0]] = code
         except KeyError:        # an encoding no state uses (the FSM has fewer than 2^n states)
             pass
-    if state not in codes:
-        raise KeyError(f"FSM {fsm!r} has no state {state!r} (it has {sorted(codes)})")
-    return signal == codes[state]
+    for state in states:
+        if state not in codes:
+            raise KeyError(f"FSM {fsm!r} has no state {state!r} (it has {sorted(codes)})")
+    return Cat(*(signal == codes[state] for state in states)).any()
 
 
 @dataclass(frozen=True)

@@ -420,18 +420,7 @@ def test_mixed_network_keeps_its_binary_layers_on_chip(device, monkeypatch, last
     where = {p.node: p.where for p in network.program.placements}
     assert [where[node] for node in ("first", "sign", *HIDDEN, "out")] == [
         "device", "host", "device", "device", "device", "device"]
-    moved = {"in": 0, "out": 0}
-    write, read = device.bulk_write, device.bulk_read
-
-    def counting_write(address, data):
-        moved["in"] += len(data)
-        write(address, data)
-
-    def counting_read(address, length):
-        moved["out"] += length
-        return read(address, length)
-    monkeypatch.setattr(device, "bulk_write", counting_write)
-    monkeypatch.setattr(device, "bulk_read", counting_read)
+    moved = count_link_bytes(device, monkeypatch)
     x = rng.integers(-128, 128, (5, 10)).astype(np.int8)       # rounds of 3 and 2 samples
     np.testing.assert_array_equal(network(x), run_reference(graph, x))
     if last == "dots":

@@ -35,7 +35,7 @@ vacuously.
 
 import operator
 from dataclasses import dataclass
-from functools import reduce
+from functools import partial, reduce
 
 import pytest
 from amaranth.asserts import AnyConst, AnySeq
@@ -680,8 +680,7 @@ class FrameEngineHarness(Elaboratable):
         record of the frame in every state of a frame's reception, the staged word is its
         payload once received, a frame goes on to be applied only in sequence, and the
         device's LAST_SEQ has moved on from a tracked seq by at most the replies counted."""
-        def state(*names):
-            return Cat(*(in_state(fragment, name) for name in names)).any()
+        state = partial(in_state, fragment)
 
         header = RequestHeader(probe(fragment, "header"))
         header_index, rx_crc = probe(fragment, "header_index"), probe(fragment, "rx_crc")
@@ -787,8 +786,7 @@ class FrameEngineSettleHarness(Elaboratable):
         (a read reply streams one word: fetched = in flight + in the prefetch FIFO + being
         sent; a commit copies one word to the address its last word register holds), so
         every state leads back to HUNT on a quiet line."""
-        def state(*names):
-            return Cat(*(in_state(fragment, name) for name in names)).any()
+        state = partial(in_state, fragment)
 
         header = RequestHeader(probe(fragment, "header"))
         in_flight, pending = probe(fragment, "in_flight"), probe(fragment, "pending")
