@@ -69,7 +69,9 @@ def _ulx3s():
     presets = {
         # 12x12 array on 144 DSPs + 2 requant lanes x 4 = 152 of 156 MULT18X18D, at 100 MHz
         # (3 Mbaud is 100/3 cycles per bit, timed exactly by the UART's fractional divisor).
-        "85F": default.replace(scratchpad_rows=8192, accumulator_rows=2048, clock_mhz=100.0),
+        # Scratchpad banks of 8,192 rows (96 KB each): a ~100k-parameter CIFAR-10 CNN's weights
+        # stay resident (`sim.bench network`).
+        "85F": default.replace(scratchpad_rows=16384, accumulator_rows=2048, clock_mhz=100.0),
         # 8x8 + 2 x 4 = 72 of 72.
         "45F": default.replace(rows=8, cols=8, scratchpad_rows=8192, accumulator_rows=1024,
                                binary_width=64, binary_lanes=8),

@@ -152,6 +152,11 @@ def _parser():
     parser.add_argument("--requant-lanes", type=int)
     parser.add_argument("--binary-width", type=int)
     parser.add_argument("--binary-lanes", type=int)
+    parser.add_argument("--scratchpad-rows", type=int,
+                        help="int8 scratchpad rows, two banks (power of two; default: the "
+                             "device preset's)")
+    parser.add_argument("--accumulator-rows", type=int,
+                        help="int32 accumulator rows (power of two; default: the preset's)")
     parser.add_argument("--clock", type=float, metavar="MHZ", help="system clock in MHz")
     parser.add_argument("--baud", type=int, help="UART baud rate")
     parser.add_argument("--seed", type=int, nargs="+", metavar="SEED",
@@ -193,6 +198,7 @@ def parse_args(argv):
 _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
                    "multiplier": "multiplier", "requant_lanes": "requant_lanes",
                    "binary_width": "binary_width", "binary_lanes": "binary_lanes",
+                   "scratchpad_rows": "scratchpad_rows", "accumulator_rows": "accumulator_rows",
                    "baud": "uart_baud"}
 
 

@@ -144,9 +144,10 @@ def test_mixed_split_over_the_dsps_says_what_fits():
 
 
 def test_85f_mixed_16x16_estimate():
-    """The issue's 85F array: 16x16 with 148 PEs on the DSPs, 108 in the fabric."""
+    """The issue's 85F array: 16x16 with 148 PEs on the DSPs, 108 in the fabric (and the
+    scratchpad's 16-lane rows in 8,192 rows: the 12x12 preset's 16,384 would need 128 DP16KD)."""
     config = variant("ulx3s", "85F")[2].preset.replace(rows=16, cols=16, multiplier="mixed",
-                                                       dsp_pes=148)
+                                                       dsp_pes=148, scratchpad_rows=8192)
     estimate = check_budget(config, device("LFE5U-85F"))
     assert estimate.dsps == 148 + REQUANT_DSPS_PER_LANE * config.requant_lanes == 156
     assert estimate.detail["array"]["luts"] == \

@@ -104,7 +104,10 @@ def test_board_alone_picks_85f_and_says_so(no_tools, capsys, tmp_path):
 
 
 def test_dsp_pes_auto_fills_the_dsps_left(no_tools, capsys, tmp_path):
-    argv = ["--board", "ulx3s", "--rows", "16", "--cols", "16", "--dsp-pes", "auto"]
+    # 16-lane scratchpad rows take 64 DP16KD per 8,192 rows: the preset's 16,384 do not fit
+    # beside a 16x16 array's accumulator.
+    argv = ["--board", "ulx3s", "--rows", "16", "--cols", "16", "--dsp-pes", "auto",
+            "--scratchpad-rows", "8192"]
     assert main(argv + ["--report-only", "--out", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert ("--dsp-pes auto: 148 of 256 PEs on a MULT18X18D (LFE5U-85F has 156, 8 for the "
