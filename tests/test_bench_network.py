@@ -1,7 +1,8 @@
 """`python -m sim.bench network` on a small device: the digits CNN, the binary MLP and the mixed
 INT8/binary network run whole on the simulated SoC (pysim, the ``tiny`` preset's 4x4 array with
 a 2,048-row scratchpad so the networks' weights are resident), bit-exact, with per-node MACs
-equal to the layers' own math. The 85F figures come from the bench itself (compiled
+equal to the layers' own math; the CIFAR-shaped CNN compiles for the 85F preset with every
+weight resident (planning only). The 85F figures come from the bench itself (compiled
 simulator), not from this test.
 """
 
@@ -71,3 +72,21 @@ def test_bad_bench_arguments_are_named():
         network.run(parser.parse_args(["--batch", "0"]))
     with pytest.raises(SystemExit, match="Unknown device '99F' for board ulx3s; choose one of"):
         network.run(parser.parse_args(["--device", "99F", "--networks", "digits"]))
+
+
+def test_cifar_network_is_resident_on_the_shipped_85f():
+    """Issue 19's CIFAR-10-shaped CNN (about 100k parameters, four 3x3 convs of 32-64 channels,
+    pools, a dense head) compiles for the 85F preset with every weight and parameter written once
+    at load: a round writes no weight or parameter image."""
+    from sw.compiler import DeviceGeometry
+    from sw.compiler.planner import compile_graph
+    graph = network.NETWORKS["cifar"](np.random.default_rng(0))
+    convs = [node.op for node in graph.nodes if node.kind == "Conv2D"]
+    assert len(convs) == 4 and all(op.weights.shape[:2] == (3, 3) for op in convs)
+    assert all(32 <= op.weights.shape[3] <= 64 for op in convs)
+    assert sum(op.pool for op in convs) >= 2
+    assert 90_000 <= sum(network._parameters(node) for node in graph.nodes) <= 110_000
+    program = compile_graph(graph, DeviceGeometry(network.device_config("85F")))
+    assert {step.kind for step in program.steps} <= {"write", "commands", "read"}
+    assert all(placement.where == "device" for placement in program.placements)
+    assert program.load_bytes() > 95_000     # the weights, int8, and their int32 parameters
