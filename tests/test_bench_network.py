@@ -70,7 +70,8 @@ def test_bad_bench_arguments_are_named():
         network.run(parser.parse_args(["--networks", "resnet"]))
     with pytest.raises(SystemExit, match="--batch must be at least 1"):
         network.run(parser.parse_args(["--batch", "0"]))
-    with pytest.raises(SystemExit, match="Unknown device '99F' for board ulx3s; choose one of"):
+    with pytest.raises(SystemExit, match="unknown device '99F': choose a ULX3S variant "
+                                         "\\(12F, 25F, 45F, 85F\\) or a config preset"):
         network.run(parser.parse_args(["--device", "99F", "--networks", "digits"]))
 
 

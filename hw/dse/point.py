@@ -164,7 +164,7 @@ def run_point(task):
         from sim.bench.core import bench_config, bench_core
         bench_started = time.monotonic()
         layers = set(task["bench"])
-        report["bench"] = bench_core(bench_config(config, layers), layers)
+        report["bench"] = bench_core(bench_config(config), layers)
         row.update(bench_figures(report["bench"], config.clock_hz),
                    bench_seconds=round(time.monotonic() - bench_started, 1))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

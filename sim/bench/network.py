@@ -38,11 +38,12 @@ Networks (INT8 unless binary; ReLU where a zero point of -128 clamps):
 
 import numpy as np
 
-from hw.config import PRESETS
 from hw.soc.uart import FRAME_BITS
 from sim import reference
 
-__all__ = ["DESCRIPTION", "NETWORKS", "add_arguments", "device_config", "open_device",
+from .device import add_device_argument, device_config
+
+__all__ = ["DESCRIPTION", "NETWORKS", "add_arguments", "open_device",
            "bench_network", "run"]
 
 DESCRIPTION = ("Whole networks (CIFAR-shaped CNN, digits CNN, binary MLP, mixed INT8/binary) "
@@ -145,9 +146,7 @@ def network_inputs(graph, batch, rng):
 def add_arguments(parser):
     parser.add_argument("--networks", default="cifar,digits,binary_mlp,mixed",
                         help="comma-separated names or 'all' (" + ", ".join(NETWORKS) + ")")
-    parser.add_argument("--device", default="85F",
-                        help="a ULX3S variant (85F, 45F, 25F, 12F; default 85F, the shipped "
-                             "12x12 config) or a config preset (" + ", ".join(PRESETS) + ")")
+    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=8, help="inferences per run (default 8)")
     parser.add_argument("--line", choices=("bytes", "uart"), default="bytes",
                         help="the simulated link: bytes (one byte a cycle, default) or uart "
@@ -157,14 +156,6 @@ def add_arguments(parser):
     parser.add_argument("--plot", metavar="FILE.png",
                         help="write a per-node utilization chart (needs matplotlib: "
                              "pip install 'ecpnn[plot]')")
-
-
-def device_config(name):
-    """The `AcceleratorConfig` of a ULX3S variant (``85F`` ...) or a preset (``tiny`` ...)."""
-    if name in PRESETS:
-        return PRESETS[name]
-    from boards.catalog import variant
-    return variant("ulx3s", name)[2].preset
 
 
 def open_device(config, *, line="bytes", backend="cxxrtl"):
