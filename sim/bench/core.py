@@ -53,12 +53,13 @@ from hw.core.isa import COUNTERS, COUNTERS_BASE, REGISTERS, Opcode, encode
 from sw.compiler.layout import (ConvLayer, activation_rows, binary_activation_rows, layer_commands,
                                 output_from_rows, parameter_words, rows_to_words, weight_rows,
                                 words_to_rows)
+from sw.compiler.plan import DoesNotFit
 from hw.soc.bridge import TARGET_READ_LATENCY
 from sim import reference
 
 from .device import add_device_argument, device_config
 
-__all__ = ["DESCRIPTION", "LAYERS", "DoesNotFit", "Piece", "add_arguments", "bench_config",
+__all__ = ["DESCRIPTION", "LAYERS", "Piece", "add_arguments", "bench_config",
            "bench_core", "config_label", "layer_pieces", "binary_rounds", "plan_layers", "run"]
 
 DESCRIPTION = ("Accelerator core, the shipped preset by default: utilization from the hardware "
@@ -88,10 +89,6 @@ def add_arguments(parser):
                              "device's own array (each: the device's preset with that array)")
     parser.add_argument("--layers", default="all",
                         help="comma-separated layer names or 'all' (" + ", ".join(LAYERS) + ")")
-
-
-class DoesNotFit(ValueError):
-    """A piece of a layer that the core's memories cannot hold, however it is cut."""
 
 
 @dataclass(frozen=True)
