@@ -79,6 +79,7 @@ def test_cifar_network_is_resident_on_the_shipped_85f():
     """Issue 19's CIFAR-10-shaped CNN (about 100k parameters, four 3x3 convs of 32-64 channels,
     pools, a dense head) compiles for the 85F preset with every weight and parameter written once
     at load: a round writes no weight or parameter image."""
+    from sim.bench.device import device_config
     from sw.compiler import DeviceGeometry
     from sw.compiler.planner import compile_graph
     graph = network.NETWORKS["cifar"](np.random.default_rng(0))
@@ -87,7 +88,7 @@ def test_cifar_network_is_resident_on_the_shipped_85f():
     assert all(32 <= op.weights.shape[3] <= 64 for op in convs)
     assert sum(op.pool for op in convs) >= 2
     assert 90_000 <= sum(network._parameters(node) for node in graph.nodes) <= 110_000
-    program = compile_graph(graph, DeviceGeometry(network.device_config("85F")))
+    program = compile_graph(graph, DeviceGeometry(device_config("85F")))
     assert {step.kind for step in program.steps} <= {"write", "commands", "read"}
     assert all(placement.where == "device" for placement in program.placements)
     assert program.load_bytes() > 95_000     # the weights, int8, and their int32 parameters
