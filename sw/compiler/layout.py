@@ -175,7 +175,9 @@ def output_bands(layer, *, cols, accumulator_rows):
     n_blocks = _blocks(layer.cout, cols)
     pixels = layer.out_h * layer.out_w
     if pixels <= half_rows:
-        per = half_rows // pixels
+        # One column block per tile where there are several: the store of one overlaps the
+        # compute of the next, leaving only the last block's store exposed.
+        per = 1 if n_blocks > 1 else half_rows // pixels
         return [(0, layer.out_h, nb, min(per, n_blocks - nb)) for nb in range(0, n_blocks, per)]
     band = half_rows // layer.out_w
     if layer.pool:
