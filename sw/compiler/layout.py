@@ -168,17 +168,17 @@ class ConvLayer:
 
 def output_bands(layer, *, cols, accumulator_rows):
     """The tiles of `layer` that each fill at most one accumulator half, as (first output row,
-    output rows, first column block, column blocks): whole column blocks of every output row
-    when they fit, else bands of output rows (an even number of them when pooling; a pooled
-    layer's odd last output row, which the pool drops, is not computed)."""
+    output rows, first column block, column blocks): one column block of every output row per
+    tile when they fit, so each tile's store overlaps the next tile's compute, else bands of
+    output rows (an even number of them when pooling; a pooled layer's odd last output row,
+    which the pool drops, is not computed)."""
     half_rows = accumulator_rows // 2
     n_blocks = _blocks(layer.cout, cols)
     pixels = layer.out_h * layer.out_w
     if pixels <= half_rows:
-        # One column block per tile where there are several: the store of one overlaps the
-        # compute of the next, leaving only the last block's store exposed.
-        per = 1 if n_blocks > 1 else half_rows // pixels
-        return [(0, layer.out_h, nb, min(per, n_blocks - nb)) for nb in range(0, n_blocks, per)]
+        # One column block per tile: the store of one overlaps the compute of the next, leaving
+        # only the last block's store exposed.
+        return [(0, layer.out_h, nb, 1) for nb in range(n_blocks)]
     band = half_rows // layer.out_w
     if layer.pool:
         band -= band % 2
