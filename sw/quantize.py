@@ -136,7 +136,9 @@ def quantize_bias(bias, input_scale, weight_scales):
 def requant_multipliers(input_scale, weight_scales, output_scale):
     """Per-channel ``(M0 int64 [C], shift int64 [C])`` of ``input_scale * w[c] / output_scale``.
 
-    Raises ValueError when an effective scale is >= 1.0: requantization only shifts right.
+    Raises ValueError when an effective scale is >= 1.0: requantization only shifts right. A
+    scale just below 1.0 that rounds up to 1.0 at 31 bits takes the largest multiplier below it,
+    ``(2^31 - 1, 0)``: 2^-31 from 1.0.
     """
     input_scale = _check_scale("input_scale", input_scale)
     output_scale = _check_scale("output_scale", output_scale)
@@ -147,6 +149,8 @@ def requant_multipliers(input_scale, weight_scales, output_scale):
     for channel, weight_scale in enumerate(weight_scales):
         real = input_scale * float(weight_scale) / output_scale
         m0, shift = quantize_multiplier(real)
+        if shift > 0 and real < 1.0:
+            m0, shift = 2**31 - 1, 0
         if shift > 0:
             raise ValueError(f"channel {channel}: effective scale {real:g} = input_scale * "
                              f"weight_scale / output_scale is >= 1.0; the requantizer shifts "

@@ -114,6 +114,13 @@ def test_requant_multipliers_represent_the_real_scale(input_scale, output_scale,
     assert np.all(real[~nonzero] < 2**-31)
 
 
+def test_requant_multiplier_just_below_one_takes_the_largest_below():
+    # 1.0 * 0.01 / 0.010000000000000002 = 1 - 2.2e-16 rounds to 1.0 at 31 bits (found by
+    # hypothesis): the requantizer cannot shift left, so 1 - 2^-31 stands for it.
+    m0, shift = requant_multipliers(1.0, [0.01], 0.010000000000000002)
+    assert (m0.tolist(), shift.tolist()) == ([2**31 - 1], [0])
+
+
 def test_requant_multiplier_at_or_above_one_is_rejected():
     with pytest.raises(ValueError, match=r"channel 1: effective scale 2 .* >= 1.0"):
         requant_multipliers(1.0, [0.5, 2.0], 1.0)
