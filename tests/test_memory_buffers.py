@@ -71,63 +71,76 @@ def test_scratchpad_matches_model(row_bytes, depth_log2, banks_log2, seed):
 
 # Accumulator -------------------------------------------------------------------------------------
 
-def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probability, seed):
-    """Drive `requests` ((addr, row, accumulate) tuples) with random gaps and random drain reads.
+WRITE_LATENCY = 3     # a row accepted in cycle t is written at the end of cycle t+3
+UNDEFINED = None      # a drain of a row written in the cycle the RAM reads it
 
-    Returns (drain observations [(got, expected)], final contents read back through `drain`) and
-    the model's final contents. Model timing: a request accepted in cycle t is written at the end
-    of cycle t+2, so a drain read issued in cycle d sees requests accepted up to cycle d-2; its
-    data shows DRAIN_LATENCY cycles later.
+
+def _apply(rows, request):
+    addr, row, accumulate = request
+    rows[addr] = [_wrap32(a + b) for a, b in zip(rows[addr], row)] if accumulate else list(row)
+
+
+def _run_accumulator(cols, depth, plan):
+    """Drive `plan`, one step per cycle: (request or None, drain address or None), a request
+    being (addr, row, accumulate). A request the memory refuses (``write.ready`` is low the
+    cycle after a drain) is offered again in the next cycle, before the rest of the plan.
+
+    Checks ``idle`` in every cycle and returns the drain observations [(got, expected or
+    UNDEFINED)], the final contents read back through `drain` once ``idle`` is high, and the
+    model's final contents. The model is the module's contract: a row accepted in cycle t is
+    written at the end of cycle t + WRITE_LATENCY, the RAM reads a drain's address in the cycle
+    after ``drain.en`` (so a drain issued in cycle d shows the rows accepted up to d - 3 and is
+    undefined for a row accepted in d - 2), its data shows DRAIN_LATENCY cycles after
+    ``drain.en``, and ``idle`` is low exactly while an accepted row is not yet written.
     """
     dut = AccumulatorMemory(cols=cols, depth=depth)
     latency = AccumulatorMemory.DRAIN_LATENCY
-    rng = random.Random(seed)
-    model = [[0] * cols for _ in range(depth)]
     accepted = []                       # (cycle, request)
     observations = []
     final = []
 
-    def model_after(cycle):
+    def expected_drain(issued, addr):
+        read_cycle = issued + 1
+        if any(cycle + WRITE_LATENCY == read_cycle and request[0] == addr
+               for cycle, request in accepted):
+            return UNDEFINED
         rows = [[0] * cols for _ in range(depth)]
-        for accept_cycle, (addr, row, accumulate) in accepted:
-            if accept_cycle <= cycle:
-                rows[addr] = [_wrap32(a + b) for a, b in zip(rows[addr], row)] if accumulate \
-                    else list(row)
-        return rows
+        for cycle, request in accepted:
+            if cycle + WRITE_LATENCY < read_cycle:
+                _apply(rows, request)
+        return rows[addr]
+
+    def expected_idle(now):
+        return not any(cycle < now <= cycle + WRITE_LATENCY for cycle, _ in accepted)
 
     async def testbench(ctx):
         cycle = 0
-        index = 0
+        steps = list(plan)
         drains = []                     # (cycle issued, address)
-        while index < len(requests) or drains:
-            offer = index < len(requests) and rng.random() >= gap_probability
-            drain = index < len(requests) and rng.random() < drain_probability
-            drain_addr = rng.randrange(depth)
-            if offer:
-                addr, row, accumulate = requests[index]
+        while steps or drains or not expected_idle(cycle):
+            request, drain_addr = steps.pop(0) if steps else (None, None)
+            assert ctx.get(dut.idle) == expected_idle(cycle), f"idle in cycle {cycle}"
+            if request is not None:
+                addr, row, accumulate = request
                 ctx.set(dut.write.payload, {"addr": addr, "data": row, "accumulate": accumulate})
-            ctx.set(dut.write.valid, offer)
-            ctx.set(dut.drain.en, drain)
-            ctx.set(dut.drain.addr, drain_addr)
-            if drain:
+            ctx.set(dut.write.valid, request is not None)
+            ctx.set(dut.drain.en, drain_addr is not None)
+            ctx.set(dut.drain.addr, drain_addr or 0)
+            if drain_addr is not None:
                 drains.append((cycle, drain_addr))
             _, _, ready = await ctx.tick().sample(dut.write.ready)
-            if offer and ready:
-                accepted.append((cycle, requests[index]))
-                index += 1
+            if request is not None:
+                if ready:
+                    accepted.append((cycle, request))
+                else:
+                    steps.insert(0, (request, None))
             cycle += 1
             if drains and drains[0][0] == cycle - latency:
                 issued, drained = drains.pop(0)
                 observations.append((list(ctx.get(dut.drain.data)),
-                                     model_after(issued - 2)[drained]))
+                                     expected_drain(issued, drained)))
         ctx.set(dut.write.valid, 0)
         ctx.set(dut.drain.en, 0)
-        # `idle` rises 3 cycles after the last accept.
-        last_accept = accepted[-1][0]
-        while cycle < last_accept + 3:
-            assert not ctx.get(dut.idle)
-            await ctx.tick()
-            cycle += 1
         assert ctx.get(dut.idle)
         for addr in range(depth + latency - 1):
             ctx.set(dut.drain.en, addr < depth)
@@ -138,33 +151,53 @@ def _run_accumulator(cols, depth, requests, *, gap_probability, drain_probabilit
         ctx.set(dut.drain.en, 0)
 
     run(dut, testbench, name="accumulator")
-    for _, (addr, row, accumulate) in accepted:
-        model[addr] = [_wrap32(a + b) for a, b in zip(model[addr], row)] if accumulate else list(row)
+    model = [[0] * cols for _ in range(depth)]
+    for _, request in accepted:
+        _apply(model, request)
     return observations, final, model
+
+
+def _assert_drains(observations):
+    for got, expected in observations:
+        if expected is not UNDEFINED:
+            assert got == expected
+
+
+def _random_plan(rng, requests, depth, gap_probability, drain_probability):
+    """Each request after a random number of idle cycles; a drain of a random row in any step."""
+    def drain():
+        return rng.randrange(depth) if rng.random() < drain_probability else None
+    plan = []
+    for request in requests:
+        while rng.random() < gap_probability:
+            plan.append((None, drain()))
+        plan.append((request, drain()))
+    return plan
 
 
 @settings(max_examples=10, deadline=None)
 @given(cols=st.integers(1, 6), depth_log2=st.integers(1, 4), count=st.integers(1, 40),
-       gap_probability=st.sampled_from([0.0, 0.3]), drain_probability=st.sampled_from([0.0, 0.2]),
+       gap_probability=st.sampled_from([0.0, 0.3, 0.6]),
+       drain_probability=st.sampled_from([0.0, 0.2, 0.5]), hot_rows=st.integers(1, 2),
        seed=st.integers(0, 2**16))
 def test_accumulator_matches_model(cols, depth_log2, count, gap_probability, drain_probability,
-                                   seed):
+                                   hot_rows, seed):
     depth = 1 << depth_log2
     rng = random.Random(seed)
-    # Few distinct addresses, so back-to-back accumulations into one row are common.
-    hot = [rng.randrange(depth) for _ in range(2)]
+    # Few distinct addresses, so accumulations into one row 0..3 cycles apart are common.
+    hot = [rng.randrange(depth) for _ in range(hot_rows)]
     requests = [(rng.choice(hot), _random_row(rng, cols, 32), rng.random() < 0.8)
                 for _ in range(count)]
-    observations, final, model = _run_accumulator(cols, depth, requests,
-                                                  gap_probability=gap_probability,
-                                                  drain_probability=drain_probability, seed=seed)
+    plan = _random_plan(rng, requests, depth, gap_probability, drain_probability)
+    observations, final, model = _run_accumulator(cols, depth, plan)
     assert final == model
-    for got, expected in observations:
-        assert got == expected
+    _assert_drains(observations)
 
 
+@pytest.mark.parametrize("apart", [1, 2, 3, 4])
 @pytest.mark.parametrize("name, requests, expected_row0", [
-    # Back-to-back accumulation into one address needs the forwarding path every cycle.
+    # Accumulations into one address 1, 2, 3 or 4 cycles apart: each reaches the adder before
+    # the previous ones are in the memory, so it takes them from a different forwarding register.
     ("same_address_chain", [(0, [1, -2], 0), (0, [10, 20], 1), (0, [100, 200], 1),
                             (0, [1000, 2000], 1)], [1111, 2218]),
     # A plain write discards what was there, even right after an accumulate.
@@ -175,11 +208,30 @@ def test_accumulator_matches_model(cols, depth_log2, count, gap_probability, dra
     # int32 wrap-around, as two's complement hardware does.
     ("wraps", [(0, [2**31 - 1, -2**31], 0), (0, [1, -1], 1)], [-2**31, 2**31 - 1]),
 ])
-def test_accumulator_edge_cases(name, requests, expected_row0):
-    _, final, model = _run_accumulator(2, 4, requests, gap_probability=0.0,
-                                       drain_probability=0.0, seed=0)
+def test_accumulator_edge_cases(name, requests, expected_row0, apart):
+    plan = []
+    for request in requests:
+        plan += [(request, None)] + [(None, None)] * (apart - 1)
+    _, final, model = _run_accumulator(2, 4, plan)
     assert final[0] == expected_row0
     assert final == model
+
+
+@pytest.mark.parametrize("apart", [1, 2, 3])
+def test_accumulator_drains_right_after_writes(apart):
+    """Drains of row 0 in each of the 6 cycles after accumulations into it: those issued
+    WRITE_LATENCY or more cycles after the last accept show the whole sum."""
+    requests = [(0, [3, -4], 0), (0, [10, 20], 1), (0, [100, 200], 1)]
+    plan = []
+    for request in requests:
+        plan += [(request, None)] + [(None, None)] * (apart - 1)
+    # A drain lowers write.ready for a cycle, so the drains start after the last request.
+    plan += [(None, 0)] * 6
+    observations, final, _ = _run_accumulator(2, 2, plan)
+    assert final[0] == [113, 216]
+    assert len(observations) == 6
+    assert [got for got, _ in observations[WRITE_LATENCY - 1:]] == [[113, 216]] * 4
+    _assert_drains(observations)
 
 
 # Parameter checks --------------------------------------------------------------------------------

@@ -3,23 +3,31 @@
 Rows of `cols` int32 words (one output row of the array) in ECP5 block RAM. Each transfer on the
 `write` stream either stores its row (``accumulate=0``) or adds it lane-wise to the row already at
 that address (``accumulate=1``), so the K-chunks of a weight-stationary GEMM sum in place. The
-read-modify-write is a three-stage pipeline that sustains one row per cycle, including
+read-modify-write is a four-stage pipeline that sustains one row per cycle, including
 back-to-back accumulations into the same address::
 
-    cycle          t                  t+1                      t+2
-    write stream   accept {addr,...}  -                        -
-    memory read    issue read(addr)   read data -> register    -
-    forwarding     -                  compare addr with the    old = the newer matching row, else
-                                      rows written at t, t+1   the registered read data
-    memory write   -                  -                        mem[addr] <- old + data (or data)
+    cycle         t                t+1                     t+2                   t+3
+    write stream  accept {addr,..} -                       -                     -
+    memory read   issue read(addr) read data -> register   -                     -
+    forwarding    -                choose the newest row   old = the chosen row  -
+                                   written since the read  (zero for a plain
+                                   (choice registered)     write)
+    add           -                -                       old + data -> commit  -
+    memory write  -                -                       -                     mem[addr] <- commit
 
 The block RAM's read data (about 5.6 ns clock-to-out on the ECP5, which has no output register
-mapping in yosys) goes into flip-flops; the adder works from registers. A read misses the rows
-written in the two cycles before its write, so two forwarding registers hold them. Additions wrap
-modulo 2^32 (the golden model guarantees the true sums fit int32). The forwarding also covers a
-row written in the very cycle it is read, so the memory is `hw.synthesis.UNDEFINED_ON_COLLISION`
-and yosys needs no read-first emulation (out of context, 12 lanes: 1583 -> 1187 LUT4, 2748 ->
-1968 FF).
+mapping in yosys) goes into flip-flops; the adder works from registers and ends in flip-flops
+(`commit`), and the memory is written from those one cycle later, so neither the read data nor the
+sums cross the die to the block RAMs in the cycle they are formed. A read misses the rows written
+in the cycle it is issued (a collision) and in the two cycles after, before its own row reaches
+the adder: `commit` (written in the adder's cycle) and two forwarding registers (`newer`, `older`:
+written one and two cycles before) hold them. Which of them, if any, a row takes is decided and
+registered while the row waits for its read data, so no address comparator sits in front of the
+adder; a plain write takes zero there, so the adder's sums need no multiplexer after it.
+Additions wrap modulo 2^32 (the golden model guarantees the true sums fit int32). The forwarding
+covers a row written in the very cycle it is read, so the memory is
+`hw.synthesis.UNDEFINED_ON_COLLISION` and yosys needs no read-first emulation. Out of context
+(`sim.synth`, 12 lanes, 2048 rows): 1548 LUT4, 2368 FF.
 
 The `drain` port reads rows out for requantization through the same physical read port (the other
 DP16KD port is the RMW write, so the memory is never replicated). Its request is registered first
@@ -31,15 +39,16 @@ read register, so ``drain.data`` is valid exactly `DRAIN_LATENCY` = 3 cycles aft
     drain          en, addr           RAM reads addr           -> register    data
     write stream   (may accept)       ready = 0                -              -
 
-A drain read issued in cycle t shows every row accepted on `write` up to cycle t-2 (written by
-the end of cycle t); the row accepted in cycle t-1 is written in the cycle the RAM reads, so a
-drain of its address returns an undefined row. ``idle`` is high when no accepted row is still in
-the pipeline, so a drain read issued while ``idle`` is high sees every accepted row. A row
-accepted in cycle t is written at the end of cycle t+2.
+A row accepted on `write` in cycle t is written at the end of cycle t+3. A drain read issued in
+cycle t shows every row accepted up to cycle t-3 (written by the end of cycle t); the row
+accepted in cycle t-2 is written in the cycle the RAM reads, so a drain of its address returns an
+undefined row, and rows accepted from cycle t-1 on are not in it. ``idle`` is high when no
+accepted row is still in the pipeline, so a drain read issued while ``idle`` is high sees every
+row accepted before that cycle.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.synthesis import UNDEFINED_ON_COLLISION
@@ -47,6 +56,15 @@ from hw.synthesis import UNDEFINED_ON_COLLISION
 from ._parameters import check_int, check_power_of_two
 
 __all__ = ["AccumulatorMemory"]
+
+
+class _OldRow(enum.Enum, shape=2):
+    """Where stage 2 takes the row it accumulates onto: the registered read, or the row written
+    this cycle (`COMMIT`), in the previous cycle (`NEWER`) or the one before (`OLDER`)."""
+    MEMORY = 0
+    COMMIT = 1
+    NEWER = 2
+    OLDER = 3
 
 
 class AccumulatorMemory(wiring.Component):
@@ -115,49 +133,68 @@ class AccumulatorMemory(wiring.Component):
             fetch.eq(self.write.payload),
         ]
 
-        # Stage 2: read data registered, forwarding decided.
+        # Stage 2: read data registered, the new row computed into stage 3 (`commit`), which
+        # writes it. `commit` and the rows written in the two cycles before it (`newer`,
+        # `older`) are the rows a stage-2 row's read missed.
         update = Signal(self.write_layout)
         update_valid = Signal()
         read_row = Signal(self.row_layout)
-        # Rows written in the previous cycle (newer) and the one before.
-        newer_row, older_row = Signal(self.row_layout), Signal(self.row_layout)
-        newer_addr, older_addr = Signal(self.addr_width), Signal(self.addr_width)
-        newer_valid, older_valid = Signal(), Signal()
-        use_newer, use_older = Signal(), Signal()
         m.d.sync += [
             update.eq(fetch),
             update_valid.eq(fetch_valid),
             read_row.eq(read_port.data),    # also the drain port's data
-            # The row written this cycle becomes `newer` and the current `newer` becomes
-            # `older` when `fetch` reaches stage 2.
-            use_newer.eq(update_valid & (update.addr == fetch.addr)),
-            use_older.eq(newer_valid & (newer_addr == fetch.addr)),
         ]
-        old_row = Signal(self.row_layout)
-        with m.If(use_newer):
-            m.d.comb += old_row.eq(newer_row)
-        with m.Elif(use_older):
-            m.d.comb += old_row.eq(older_row)
-        with m.Else():
-            m.d.comb += old_row.eq(read_row)
-        new_row = Signal(self.row_layout)
+        written_layout = data.StructLayout({"row": self.row_layout, "addr": self.addr_width,
+                                            "valid": 1})
+        commit = Signal(written_layout)
+        newer = Signal(written_layout)
+        older = Signal(written_layout)
+        source = self._forwarding_source(m, fetch.addr, update_valid, update.addr,
+                                         commit, newer)
+        addend = Signal(self.row_layout)
+        # A plain write adds its row to zero: the choice sits in the forwarding multiplexer's
+        # LUTs, and the adder's sums go straight to flip-flops.
+        with m.If(update.accumulate):
+            with m.Switch(source):
+                with m.Case(_OldRow.MEMORY):
+                    m.d.comb += addend.eq(read_row)
+                with m.Case(_OldRow.COMMIT):
+                    m.d.comb += addend.eq(commit.row)
+                with m.Case(_OldRow.NEWER):
+                    m.d.comb += addend.eq(newer.row)
+                with m.Case(_OldRow.OLDER):
+                    m.d.comb += addend.eq(older.row)
         for lane in range(self.cols):
-            m.d.comb += new_row[lane].eq(
-                Mux(update.accumulate, old_row[lane] + update.data[lane], update.data[lane]))
+            m.d.sync += commit.row[lane].eq(addend[lane] + update.data[lane])
+        m.d.sync += [
+            commit.valid.eq(update_valid),
+            commit.addr.eq(update.addr),
+            newer.eq(commit),
+            older.eq(newer),
+        ]
 
         m.d.comb += [
             self.drain.data.eq(read_row),
-            write_port.addr.eq(update.addr),
-            write_port.data.eq(new_row),
-            write_port.en.eq(update_valid),
-            self.idle.eq(~fetch_valid & ~update_valid),
-        ]
-        m.d.sync += [
-            newer_valid.eq(update_valid),
-            newer_addr.eq(update.addr),
-            newer_row.eq(new_row),
-            older_valid.eq(newer_valid),
-            older_addr.eq(newer_addr),
-            older_row.eq(newer_row),
+            write_port.addr.eq(commit.addr),
+            write_port.data.eq(commit.row),
+            write_port.en.eq(commit.valid),
+            self.idle.eq(~fetch_valid & ~update_valid & ~commit.valid),
         ]
         return m
+
+    @staticmethod
+    def _forwarding_source(m, fetch_addr, update_valid, update_addr, commit, newer):
+        """The registered `_OldRow` of the row in stage 1 for its cycle in stage 2, decided a
+        cycle ahead so no address comparator sits in front of the adder. When that row reaches
+        stage 2, `update` has moved to `commit`, `commit` to `newer` and `newer` to `older`; the
+        newest matching row wins."""
+        source = Signal(_OldRow)
+        with m.If(update_valid & (update_addr == fetch_addr)):
+            m.d.sync += source.eq(_OldRow.COMMIT)
+        with m.Elif(commit.valid & (commit.addr == fetch_addr)):
+            m.d.sync += source.eq(_OldRow.NEWER)
+        with m.Elif(newer.valid & (newer.addr == fetch_addr)):
+            m.d.sync += source.eq(_OldRow.OLDER)
+        with m.Else():
+            m.d.sync += source.eq(_OldRow.MEMORY)
+        return source

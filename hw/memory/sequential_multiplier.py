@@ -99,29 +99,29 @@ def sequence_products(m, multiplier, steps, *, start):
     done = Signal()
     m.d.sync += [done.eq(0), loaded.eq(0)]
     m.d.comb += [multiplier.product.ready.eq(1), multiplier.request.payload.eq(operands)]
-    with m.If((step == 0) & start):
-        m.d.sync += step.eq(1)
-    # The operands follow the step alone, enabled or not (timing: a condition decoded from a
-    # command is then not in front of the operand registers, whose inputs are one parallel
-    # multiplexer on `step`; the values are the step's own while it lasts).
     with m.Switch(step):
-        for index, (_, a, b, *_) in enumerate(steps):
+        with m.Case(0):
+            with m.If(start):
+                m.d.sync += step.eq(1)
+        for index, (target, a, b, *condition) in enumerate(steps):
+            enabled = Value.cast(condition[0] if condition else 1).bool()
+            advance = [step.eq(0), done.eq(1)] if index == len(steps) - 1 else [step.eq(index + 2)]
             with m.Case(index + 1):
+                # The operands follow the step alone, enabled or not (timing: a condition
+                # decoded from a command is then not in front of the operand registers, whose
+                # inputs are one parallel multiplexer on `step`; the values are the step's own
+                # while it lasts).
                 m.d.sync += [operands.a.eq(a), operands.b.eq(b)]
-    for index, (target, _, _, *condition) in enumerate(steps):
-        enabled = Value.cast(condition[0] if condition else 1).bool()
-        advance = [step.eq(0), done.eq(1)] if index == len(steps) - 1 else [step.eq(index + 2)]
-        with m.If(step == index + 1):
-            with m.If(~enabled):
-                m.d.sync += advance
-            with m.Else():
-                m.d.sync += loaded.eq(1)
-                m.d.comb += multiplier.request.valid.eq(loaded & ~requested)
-                with m.If(multiplier.request.valid & multiplier.request.ready):
-                    m.d.sync += requested.eq(1)
-                with m.If(multiplier.product.valid):
-                    m.d.sync += [target.eq(multiplier.product.payload), requested.eq(0),
-                                 loaded.eq(0), *advance]
+                with m.If(~enabled):
+                    m.d.sync += advance
+                with m.Else():
+                    m.d.sync += loaded.eq(1)
+                    m.d.comb += multiplier.request.valid.eq(loaded & ~requested)
+                    with m.If(multiplier.request.valid & multiplier.request.ready):
+                        m.d.sync += requested.eq(1)
+                    with m.If(multiplier.product.valid):
+                        m.d.sync += [target.eq(multiplier.product.payload), requested.eq(0),
+                                     loaded.eq(0), *advance]
     return step != 0, done
 
 
