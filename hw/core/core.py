@@ -104,7 +104,7 @@ from amaranth.lib.wiring import In
 from hw.config import dsp_pe_count
 from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
-from hw.pipeline import delayed
+from hw.pipeline import SkidBuffer, delayed
 from hw.soc.bridge import Bus, Window, WindowKind, memory_read_data, register_read_data
 
 from hw.memory.im2col import conv_command_layout
@@ -297,17 +297,23 @@ class Core(CoreGeometry, wiring.Component):
             rows=rows, cols=cols, multiplier=self.multiplier, dsp_pes=self.dsp_pes,
             row_bytes=self.row_bytes,
             accumulator_rows=self.accumulator_rows)
+        # The array's rows reach the halves through a skid buffer: a half's `write.ready` (low
+        # the cycle after a drain read) then stops at the buffer's registers instead of running
+        # through the array's result FIFO into the compute unit's tag FIFO, across the die.
+        m.submodules.accumulator_write = acc_write = SkidBuffer(
+            compute.acc_write.payload.shape())
+        wiring.connect(m, compute.acc_write, acc_write.i)
         # A GEMM/CONV is done when its last row is written, not just accepted.
-        compute_busy = compute.busy | ~halves[0].idle | ~halves[1].idle
-        write_half = compute.acc_write.payload.addr[half_bits]
+        compute_busy = (compute.busy | acc_write.o.valid | ~halves[0].idle | ~halves[1].idle)
+        write_half = acc_write.o.payload.addr[half_bits]
         for index, half in enumerate(halves):
             m.d.comb += [
-                half.write.payload.addr.eq(compute.acc_write.payload.addr[:half_bits]),
-                half.write.payload.data.eq(compute.acc_write.payload.data),
-                half.write.payload.accumulate.eq(compute.acc_write.payload.accumulate),
-                half.write.valid.eq(compute.acc_write.valid & (write_half == index)),
+                half.write.payload.addr.eq(acc_write.o.payload.addr[:half_bits]),
+                half.write.payload.data.eq(acc_write.o.payload.data),
+                half.write.payload.accumulate.eq(acc_write.o.payload.accumulate),
+                half.write.valid.eq(acc_write.o.valid & (write_half == index)),
             ]
-        m.d.comb += compute.acc_write.ready.eq(
+        m.d.comb += acc_write.o.ready.eq(
             Mux(write_half, halves[1].write.ready, halves[0].write.ready))
 
         # Memory windows --------------------------------------------------------------------------

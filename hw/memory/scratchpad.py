@@ -15,20 +15,25 @@ Addressing: the single write port takes a global row address whose top bits sele
 (``bank = addr >> log2(depth // banks)``), so the load/store units see one flat address space;
 each read port takes an address local to its bank.
 
-Read ports are registered on both sides of the block RAM: the address and enable go into
+Every port is registered on both sides of the block RAM. A read's address and enable go into
 flip-flops, the RAM reads in the next cycle, and its data goes straight into a row of flip-flops
-(loaded every cycle, no logic in between). The banks span the die, so every long net into or out
-of a RAM starts and ends at a flip-flop; the cost is `READ_LATENCY` = 3 cycles instead of 1.
-Timing (one row per cycle on every port)::
+(loaded every cycle, no logic in between); a write's address, data and enable go into flip-flops
+of its bank (one copy per bank, so each drives half the blocks) and the RAM writes them in the
+next cycle. The banks span the die, so every long net into or out of a RAM starts and ends at a
+flip-flop (the write port's address reaches 48 blocks per bank on the 85F preset: from the
+core's write multiplexer it took 10.4 ns of routing); the cost is `READ_LATENCY` = 3 cycles
+instead of 1 and `WRITE_LATENCY` = 1. Timing (one row per cycle on every port)::
 
     cycle      t             t+1                t+2                t+3
     read[b]    addr, en=1    RAM reads addr     data -> register   data = bank[b][addr]
-    write      addr, data, en=1 (written at the end of t)
+    write      addr, data,   RAM writes (end
+               en=1          of t+1)
 
-A read issued in cycle t returns the row with every write issued up to cycle t; a write issued in
-cycle t+1, when the RAM reads, to the same row makes the read return an undefined row (the slices
-are `hw.synthesis.UNDEFINED_ON_COLLISION`; Amaranth's simulator returns the old row), and later
-writes are not seen. The core orders such accesses with FENCE.
+A read issued in cycle t returns the row with every write issued up to cycle t-1; a write issued
+in cycle t, whose RAM write falls in the cycle the RAM reads, to the same row makes the read
+return an undefined row (the slices are `hw.synthesis.UNDEFINED_ON_COLLISION`; Amaranth's
+simulator returns the old row), and later writes are not seen. The core orders such accesses with
+FENCE and its units' `busy` (a unit is busy in the cycle it issues its last write).
 """
 
 from amaranth.hdl import Module, Signal, signed
@@ -76,6 +81,7 @@ class Scratchpad(wiring.Component):
     """
 
     READ_LATENCY = 3
+    WRITE_LATENCY = 1
 
     def __init__(self, *, row_bytes, depth, banks=1):
         owner = "Scratchpad"
@@ -97,6 +103,15 @@ class Scratchpad(wiring.Component):
         bank_select = self.write.addr[self.bank_addr_width:]
         row_bits, step = self.row_layout.size, slice_bits(self.bank_depth)
         for index in range(self.banks):
+            write_addr = Signal(self.bank_addr_width, name=f"write_addr_{index}")
+            write_data = Signal(self.row_layout, name=f"write_data_{index}")
+            write_en = Signal(name=f"write_en_{index}")
+            m.d.sync += write_en.eq(self.write.en & (bank_select == index))
+            # Loaded only for this bank's writes: the two banks' registers differ, so synthesis
+            # keeps both copies (identical ones would be merged into one driving every block).
+            with m.If(bank_select == index):
+                m.d.sync += [write_addr.eq(self.write.addr[:self.bank_addr_width]),
+                             write_data.eq(self.write.data)]
             read_addr = Signal.like(self.read[index].addr, name=f"read_addr_{index}")
             read_en = Signal(name=f"read_en_{index}")
             read_data = Signal(self.row_layout, name=f"read_data_{index}")
@@ -113,9 +128,9 @@ class Scratchpad(wiring.Component):
                 write_port, read_port = ram.write_port(), ram.read_port()
                 m.d.sync += read_data.as_value()[bits].eq(read_port.data)
                 m.d.comb += [
-                    write_port.addr.eq(self.write.addr[:self.bank_addr_width]),
-                    write_port.data.eq(self.write.data.as_value()[bits]),
-                    write_port.en.eq(self.write.en & (bank_select == index)),
+                    write_port.addr.eq(write_addr),
+                    write_port.data.eq(write_data.as_value()[bits]),
+                    write_port.en.eq(write_en),
                     read_port.addr.eq(read_addr),
                     read_port.en.eq(read_en),
                 ]
