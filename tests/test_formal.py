@@ -417,8 +417,8 @@ class DispatcherHarness(Elaboratable):
                     binary_result_rows=2, queue_depth=2, max_pool_width=2)
         m.submodules.core = fragment = Fragment.get(core, platform)
         blocks = remove_submodules(fragment, "scratchpad", "accumulator_0", "accumulator_1",
-                                   "parameters", "binary_results", "compute", "store", "binary",
-                                   "multiplier")
+                                   "accumulator_write", "parameters", "binary_results", "compute",
+                                   "store", "binary", "multiplier")
         bus = core.control
         multiplier = blocks["multiplier"]
         m.d.comb += [
@@ -427,10 +427,12 @@ class DispatcherHarness(Elaboratable):
             multiplier.request.ready.eq(AnySeq(1)), multiplier.product.valid.eq(AnySeq(1)),
             multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload))),
             blocks["accumulator_0"].idle.eq(AnySeq(1)), blocks["accumulator_1"].idle.eq(AnySeq(1)),
+            blocks["accumulator_write"].o.valid.eq(AnySeq(1)),
         ]
         half_bit = (core.accumulator_rows // 2 - 1).bit_length()
-        compute_busy = (blocks["compute"].busy | ~blocks["accumulator_0"].idle |
-                        ~blocks["accumulator_1"].idle)
+        # A GEMM/CONV is finished when its rows have left the skid buffer and both halves.
+        compute_busy = (blocks["compute"].busy | blocks["accumulator_write"].o.valid |
+                        ~blocks["accumulator_0"].idle | ~blocks["accumulator_1"].idle)
         units = {
             "compute": self._unit(m, "compute", blocks["compute"], compute_busy, half_bit),
             "store": self._unit(m, "store", blocks["store"], blocks["store"].busy, half_bit),

@@ -103,8 +103,8 @@ def test_slice_bits(depth, bits):
 def test_scratchpad_maps_one_block_per_slice(row_bytes, depth, blocks):
     cells = synthesize(Scratchpad(row_bytes=row_bytes, depth=depth, banks=2), "scratchpad")
     assert cells["DP16KD"] == blocks == block_rams(row_bytes=row_bytes, depth=depth, banks=2)
-    # Nothing between a block RAM and its data register: the flip-flops are the two ports'
-    # address, enable and data registers, and the only LUT4s decode the write bank.
+    # Nothing between a block RAM and its registers: the flip-flops are each bank's read and
+    # write ports' address, enable and data registers, and the only LUT4s decode the write bank.
     address_bits = (depth // 2 - 1).bit_length()
-    assert cells["FF"] == 2 * (address_bits + 1 + 8 * row_bytes)
+    assert cells["FF"] == 2 * 2 * (address_bits + 1 + 8 * row_bytes)
     assert cells["LUT4"] <= 2 and cells["PFUMX"] == 0
