@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from hw.binary.engine import threshold_shape
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 from hw.soc.bringup import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
+from hw.systolic.array import result_fifo_geometry
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
            "fit_multipliers", "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST",
@@ -61,9 +62,37 @@ LUT_MULTIPLIER_MAX_MHZ = 150.0
 DESIGN_NAMES = ("bringup", "soc")       # hw.soc.top.DESIGNS
 
 
-def ebr_blocks(depth, width):
-    """DP16KD blocks for a `depth` x `width`-bit memory, in the cheapest aspect ratio."""
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in DP16KD_SHAPES)
+def ebr_blocks(depth, width, *, write_groups=1):
+    """DP16KD blocks for a `depth` x `width`-bit memory, in the cheapest aspect ratio.
+
+    With `write_groups` > 1 each row is that many groups of `width` bits, each written on its own
+    (an Amaranth write port with ``granularity``). A DP16KD's byte enables are 9 bits apiece
+    (``w // 9`` in the 9-bit and wider ratios), and yosys gives each group whole bytes: the
+    binary engine's 16 lanes of 64 weight bits take 2 blocks per lane, 32 in all, not the 29 of
+    1,024 bits packed (the 85F build's netlist). The narrower ratios have no byte enable: each
+    group takes its own blocks."""
+    def blocks(rows, bits):
+        if write_groups == 1:
+            return math.ceil(depth / rows) * math.ceil(width / bits)
+        if bits >= 9:
+            return math.ceil(depth / rows) * math.ceil(
+                write_groups * math.ceil(width / 9) / (bits // 9))
+        return math.ceil(depth / rows) * write_groups * math.ceil(width / bits)
+    return min(blocks(rows, bits) for rows, bits in DP16KD_SHAPES)
+
+
+# A `SyncFIFOBuffered` memory deeper than this goes to block RAM in yosys's mapping, shallower
+# ones to distributed RAM: the weight-stationary array's result FIFO, 32 rows deep at 12x12 (no
+# DP16KD in the 85F build), 40 at 16x16 (9 DP16KD of 321 bits).
+FIFO_DISTRIBUTED_MAX_DEPTH = 32
+
+
+def _array_result_ebrs(config):
+    """DP16KD blocks of the INT8 array's result FIFO (`hw.systolic.array`)."""
+    depth, layout = result_fifo_geometry(rows=config.rows, cols=config.cols,
+                                         dataflow=config.dataflow)
+    depth -= 1                      # a buffered FIFO's last row is its output register
+    return 0 if depth <= FIFO_DISTRIBUTED_MAX_DEPTH else ebr_blocks(depth, layout.size)
 
 
 @dataclass(frozen=True)
@@ -90,11 +119,12 @@ def _soc_memory_ebrs(config):
                                             depth=geometry.scratchpad_rows,
                                             banks=geometry.SCRATCHPAD_BANKS),
         "accumulator": 2 * ebr_blocks(geometry.accumulator_rows // 2, 32 * geometry.cols),
-        "binary": ebr_blocks(geometry.binary_weight_depth,
-                             geometry.binary_width * geometry.binary_lanes),
+        "array_results": _array_result_ebrs(config),
+        "binary": ebr_blocks(geometry.binary_weight_depth, geometry.binary_width,
+                             write_groups=geometry.binary_lanes),
         "binary_thresholds": ebr_blocks(
-            geometry.binary_threshold_depth,
-            geometry.binary_lanes * (threshold_shape(geometry.binary_max_k).width + 1)),
+            geometry.binary_threshold_depth, threshold_shape(geometry.binary_max_k).width + 1,
+            write_groups=geometry.binary_lanes),
         "parameters": ebr_blocks(geometry.parameter_rows, parameter_layout.size),
         "binary_results": ebr_blocks(geometry.binary_result_rows,
                                      binary_result_layout(geometry.binary_lanes,
@@ -123,12 +153,13 @@ def estimate_resources(config, design="soc"):
         memories = {
             "scratchpad": ebr_blocks(config.scratchpad_rows, 8 * max(config.rows, config.cols)),
             "accumulator": ebr_blocks(config.accumulator_rows, 32 * config.cols),
+            "array_results": _array_result_ebrs(config),
             "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
-                                 config.binary_width * config.binary_lanes),
+                                 config.binary_width, write_groups=config.binary_lanes),
             "binary_thresholds": ebr_blocks(
                 BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
-                config.binary_lanes * (threshold_shape(BINARY_MAX_FOLDS
-                                                       * config.binary_width).width + 1)),
+                threshold_shape(BINARY_MAX_FOLDS * config.binary_width).width + 1,
+                write_groups=config.binary_lanes),
         }
         fixed_luts = LUT_COST["fixed"]
 

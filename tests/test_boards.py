@@ -117,6 +117,31 @@ def test_ebr_blocks(depth, width, blocks):
     assert ebr_blocks(depth, width) == blocks
 
 
+@pytest.mark.parametrize("depth, width, groups, blocks", [
+    (256, 64, 16, 32),      # 64 bits = 8 bytes of 9: two 512x36 blocks (4 bytes) per group
+    (16, 12, 16, 8),        # 12 bits = 2 bytes: two groups per block
+    (512, 9, 8, 2),         # one byte each, four per block
+    (2048, 9, 3, 3),        # 2048x9 has one byte: a block per group
+    (4096, 4, 3, 3),        # 4096x4 has no byte enable: a block per group
+])
+def test_ebr_blocks_of_a_memory_written_in_groups(depth, width, groups, blocks):
+    assert ebr_blocks(depth, width, write_groups=groups) == blocks
+
+
+@pytest.mark.parametrize("device_name, changes, blocks", [
+    ("85F", {}, 198),       # session 15 build (nextpnr: 198/208)
+    ("45F", {}, 80),        # session 14 build
+    ("25F", {}, 54),        # session 14 build
+    # 16x16 mixed with the 12x12 preset's 16,384-row scratchpad, 1,024 accumulator rows and 256
+    # binary result rows: yosys's netlist has 219 (the array's 40-row result FIFO in 9 blocks).
+    ("85F", dict(rows=16, cols=16, multiplier="mixed", dsp_pes=140, requant_lanes=4,
+                 accumulator_rows=1024, binary_result_rows=256), 219),
+])
+def test_block_ram_estimate_equals_the_builds(device_name, changes, blocks):
+    config = variant("ulx3s", device_name)[2].preset.replace(**changes)
+    assert estimate_resources(config).ebrs == blocks
+
+
 def test_dsp_overflow_names_resource_and_excess():
     config = variant("ulx3s", "85F")[2].preset.replace(rows=13)
     with pytest.raises(BudgetError, match=r"MULT18X18D: needs 164, LFE5U-85F has 156 \(over by 8"):

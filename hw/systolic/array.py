@@ -96,9 +96,21 @@ from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
                             check_choice, exact_sum_shape)
 
-__all__ = ["SystolicArray", "MAX_SIDE"]
+__all__ = ["SystolicArray", "MAX_SIDE", "result_fifo_geometry"]
 
 MAX_SIDE = 32
+
+
+def result_fifo_geometry(*, rows, cols, dataflow):
+    """``(depth, layout)`` of the array's result FIFO: deep enough for every row in flight, a row
+    holding each column's sum (as wide as it can grow: ``exact_sum_shape(rows)`` weight-stationary,
+    int32 output-stationary, where K is unbounded) and the row's `last` flag."""
+    if dataflow == "output_stationary":
+        # Room for every row in flight while tiles of K = R beats arrive back to back.
+        depth, column_shape = 3 * rows + cols + 8, ACCUMULATOR_SHAPE
+    else:
+        depth, column_shape = rows + cols + 9, exact_sum_shape(rows)
+    return depth, data.StructLayout({"data": data.ArrayLayout(column_shape, cols), "last": 1})
 
 
 class SystolicArray(wiring.Component):
@@ -145,10 +157,7 @@ class SystolicArray(wiring.Component):
             })
             members["operands"] = In(stream.Signature(self.operand_layout))
             self._launch_delay = 0          # the operands' input register is the launch
-            self._column_shape = ACCUMULATOR_SHAPE      # K is unbounded
             self.latency = rows + cols + 5
-            # Room for every row in flight while tiles of K = R beats arrive back to back.
-            self.result_fifo_depth = 3 * rows + cols + 8
         else:
             self.weight_layout = data.ArrayLayout(OPERAND_SHAPE, cols)
             self.activation_layout = data.StructLayout({
@@ -160,11 +169,12 @@ class SystolicArray(wiring.Component):
             # An accepted activation is registered before it enters the skew, so the stream
             # handshake never reaches the first PE's weight select or operand.
             self._launch_delay = 1
-            # A column sums at most R products: its partial sums, the de-skew and the output
-            # FIFO are only as wide as that needs, and widened to int32 on `results`.
-            self._column_shape = exact_sum_shape(rows)
             self.latency = rows + cols + 4
-            self.result_fifo_depth = rows + cols + 9
+        # Weight-stationary, a column sums at most R products: its partial sums, the de-skew and
+        # the output FIFO are only as wide as that needs, and widened to int32 on `results`.
+        self.result_fifo_depth, self._result_fifo_layout = result_fifo_geometry(
+            rows=rows, cols=cols, dataflow=dataflow)
+        self._column_shape = self._result_fifo_layout["data"].shape.elem_shape
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -189,10 +199,7 @@ class SystolicArray(wiring.Component):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
 
-        stored_layout = data.StructLayout({
-            "data": data.ArrayLayout(self._column_shape, cols),
-            "last": 1,
-        })
+        stored_layout = self._result_fifo_layout
         m.submodules.result_fifo = fifo = SyncFIFOBuffered(width=stored_layout.size,
                                                            depth=self.result_fifo_depth)
         stored = data.View(stored_layout, fifo.r_data)
