@@ -34,15 +34,15 @@ StoreUnit::
     for each column block: load C requant parameters (C+2 cycles, after the previous block
     has left the pipeline), then M accumulator rows -> SkidBuffer (the drain requests)
     -> ReadStage(drain port) -> Requantizer
-    -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows) -> write register
-    -> SkidBuffer -> scratchpad write
+    -> SkidBuffer -> optional 2x2 max-pool (line FIFO of width/2 rows; compare register, then
+    the maximum chosen into the write register) -> SkidBuffer -> scratchpad write
     Throughput: one row per max(2, ceil(C / requant_lanes)) cycles (the pool rests a cycle after
     each row it takes).
 
     The drain requests (address, valid), the line FIFO's write and read and the scratchpad write
     (address, row, enable) come straight from registers: a drain request reaches the port a
-    cycle after it is made (its skid buffer), and a row is written three cycles after it leaves
-    the requantizer (a skid buffer, the write register, a skid buffer).
+    cycle after it is made (its skid buffer), and a row is written four cycles after it leaves
+    the requantizer (a skid buffer, the compare and write registers, a skid buffer).
 
 BinaryUnit::
 
@@ -394,15 +394,15 @@ class StoreUnit(wiring.Component):
         taken = row_in.valid & accept
         incoming = row_in.payload.data
         pair = Signal(pool_row)
-        quad = Signal(pool_row)
         line_row = Signal(pool_row)
+        line_wins = Signal(cols)            # the line's pair beats both of this row's pixels
         m.d.comb += line_row.eq(line.r_data)
         for lane in range(cols):
             m.d.comb += [
                 pair[lane].eq(Mux(held[lane] > incoming[lane], held[lane], incoming[lane])),
                 # max(line, pair) with its compares side by side, not after pair's (timing).
-                quad[lane].eq(Mux((line_row[lane] > held[lane]) &
-                                  (line_row[lane] > incoming[lane]), line_row[lane], pair[lane])),
+                line_wins[lane].eq((line_row[lane] > held[lane]) &
+                                   (line_row[lane] > incoming[lane])),
             ]
         emits = ~cmd.pool | (odd_column & odd_row)
         # From flip-flops only: they steer the row's ready and the line FIFO.
@@ -430,6 +430,15 @@ class StoreUnit(wiring.Component):
         line_push_row = Signal(pool_row)
         # The row is loaded every cycle (`line_push` qualifies it): no handshake enable on it.
         m.d.sync += [line_push.eq(taken & pushes), line_push_row.eq(pair)]
+        # Compare register: a taken row's candidates and the compares between them, loaded
+        # from flip-flops through one carry chain; the maximum is chosen from them a cycle
+        # later (timing: compare and select in one cycle were the 85F build's critical path).
+        # It is free again whenever the write register takes it, so a row taken in cycle t
+        # moves on in cycle t + 1 unless the scratchpad port stalled the rows before it.
+        compared_valid = Signal()
+        compared = Signal(data.StructLayout({
+            "pool": 1, "incoming": pool_row, "pair": pool_row, "line": pool_row,
+            "line_wins": cols}))
         # Write register: the pooled row is registered beside the pool, then passes a skid
         # buffer to the scratchpad write port, which the host may take for a cycle
         # (`sp_blocked`). Timing: the port's stall steers only the skid buffer's registers,
@@ -439,7 +448,8 @@ class StoreUnit(wiring.Component):
         write_row = Signal(pool_row)
         m.submodules.pool_output = pool_output = SkidBuffer(pool_row)
         write_free = ~write_valid | pool_output.i.ready
-        m.d.sync += accept.eq(~taken & (~emits | (write_free & pair_ready)))
+        compared_free = ~compared_valid | write_free
+        m.d.sync += accept.eq(~taken & (~emits | (compared_free & pair_ready)))
         m.d.comb += [
             pool_output.i.valid.eq(write_valid),
             pool_output.i.payload.eq(write_row),
@@ -452,10 +462,16 @@ class StoreUnit(wiring.Component):
             line.w_en.eq(line_push),
             line.r_en.eq(line_pop),
         ]
+        with m.If(compared_free):
+            m.d.sync += [compared_valid.eq(taken & emits), compared.pool.eq(cmd.pool),
+                         compared.incoming.eq(incoming), compared.pair.eq(pair),
+                         compared.line.eq(line_row), compared.line_wins.eq(line_wins)]
         with m.If(write_free):
-            m.d.sync += write_valid.eq(taken & emits)
+            m.d.sync += write_valid.eq(compared_valid)
             for lane in range(cols):
-                m.d.sync += write_row[lane].eq(Mux(cmd.pool, quad[lane], incoming[lane]))
+                quad = Mux(compared.line_wins[lane], compared.line[lane], compared.pair[lane])
+                m.d.sync += write_row[lane].eq(Mux(compared.pool, quad,
+                                                   compared.incoming[lane]))
         with m.If(self.sp_en):
             m.d.sync += [written.eq(written + 1), out_addr.eq(out_addr + cmd.out_stride)]
         # `held` follows the even column's row while it is offered (the offer holds until it is
