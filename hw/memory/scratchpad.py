@@ -22,7 +22,8 @@ of its bank (one copy per bank, so each drives half the blocks) and the RAM writ
 next cycle. The banks span the die, so every long net into or out of a RAM starts and ends at a
 flip-flop (the write port's address reaches 48 blocks per bank on the 85F preset: from the
 core's write multiplexer it took 10.4 ns of routing); the cost is `READ_LATENCY` = 3 cycles
-instead of 1 and `WRITE_LATENCY` = 1. Timing (one row per cycle on every port)::
+instead of 1, and a write reaches the RAM a cycle after it is issued. Timing (one row per cycle
+on every port)::
 
     cycle      t             t+1                t+2                t+3
     read[b]    addr, en=1    RAM reads addr     data -> register   data = bank[b][addr]
@@ -81,7 +82,6 @@ class Scratchpad(wiring.Component):
     """
 
     READ_LATENCY = 3
-    WRITE_LATENCY = 1
 
     def __init__(self, *, row_bytes, depth, banks=1):
         owner = "Scratchpad"
