@@ -65,9 +65,25 @@ def test_array_carries_the_floorplan_as_bel_attributes():
 
 
 def test_mixed_array_floorplans_its_dsp_pes_only():
-    # 4 DSP PEs of 3x2: column 0 (3 PEs) and PE(0, 1), on the sites of a 3x2 DSP layout.
-    sites = dsp_sites("LFE5U-85F", 3, 2)
-    expected = [sites[i, 0] for i in range(3)] + [sites[0, 1]]
-    assert sorted(_bels(ULX3S_85F_Platform(), "mixed", 4)) == sorted(expected)
-    # One DSP PE: the layout of a single column.
-    assert _bels(ULX3S_85F_Platform(), "mixed", 1) == [dsp_sites("LFE5U-85F", 3, 1)[0, 0]]
+    # 4 DSP PEs of 3x2: column 0 (3 PEs) and PE(0, 1). The fullest DSP row holds 2 at best:
+    # row 0 on Y10 (PE(0, 0), PE(0, 1)), rows 1-2 on Y34 (column 0), centred on sites 25-26.
+    assert sorted(_bels(ULX3S_85F_Platform(), "mixed", 4)) == sorted([
+        "X59/Y10/MULT18_1", "X62/Y10/MULT18_4", "X59/Y34/MULT18_1", "X62/Y34/MULT18_4"])
+    # One DSP PE: the centre site of the top DSP row.
+    assert _bels(ULX3S_85F_Platform(), "mixed", 1) == ["X59/Y10/MULT18_1"]
+
+
+def test_16x16_with_140_dsp_pes_splits_its_rows_unevenly():
+    # Column-major: columns 0-7 and rows 0-11 of column 8 on DSPs. Equal bands of 6 rows would put
+    # 9 x 6 = 54 PEs on the top DSP row (52 sites); bands of 5, 5 and 6 rows hold 45, 45, 50.
+    on_dsp = {(i, j) for j in range(16) for i in range(16) if j * 16 + i < 140}
+    sites = dsp_sites("LFE5U-85F", 16, 16, on_dsp)
+    assert set(sites) == on_dsp and len(set(sites.values())) == 140
+    rows_on = {y: {i for (i, _), site in sites.items() if _xy(site)[1] == y} for y in (10, 34, 58)}
+    assert rows_on == {10: set(range(0, 5)), 34: set(range(5, 10)), 58: set(range(10, 16))}
+    assert [sum(1 for site in sites.values() if _xy(site)[1] == y) for y in (10, 34, 58)] == [
+        45, 45, 50]
+    for (i, j), site in sites.items():
+        if (i + 1, j) in sites and i + 1 not in (5, 10):    # psum hop inside a band
+            below_x, below_y = _xy(sites[i + 1, j])
+            assert below_y == _xy(site)[1] and 0 < below_x - _xy(site)[0] <= 6

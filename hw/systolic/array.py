@@ -181,9 +181,10 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self.rows, self.cols
         # On a device with a DSP floorplan, neighbouring PEs sit on neighbouring DSP sites.
-        dsp_cols = -(-self.dsp_count // rows)
-        sites = (dsp_sites(getattr(platform, "device", None), rows, dsp_cols)
-                 if platform is not None and self.dsp_count else None)
+        on_dsp = {(i, j) for i in range(rows) for j in range(cols)
+                  if self.pe_multiplier(i, j) == "dsp"}
+        sites = (dsp_sites(getattr(platform, "device", None), rows, cols, on_dsp)
+                 if platform is not None and on_dsp else None)
         # A weight-stationary PE in row i adds the (i + 1)-th product of its column.
         psum_shapes = [exact_sum_shape(i + 1) if self.dataflow == "weight_stationary"
                        else ACCUMULATOR_SHAPE for i in range(rows)]

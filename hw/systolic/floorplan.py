@@ -3,21 +3,30 @@
 Left to itself, nextpnr's placer scatters the PEs over the DSP sites (on the ULX3S-85F SoC,
 PE(0, 0) and PE(0, 1) landed 18 columns apart, PE(1, 0) 35): every partial sum, operand and
 control hop of the array then crosses the die, and the fabric around the DSPs spreads with it.
-`dsp_sites` instead lays the R x C array onto the device's rows of MULT18X18D sites so that
+`dsp_sites` instead lays the array's DSP PEs onto the device's rows of MULT18X18D sites so that
 neighbours are neighbours:
 
-* the PE rows are split into as many bands as the device has DSP rows (top band first);
-* inside a band, the PEs of one column take consecutive sites (``psum`` flows down through
+* the PE rows are split into contiguous bands, one per DSP row (top band first): the split
+  whose fullest DSP row holds the fewest PEs, and among those the one with the taller bands on
+  top (equal bands when the rows divide evenly);
+* inside a band, the DSP PEs of one column take consecutive sites (``psum`` flows down through
   them, 32 bits per hop), and column j + 1 follows column j (the 8-bit operand ``a`` hops
   ``band height`` sites to the right);
-* the layout is centred in the row, leaving the spare sites at both ends (the requantizer's
+* the band is centred in its DSP row, leaving the spare sites at both ends (the requantizer's
   DSPs, which are not constrained, take them).
+
+A mixed array (`hw.systolic.array`) names its DSP PEs (``on_dsp``); its fabric PEs get no
+constraint and the placer puts them beside their neighbours. Whole DSP columns and a partial
+one split unevenly: the 85F's 16x16 array with 140 DSP PEs (8 columns and the top 12 PEs of
+the ninth) takes bands of 5, 5 and 6 rows, 45 + 45 + 50 of the 3 x 52 sites.
 
 Sites are ``X<x>/Y<y>/MULT18_<n>``: each DSP row is a run of column pairs, alternately
 ``MULT18_0``/``MULT18_1`` and ``MULT18_4``/``MULT18_5`` (read off nextpnr's placements on these
 devices). A device without a table, or an array that does not fit the table's layout, gets no
 constraints (`dsp_sites` returns None) and nextpnr places the DSPs as before.
 """
+
+from itertools import combinations
 
 __all__ = ["dsp_sites", "DSP_SITE_ROWS"]
 
@@ -37,21 +46,39 @@ def _row_sites(y, pairs):
     return sites
 
 
-def dsp_sites(device, rows, cols):
-    """``{(i, j): bel}`` for every PE of a `rows` x `cols` array on `device` (an ECP5 device
-    name such as ``"LFE5U-85F"``), or None when there is no floorplan for it."""
+def _band_splits(rows, bands):
+    """Every split of ``range(rows)`` into `bands` contiguous (possibly empty) row ranges."""
+    for cuts in combinations(range(rows + bands - 1), bands - 1):
+        bounds = [cut - index for index, cut in enumerate(cuts)]
+        edges = [0, *bounds, rows]
+        yield [range(edges[k], edges[k + 1]) for k in range(bands)]
+
+
+def _best_split(rows, bands, placed):
+    """The band split whose fullest band holds the fewest of `placed`; ties: taller bands first."""
+    def cost(split):
+        loads = [sum(1 for i, _ in placed if i in band) for band in split]
+        return max(loads), [-len(band) for band in split]
+    return min(_band_splits(rows, bands), key=cost)
+
+
+def dsp_sites(device, rows, cols, on_dsp=None):
+    """``{(i, j): bel}`` for the DSP PEs of a `rows` x `cols` array on `device` (an ECP5 device
+    name such as ``"LFE5U-85F"``), or None when there is no floorplan for it. `on_dsp` is the
+    set of ``(i, j)`` on DSP sites (default: every PE)."""
     if device not in DSP_SITE_ROWS:
         return None
+    placed = sorted((i, j) for i in range(rows) for j in range(cols)
+                    if on_dsp is None or (i, j) in on_dsp)
     ys, pairs = DSP_SITE_ROWS[device]
-    band = -(-rows // len(ys))          # PE rows per DSP row
     per_row = 2 * len(pairs)
-    used = band * cols
-    if used > per_row:
-        return None
-    offset = (per_row - used) // 2
     placement = {}
-    for i in range(rows):
-        sites = _row_sites(ys[i // band], pairs)
-        for j in range(cols):
-            placement[i, j] = sites[offset + j * band + i % band]
+    for y, band in zip(ys, _best_split(rows, len(ys), placed)):
+        in_band = sorted(((i, j) for i, j in placed if i in band), key=lambda pe: (pe[1], pe[0]))
+        if len(in_band) > per_row:
+            return None
+        sites = _row_sites(y, pairs)
+        offset = (per_row - len(in_band)) // 2
+        for index, pe in enumerate(in_band):
+            placement[pe] = sites[offset + index]
     return placement
