@@ -146,6 +146,35 @@ def test_pooled_bands_have_an_even_number_of_rows(out_h):
     assert sum(store["height"] for store in stores) == out_h - out_h % 2
 
 
+@pytest.mark.parametrize("pool", [False, True])
+def test_stores_trail_a_tile_and_the_last_tile_is_split(pool):
+    """A 24x16 1x1 conv of 8 channels on a 4x4 core with accumulator halves of 256 rows: per
+    column block, bands of 16 and 8 output rows; the last band's last quarter (2 rows) is a tile
+    of its own. Every tile's store is pushed after the next tile's compute, and the result is the
+    reference's."""
+    rng = np.random.default_rng(11)
+    core = make_core(4, 4, accumulator_rows=512, scratchpad_rows=2048)
+    layer = ConvLayer(in_h=24, in_w=16, cin=4, cout=8, kh=1, kw=1, stride=1, padding=(0, 0, 0, 0),
+                      zero_point=3, a_base=0, w_base=400, out_base=420, param_base=0,
+                      rounding="double", output_zero_point=-2, act_min=-128, act_max=127,
+                      pool=pool)
+    commands, half = layer_commands(layer, rows=4, cols=4, accumulator_rows=512)
+    decoded = [decode(words) for words in commands]
+    compute = Opcode.CONV
+    assert [opcode for opcode, _ in decoded] == [
+        compute, compute, Opcode.REQUANT_STORE, compute, Opcode.REQUANT_STORE, compute,
+        Opcode.REQUANT_STORE, compute, Opcode.REQUANT_STORE, Opcode.REQUANT_STORE, Opcode.FENCE]
+    stores = [args for opcode, args in decoded if opcode == Opcode.REQUANT_STORE]
+    assert [store["height"] for store in stores] == [16, 8, 16, 6, 2]
+    assert [store["acc_base"] for store in stores] == [0, 256, 0, 256, 0] and half == 1
+    case = Case(rng, core, layer)
+
+    async def body(host):
+        await case.run(host, core)
+        assert await host.register("error_code") == ErrorCode.NONE.value
+    simulate(core, body, "core_split_last_tile")
+
+
 def test_conv_padding_stride_and_pool():
     """Common CNN geometries with a nonzero input zero point; the last one max-pools on store."""
     rng = np.random.default_rng(7)

@@ -214,29 +214,58 @@ def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
         out_w=layer.out_w, ho_start=ho_start, ho_count=ho_count, n_blocks=count, n_last=n_last)
 
 
+# A tile costs about a hundred cycles of its own (dispatch, the first weights, the array's fill
+# and drain), measured with `python -m sim.bench core`. Cutting the last quarter of a layer's last
+# tile into a tile of its own is worth it when the store it stops exposing (three quarters of the
+# tile's rows, at least two cycles a row) is several times that: tiles of `SHORT_LAST_TILE_PIXELS`
+# or more.
+SHORT_LAST_TILE_PIXELS = 128
+
+
+def _store_tiles(layer, *, cols, accumulator_rows):
+    """`output_bands` with the last tile's last quarter of output rows (an even count when
+    pooling) as a tile of its own, when the tile is large: the store of the last tile is the one
+    nothing overlaps."""
+    bands = output_bands(layer, cols=cols, accumulator_rows=accumulator_rows)
+    ho_start, ho_count, nb_start, count = bands[-1]
+    quarter = ho_count // 4
+    if layer.pool:
+        quarter -= quarter % 2
+    if quarter == 0 or ho_count * layer.out_w < SHORT_LAST_TILE_PIXELS:
+        return bands
+    cut = ho_start + ho_count - quarter
+    return bands[:-1] + [(ho_start, ho_count - quarter, nb_start, count),
+                         (cut, quarter, nb_start, count)]
+
+
 def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_half=0):
-    """GEMM/CONV + REQUANT_STORE command pairs covering `layer` (its `output_bands`),
-    alternating accumulator halves (so a store overlaps the next compute), then FENCE. Returns
-    (list of word lists, next half)."""
+    """GEMM/CONV + REQUANT_STORE commands covering `layer` (its `output_bands`, the last tile
+    split by `_store_tiles`), alternating accumulator halves, then FENCE. Each tile's store comes
+    after the next tile's compute command: the dispatcher takes commands in program order, so the
+    next compute is checked while the current one runs and starts as soon as it ends, and the
+    store overlaps it. Returns (list of word lists, next half)."""
     half_rows = accumulator_rows // 2
     n_blocks = _blocks(layer.cout, cols)
     pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
     out_stride = n_blocks if layer.out_stride is None else layer.out_stride
-    commands = []
+    computes, stores = [], []
     half = first_half
-    for band in output_bands(layer, cols=cols, accumulator_rows=accumulator_rows):
+    for band in _store_tiles(layer, cols=cols, accumulator_rows=accumulator_rows):
         ho_start, ho_count, nb_start, count = band
         acc_base = half * half_rows
-        commands.append(compute_command(layer, band, acc_base, rows=rows, cols=cols, gemm=gemm))
+        computes.append(compute_command(layer, band, acc_base, rows=rows, cols=cols, gemm=gemm))
         first_pixel = (ho_start // 2) * pooled_w if layer.pool else ho_start * layer.out_w
-        commands.append(encode(
+        stores.append(encode(
             Opcode.REQUANT_STORE, acc_base=acc_base, height=ho_count, width=layer.out_w,
             n_blocks=count, param_base=layer.param_base + nb_start * cols,
             out_base=layer.out_base + nb_start + first_pixel * out_stride, out_stride=out_stride,
             rounding=("double", "single").index(layer.rounding), zero_point=layer.output_zero_point,
             act_min=layer.act_min, act_max=layer.act_max, pool=int(layer.pool)))
         half ^= 1
-    commands.append(encode(Opcode.FENCE))
+    commands = [computes[0]]
+    for compute, store in zip(computes[1:], stores):
+        commands += [compute, store]
+    commands += [stores[-1], encode(Opcode.FENCE)]
     return commands, half
 
 
