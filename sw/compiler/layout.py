@@ -217,8 +217,8 @@ def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
 # A tile costs about a hundred cycles of its own (dispatch, the first weights, the array's fill
 # and drain), measured with `python -m sim.bench core`. Cutting the last quarter of a layer's last
 # tile into a tile of its own is worth it when the store it stops exposing (three quarters of the
-# tile's rows, at least two cycles a row) is several times that: tiles of `SHORT_LAST_TILE_PIXELS`
-# or more.
+# tile's pixels, at least two cycles a pixel) is several times that: tiles of
+# `SHORT_LAST_TILE_PIXELS` or more.
 SHORT_LAST_TILE_PIXELS = 128
 
 
