@@ -191,7 +191,7 @@ class SystolicArray(wiring.Component):
 
         def processing_element(i, j):
             multiplier = self.pe_multiplier(i, j)
-            site = sites[i, j] if sites and multiplier == "dsp" else None
+            site = sites.get((i, j)) if sites else None        # fabric PEs have none
             return ProcessingElement(dataflow=self.dataflow, multiplier=multiplier, dsp_site=site,
                                      psum_shape=psum_shapes[i])
 

@@ -26,6 +26,7 @@ devices). A device without a table, or an array that does not fit the table's la
 constraints (`dsp_sites` returns None) and nextpnr places the DSPs as before.
 """
 
+from collections import Counter
 from itertools import combinations
 
 __all__ = ["dsp_sites", "DSP_SITE_ROWS"]
@@ -56,9 +57,10 @@ def _band_splits(rows, bands):
 
 def _best_split(rows, bands, placed):
     """The band split whose fullest band holds the fewest of `placed`; ties: taller bands first."""
+    in_row = Counter(i for i, _ in placed)
+
     def cost(split):
-        loads = [sum(1 for i, _ in placed if i in band) for band in split]
-        return max(loads), [-len(band) for band in split]
+        return max(sum(in_row[i] for i in band) for band in split), [-len(band) for band in split]
     return min(_band_splits(rows, bands), key=cost)
 
 
@@ -68,13 +70,14 @@ def dsp_sites(device, rows, cols, on_dsp=None):
     set of ``(i, j)`` on DSP sites (default: every PE)."""
     if device not in DSP_SITE_ROWS:
         return None
-    placed = sorted((i, j) for i in range(rows) for j in range(cols)
-                    if on_dsp is None or (i, j) in on_dsp)
+    # Column-major, the order a band's PEs take its sites in.
+    placed = [(i, j) for j in range(cols) for i in range(rows)
+              if on_dsp is None or (i, j) in on_dsp]
     ys, pairs = DSP_SITE_ROWS[device]
     per_row = 2 * len(pairs)
     placement = {}
     for y, band in zip(ys, _best_split(rows, len(ys), placed)):
-        in_band = sorted(((i, j) for i, j in placed if i in band), key=lambda pe: (pe[1], pe[0]))
+        in_band = [(i, j) for i, j in placed if i in band]
         if len(in_band) > per_row:
             return None
         sites = _row_sites(y, pairs)
