@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from hw.binary.engine import threshold_shape
 from hw.memory.scratchpad import DP16KD_SHAPES, block_rams as scratchpad_block_rams
 from hw.soc.bringup import BINARY_MAX_FOLDS, BINARY_MAX_NEURON_FOLDS
-from hw.systolic.array import result_fifo_geometry
 
 __all__ = ["ResourceEstimate", "BudgetError", "estimate_resources", "check_budget",
            "fit_multipliers", "ebr_blocks", "REQUANT_DSPS_PER_LANE", "LUT_COST",
@@ -81,20 +80,6 @@ def ebr_blocks(depth, width, *, write_groups=1):
     return min(blocks(rows, bits) for rows, bits in DP16KD_SHAPES)
 
 
-# A `SyncFIFOBuffered` memory deeper than this goes to block RAM in yosys's mapping, shallower
-# ones to distributed RAM: the weight-stationary array's result FIFO, 32 rows deep at 12x12 (no
-# DP16KD in the 85F build), 40 at 16x16 (9 DP16KD of 321 bits).
-FIFO_DISTRIBUTED_MAX_DEPTH = 32
-
-
-def _array_result_ebrs(config):
-    """DP16KD blocks of the INT8 array's result FIFO (`hw.systolic.array`)."""
-    depth, layout = result_fifo_geometry(rows=config.rows, cols=config.cols,
-                                         dataflow=config.dataflow)
-    depth -= 1                      # a buffered FIFO's last row is its output register
-    return 0 if depth <= FIFO_DISTRIBUTED_MAX_DEPTH else ebr_blocks(depth, layout.size)
-
-
 @dataclass(frozen=True)
 class ResourceEstimate:
     luts: int
@@ -119,7 +104,6 @@ def _soc_memory_ebrs(config):
                                             depth=geometry.scratchpad_rows,
                                             banks=geometry.SCRATCHPAD_BANKS),
         "accumulator": 2 * ebr_blocks(geometry.accumulator_rows // 2, 32 * geometry.cols),
-        "array_results": _array_result_ebrs(config),
         "binary": ebr_blocks(geometry.binary_weight_depth, geometry.binary_width,
                              write_groups=geometry.binary_lanes),
         "binary_thresholds": ebr_blocks(
@@ -153,8 +137,7 @@ def estimate_resources(config, design="soc"):
         memories = {
             "scratchpad": ebr_blocks(config.scratchpad_rows, 8 * max(config.rows, config.cols)),
             "accumulator": ebr_blocks(config.accumulator_rows, 32 * config.cols),
-            "array_results": _array_result_ebrs(config),
-            "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
+                "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
                                  config.binary_width, write_groups=config.binary_lanes),
             "binary_thresholds": ebr_blocks(
                 BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,

@@ -132,10 +132,11 @@ def test_ebr_blocks_of_a_memory_written_in_groups(depth, width, groups, blocks):
     ("85F", {}, 198),       # session 15 build (nextpnr: 198/208)
     ("45F", {}, 80),        # session 14 build
     ("25F", {}, 54),        # session 14 build
-    # 16x16 mixed with the 12x12 preset's 16,384-row scratchpad, 1,024 accumulator rows and 256
-    # binary result rows: yosys's netlist has 219 (the array's 40-row result FIFO in 9 blocks).
+    # 16x16 mixed with the 12x12 preset's 16,384-row scratchpad, 1,024 accumulator rows, 256
+    # binary result rows and 512 parameter entries: yosys's netlist has 208 (session 16; the
+    # array's 40-row result FIFO in distributed RAM, 9 blocks before).
     ("85F", dict(rows=16, cols=16, multiplier="mixed", dsp_pes=140, requant_lanes=4,
-                 accumulator_rows=1024, binary_result_rows=256), 219),
+                 accumulator_rows=1024, binary_result_rows=256, parameter_rows=512), 208),
 ])
 def test_block_ram_estimate_equals_the_builds(device_name, changes, blocks):
     config = variant("ulx3s", device_name)[2].preset.replace(**changes)
