@@ -137,7 +137,7 @@ def estimate_resources(config, design="soc"):
         memories = {
             "scratchpad": ebr_blocks(config.scratchpad_rows, 8 * max(config.rows, config.cols)),
             "accumulator": ebr_blocks(config.accumulator_rows, 32 * config.cols),
-                "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
+            "binary": ebr_blocks(BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
                                  config.binary_width, write_groups=config.binary_lanes),
             "binary_thresholds": ebr_blocks(
                 BINARY_MAX_FOLDS * BINARY_MAX_NEURON_FOLDS,
