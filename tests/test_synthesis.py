@@ -1,12 +1,14 @@
 """The synthesis directives of `hw.synthesis`, checked on what yosys makes of small designs, and
-the scratchpad's block-RAM mapping they serve."""
+the block-RAM mapping of the scratchpad and the array's result FIFO."""
 
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.memory.scratchpad import Scratchpad, block_rams, slice_bits
+from hw.systolic.array import ResultFIFO
 from hw.synthesis import MAPPING_BOUNDARY, UNDEFINED_ON_COLLISION, UNMERGED_REGISTER
 from sim.synth import synthesize
 
@@ -108,3 +110,31 @@ def test_scratchpad_maps_one_block_per_slice(row_bytes, depth, blocks):
     address_bits = (depth // 2 - 1).bit_length()
     assert cells["FF"] == 2 * 2 * (address_bits + 1 + 8 * row_bytes)
     assert cells["LUT4"] <= 2 and cells["PFUMX"] == 0
+
+
+class _Fifo(wiring.Component):
+    """A `fifo_class` FIFO of 72-bit rows, 41 deep (the 16x16 array's result FIFO depth)."""
+    w_data: In(72)
+    w_en: In(1)
+    r_en: In(1)
+    r_data: Out(72)
+
+    def __init__(self, fifo_class):
+        self.fifo_class = fifo_class
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = self.fifo_class(width=72, depth=41)
+        m.d.comb += [fifo.w_data.eq(self.w_data), fifo.w_en.eq(self.w_en),
+                     fifo.r_en.eq(self.r_en), self.r_data.eq(fifo.r_data)]
+        return m
+
+
+def test_result_fifo_stays_in_distributed_ram():
+    """A plain `SyncFIFOBuffered` that deep goes to block RAM, whose unregistered read data was
+    the 16x16 SoC's critical path; `ResultFIFO` keeps it in LUT RAM."""
+    plain = synthesize(_Fifo(SyncFIFOBuffered), "fifo")
+    kept = synthesize(_Fifo(ResultFIFO), "fifo")
+    assert plain["DP16KD"] > 0
+    assert kept["DP16KD"] == 0 and kept["DPR16X4"] > 0
