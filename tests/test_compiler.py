@@ -9,13 +9,14 @@ to a handful of commands each.
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from hw.config import preset
 from hw.core.isa import Opcode, decode
 from sim import reference
 from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_graph
-from sw.compiler.layout import column_fold_shape, fold_columns
+from sw.compiler.layout import (ConvLayer, column_fold_shape, fold_columns, output_bands,
+                                schedule_cycles, schedule_tiles, tile_cycles)
 from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
 from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, DenseInt32, Flatten, Sign, Softmax
@@ -191,6 +192,55 @@ def test_fold_columns_turns_a_conv_into_a_kh_by_1_conv():
         # Tap j of output column wo is input column wo + j - 1 (column -1 is padding).
         np.testing.assert_array_equal(folded[image, :, 0, :3], np.full((5, 3), -7))
         np.testing.assert_array_equal(folded[image, :, 3, 6:], x[image, :, 4])
+
+
+@settings(max_examples=80, deadline=None)
+@given(out_h=st.integers(1, 24), out_w=st.integers(1, 12), cin=st.integers(1, 40),
+       cout=st.integers(1, 40), kernel=st.sampled_from([(1, 1), (3, 3), (1, 3)]),
+       pool=st.booleans(), array=st.sampled_from([(4, 4), (3, 5), (16, 16)]),
+       accumulator_rows=st.sampled_from([64, 256, 2048]), requant_lanes=st.integers(1, 4))
+def test_scheduled_tiles_cover_every_output_once_within_a_half(
+        out_h, out_w, cin, cout, kernel, pool, array, accumulator_rows, requant_lanes):
+    assume(not pool or min(out_h, out_w) >= 2)
+    kh, kw = kernel
+    rows, cols = array
+    half_rows = accumulator_rows // 2
+    layer = ConvLayer(in_h=out_h + kh - 1, in_w=out_w + kw - 1, cin=cin, cout=cout, kh=kh,
+                      kw=kw, pool=pool)
+    sizes = dict(rows=rows, cols=cols, accumulator_rows=accumulator_rows,
+                 requant_lanes=requant_lanes)
+    most_rows = half_rows // out_w - (half_rows // out_w) % 2 * pool
+    if most_rows == 0:
+        with pytest.raises(ValueError, match=f"an output row of {out_w} pixels does not fit"):
+            schedule_tiles(layer, **sizes)
+        return
+    tiles = schedule_tiles(layer, **sizes)
+    blocks = -(-cout // cols)
+    needed = out_h - out_h % 2 if pool else out_h
+    covered = []
+    for first, count, block, block_count in tiles:
+        assert 0 < count * out_w * block_count <= half_rows
+        if block_count > 1:
+            assert (first, count) == (0, out_h)
+        elif (first, count) != (0, out_h):
+            assert first + count <= needed and not (pool and (first % 2 or count % 2))
+        covered += [(b, row) for b in range(block, block + block_count)
+                    for row in range(first, min(first + count, needed))]
+    # Each column block's rows once, in column-block order.
+    assert covered == [(b, row) for b in range(blocks) for row in range(needed)]
+    # The search includes `output_bands`' tiles, so it is never slower by its own model.
+    model = dict(rows=rows, cols=cols, requant_lanes=requant_lanes)
+    bands = output_bands(layer, cols=cols, accumulator_rows=accumulator_rows)
+    assert (schedule_cycles([tile_cycles(layer, tile, **model) for tile in tiles])
+            <= schedule_cycles([tile_cycles(layer, tile, **model) for tile in bands]))
+
+
+def test_a_gemm_whose_array_rows_outweigh_its_stores_takes_several_blocks_per_tile():
+    # 128 x 256 x 256 on a 16x16 array with 1024-row halves: 16 chunks of array rows per
+    # column block against one store row per 4 cycles; the last tiles shrink to one block.
+    layer = ConvLayer(in_h=128, in_w=1, cin=256, cout=256)
+    tiles = schedule_tiles(layer, rows=16, cols=16, accumulator_rows=2048, requant_lanes=4)
+    assert tiles[0][3] > 1 and len(tiles) < 16 and tiles[-1][3] == 1
 
 
 def test_a_first_conv_with_few_channels_is_folded_on_the_host():

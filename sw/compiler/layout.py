@@ -277,7 +277,9 @@ def schedule_tiles(layer, *, rows, cols, accumulator_rows, requant_lanes):
     step = min(most_rows, max(1, _blocks(needed_rows, _BAND_CHOICES)))
     if layer.pool:
         step += step % 2
-    bounds = [*range(0, needed_rows, step), needed_rows]
+    # Bands of `step` rows, and those of `output_bands` (as many rows as fill a half).
+    bounds = sorted({*range(0, needed_rows, step), *range(0, needed_rows, most_rows),
+                     needed_rows})
     whole_blocks = block_pixels <= half_rows
     most_blocks = half_rows // block_pixels if whole_blocks else 0
 
