@@ -107,14 +107,15 @@ def test_every_node_kind_has_a_lowering():
 def test_activations_are_freed_after_their_last_reader():
     # x (3 rows per sample) -> d0 -> d1 -> d2, two samples per round: x lives at rows 0..5
     # until d0 has read it (d0 stores at 6..9), so d1's output reuses rows 0..3; d2's output
-    # goes to the first free rows after it, 4..5 (x and d0 are both dead by then). One store per
-    # column block of 4 lanes, each at its block's offset in the pixel-major rows: d0 at 6 and 7,
-    # d1 at 0 and 1, d2 (one block) at 4.
+    # goes to the first free rows after it, 4..5 (x and d0 are both dead by then). Each layer's
+    # column blocks of 4 lanes are stored from its first row, block b at offset b in the
+    # pixel-major rows: d0 (two blocks) from 6, d1 (two) from 0, d2 (one) at 4.
     program = compile_graph(mlp(np.random.default_rng(0), (10, 8, 8, 4)), TINY, batch=2)
     (write,) = [step for step in program.steps if step.kind == "write"]
     assert (write.args["tensor"], write.args["base_row"]) == ("x", 0)
-    assert [store["out_base"] for node in ("dense0", "dense1", "dense2")
-            for store in _stores(program, node)] == [6, 7, 0, 1, 4]
+    assert [(store["out_base"] + block) for node in ("dense0", "dense1", "dense2")
+            for store in _stores(program, node)
+            for block in range(store["n_blocks"])] == [6, 7, 0, 1, 4]
     (read,) = [step for step in program.steps if step.kind == "read"]
     assert (read.args["tensor"], read.args["base_row"]) == ("dense2", 4)
 
