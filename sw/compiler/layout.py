@@ -218,12 +218,13 @@ def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
 # Cycles a tile costs the core beyond its rows, from the per-command timeline of `python -m
 # sim.bench core` (CXXRTL, 12x12 and 16x16): a GEMM/CONV takes its set-up products (~55), the
 # first weight row's read (6), the first tile's R weight rows (R + 2), the array's drain after
-# its last row (R + C + 6) and the dispatch of the next one (4); a REQUANT_STORE starts ~37
-# cycles after the compute dispatched with it and takes ~59 beyond its rows, plus each column
-# block's C requant parameters.
+# its last row (R + C + 6) and the dispatch of the next one (4); a REQUANT_STORE starts ~38
+# cycles after the compute dispatched with it, takes ~12 for its set-up and, per column block,
+# C + 1 to load the requant parameters and ~30 from the first accumulator row read to the first
+# row written (the next block's parameters wait until the requantizer is empty).
 COMPUTE_TILE_CYCLES = 73          # + 2R + C
-STORE_TILE_CYCLES = 96
-STORE_BLOCK_CYCLES = 2            # + C
+STORE_TILE_CYCLES = 50
+STORE_BLOCK_CYCLES = 31           # + C
 
 
 def tile_cycles(layer, tile, *, rows, cols, requant_lanes):
