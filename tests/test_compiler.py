@@ -236,6 +236,14 @@ def test_scheduled_tiles_cover_every_output_once_within_a_half(
             <= schedule_cycles([tile_cycles(layer, tile, **model) for tile in bands]))
 
 
+def test_schedule_cycles_overlap_each_store_with_the_next_compute():
+    # Computes 10, 3, 4 and stores 5, 8, 1: the first compute alone (10), then the second
+    # compute beside the first store (max(3, 5) = 5), the third beside the second (max(4, 8) =
+    # 8), the last store alone (1).
+    assert schedule_cycles([(10, 5), (3, 8), (4, 1)]) == 10 + 5 + 8 + 1
+    assert schedule_cycles([]) == 0
+
+
 def test_a_gemm_whose_array_rows_outweigh_its_stores_takes_several_blocks_per_tile():
     # 128 x 256 x 256 on a 16x16 array with 1024-row halves: 16 chunks of array rows per
     # column block against one store row per 4 cycles; the last tiles shrink to one block.

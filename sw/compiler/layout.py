@@ -324,10 +324,10 @@ def _keep(front, entry):
 def layer_commands(layer, *, rows, cols, accumulator_rows, requant_lanes, gemm=False,
                    first_half=0):
     """GEMM/CONV + REQUANT_STORE commands covering `layer` (its `schedule_tiles`), alternating
-    accumulator halves, then FENCE. Each tile's store comes
-    after the next tile's compute command: the dispatcher takes commands in program order, so the
-    next compute is checked while the current one runs and starts as soon as it ends, and the
-    store overlaps it. Returns (list of word lists, next half)."""
+    accumulator halves, then FENCE. Each tile's store comes after the next tile's compute
+    command: the dispatcher takes commands in program order, so the next compute is checked while
+    the current one runs and starts as soon as it ends, and the store overlaps it. Returns (list
+    of word lists, next half)."""
     half_rows = accumulator_rows // 2
     n_blocks = _blocks(layer.cout, cols)
     pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
