@@ -9,13 +9,14 @@ to a handful of commands each.
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from hw.config import preset
 from hw.core.isa import Opcode, decode
 from sim import reference
 from sw.compiler import LOWERINGS, DeviceGeometry, DoesNotFit, Program, compile_graph
-from sw.compiler.layout import column_fold_shape, fold_columns
+from sw.compiler.layout import (ConvLayer, column_fold_shape, fold_columns, output_bands,
+                                schedule_cycles, schedule_tiles, tile_cycles)
 from sw.driver import Accelerator, DeviceMismatch, LinkError
 from sw.graph import GraphBuilder, run_reference
 from sw.ops import OPERATIONS, Add, BinaryDense, Conv2D, Dense, DenseInt32, Flatten, Sign, Softmax
@@ -106,14 +107,15 @@ def test_every_node_kind_has_a_lowering():
 def test_activations_are_freed_after_their_last_reader():
     # x (3 rows per sample) -> d0 -> d1 -> d2, two samples per round: x lives at rows 0..5
     # until d0 has read it (d0 stores at 6..9), so d1's output reuses rows 0..3; d2's output
-    # goes to the first free rows after it, 4..5 (x and d0 are both dead by then). One store per
-    # column block of 4 lanes, each at its block's offset in the pixel-major rows: d0 at 6 and 7,
-    # d1 at 0 and 1, d2 (one block) at 4.
+    # goes to the first free rows after it, 4..5 (x and d0 are both dead by then). Each layer's
+    # column blocks of 4 lanes are stored from its first row, block b at offset b in the
+    # pixel-major rows: d0 (two blocks) from 6, d1 (two) from 0, d2 (one) at 4.
     program = compile_graph(mlp(np.random.default_rng(0), (10, 8, 8, 4)), TINY, batch=2)
     (write,) = [step for step in program.steps if step.kind == "write"]
     assert (write.args["tensor"], write.args["base_row"]) == ("x", 0)
-    assert [store["out_base"] for node in ("dense0", "dense1", "dense2")
-            for store in _stores(program, node)] == [6, 7, 0, 1, 4]
+    assert [(store["out_base"] + block) for node in ("dense0", "dense1", "dense2")
+            for store in _stores(program, node)
+            for block in range(store["n_blocks"])] == [6, 7, 0, 1, 4]
     (read,) = [step for step in program.steps if step.kind == "read"]
     assert (read.args["tensor"], read.args["base_row"]) == ("dense2", 4)
 
@@ -191,6 +193,63 @@ def test_fold_columns_turns_a_conv_into_a_kh_by_1_conv():
         # Tap j of output column wo is input column wo + j - 1 (column -1 is padding).
         np.testing.assert_array_equal(folded[image, :, 0, :3], np.full((5, 3), -7))
         np.testing.assert_array_equal(folded[image, :, 3, 6:], x[image, :, 4])
+
+
+@settings(max_examples=80, deadline=None)
+@given(out_h=st.integers(1, 24), out_w=st.integers(1, 12), cin=st.integers(1, 40),
+       cout=st.integers(1, 40), kernel=st.sampled_from([(1, 1), (3, 3), (1, 3)]),
+       pool=st.booleans(), array=st.sampled_from([(4, 4), (3, 5), (16, 16)]),
+       accumulator_rows=st.sampled_from([64, 256, 2048]), requant_lanes=st.integers(1, 4))
+def test_scheduled_tiles_cover_every_output_once_within_a_half(
+        out_h, out_w, cin, cout, kernel, pool, array, accumulator_rows, requant_lanes):
+    assume(not pool or min(out_h, out_w) >= 2)
+    kh, kw = kernel
+    rows, cols = array
+    half_rows = accumulator_rows // 2
+    layer = ConvLayer(in_h=out_h + kh - 1, in_w=out_w + kw - 1, cin=cin, cout=cout, kh=kh,
+                      kw=kw, pool=pool)
+    sizes = dict(rows=rows, cols=cols, accumulator_rows=accumulator_rows,
+                 requant_lanes=requant_lanes)
+    most_rows = half_rows // out_w - (half_rows // out_w) % 2 * pool
+    if most_rows == 0:
+        with pytest.raises(ValueError, match=f"an output row of {out_w} pixels does not fit"):
+            schedule_tiles(layer, **sizes)
+        return
+    tiles = schedule_tiles(layer, **sizes)
+    blocks = -(-cout // cols)
+    needed = out_h - out_h % 2 if pool else out_h
+    covered = []
+    for first, count, block, block_count in tiles:
+        assert 0 < count * out_w * block_count <= half_rows
+        if block_count > 1:
+            assert (first, count) == (0, out_h)
+        elif (first, count) != (0, out_h):
+            assert first + count <= needed and not (pool and (first % 2 or count % 2))
+        covered += [(b, row) for b in range(block, block + block_count)
+                    for row in range(first, min(first + count, needed))]
+    # Each column block's rows once, in column-block order.
+    assert covered == [(b, row) for b in range(blocks) for row in range(needed)]
+    # The search includes `output_bands`' tiles, so it is never slower by its own model.
+    model = dict(rows=rows, cols=cols, requant_lanes=requant_lanes)
+    bands = output_bands(layer, cols=cols, accumulator_rows=accumulator_rows)
+    assert (schedule_cycles([tile_cycles(layer, tile, **model) for tile in tiles])
+            <= schedule_cycles([tile_cycles(layer, tile, **model) for tile in bands]))
+
+
+def test_schedule_cycles_overlap_each_store_with_the_next_compute():
+    # Computes 10, 3, 4 and stores 5, 8, 1: the first compute alone (10), then the second
+    # compute beside the first store (max(3, 5) = 5), the third beside the second (max(4, 8) =
+    # 8), the last store alone (1).
+    assert schedule_cycles([(10, 5), (3, 8), (4, 1)]) == 10 + 5 + 8 + 1
+    assert schedule_cycles([]) == 0
+
+
+def test_a_gemm_whose_array_rows_outweigh_its_stores_takes_several_blocks_per_tile():
+    # 128 x 256 x 256 on a 16x16 array with 1024-row halves: 16 chunks of array rows per
+    # column block against one store row per 4 cycles; the last tiles shrink to one block.
+    layer = ConvLayer(in_h=128, in_w=1, cin=256, cout=256)
+    tiles = schedule_tiles(layer, rows=16, cols=16, accumulator_rows=2048, requant_lanes=4)
+    assert tiles[0][3] > 1 and len(tiles) < 16 and tiles[-1][3] == 1
 
 
 def test_a_first_conv_with_few_channels_is_folded_on_the_host():

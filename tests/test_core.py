@@ -69,7 +69,8 @@ class Case:
                                parameter_words(self.hardware_bias, self.multiplier, self.shift,
                                                channels=channels))
         commands, half = layer_commands(layer, rows=core.rows, cols=core.cols,
-                                        accumulator_rows=core.accumulator_rows, gemm=self.gemm,
+                                        accumulator_rows=core.accumulator_rows,
+                                        requant_lanes=core.requant_lanes, gemm=self.gemm,
                                         first_half=first_half)
         await host.push(commands)
         await host.wait_done()
@@ -139,7 +140,7 @@ def test_pooled_bands_have_an_even_number_of_rows(out_h):
                       padding=(0, 0, 1, 1), zero_point=0, a_base=0, w_base=256, out_base=300,
                       rounding="double", output_zero_point=0, act_min=-128, act_max=127,
                       pool=True)
-    commands, _ = layer_commands(layer, rows=4, cols=4, accumulator_rows=64)
+    commands, _ = layer_commands(layer, rows=4, cols=4, accumulator_rows=64, requant_lanes=2)
     stores = [args for opcode, args in map(decode, commands) if opcode == Opcode.REQUANT_STORE]
     assert 7 * out_h > 64 // 2                  # more pixels than one accumulator half: bands
     assert all(store["height"] % 2 == 0 for store in stores)
@@ -147,32 +148,38 @@ def test_pooled_bands_have_an_even_number_of_rows(out_h):
 
 
 @pytest.mark.parametrize("pool", [False, True])
-def test_stores_trail_a_tile_and_the_last_tile_is_split(pool):
-    """A 24x16 1x1 conv of 8 channels on a 4x4 core with accumulator halves of 256 rows: per
-    column block, bands of 16 and 8 output rows; the last band's last quarter (2 rows) is a tile
-    of its own. Every tile's store is pushed after the next tile's compute, and the result is the
-    reference's."""
+def test_tiles_of_several_column_blocks_with_stores_trailing_them(pool):
+    """A 7x6 1x1 conv of 24 -> 18 channels on a 4x4 core (6 input chunks, 5 column blocks, the
+    last of 2 channels) with accumulator halves of 256 rows: its array rows outweigh its store
+    rows, so the schedule takes several column blocks per tile. Every tile's store is pushed
+    after the next tile's compute, the tiles alternate halves and cover every column block once,
+    and the result (pooled: the odd last row dropped) is the reference's."""
     rng = np.random.default_rng(11)
     core = make_core(4, 4, accumulator_rows=512, scratchpad_rows=2048)
-    layer = ConvLayer(in_h=24, in_w=16, cin=4, cout=8, kh=1, kw=1, stride=1, padding=(0, 0, 0, 0),
-                      zero_point=3, a_base=0, w_base=400, out_base=420, param_base=0,
-                      rounding="double", output_zero_point=-2, act_min=-128, act_max=127,
-                      pool=pool)
-    commands, half = layer_commands(layer, rows=4, cols=4, accumulator_rows=512)
+    layer = ConvLayer(in_h=7, in_w=6, cin=24, cout=18, kh=1, kw=1, stride=1,
+                      padding=(0, 0, 0, 0), zero_point=3, a_base=0, w_base=1024, out_base=300,
+                      param_base=0, rounding="double", output_zero_point=-2, act_min=-128,
+                      act_max=127, pool=pool)
+    commands, half = layer_commands(layer, rows=4, cols=4, accumulator_rows=512,
+                                    requant_lanes=core.requant_lanes)
     decoded = [decode(words) for words in commands]
-    compute = Opcode.CONV
-    assert [opcode for opcode, _ in decoded] == [
-        compute, compute, Opcode.REQUANT_STORE, compute, Opcode.REQUANT_STORE, compute,
-        Opcode.REQUANT_STORE, compute, Opcode.REQUANT_STORE, Opcode.REQUANT_STORE, Opcode.FENCE]
+    computes = [args for opcode, args in decoded if opcode == Opcode.CONV]
     stores = [args for opcode, args in decoded if opcode == Opcode.REQUANT_STORE]
-    assert [store["height"] for store in stores] == [16, 8, 16, 6, 2]
-    assert [store["acc_base"] for store in stores] == [0, 256, 0, 256, 0] and half == 1
+    tiles = len(computes)
+    assert [opcode for opcode, _ in decoded] == (
+        [Opcode.CONV] + [Opcode.CONV, Opcode.REQUANT_STORE] * (tiles - 1)
+        + [Opcode.REQUANT_STORE, Opcode.FENCE])
+    assert max(compute["n_blocks"] for compute in computes) > 1
+    assert sum(compute["n_blocks"] for compute in computes) == 5
+    assert [store["n_blocks"] for store in stores] == [c["n_blocks"] for c in computes]
+    assert [store["acc_base"] for store in stores] == [256 * (i % 2) for i in range(tiles)]
+    assert half == tiles % 2
     case = Case(rng, core, layer)
 
     async def body(host):
         await case.run(host, core)
         assert await host.register("error_code") == ErrorCode.NONE.value
-    simulate(core, body, "core_split_last_tile")
+    simulate(core, body, "core_multi_block_tiles")
 
 
 def test_conv_padding_stride_and_pool():
@@ -326,8 +333,8 @@ def test_scoreboard_orders_store_after_compute_and_compute_after_store():
                                                    case.shift, channels=4))
         commands = []
         for case in (first, second):
-            pair, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64, gemm=True,
-                                     first_half=0)
+            pair, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64,
+                                     requant_lanes=core.requant_lanes, gemm=True, first_half=0)
             commands += pair[:-1]           # no FENCE in between: only the scoreboard orders them
         assert [decode(c)[1]["acc_base"] for c in commands] == [0, 0, 0, 0]
         await host.push(commands + [encode(Opcode.FENCE)])
@@ -347,7 +354,8 @@ def test_ping_pong_overlaps_store_with_compute_and_queue_back_pressure():
     core = make_core(4, 4, queue_depth=2)
     case = Case(rng, core, gemm_layer(60, 9, 14, a_base=0, w_base=200, out_base=260,
                                       param_base=0), gemm=True)
-    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64, gemm=True)
+    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64,
+                                 requant_lanes=core.requant_lanes, gemm=True)
     assert len(commands) > 3 * core.queue_depth
 
     async def body(host):
@@ -601,7 +609,8 @@ def test_host_traffic_during_a_layer_steals_ports_without_losing_data():
                                      w_base=core.scratchpad_rows // 2, out_base=100,
                                      param_base=0))
     traffic = random.Random(4)
-    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64)
+    commands, _ = layer_commands(case.layer, rows=4, cols=4, accumulator_rows=64,
+                                 requant_lanes=core.requant_lanes)
 
     async def body(host):
         layer = case.layer

@@ -294,7 +294,8 @@ def _int8_layer(host, core, label, name, geometry, gemm, pieces, rng, state):
             write_rows(layer.a_base, activation_rows(x[in_rows.start:in_rows.stop], rows=rows,
                                                      row_bytes=core.row_bytes))
         piece_commands, _ = layer_commands(layer, rows=rows, cols=cols,
-                                           accumulator_rows=core.accumulator_rows, gemm=gemm)
+                                           accumulator_rows=core.accumulator_rows,
+                                           requant_lanes=core.requant_lanes, gemm=gemm)
         run_commands(piece_commands)
         commands += len(piece_commands)
         pixels = len(piece.out_rows) * layer.out_w

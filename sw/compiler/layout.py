@@ -17,7 +17,8 @@ from hw.core.isa import Opcode, encode
 
 __all__ = ["activation_rows", "column_fold_shape", "fold_columns", "weight_rows", "rows_to_words",
            "words_to_rows", "output_from_rows", "parameter_words", "ConvLayer", "output_bands",
-           "compute_command", "layer_commands", "accumulator_values",
+           "tile_cycles", "schedule_cycles", "schedule_tiles", "compute_command",
+           "layer_commands", "accumulator_values",
            "binary_activation_rows", "binary_from_rows", "binary_weight_words",
            "binary_threshold_words",
            "binary_results"]
@@ -214,43 +215,127 @@ def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
         out_w=layer.out_w, ho_start=ho_start, ho_count=ho_count, n_blocks=count, n_last=n_last)
 
 
-# A tile costs about a hundred cycles of its own (dispatch, the first weights, the array's fill
-# and drain), measured with `python -m sim.bench core`. Cutting the last quarter of a layer's last
-# tile into a tile of its own is worth it when the store it stops exposing (three quarters of the
-# tile's pixels, at least two cycles a pixel) is several times that: tiles of
-# `SHORT_LAST_TILE_PIXELS` or more.
-SHORT_LAST_TILE_PIXELS = 128
+# Cycles a tile costs the core beyond its rows, from the per-command timeline of `python -m
+# sim.bench core` (CXXRTL, 12x12 and 16x16): a GEMM/CONV takes its set-up products (~55), the
+# first weight row's read (6), the first tile's R weight rows (R + 2), the array's drain after
+# its last row (R + C + 6) and the dispatch of the next one (4); a REQUANT_STORE starts ~38
+# cycles after the compute dispatched with it, takes ~12 for its set-up and, per column block,
+# C + 1 to load the requant parameters and ~30 from the first accumulator row read to the first
+# row written (the next block's parameters wait until the requantizer is empty).
+COMPUTE_TILE_CYCLES = 73          # + 2R + C
+STORE_TILE_CYCLES = 50
+STORE_BLOCK_CYCLES = 31           # + C
 
 
-def _store_tiles(layer, *, cols, accumulator_rows):
-    """`output_bands` with the last tile's last quarter of output rows (an even count when
-    pooling) as a tile of its own, when the tile is large: the store of the last tile is the one
-    nothing overlaps."""
-    bands = output_bands(layer, cols=cols, accumulator_rows=accumulator_rows)
-    ho_start, ho_count, nb_start, count = bands[-1]
-    quarter = ho_count // 4
+def tile_cycles(layer, tile, *, rows, cols, requant_lanes):
+    """(compute, store) cycles the core takes for `tile` (an `output_bands`-style tile) of
+    `layer`, by the cost model above: every array tile but the first of a command takes at least
+    the array's weight swap window (2R + C - 1 rows, `hw.systolic.array`), and the store one
+    row per max(2, ceil(C / requant_lanes)) cycles (`hw.core.units`)."""
+    _, ho_count, _, count = tile
+    pixels = ho_count * layer.out_w
+    chunks = count * layer.kh * layer.kw * _blocks(layer.cin, rows)
+    compute = (COMPUTE_TILE_CYCLES + 2 * rows + cols + pixels
+               + (chunks - 1) * max(pixels, 2 * rows + cols - 1))
+    store = STORE_TILE_CYCLES + count * (STORE_BLOCK_CYCLES + cols
+                                         + pixels * max(2, _blocks(cols, requant_lanes)))
+    return compute, store
+
+
+def schedule_cycles(costs):
+    """Cycles of tiles with (compute, store) `costs` run as `layer_commands` orders them: tile
+    k + 1's compute and tile k's store start together, once tile k's compute and tile k - 1's
+    store (which read the accumulator half tile k + 1 writes) have ended."""
+    total, store = 0, 0
+    for compute, next_store in costs:
+        total += max(compute, store)
+        store = next_store
+    return total + store
+
+
+# At most this many row bands per column block are considered by `schedule_tiles`.
+_BAND_CHOICES = 16
+
+
+def schedule_tiles(layer, *, rows, cols, accumulator_rows, requant_lanes):
+    """The tiles of `layer` (as `output_bands`: first output row, output rows, first column
+    block, column blocks; each filling at most one accumulator half), in column-block order,
+    with the fewest `schedule_cycles`: several whole column blocks per tile amortize a tile's
+    own cycles where the array's rows outweigh the store's, short tiles first and last expose
+    less of the first compute and the last store. A tile is either whole column blocks (when
+    one block of every output row fits a half) or a band of output rows of one block (an even
+    number of them when pooling; a pooled layer's odd last output row is not computed)."""
+    half_rows = accumulator_rows // 2
+    n_blocks = _blocks(layer.cout, cols)
+    block_pixels = layer.out_h * layer.out_w
+    needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
+    most_rows = half_rows // layer.out_w
     if layer.pool:
-        quarter -= quarter % 2
-    if quarter == 0 or ho_count * layer.out_w < SHORT_LAST_TILE_PIXELS:
-        return bands
-    cut = ho_start + ho_count - quarter
-    return bands[:-1] + [(ho_start, ho_count - quarter, nb_start, count),
-                         (cut, quarter, nb_start, count)]
+        most_rows -= most_rows % 2
+    if most_rows == 0:
+        raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
+                         f"accumulator ({half_rows} rows)")
+    step = min(most_rows, max(1, _blocks(needed_rows, _BAND_CHOICES)))
+    if layer.pool:
+        step += step % 2
+    # Bands of `step` rows, and those of `output_bands` (as many rows as fill a half).
+    bounds = sorted({*range(0, needed_rows, step), *range(0, needed_rows, most_rows),
+                     needed_rows})
+    whole_blocks = block_pixels <= half_rows
+    most_blocks = half_rows // block_pixels if whole_blocks else 0
+
+    def moves(block, bound):
+        """(tile, next position) from column block `block`, row bound index `bound`."""
+        if bound == 0:
+            for count in range(1, min(most_blocks, n_blocks - block) + 1):
+                yield (0, layer.out_h, block, count), (block + count, 0)
+        first = bounds[bound]
+        for end in range(bound + 1, len(bounds)):
+            if bounds[end] - first > most_rows:
+                break
+            if bound == 0 and end == len(bounds) - 1 and whole_blocks:
+                continue                        # the whole block, above
+            tile = (first, bounds[end] - first, block, 1)
+            yield tile, ((block + 1, 0) if end == len(bounds) - 1 else (block, end))
+
+    # Per position, the schedules reaching it that no other beats on both their cycles so far
+    # and the store they leave to overlap: (cycles, last store, tiles).
+    fronts = {(0, 0): [(0, 0, ())]}
+    for block in range(n_blocks):
+        for bound in range(len(bounds) - 1):
+            for cycles, store, tiles in fronts.pop((block, bound), ()):
+                for tile, position in moves(block, bound):
+                    compute, next_store = tile_cycles(layer, tile, rows=rows, cols=cols,
+                                                      requant_lanes=requant_lanes)
+                    _keep(fronts.setdefault(position, []),
+                          (cycles + max(compute, store), next_store, tiles + (tile,)))
+    return min(fronts[(n_blocks, 0)], key=lambda entry: entry[0] + entry[1])[2]
 
 
-def layer_commands(layer, *, rows, cols, accumulator_rows, gemm=False, first_half=0):
-    """GEMM/CONV + REQUANT_STORE commands covering `layer` (its `output_bands`, the last tile
-    split by `_store_tiles`), alternating accumulator halves, then FENCE. Each tile's store comes
-    after the next tile's compute command: the dispatcher takes commands in program order, so the
-    next compute is checked while the current one runs and starts as soon as it ends, and the
-    store overlaps it. Returns (list of word lists, next half)."""
+def _keep(front, entry):
+    """Add `entry` (cycles, last store, ...) to `front` unless one there is as good on both;
+    drop those it beats."""
+    if any(other[0] <= entry[0] and other[1] <= entry[1] for other in front):
+        return
+    front[:] = [other for other in front if not (entry[0] <= other[0] and entry[1] <= other[1])]
+    front.append(entry)
+
+
+def layer_commands(layer, *, rows, cols, accumulator_rows, requant_lanes, gemm=False,
+                   first_half=0):
+    """GEMM/CONV + REQUANT_STORE commands covering `layer` (its `schedule_tiles`), alternating
+    accumulator halves, then FENCE. Each tile's store comes after the next tile's compute
+    command: the dispatcher takes commands in program order, so the next compute is checked while
+    the current one runs and starts as soon as it ends, and the store overlaps it. Returns (list
+    of word lists, next half)."""
     half_rows = accumulator_rows // 2
     n_blocks = _blocks(layer.cout, cols)
     pooled_w = layer.out_w // 2 if layer.pool else layer.out_w
     out_stride = n_blocks if layer.out_stride is None else layer.out_stride
     computes, stores = [], []
     half = first_half
-    for band in _store_tiles(layer, cols=cols, accumulator_rows=accumulator_rows):
+    for band in schedule_tiles(layer, rows=rows, cols=cols, accumulator_rows=accumulator_rows,
+                               requant_lanes=requant_lanes):
         ho_start, ho_count, nb_start, count = band
         acc_base = half * half_rows
         computes.append(compute_command(layer, band, acc_base, rows=rows, cols=cols, gemm=gemm))

@@ -95,8 +95,8 @@ class DenseLowering:
                           act_min=op.act_min, act_max=op.act_max,
                           out_stride=out.rows_per_sample)
         return layer_commands(layer, rows=core.rows, cols=core.cols,
-                              accumulator_rows=core.accumulator_rows, gemm=True,
-                              first_half=half)
+                              accumulator_rows=core.accumulator_rows,
+                              requant_lanes=core.requant_lanes, gemm=True, first_half=half)
 
 
 class DenseInt32Lowering(DenseLowering):
@@ -199,7 +199,8 @@ class Conv2DLowering:
             output_zero_point=op.output_zero_point, act_min=op.act_min, act_max=op.act_max,
             pool=op.pool, out_stride=_blocks(op.out_channels, core.cols))
         words, half = layer_commands(layer, rows=core.rows, cols=core.cols,
-                                     accumulator_rows=core.accumulator_rows, first_half=half)
+                                     accumulator_rows=core.accumulator_rows,
+                                     requant_lanes=core.requant_lanes, first_half=half)
         return words[:-1], half         # without its FENCE
 
 
