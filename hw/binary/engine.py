@@ -271,7 +271,6 @@ class BinaryEngine(wiring.Component):
             m.d.sync += [held_layer.eq(self.layer.payload), layer_held.eq(1)]
         with m.If(apply_layer):
             layer_k = held_layer.k
-            bits_in_last_beat = layer_k[:width_log2]
             layer_last_beat = (layer_k - 1) >> width_log2
             m.d.sync += [
                 layer_held.eq(0),
@@ -284,9 +283,14 @@ class BinaryEngine(wiring.Component):
                 threshold_base.eq(held_layer.threshold_base),
                 weight_address.eq(held_layer.weight_base),
                 threshold_address.eq(held_layer.threshold_base),
-                last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
-                                        for position in range(width)))),
             ]
+        # The last beat's mask follows `k` a cycle later, whatever the descriptor does (timing:
+        # one LUT from `k`, not the apply decision fanned out to `width` enables). It is first
+        # used two cycles after the layer applies (the issue cycle after, then stage 1).
+        bits_in_last_beat = k[:width_log2]
+        m.d.sync += last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) |
+                                            (bits_in_last_beat > position)
+                                            for position in range(width))))
 
         # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 
