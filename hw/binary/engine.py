@@ -77,7 +77,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.credit import credit_counter
 from hw.pipeline import delayed
-from hw.synthesis import MAPPING_BOUNDARY
+from hw.synthesis import MAPPING_BOUNDARY, UNDEFINED_ON_COLLISION
 
 from .popcount import PopcountTree, popcount_latency
 
@@ -198,17 +198,22 @@ class BinaryEngine(wiring.Component):
         width, lanes = self.width, self.lanes
         width_log2 = width.bit_length() - 1
 
+        # A row written while it is read is never used (the protocol: weights and thresholds of
+        # a neuron fold in flight are not overwritten; the activation buffer's row is written
+        # in the first neuron fold, which takes the stream word instead), so yosys needs no
+        # read-first emulation in front of the data registers (`hw.synthesis`).
         m.submodules.weight_memory = weight_memory = Memory(
-            shape=data.ArrayLayout(width, lanes), depth=self.weight_depth, init=[])
+            shape=data.ArrayLayout(width, lanes), depth=self.weight_depth, init=[],
+            attrs=UNDEFINED_ON_COLLISION)
         weight_write = weight_memory.write_port(granularity=1)
         weight_read = weight_memory.read_port()
         m.submodules.threshold_memory = threshold_memory = Memory(
             shape=data.ArrayLayout(self.threshold_entry_layout, lanes),
-            depth=self.threshold_depth, init=[])
+            depth=self.threshold_depth, init=[], attrs=UNDEFINED_ON_COLLISION)
         threshold_write = threshold_memory.write_port(granularity=1)
         threshold_read = threshold_memory.read_port()
         m.submodules.activation_buffer = activation_buffer = Memory(
-            shape=width, depth=self.max_folds, init=[])
+            shape=width, depth=self.max_folds, init=[], attrs=UNDEFINED_ON_COLLISION)
         buffer_write = activation_buffer.write_port()
         buffer_read = activation_buffer.read_port()
 
