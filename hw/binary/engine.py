@@ -77,7 +77,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.credit import credit_counter
 from hw.pipeline import delayed
-from hw.synthesis import MAPPING_BOUNDARY
+from hw.synthesis import MAPPING_BOUNDARY, UNDEFINED_ON_COLLISION
 
 from .popcount import PopcountTree, popcount_latency
 
@@ -198,17 +198,22 @@ class BinaryEngine(wiring.Component):
         width, lanes = self.width, self.lanes
         width_log2 = width.bit_length() - 1
 
+        # A row written while it is read is never used (the protocol: weights and thresholds of
+        # a neuron fold in flight are not overwritten; the activation buffer's row is written
+        # in the first neuron fold, which takes the stream word instead), so yosys needs no
+        # read-first emulation in front of the data registers (`hw.synthesis`).
         m.submodules.weight_memory = weight_memory = Memory(
-            shape=data.ArrayLayout(width, lanes), depth=self.weight_depth, init=[])
+            shape=data.ArrayLayout(width, lanes), depth=self.weight_depth, init=[],
+            attrs=UNDEFINED_ON_COLLISION)
         weight_write = weight_memory.write_port(granularity=1)
         weight_read = weight_memory.read_port()
         m.submodules.threshold_memory = threshold_memory = Memory(
             shape=data.ArrayLayout(self.threshold_entry_layout, lanes),
-            depth=self.threshold_depth, init=[])
+            depth=self.threshold_depth, init=[], attrs=UNDEFINED_ON_COLLISION)
         threshold_write = threshold_memory.write_port(granularity=1)
         threshold_read = threshold_memory.read_port()
         m.submodules.activation_buffer = activation_buffer = Memory(
-            shape=width, depth=self.max_folds, init=[])
+            shape=width, depth=self.max_folds, init=[], attrs=UNDEFINED_ON_COLLISION)
         buffer_write = activation_buffer.write_port()
         buffer_read = activation_buffer.read_port()
 
@@ -271,7 +276,6 @@ class BinaryEngine(wiring.Component):
             m.d.sync += [held_layer.eq(self.layer.payload), layer_held.eq(1)]
         with m.If(apply_layer):
             layer_k = held_layer.k
-            bits_in_last_beat = layer_k[:width_log2]
             layer_last_beat = (layer_k - 1) >> width_log2
             m.d.sync += [
                 layer_held.eq(0),
@@ -284,9 +288,14 @@ class BinaryEngine(wiring.Component):
                 threshold_base.eq(held_layer.threshold_base),
                 weight_address.eq(held_layer.weight_base),
                 threshold_address.eq(held_layer.threshold_base),
-                last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) | (bits_in_last_beat > position)
-                                        for position in range(width)))),
             ]
+        # The last beat's mask follows `k` a cycle later, whatever the descriptor does (timing:
+        # one LUT from `k`, not the apply decision fanned out to `width` enables). It is first
+        # used two cycles after the layer applies (the issue cycle after, then stage 1).
+        bits_in_last_beat = k[:width_log2]
+        m.d.sync += last_beat_mask.eq(Cat(*((bits_in_last_beat == 0) |
+                                            (bits_in_last_beat > position)
+                                            for position in range(width))))
 
         # Issue: one beat per cycle, from the stream (first neuron fold) or the buffer -------------
 

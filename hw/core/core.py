@@ -106,6 +106,7 @@ from hw.memory.accumulator import AccumulatorMemory
 from hw.memory.scratchpad import Scratchpad
 from hw.pipeline import SkidBuffer, delayed
 from hw.soc.bridge import Bus, Window, WindowKind, memory_read_data, register_read_data
+from hw.synthesis import UNDEFINED_ON_COLLISION
 
 from hw.memory.im2col import conv_command_layout
 from hw.memory.sequential_multiplier import (SequentialMultiplier, multiply_by_constant,
@@ -274,13 +275,19 @@ class Core(CoreGeometry, wiring.Component):
         halves = [AccumulatorMemory(cols=cols, depth=half_rows) for _ in range(2)]
         for index, half in enumerate(halves):
             m.submodules[f"accumulator_{index}"] = half
+        # The host writes the parameters and reads the binary results through its windows while
+        # the core reads and writes the other ports: a row both touch in one cycle is a row the
+        # host was not to change (or read) before the command using it ended, so the value a
+        # collision gives is never used and yosys needs no read-first emulation (`hw.synthesis`).
         m.submodules.parameters = parameters = Memory(shape=parameter_layout,
-                                                      depth=self.parameter_rows, init=[])
+                                                      depth=self.parameter_rows, init=[],
+                                                      attrs=UNDEFINED_ON_COLLISION)
         parameter_write = parameters.write_port()
         parameter_read = parameters.read_port()
         result_shape = binary_result_layout(self.binary_lanes, self.binary_max_k)
         m.submodules.binary_results = binary_results = Memory(
-            shape=result_shape, depth=self.binary_result_rows, init=[])
+            shape=result_shape, depth=self.binary_result_rows, init=[],
+            attrs=UNDEFINED_ON_COLLISION)
         result_write = binary_results.write_port()
         result_read = binary_results.read_port()
         m.submodules.queue = queue = SyncFIFOBuffered(width=COMMAND_LAYOUT.size,
