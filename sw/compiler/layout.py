@@ -180,17 +180,23 @@ def output_bands(layer, *, cols, accumulator_rows):
         # One column block per tile: the store of one overlaps the compute of the next, leaving
         # only the last block's store exposed.
         return [(0, layer.out_h, nb, 1) for nb in range(n_blocks)]
-    band = half_rows // layer.out_w
-    if layer.pool:
-        band -= band % 2
-    if band == 0:
-        raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
-                         f"accumulator ({half_rows} rows)")
-    # The 2x2 pool drops an odd last output row: it is not computed, so no band is left with a
-    # single row to pool.
-    needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
+    band, needed_rows = _band_limits(layer, half_rows)
     return [(ho, min(band, needed_rows - ho), nb, 1)
             for nb in range(n_blocks) for ho in range(0, needed_rows, band)]
+
+
+def _band_limits(layer, half_rows):
+    """(most output rows a band of `layer` may have in an accumulator half of `half_rows` rows,
+    an even number when pooling; output rows to compute: the 2x2 pool drops an odd last row, so
+    it is not computed and no band is left with a single row to pool)."""
+    most_rows = half_rows // layer.out_w
+    if layer.pool:
+        most_rows -= most_rows % 2
+    if most_rows == 0:
+        raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
+                         f"accumulator ({half_rows} rows)")
+    needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
+    return most_rows, needed_rows
 
 
 def compute_command(layer, band, acc_base, *, rows, cols, gemm=False):
@@ -268,13 +274,7 @@ def schedule_tiles(layer, *, rows, cols, accumulator_rows, requant_lanes):
     half_rows = accumulator_rows // 2
     n_blocks = _blocks(layer.cout, cols)
     block_pixels = layer.out_h * layer.out_w
-    needed_rows = layer.out_h - layer.out_h % 2 if layer.pool else layer.out_h
-    most_rows = half_rows // layer.out_w
-    if layer.pool:
-        most_rows -= most_rows % 2
-    if most_rows == 0:
-        raise ValueError(f"an output row of {layer.out_w} pixels does not fit half of the "
-                         f"accumulator ({half_rows} rows)")
+    most_rows, needed_rows = _band_limits(layer, half_rows)
     step = min(most_rows, max(1, _blocks(needed_rows, _BAND_CHOICES)))
     if layer.pool:
         step += step % 2
