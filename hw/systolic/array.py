@@ -63,8 +63,8 @@ Back-pressure (both dataflows): a credit scheme, not a clock enable. The array i
 -- valid bits travel with the data through the skew, so input bubbles are harmless, and there is
 no enable net fanning out to every DSP (better timing than a global clock enable). Every result
 row lands in an output FIFO (`ResultFIFO`, ``result_fifo_depth`` rows, kept in distributed RAM at
-every size: a block RAM's unregistered read data was the 16x16 SoC's critical path) that is deep enough
-for all rows in flight; a counter reserves FIFO rows when their input is accepted (R rows per
+every size: a block RAM's unregistered read data was the 16x16 SoC's critical path) that is deep
+enough for all rows in flight; a counter reserves FIFO rows when their input is accepted (R rows per
 output-stationary tile at its ``last`` beat, 1 per weight-stationary activation) and frees them as
 ``results`` beats are taken, and inputs are refused while the reservation would not fit. So no
 result is lost or duplicated however long ``results`` stalls.
@@ -97,7 +97,7 @@ from hw.systolic.floorplan import dsp_sites
 from hw.systolic.pe import (ACCUMULATOR_SHAPE, OPERAND_SHAPE, ProcessingElement, TileControl,
                             check_choice, exact_sum_shape)
 
-__all__ = ["SystolicArray", "MAX_SIDE", "ResultFIFO", "result_fifo_geometry"]
+__all__ = ["SystolicArray", "MAX_SIDE", "ResultFIFO"]
 
 MAX_SIDE = 32
 
