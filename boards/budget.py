@@ -238,7 +238,8 @@ def check_budget(config, device, design="soc"):
          f"fewer requant lanes or fewer DSP PEs ({split})"),
         ("DP16KD", estimate.ebrs, device.ebrs,
          " + ".join(f"{name} {blocks}" for name, blocks in memories.items())
-         + "; reduce scratchpad_rows/accumulator_rows or binary_width*binary_lanes"),
+         + "; reduce scratchpad_rows, accumulator_rows, binary_result_rows, "
+         + "parameter_rows or binary_width*binary_lanes"),
         ("LUT4 (estimate)", estimate.luts, device.luts,
          "reduce the array, binary_width*binary_lanes or requant_lanes"
          + ("" if config.dsp_count == config.rows * config.cols else

@@ -157,6 +157,11 @@ def _parser():
                              "device preset's)")
     parser.add_argument("--accumulator-rows", type=int,
                         help="int32 accumulator rows (power of two; default: the preset's)")
+    parser.add_argument("--parameter-rows", type=int,
+                        help="requantization parameter entries (power of two; default: the "
+                             "preset's)")
+    parser.add_argument("--binary-result-rows", type=int,
+                        help="binary engine result rows (power of two; default: the preset's)")
     parser.add_argument("--clock", type=float, metavar="MHZ", help="system clock in MHz")
     parser.add_argument("--baud", type=int, help="UART baud rate")
     parser.add_argument("--seed", type=int, nargs="+", metavar="SEED",
@@ -199,6 +204,7 @@ _CONFIG_OPTIONS = {"rows": "rows", "cols": "cols", "dataflow": "dataflow",
                    "multiplier": "multiplier", "requant_lanes": "requant_lanes",
                    "binary_width": "binary_width", "binary_lanes": "binary_lanes",
                    "scratchpad_rows": "scratchpad_rows", "accumulator_rows": "accumulator_rows",
+                   "parameter_rows": "parameter_rows", "binary_result_rows": "binary_result_rows",
                    "baud": "uart_baud"}
 
 

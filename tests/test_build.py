@@ -25,6 +25,12 @@ def no_tools(monkeypatch):
     monkeypatch.setattr(hw.build.subprocess, "Popen", refuse)
 
 
+# The 16x16 candidate (140 DSP PEs + 116 fabric, 4 requant lanes) with the 85F preset's 16,384
+# scratchpad rows and half its accumulator.
+SIXTEEN_BY_SIXTEEN = ["--board", "ulx3s", "--rows", "16", "--cols", "16", "--dsp-pes", "140",
+                      "--requant-lanes", "4", "--accumulator-rows", "1024"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--board", "vesa"], "Unknown board 'vesa'; supported boards are ulx3s"),
     (["--board", "ulx3s", "--device", "100F"], "Unknown device '100F' for board ulx3s"),
@@ -70,6 +76,12 @@ def no_tools(monkeypatch):
     (["--board", "ulx3s", "--multiplier", "lut", "--dsp-pes", "4"],
      "--dsp-pes is for --multiplier mixed, not --multiplier lut"),
     (["--board", "ulx3s", "--dsp-pes", "144"], "dsp_pes must be in 1..143"),
+    (["--board", "ulx3s", "--parameter-rows", "100"],
+     "Invalid configuration (--parameter-rows 100): AcceleratorConfig.parameter_rows must be a "
+     "power of two in 16..65536, not 100"),
+    (SIXTEEN_BY_SIXTEEN, "DP16KD: needs 216, LFE5U-85F has 208 (over by 8; scratchpad 128 + "
+                         "accumulator 30 + binary 32 + binary_thresholds 8 + parameters 4 + "
+                         "binary_results 12 + link_staging 2"),
     (["--board", "ulx3s", "--device", "12F", "--rows", "4", "--cols", "4", "--dsp-pes", "8",
       "--clock", "200"],
      "the LUT multiplier's two pipeline stages were measured to meet (over by 50.00 MHz"),
@@ -113,6 +125,16 @@ def test_dsp_pes_auto_fills_the_dsps_left(no_tools, capsys, tmp_path):
     assert ("--dsp-pes auto: 148 of 256 PEs on a MULT18X18D (LFE5U-85F has 156, 8 for the "
             "requantizer): multiplier 'mixed'") in captured.out
     assert "16x16 weight_stationary mixed array (148 DSP PEs)" in captured.out
+    assert "no previous build" in captured.err
+
+
+def test_smaller_parameter_and_binary_result_memories_fit_a_16x16(no_tools, capsys, tmp_path):
+    """The 16x16 with the 12x12's 16,384 scratchpad rows fits once the parameter and binary
+    result memories give up the 8 blocks it is over by (the case above)."""
+    argv = SIXTEEN_BY_SIXTEEN + ["--parameter-rows", "512", "--binary-result-rows", "256"]
+    assert main(argv + ["--report-only", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "156 MULT18X18D of 156, 208 DP16KD of 208" in captured.out
     assert "no previous build" in captured.err
 
 
