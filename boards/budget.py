@@ -80,6 +80,12 @@ def ebr_blocks(depth, width, *, write_groups=1):
     return min(blocks(rows, bits) for rows, bits in DP16KD_SHAPES)
 
 
+# The config field that sizes each memory of `estimate_resources` that has one of its own (the
+# binary engine's memories are sized by its width and lanes), for the hint of an overflow.
+_MEMORY_SIZE_FIELDS = {"scratchpad": "scratchpad_rows", "accumulator": "accumulator_rows",
+                       "binary_results": "binary_result_rows", "parameters": "parameter_rows"}
+
+
 @dataclass(frozen=True)
 class ResourceEstimate:
     luts: int
@@ -238,8 +244,9 @@ def check_budget(config, device, design="soc"):
          f"fewer requant lanes or fewer DSP PEs ({split})"),
         ("DP16KD", estimate.ebrs, device.ebrs,
          " + ".join(f"{name} {blocks}" for name, blocks in memories.items())
-         + "; reduce scratchpad_rows, accumulator_rows, binary_result_rows, "
-         + "parameter_rows or binary_width*binary_lanes"),
+         + "; reduce " + ", ".join(field for name, field in _MEMORY_SIZE_FIELDS.items()
+                                   if name in memories)
+         + " or binary_width*binary_lanes"),
         ("LUT4 (estimate)", estimate.luts, device.luts,
          "reduce the array, binary_width*binary_lanes or requant_lanes"
          + ("" if config.dsp_count == config.rows * config.cols else

@@ -219,6 +219,16 @@ def test_lut_overflow_is_reported():
         check_budget(config, device("LFE5U-12F"))
 
 
+@pytest.mark.parametrize("design, fields", [
+    ("soc", "scratchpad_rows, accumulator_rows, binary_result_rows, parameter_rows"),
+    ("bringup", "scratchpad_rows, accumulator_rows"),   # no parameter or binary result memory
+])
+def test_block_ram_overflow_names_the_sizes_of_the_designs_own_memories(design, fields):
+    config = variant("ulx3s", "85F")[2].preset.replace(scratchpad_rows=65536)
+    with pytest.raises(BudgetError, match=rf"; reduce {fields} or binary_width\*binary_lanes\)"):
+        check_budget(config, device("LFE5U-85F"), design)
+
+
 def test_every_overflow_is_listed_at_once():
     config = variant("ulx3s", "12F")[2].preset.replace(rows=8, cols=8, scratchpad_rows=65536)
     with pytest.raises(BudgetError) as info:
