@@ -33,12 +33,15 @@ def expected_beats(rows, cols, command):
                                       c["acc_base"] + nb * pixels + p,
                                       int(c["accumulate"] or (kh, kw, cb) != (0, 0, 0)),
                                       int(p == pixels - 1), lanes * columns))
+    # The command's final beat, alone, carries `end`; every beat its command's zero point.
+    zero_point = (c["zero_point"] + 128) % 256 - 128
+    beats = [beat + (int(index == len(beats) - 1), zero_point) for index, beat in enumerate(beats)]
     return weights, beats
 
 
 def observed(beat):
     return (None if beat.pad else int(beat.sp_addr), int(beat.acc_addr), int(beat.accumulate),
-            int(beat.last), int(beat.macs))
+            int(beat.last), int(beat.macs), int(beat.end), int(beat.zero_point))
 
 
 def simulate(rows, cols, commands, *, gap=0.0, stall=0.0, seed=0):
@@ -74,9 +77,10 @@ def command(**overrides):
 
 
 def test_conv_3x3_same_and_gemm_back_to_back():
-    simulate(4, 3, [command(),
+    simulate(4, 3, [command(zero_point=0x85),
                     command(kh=1, kw=1, pad_top=0, pad_left=0, in_w=1, out_w=1, in_h=7,
-                            ho_count=7, accumulate=1, cin_blocks=3, n_blocks=1)],
+                            ho_count=7, accumulate=1, cin_blocks=3, n_blocks=1, zero_point=3),
+                    command(ho_count=1, n_blocks=1, zero_point=0x7F)],
              gap=0.3, stall=0.3)
 
 
@@ -103,15 +107,17 @@ def test_random_geometry(draw):
 
 
 def test_one_beat_per_cycle_without_back_pressure():
-    """Always-ready consumers: every weight row and every activation beat of a command (across
-    pixel, tile and block boundaries) leaves in consecutive cycles."""
+    """Always-ready consumers: every weight row of a command and every activation beat of two
+    back-to-back commands (across pixel, tile, block and command boundaries: the second's
+    set-up runs while the first's beats leave) leave in consecutive cycles."""
     dut = ConvBeatGenerator(rows=3, cols=2, accumulator_rows=1024)
-    layer = command()
-    weights, beats = expected_beats(3, 2, layer)
+    layers = [command(), command(zero_point=7, ho_count=1)]
+    weights = expected_beats(3, 2, layers[0])[0]
+    beats = sum((expected_beats(3, 2, layer)[1] for layer in layers), [])
     cycles = {"weights": [], "activations": []}
 
     async def bench(ctx):
-        await send(ctx, dut.command, [layer])
+        await send(ctx, dut.command, layers)
         ctx.set(dut.weights.ready, 1)
         ctx.set(dut.activations.ready, 1)
         cycle = 0
@@ -126,4 +132,4 @@ def test_one_beat_per_cycle_without_back_pressure():
     run(dut, bench, name="core_im2col_throughput")
     for name, count in (("weights", len(weights)), ("activations", len(beats))):
         first = cycles[name][0]
-        assert cycles[name] == list(range(first, first + count)), name
+        assert cycles[name][:count] == list(range(first, first + count)), name

@@ -32,7 +32,11 @@ unit, which then runs on its own; the next command can go to another unit at onc
 accumulator halves are scoreboarded (``computing[h]``, ``storing[h]``): a GEMM/CONV writing half
 h waits until no earlier REQUANT_STORE still reads h (WAR), and a REQUANT_STORE of half h waits
 until no earlier GEMM/CONV still writes it (RAW). So the store of one half overlaps the compute
-of the other (ping-pong) and a store never reads a tile being computed. Scratchpad dependencies
+of the other (ping-pong) and a store never reads a tile being computed. A GEMM/CONV is retired
+per half, when its last result row has landed there, and one on the other half is handed to the
+compute unit as soon as the unit takes it (while the previous one still streams): its set-up,
+first weights and rows run behind the previous command's, whose drain it hides. Two on the same
+half run one after the other. Scratchpad dependencies
 (a layer reading what the previous layer's store wrote, the host reading results) are ordered by
 FENCE, which waits for every unit to be idle; the binary unit shares the scratchpad read port
 with the compute unit, so the two never run at the same time. The scratchpad's write port takes
@@ -310,9 +314,13 @@ class Core(CoreGeometry, wiring.Component):
         m.submodules.accumulator_write = acc_write = SkidBuffer(
             compute.acc_write.payload.shape())
         wiring.connect(m, compute.acc_write, acc_write.i)
-        # A GEMM/CONV is done when its last row is written, not just accepted.
         compute_busy = (compute.busy | acc_write.o.valid | ~halves[0].idle | ~halves[1].idle)
         write_half = acc_write.o.payload.addr[half_bits]
+        # A GEMM/CONV is done when its last row is written, not just accepted: its final row
+        # (`end`) entering half h, then that half's pipeline empty (`compute_landed`).
+        last_row_taken = acc_write.o.valid & acc_write.o.ready & acc_write.o.payload.end
+        compute_landed = [(last_row_taken & (write_half == index), half.idle)
+                          for index, half in enumerate(halves)]
         for index, half in enumerate(halves):
             m.d.comb += [
                 half.write.payload.addr.eq(acc_write.o.payload.addr[:half_bits]),
@@ -408,7 +416,7 @@ class Core(CoreGeometry, wiring.Component):
         ]
 
         # Command queue, dispatcher, status, counters ---------------------------------------------
-        self._dispatcher(m, queue, compute, compute_busy, store, binary)
+        self._dispatcher(m, queue, compute, compute_busy, compute_landed, store, binary)
         return m
 
     def _scratchpad_window(self, m, scratchpad):
@@ -525,7 +533,7 @@ class Core(CoreGeometry, wiring.Component):
         m.d.comb += [result_read.addr.eq(bus.address[word_bits:]), result_read.en.eq(bus.read)]
         memory_read_data(m, bus, word=bus.address[:word_bits], row=row)
 
-    def _dispatcher(self, m, queue, compute, compute_busy, store, binary):
+    def _dispatcher(self, m, queue, compute, compute_busy, compute_landed, store, binary):
         rows, cols = self.rows, self.cols
         bus = self.control
         half_rows = self.accumulator_rows // 2
@@ -724,14 +732,21 @@ class Core(CoreGeometry, wiring.Component):
                 m.d.sync += rejected_error.eq(code)
 
         # Scoreboard and unit state ---------------------------------------------------------------
+        # A GEMM/CONV is tracked per accumulator half, from its offer until its last row has
+        # landed (`computing`; `finishing` once that row is in the half's pipeline), so the next
+        # one, on the other half, is offered as soon as the unit takes it (when the previous
+        # one's last beat has left the generator) and its set-up overlaps that one's drain.
         computing = Signal(2)
+        finishing = Signal(2)
         storing = Signal(2)
-        compute_half = Signal()
         store_half = Signal()
-        compute_active = Signal()
         store_active = Signal()
         binary_active = Signal()
-        compute_done = compute_active & ~compute_busy
+        compute_done = Signal(2)
+        for half, (last_row_taken, idle) in enumerate(compute_landed):
+            m.d.comb += compute_done[half].eq(finishing[half] & idle)
+            with m.If(last_row_taken):
+                m.d.sync += finishing[half].eq(1)
         store_done = store_active & ~store.busy
         binary_done = binary_active & ~binary.busy
         layer_half = layer.acc_base[half_bits]
@@ -749,10 +764,10 @@ class Core(CoreGeometry, wiring.Component):
         offer_conditions = {
             "store": is_store & store_ready & ~store_active &
                      ~computing.bit_select(store_args_half, 1),
-            "binary": is_binary & binary_ready & ~binary_active & ~compute_active,
-            "fence": is_fence & ~compute_active & ~store_active & ~binary_active,
-            "compute": compute_command & compute_ready & ~compute_active & ~binary_active &
-                       ~storing.bit_select(layer_half, 1),
+            "binary": is_binary & binary_ready & ~binary_active & ~computing.any(),
+            "fence": is_fence & ~computing.any() & ~store_active & ~binary_active,
+            "compute": compute_command & compute_ready & ~computing.bit_select(layer_half, 1) &
+                       ~binary_active & ~storing.bit_select(layer_half, 1),
         }
         offers = {name: Signal(name=f"offer_{name}") for name in offer_conditions}
         skip = Signal()
@@ -825,8 +840,7 @@ class Core(CoreGeometry, wiring.Component):
         # An offer is taken in its cycle; the unit's scoreboard entry is set with it.
         m.d.comb += compute.command.valid.eq(offers["compute"])
         with m.If(offers["compute"]):
-            m.d.sync += [compute_active.eq(1), compute_half.eq(layer_half),
-                         computing.bit_select(layer_half, 1).eq(1)]
+            m.d.sync += computing.bit_select(layer_half, 1).eq(1)
         m.d.comb += [store.command.valid.eq(offers["store"]),
                      binary.command.valid.eq(offers["binary"])]
         with m.If(offers["store"]):
@@ -835,16 +849,18 @@ class Core(CoreGeometry, wiring.Component):
         with m.If(offers["binary"]):
             m.d.sync += binary_active.eq(1)
 
-        # Completion (a unit's busy falls) frees its scoreboard entry. A unit that finishes in
-        # the cycle it is dispatched again cannot happen: dispatch waits for *_active to clear.
-        with m.If(compute_done):
-            m.d.sync += [compute_active.eq(0), computing.bit_select(compute_half, 1).eq(0)]
+        # Completion (a unit's busy falls, a half's GEMM/CONV lands) frees its scoreboard entry.
+        # A unit or half that finishes in the cycle it is dispatched again cannot happen:
+        # dispatch waits for its entry to clear.
+        for half in range(2):
+            with m.If(compute_done[half]):
+                m.d.sync += [computing[half].eq(0), finishing[half].eq(0)]
         with m.If(store_done):
             m.d.sync += [store_active.eq(0), storing.bit_select(store_half, 1).eq(0)]
         with m.If(binary_done):
             m.d.sync += binary_active.eq(0)
         # Registered before they are added up (timing: a unit's busy comes from far away).
-        retired = Signal(5)
+        retired = Signal(6)
         m.d.sync += retired.eq(Cat(compute_done, store_done, binary_done, skip, fence_done))
         retiring = Signal(3)
         m.d.comb += retiring.eq(sum(retired))

@@ -1,8 +1,12 @@
 """The core's execution units: compute (array), store (requant + pool) and binary.
 
-Each unit takes one command at a time on its `command` stream and raises `busy` from the cycle
-after the command is accepted until every effect of it has landed in memory (the dispatcher in
-`hw.core.core` retires the command when `busy` falls). Memory ports are plain address/enable/data
+The store and binary units take one command at a time on their `command` stream and raise `busy`
+from the cycle after the command is accepted until every effect of it has landed in memory (the
+dispatcher in `hw.core.core` retires the command when `busy` falls). The compute unit takes the
+next command while the current one still runs (its generator sets it up meanwhile) and marks
+each command's last result row (``acc_write.end``): the core retires a GEMM/CONV when that row
+has landed in its accumulator half; its `busy` (any command in flight) feeds the counters only.
+Memory ports are plain address/enable/data
 signals because the core shares them with the host link, which always wins: a unit sees a
 ``*_blocked`` input and waits (nothing is lost, see `hw.core.read_stage`). A scratchpad reader
 offers ``*_request`` (it reads ``*_addr`` this cycle unless ``*_blocked``), so the core's port
@@ -14,16 +18,17 @@ ComputeUnit (weight-stationary)::
                                                          -> SystolicArray.weights
                                  \\-activations-> ReadStage(port a) -> SkidBuffer
                                                          -> SystolicArray.activations
-                  tag FIFO {acc_addr, accumulate}  <-- pushed per activation, popped per result
+             tag FIFO {acc_addr, accumulate, end}  <-- pushed per activation, popped per result
     SystolicArray.results + tag -> acc_write (AccumulatorMemory.write: write or accumulate)
 
     Weight rows and activation rows are read on two scratchpad ports (two banks), so the next
     tile's weights load into the array's shadow registers while the current tile computes: a
     tile costs max(M, R + C - 1 + R) cycles, i.e. one activation row per cycle when M is at least
     about 2R + C (the array's swap window, see `hw.systolic.array`). When both streams hit the
-    same bank, activations win and weights wait (correct, slower). The first weight row is
-    requested 2 cycles after the generator's set-up products, the first activation row 3
-    (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the scratchpad's
+    same bank, activations win and weights wait (correct, slower). On an idle unit the first
+    weight row is requested 3 cycles after the generator's set-up products, the first activation
+    row 4; the next command's are set up meanwhile and follow the current command's rows with
+    no bubble (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the scratchpad's
     registered read port, then the response FIFO) and one through its `SkidBuffer`.
 
 StoreUnit::
@@ -149,7 +154,8 @@ class ComputeUnit(wiring.Component):
             "weight_addr": Out(ADDRESS_BITS), "weight_request": Out(1),
             "weight_data": In(_row_layout(row_bytes)), "weight_blocked": In(1),
             "acc_write": Out(stream.Signature(data.StructLayout({
-                "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1}))),
+                "addr": acc_addr, "data": data.ArrayLayout(signed(32), cols), "accumulate": 1,
+                "end": 1}))),
             "busy": Out(1),
             "issued": Out(1),       # a weight or activation row entered the array last cycle
             "macs": Out(11),        # useful MACs of the activation row that entered last cycle
@@ -166,7 +172,7 @@ class ComputeUnit(wiring.Component):
                                                    dsp_pes=self.dsp_pes)
         tag_layout = data.StructLayout({
             "pad": 1, "zero_point": signed(8), "acc_addr": generator.acc_addr_width,
-            "accumulate": 1, "last": 1, "macs": 11})
+            "accumulate": 1, "last": 1, "end": 1, "macs": 11})
         m.submodules.reader = reader = ReadStage(
             addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=tag_layout,
             port_latency=Scratchpad.READ_LATENCY)
@@ -174,14 +180,11 @@ class ComputeUnit(wiring.Component):
             addr_width=ADDRESS_BITS, data_shape=_row_layout(self.row_bytes), tag_shape=0,
             port_latency=Scratchpad.READ_LATENCY)
         result_tag_layout = data.StructLayout({"acc_addr": generator.acc_addr_width,
-                                               "accumulate": 1})
+                                               "accumulate": 1, "end": 1})
         m.submodules.result_tags = result_tags = SyncFIFOBuffered(
             width=result_tag_layout.size, depth=array.result_fifo_depth + 2)
 
         wiring.connect(m, wiring.flipped(self.command), generator.command)
-        zero_point = Signal(signed(8))
-        with m.If(self.command.valid & self.command.ready):
-            m.d.sync += zero_point.eq(self.command.payload.zero_point)
 
         m.d.comb += [
             weight_reader.request.valid.eq(generator.weights.valid),
@@ -200,10 +203,11 @@ class ComputeUnit(wiring.Component):
             reader.request.payload.addr.eq(beat.sp_addr),
             reader.request.payload.read.eq(~beat.pad),
             reader.request.payload.tag.pad.eq(beat.pad),
-            reader.request.payload.tag.zero_point.eq(zero_point),
+            reader.request.payload.tag.zero_point.eq(beat.zero_point),
             reader.request.payload.tag.acc_addr.eq(beat.acc_addr),
             reader.request.payload.tag.accumulate.eq(beat.accumulate),
             reader.request.payload.tag.last.eq(beat.last),
+            reader.request.payload.tag.end.eq(beat.end),
             reader.request.payload.tag.macs.eq(beat.macs),
             self.sp_addr.eq(reader.port_addr),
             self.sp_request.eq(reader.port_request),
@@ -240,7 +244,7 @@ class ComputeUnit(wiring.Component):
         push_tag = Signal()
         with m.If(sent):
             m.d.sync += [pushed_tag.acc_addr.eq(tag.acc_addr),
-                         pushed_tag.accumulate.eq(tag.accumulate)]
+                         pushed_tag.accumulate.eq(tag.accumulate), pushed_tag.end.eq(tag.end)]
         m.d.sync += push_tag.eq(sent)
         m.d.comb += [
             activation.last.eq(tag.last),
@@ -258,6 +262,7 @@ class ComputeUnit(wiring.Component):
             self.acc_write.valid.eq(array.results.valid),
             self.acc_write.payload.addr.eq(popped_tag.acc_addr),
             self.acc_write.payload.accumulate.eq(popped_tag.accumulate),
+            self.acc_write.payload.end.eq(popped_tag.end),
             self.acc_write.payload.data.eq(array.results.payload.data),
             array.results.ready.eq(self.acc_write.ready),
             result_tags.r_en.eq(array.results.valid & self.acc_write.ready),

@@ -13,7 +13,8 @@ per output pixel (ho, wo), ``ho_start <= ho < ho_start + ho_count``, ``wo < out_
     pad = pixel outside the H x W image (the row is the input zero point, nothing is read)
     sp_addr = a_base + (h*in_w + w)*cin_blocks + cb
     acc_addr = acc_base + nb*M + p (p = pixel index), accumulate = not the first kernel chunk
-    (or the command's `accumulate`), last = final pixel of the tile
+    (or the command's `accumulate`), last = final pixel of the tile,
+    end = the command's final beat (its last tile's last pixel), zero_point = the command's
 
 The two streams are independent, so the next tile's weights are read (from another scratchpad
 bank) and shifted into the array's shadow registers while the current tile computes; the array
@@ -37,13 +38,20 @@ registers (timing: it comes through the scratchpad port arbitration)::
     output reg     -      b      b+1    b+1    b+2
     skid register  -      -      -      b+2    -
 
+Commands overlap: a command is set up while the one before still emits its beats. The set-up
+stage (the command, its products) hands the command to the two streams as each comes free: the
+weight run once the previous command's last weight row is out, the activation loop in the cycle
+the previous command's last beat leaves the loop nest (the loop copies the command and the
+products it steps by, so the set-up stage takes the next command at once). Back-to-back
+commands whose set-up is done in time leave their beats with no bubble between them.
+
 Latency: the set-up starts the cycle after the command is accepted and runs 11 products of
 ``3 + ceil(bits(b)/2)`` cycles each, ``b`` being the small operand (stride, in_w, out_w, kw,
-cin_blocks, n_blocks, n_last, at most 10 bits); the first weight row comes 2 cycles after the
-last product, the first activation beat 3 cycles after it: about 53 cycles after the command is
-accepted for a 3x3, stride 1 conv of a 16x16 image with a few blocks, at most 79 cycles.
-Throughput: one beat per cycle on each stream while it is ready; the next command is accepted
-when both streams of this one have ended.
+cin_blocks, n_blocks, n_last, at most 10 bits); on an idle generator the first weight row comes
+3 cycles after the last product, the first activation beat 4 cycles after it: about 54 cycles
+after the command is accepted for a 3x3, stride 1 conv of a 16x16 image with a few blocks, at
+most 80 cycles. Throughput: one beat per cycle on each stream while it is ready, across commands
+too; the next command is accepted once both streams of this one have started.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -78,7 +86,8 @@ class ConvBeatGenerator(wiring.Component):
     -------
     command : In(stream.Signature(conv_command_layout()))
     weights : Out(stream.Signature(ADDRESS_BITS))     scratchpad row of the next weight row
-    activations : Out(stream.Signature({pad, sp_addr, acc_addr, accumulate, last, macs}))
+    activations : Out(stream.Signature({pad, sp_addr, acc_addr, accumulate, last, end, macs,
+                                          zero_point}))
     """
 
     def __init__(self, *, rows, cols, accumulator_rows):
@@ -90,7 +99,7 @@ class ConvBeatGenerator(wiring.Component):
         self.acc_addr_width = (accumulator_rows - 1).bit_length()
         self.beat_layout = data.StructLayout({
             "pad": 1, "sp_addr": ADDRESS_BITS, "acc_addr": self.acc_addr_width,
-            "accumulate": 1, "last": 1, "macs": 11,
+            "accumulate": 1, "last": 1, "end": 1, "macs": 11, "zero_point": signed(8),
         })
         super().__init__({
             "command": In(stream.Signature(conv_command_layout())),
@@ -101,7 +110,8 @@ class ConvBeatGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        cmd = Signal(conv_command_layout())
+        setup_cmd = Signal(conv_command_layout())  # the command in set-up (or set up, waiting)
+        cmd = Signal(conv_command_layout())        # the command whose activation beats run
         beat = Signal(self.beat_layout)     # the loop state's beat, before the output stage
 
         # Set-up values, formed once per command on the shared shift-and-add multiplier.
@@ -117,12 +127,18 @@ class ConvBeatGenerator(wiring.Component):
         # Row addresses are kept modulo 2**ADDRESS_BITS: only their low bits are read, and the
         # low bits of a sum depend only on the low bits of its terms (an address of a padding
         # position may wrap; it is never read).
-        origin_first = Signal(ADDRESS_BITS) # address of (h_first, -pad_left), cb 0 (without
-                                            # a_base until the set-up is done)
+        origin_first = Signal(ADDRESS_BITS) # (h_first, -pad_left), cb 0, less a_base
         kernel_taps = Signal(8)             # kh*kw
         kernel_rows = Signal(18)            # kh*kw*cin_blocks
         tiles = Signal(_SETUP_BITS)         # n_blocks*kh*kw*cin_blocks
         macs_both_last = Signal(11)         # cin_last*n_last (the last chunk of the last block)
+
+        # What the activation loop uses while it runs, copied from the set-up when it starts (the
+        # next command's set-up may then overwrite the originals).
+        used_while_running = {"cin_step": cin_step, "image_row": image_row, "pixels": pixels,
+                              "h_step": h_step, "macs_both_last": macs_both_last}
+        held = {name: Signal.like(value, name=f"held_{name}")
+                for name, value in used_while_running.items()}
 
         # Loop state.
         running = Signal()
@@ -131,6 +147,7 @@ class ConvBeatGenerator(wiring.Component):
         weights_left = Signal()
         nb, kh, kw, cb = (Signal(10, name="nb"), Signal(4, name="kh"), Signal(4, name="kw"),
                           Signal(10, name="cb"))
+        origin_first_held = Signal(ADDRESS_BITS)  # a_base + origin_first
         origin_kh = Signal(ADDRESS_BITS)    # (kh, kw=0, cb=0) tile origin
         origin_kw = Signal(ADDRESS_BITS)    # (kh, kw, cb=0)
         origin = Signal(ADDRESS_BITS)       # this tile: pixel (ho_start, wo=0)
@@ -161,23 +178,24 @@ class ConvBeatGenerator(wiring.Component):
 
         accept = self.command.valid & self.command.ready
         # The set-up starts the cycle after the accept: the command's `valid` (the dispatcher's
-        # decision) then only reaches `cmd`'s enable and this flip-flop.
+        # decision) then only reaches `setup_cmd`'s enable and this flip-flop.
         accepted = Signal()
         m.d.sync += accepted.eq(accept)
+        c = setup_cmd
         setup_busy, setup_done = sequence_products(m, multiplier, [
-            (ho_stride, cmd.ho_start, cmd.stride),
-            (cin_step, cmd.cin_blocks, cmd.stride),
-            (image_row, cmd.cin_blocks, cmd.in_w),
-            (pixels, cmd.ho_count, cmd.out_w),
-            (h_step, image_row, cmd.stride),
+            (ho_stride, c.ho_start, c.stride),
+            (cin_step, c.cin_blocks, c.stride),
+            (image_row, c.cin_blocks, c.in_w),
+            (pixels, c.ho_count, c.out_w),
+            (h_step, image_row, c.stride),
             # Signed a: products are modulo 2**_SETUP_BITS and addresses use only their low
             # ADDRESS_BITS, so the two's complement operand gives the right address.
-            (first_pixel, ho_stride - cmd.pad_top, cmd.in_w),
-            (origin_first, first_pixel - cmd.pad_left, cmd.cin_blocks),
-            (kernel_taps, cmd.kh, cmd.kw),
-            (kernel_rows, kernel_taps, cmd.cin_blocks),
-            (tiles, kernel_rows, cmd.n_blocks),
-            (macs_both_last, cmd.cin_last, cmd.n_last),
+            (first_pixel, ho_stride - c.pad_top, c.in_w),
+            (origin_first, first_pixel - c.pad_left, c.cin_blocks),
+            (kernel_taps, c.kh, c.kw),
+            (kernel_rows, kernel_taps, c.cin_blocks),
+            (tiles, kernel_rows, c.n_blocks),
+            (macs_both_last, c.cin_last, c.n_last),
         ], start=accepted)
         # Output stage of `activations`: a register and a skid register. The loop state moves on
         # while the skid register is empty, so `activations.ready` (the reader's, behind the
@@ -193,32 +211,28 @@ class ConvBeatGenerator(wiring.Component):
                 m.d.sync += [self.activations.payload.eq(beat), out_valid.eq(advance)]
         with m.Elif(advance):
             m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
+
+        # A set-up command waits for each stream of the one before: its weight run starts once
+        # the last weight row is out, its activation loop with (or after) the last beat of the
+        # loop before, so back-to-back commands leave no bubble. Both from flip-flops.
+        weights_waiting = Signal()
+        activations_waiting = Signal()
+        final_beat = Signal()               # the loop state is at the command's last beat
+        start_weights = weights_waiting & ~weights_left
+        start_activations = activations_waiting & (~running | (advance & final_beat))
+        with m.If(setup_done):
+            m.d.sync += [weights_waiting.eq(1), activations_waiting.eq(1)]
+        with m.If(start_weights):
+            m.d.sync += weights_waiting.eq(0)
+        with m.If(start_activations):
+            m.d.sync += activations_waiting.eq(0)
         m.d.comb += [
             self.activations.valid.eq(out_valid),
-            self.command.ready.eq(~accepted & ~setup_busy & ~setup_done & ~running &
-                                  ~weights_left & ~out_valid & ~skid_valid),
+            self.command.ready.eq(~accepted & ~setup_busy & ~setup_done & ~weights_waiting &
+                                  ~activations_waiting),
         ]
         with m.If(accept):
-            m.d.sync += cmd.eq(self.command.payload)
-        with m.If(setup_done):
-            first = Signal(ADDRESS_BITS)
-            m.d.comb += first.eq(cmd.a_base + origin_first)
-            m.d.sync += [
-                h_first.eq(ho_stride - cmd.pad_top),
-                w_last.eq(cmd.w_base + multiply_by_constant(tiles, rows) - 1),
-                origin_first.eq(first), origin_kh.eq(first), origin_kw.eq(first),
-                origin.eq(first), row_addr.eq(first), addr.eq(first),
-                h.eq(ho_stride - cmd.pad_top), w.eq(-cmd.pad_left),
-                tile_w_start.eq(-cmd.pad_left),
-                ho.eq(0), w_addr.eq(cmd.w_base), weights_left.eq(1),
-                acc_block.eq(cmd.acc_base), running.eq(1),
-            ]
-            for name, count_value in (("pixel", pixels), ("wo", cmd.out_w),
-                                      ("cb", cmd.cin_blocks), ("kw", cmd.kw), ("kh", cmd.kh),
-                                      ("nb", cmd.n_blocks)):
-                counter, last_but_one, at_last = loops[name]
-                m.d.sync += [counter.eq(0), last_but_one.eq(count_value - 2),
-                             at_last.eq(count_value == 1)]
+            m.d.sync += setup_cmd.eq(self.command.payload)
 
         tile_last, last_wo, last_cb, last_kw, last_kh, last_nb = (
             loops[name][2] for name in ("pixel", "wo", "cb", "kw", "kh", "nb"))
@@ -227,13 +241,17 @@ class ConvBeatGenerator(wiring.Component):
         m.d.comb += [
             self.weights.valid.eq(weights_left),
             self.weights.payload.eq(w_addr),
+            final_beat.eq(tile_last & last_cb & last_kw & last_kh & last_nb),
             beat.pad.eq(~inside),
             beat.sp_addr.eq(addr),
             beat.acc_addr.eq(acc_block + pixel),
             beat.accumulate.eq(cmd.accumulate | ~first_chunk),
             beat.last.eq(tile_last),
+            beat.end.eq(final_beat),
+            beat.zero_point.eq(cmd.zero_point),
             beat.macs.eq(Mux(last_cb,
-                             Mux(last_nb, macs_both_last, multiply_by_constant(cmd.cin_last, cols)),
+                             Mux(last_nb, held["macs_both_last"],
+                                 multiply_by_constant(cmd.cin_last, cols)),
                              Mux(last_nb, multiply_by_constant(cmd.n_last, rows), rows * cols))),
         ]
 
@@ -241,6 +259,9 @@ class ConvBeatGenerator(wiring.Component):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(w_addr == w_last):
                 m.d.sync += weights_left.eq(0)
+        with m.If(start_weights):
+            m.d.sync += [w_last.eq(c.w_base + multiply_by_constant(tiles, rows) - 1),
+                         w_addr.eq(c.w_base), weights_left.eq(1)]
 
         def start_tile(tile_origin, h_start, w_start):
             return [origin.eq(tile_origin), row_addr.eq(tile_origin), addr.eq(tile_origin),
@@ -251,11 +272,12 @@ class ConvBeatGenerator(wiring.Component):
             with m.If(~tile_last):
                 m.d.sync += count("pixel")
                 with m.If(last_wo):
+                    next_row = row_addr + held["h_step"]
                     m.d.sync += [*restart("wo"), ho.eq(ho + 1), h.eq(h + cmd.stride),
-                                 w.eq(tile_w_start),
-                                 row_addr.eq(row_addr + h_step), addr.eq(row_addr + h_step)]
+                                 w.eq(tile_w_start), row_addr.eq(next_row), addr.eq(next_row)]
                 with m.Else():
-                    m.d.sync += [*count("wo"), w.eq(w + cmd.stride), addr.eq(addr + cin_step)]
+                    m.d.sync += [*count("wo"), w.eq(w + cmd.stride),
+                                 addr.eq(addr + held["cin_step"])]
             # The tile's last pixel: move the kernel-chunk loop nest (cb, kw, kh, nb) on.
             with m.Elif(~last_cb):
                 m.d.sync += [*count("cb"),
@@ -266,15 +288,35 @@ class ConvBeatGenerator(wiring.Component):
                              *start_tile(origin_kw + cmd.cin_blocks, h_first + kh,
                                          kw + 1 - cmd.pad_left)]
             with m.Elif(~last_kh):
+                next_kernel_row = origin_kh + held["image_row"]
                 m.d.sync += [*restart("cb"), *restart("kw"), *count("kh"),
-                             origin_kh.eq(origin_kh + image_row),
-                             origin_kw.eq(origin_kh + image_row),
-                             *start_tile(origin_kh + image_row, h_first + kh + 1, -cmd.pad_left)]
+                             origin_kh.eq(next_kernel_row), origin_kw.eq(next_kernel_row),
+                             *start_tile(next_kernel_row, h_first + kh + 1, -cmd.pad_left)]
             with m.Elif(~last_nb):
                 m.d.sync += [*restart("cb"), *restart("kw"), *restart("kh"), *count("nb"),
-                             acc_block.eq(acc_block + pixels),
-                             origin_kh.eq(origin_first), origin_kw.eq(origin_first),
-                             *start_tile(origin_first, h_first, -cmd.pad_left)]
+                             acc_block.eq(acc_block + held["pixels"]),
+                             origin_kh.eq(origin_first_held), origin_kw.eq(origin_first_held),
+                             *start_tile(origin_first_held, h_first, -cmd.pad_left)]
             with m.Else():
                 m.d.sync += running.eq(0)
+
+        # After the loop nest, so a start in the cycle of the last beat overrides its `running`.
+        with m.If(start_activations):
+            first = Signal(ADDRESS_BITS)
+            m.d.comb += first.eq(c.a_base + origin_first)
+            m.d.sync += [
+                cmd.eq(c), *(held[name].eq(value) for name, value in used_while_running.items()),
+                h_first.eq(ho_stride - c.pad_top),
+                origin_first_held.eq(first), origin_kh.eq(first), origin_kw.eq(first),
+                origin.eq(first), row_addr.eq(first), addr.eq(first),
+                h.eq(ho_stride - c.pad_top), w.eq(-c.pad_left),
+                tile_w_start.eq(-c.pad_left),
+                ho.eq(0), acc_block.eq(c.acc_base), running.eq(1),
+            ]
+            for name, count_value in (("pixel", pixels), ("wo", c.out_w),
+                                      ("cb", c.cin_blocks), ("kw", c.kw), ("kh", c.kh),
+                                      ("nb", c.n_blocks)):
+                counter, last_but_one, at_last = loops[name]
+                m.d.sync += [counter.eq(0), last_but_one.eq(count_value - 2),
+                             at_last.eq(count_value == 1)]
         return m
