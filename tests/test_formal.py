@@ -391,23 +391,27 @@ def test_array_readies(mode, depth, tmp_path):
 @dataclass(frozen=True)
 class _UnitRecord:
     """The harness's view of a unit: a command `offered` now (for accumulator half
-    `offered_half`), one still `unfinished` (for `half`), and `waiting` (ready last cycle
-    without a transfer, so ready now)."""
+    `offered_half`), `unfinished` ones (bit h: one for half h; a unit without halves uses bit
+    0), and `waiting` (ready last cycle without a transfer, so ready now)."""
     offered: Value
     offered_half: Value
     unfinished: Signal
-    half: Signal
     waiting: Signal
+
+    def unfinished_on(self, half):
+        return self.unfinished.bit_select(half, 1)
 
 
 class DispatcherHarness(Elaboratable):
     """The `Core`'s command queue and dispatcher, with its units, memories and the products'
     multiplier taken out: their outputs are free (`AnySeq`), within the unit contract of
-    `hw.core.units` (a unit's ``command.ready`` falls only by a transfer; ``busy`` is high the
-    cycle after one; the command is finished the first cycle after that with ``busy`` low). So
-    any command sequence, any check outcome and any unit timing is covered. The control bus is
-    written and read at will (the error register cleared in any cycle, that of a push included).
-    """
+    `hw.core.units` (a unit's ``command.ready`` falls only by a transfer; for the store and
+    binary units ``busy`` is high the cycle after one and the command is finished the first
+    cycle after that with ``busy`` low; a GEMM/CONV is finished when a row marked ``end`` for its
+    half has been taken from the accumulator write buffer and that half is then idle, the half
+    busy the cycle after it takes a row). So any command sequence, any check outcome and any unit
+    timing is covered. The control bus is written and read at will (the error register cleared
+    in any cycle, that of a push included)."""
 
     def elaborate(self, platform):
         m = Module()
@@ -421,32 +425,32 @@ class DispatcherHarness(Elaboratable):
                                    "store", "binary", "multiplier")
         bus = core.control
         multiplier = blocks["multiplier"]
+        written = blocks["accumulator_write"].o
         m.d.comb += [
             bus.address.eq(AnySeq(len(bus.address))), bus.read.eq(AnySeq(1)),
             bus.write.eq(AnySeq(1)), bus.write_data.eq(AnySeq(32)),
             multiplier.request.ready.eq(AnySeq(1)), multiplier.product.valid.eq(AnySeq(1)),
             multiplier.product.payload.eq(AnySeq(len(multiplier.product.payload))),
-            blocks["accumulator_0"].idle.eq(AnySeq(1)), blocks["accumulator_1"].idle.eq(AnySeq(1)),
-            blocks["accumulator_write"].o.valid.eq(AnySeq(1)),
+            written.valid.eq(AnySeq(1)), written.payload.eq(AnySeq(written.payload.shape().size)),
+            *(blocks[f"accumulator_{half}"].write.ready.eq(AnySeq(1)) for half in range(2)),
+            *(blocks[f"accumulator_{half}"].idle.eq(AnySeq(1)) for half in range(2)),
         ]
         half_bit = (core.accumulator_rows // 2 - 1).bit_length()
-        # A GEMM/CONV is finished when its rows have left the skid buffer and both halves.
-        compute_busy = (blocks["compute"].busy | blocks["accumulator_write"].o.valid |
-                        ~blocks["accumulator_0"].idle | ~blocks["accumulator_1"].idle)
         units = {
-            "compute": self._unit(m, "compute", blocks["compute"], compute_busy, half_bit),
-            "store": self._unit(m, "store", blocks["store"], blocks["store"].busy, half_bit),
-            "binary": self._unit(m, "binary", blocks["binary"], blocks["binary"].busy, None),
+            "compute": self._compute_unit(m, blocks, half_bit, compute_ended := Signal(2)),
+            "store": self._unit(m, "store", blocks["store"], half_bit),
+            "binary": self._unit(m, "binary", blocks["binary"], None),
         }
         self._check_scoreboard(m, fragment, units)
         skip, decided = self._check_outcomes(m, fragment, units)
         overflowed = self._check_overflow(m, fragment, bus)
-        self._invariants(m, fragment, units, decided)
+        self._invariants(m, fragment, units, decided, compute_ended)
         compute, store, binary = units["compute"], units["store"], units["binary"]
         m.d.comb += [
-            Cover(compute.offered & store.unfinished),      # ping-pong: the other half
-            Cover(store.offered & compute.unfinished),
-            Cover(binary.offered & store.unfinished),
+            Cover(compute.offered & store.unfinished.any()),    # ping-pong: the other half
+            Cover(store.offered & compute.unfinished.any()),
+            Cover(binary.offered & store.unfinished.any()),
+            Cover(compute.offered & compute.unfinished.any()),  # overlapped GEMM/CONVs
             Cover(probe(fragment, "offer_fence")),
             Cover(skip),
             Cover(overflowed),
@@ -454,38 +458,76 @@ class DispatcherHarness(Elaboratable):
         return m
 
     @staticmethod
-    def _unit(m, name, unit, busy, half_bit):
-        """Drive `unit`'s outputs within its contract (its command's accumulator half is bit
-        `half_bit` of ``acc_base``, or None) and assert that it is offered one command at a
-        time, only when ready."""
+    def _offers(m, name, unit, half_bit):
+        """Drive `unit`'s ready within its contract and assert that it is offered a command
+        only when ready. Returns (transfer, offered half, waiting)."""
         command = unit.command
-        m.d.comb += [command.ready.eq(AnySeq(1)), unit.busy.eq(AnySeq(1))]
+        m.d.comb += command.ready.eq(AnySeq(1))
         transfer = command.valid & command.ready
-        waiting, transferred = Signal(name=f"{name}_waiting"), Signal(name=f"{name}_transferred")
-        m.d.sync += [waiting.eq(command.ready & ~command.valid), transferred.eq(transfer)]
-        m.d.comb += [Assume(~waiting | command.ready), Assume(~transferred | busy)]
-        unfinished, half = Signal(name=f"{name}_unfinished"), Signal(name=f"{name}_half")
-        offered_half = command.payload.acc_base[half_bit] if half_bit is not None else Const(0)
-        with m.If(transfer):
-            m.d.sync += [unfinished.eq(1), half.eq(offered_half)]
-        with m.Elif(unfinished & ~busy):
-            m.d.sync += unfinished.eq(0)
+        waiting = Signal(name=f"{name}_waiting")
+        m.d.sync += waiting.eq(command.ready & ~command.valid)
         m.d.comb += [
+            Assume(~waiting | command.ready),
             Assert(~command.valid | command.ready, f"a command offered to the {name} unit "
                                                    f"while it is not ready"),
-            Assert(~(command.valid & unfinished), f"a second command to the busy {name} unit"),
         ]
-        return _UnitRecord(command.valid, offered_half, unfinished, half, waiting)
+        offered_half = command.payload.acc_base[half_bit] if half_bit is not None else Const(0)
+        return transfer, offered_half, waiting
+
+    def _unit(self, m, name, unit, half_bit):
+        """A store or binary unit (its command's accumulator half is bit `half_bit` of
+        ``acc_base``, or None): driven within its contract; asserted to be offered one command
+        at a time."""
+        transfer, offered_half, waiting = self._offers(m, name, unit, half_bit)
+        m.d.comb += unit.busy.eq(AnySeq(1))
+        transferred = Signal(name=f"{name}_transferred")
+        m.d.sync += transferred.eq(transfer)
+        m.d.comb += Assume(~transferred | unit.busy)
+        unfinished = Signal(2, name=f"{name}_unfinished")
+        with m.If(transfer):
+            m.d.sync += unfinished.eq(0)
+            m.d.sync += unfinished.bit_select(offered_half, 1).eq(1)
+        with m.Elif(~unit.busy):
+            m.d.sync += unfinished.eq(0)
+        m.d.comb += Assert(~(unit.command.valid & unfinished.any()),
+                           f"a second command to the busy {name} unit")
+        return _UnitRecord(unit.command.valid, offered_half, unfinished, waiting)
+
+    def _compute_unit(self, m, blocks, half_bit, ended):
+        """The compute unit, which takes a command while others run: one GEMM/CONV per half
+        at most (asserted), each finished by an ``end`` row taken into its half (assumed only for
+        an unfinished command that has not had it: `ended`) and then that half idle."""
+        transfer, offered_half, waiting = self._offers(m, "compute", blocks["compute"], half_bit)
+        written = blocks["accumulator_write"].o
+        unfinished = Signal(2, name="compute_unfinished")
+        for half in range(2):
+            accumulator = blocks[f"accumulator_{half}"]
+            taken = written.valid & accumulator.write.valid & accumulator.write.ready
+            end_taken = taken & written.payload.end
+            took = Signal(name=f"half_{half}_took")
+            m.d.sync += took.eq(taken)
+            m.d.comb += [Assume(~end_taken | (unfinished[half] & ~ended[half])),
+                         Assume(~took | ~accumulator.idle)]
+            with m.If(transfer & (offered_half == half)):
+                m.d.sync += unfinished[half].eq(1)
+            with m.If(end_taken):
+                m.d.sync += ended[half].eq(1)
+            with m.If(ended[half] & accumulator.idle):
+                m.d.sync += [unfinished[half].eq(0), ended[half].eq(0)]
+        m.d.comb += Assert(~(transfer & unfinished.bit_select(offered_half, 1)),
+                           "a second GEMM/CONV issued on a half one still writes")
+        return _UnitRecord(blocks["compute"].command.valid, offered_half, unfinished, waiting)
 
     @staticmethod
     def _check_scoreboard(m, fragment, units):
         compute, store, binary = units["compute"], units["store"], units["binary"]
         m.d.comb += [
-            Assert(~(store.offered & compute.unfinished & (compute.half == store.offered_half)),
+            Assert(~(store.offered & compute.unfinished_on(store.offered_half)),
                    "a store issued on the half an unfinished GEMM/CONV writes (RAW)"),
-            Assert(~(compute.offered & store.unfinished & (store.half == compute.offered_half)),
+            Assert(~(compute.offered & store.unfinished_on(compute.offered_half)),
                    "a GEMM/CONV issued on the half an unfinished store reads (WAR)"),
-            Assert(~(compute.offered & binary.unfinished) & ~(binary.offered & compute.unfinished),
+            Assert(~(compute.offered & binary.unfinished.any()) &
+                   ~(binary.offered & compute.unfinished.any()),
                    "compute and binary issued together (they share a scratchpad read port)"),
             Assert(~(probe(fragment, "offer_fence") &
                      Cat(*(unit.unfinished for unit in units.values())).any()),
@@ -523,23 +565,24 @@ class DispatcherHarness(Elaboratable):
         return overflowed
 
     @staticmethod
-    def _invariants(m, fragment, units, decided):
+    def _invariants(m, fragment, units, decided, compute_ended):
         """For the induction: the dispatcher's scoreboard is the harness's record of unfinished
         commands, its registered readies are the units' (no transfer since), its opcode flags
         decode its command, an offer is made only in DISPATCH, and after an outcome it waits in
         FETCH."""
         for name, unit in units.items():
-            m.d.comb += [
-                Assert(probe(fragment, f"{name}_active") == unit.unfinished),
-                Assert(probe(fragment, f"{name}_ready") == unit.waiting),
-            ]
-        for name, scoreboard in (("compute", "computing"), ("store", "storing")):
-            unit = units[name]
-            m.d.comb += [
-                Assert(~unit.unfinished | (probe(fragment, f"{name}_half") == unit.half)),
-                Assert(probe(fragment, scoreboard) ==
-                       Cat(unit.unfinished & ~unit.half, unit.unfinished & unit.half)),
-            ]
+            m.d.comb += Assert(probe(fragment, f"{name}_ready") == unit.waiting)
+        store, binary = units["store"], units["binary"]
+        m.d.comb += [
+            Assert(probe(fragment, "computing") == units["compute"].unfinished),
+            Assert(probe(fragment, "finishing") == compute_ended),
+            Assert(probe(fragment, "store_active") == store.unfinished.any()),
+            Assert(~store.unfinished.any() |
+                   (store.unfinished == Cat(~probe(fragment, "store_half"),
+                                            probe(fragment, "store_half")))),
+            Assert(probe(fragment, "storing") == store.unfinished),
+            Assert(binary.unfinished == probe(fragment, "binary_active")),
+        ]
         opcode = COMMAND_LAYOUT(probe(fragment, "command")).opcode
         for flag, code in (("gemm", Opcode.GEMM), ("conv", Opcode.CONV),
                            ("store", Opcode.REQUANT_STORE), ("binary", Opcode.BINARY),
