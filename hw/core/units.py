@@ -6,11 +6,11 @@ dispatcher in `hw.core.core` retires the command when `busy` falls). The compute
 next command while the current one still runs (its generator sets it up meanwhile) and marks
 each command's last result row (``acc_write.end``): the core retires a GEMM/CONV when that row
 has landed in its accumulator half; its `busy` (any command in flight) feeds the counters only.
-Memory ports are plain address/enable/data
-signals because the core shares them with the host link, which always wins: a unit sees a
-``*_blocked`` input and waits (nothing is lost, see `hw.core.read_stage`). A scratchpad reader
-offers ``*_request`` (it reads ``*_addr`` this cycle unless ``*_blocked``), so the core's port
-arbitration starts from the readers' flip-flops, not from its own ``blocked`` answers.
+Memory ports are plain address/enable/data signals because the core shares them with the host
+link, which always wins: a unit sees a ``*_blocked`` input and waits (nothing is lost, see
+`hw.core.read_stage`). A scratchpad reader offers ``*_request`` (it reads ``*_addr`` this cycle
+unless ``*_blocked``), so the core's port arbitration starts from the readers' flip-flops, not
+from its own ``blocked`` answers.
 
 ComputeUnit (weight-stationary)::
 
@@ -28,8 +28,8 @@ ComputeUnit (weight-stationary)::
     same bank, activations win and weights wait (correct, slower). On an idle unit the first
     weight row is requested 3 cycles after the generator's set-up products, the first activation
     row 4; the next command's are set up meanwhile and follow the current command's rows with
-    no bubble (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the scratchpad's
-    registered read port, then the response FIFO) and one through its `SkidBuffer`.
+    no bubble (see `hw.memory.im2col`); a row read takes 5 cycles through its `ReadStage` (the
+    scratchpad's registered read port, then the response FIFO) and one through its `SkidBuffer`.
 
 StoreUnit::
 
