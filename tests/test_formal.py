@@ -436,8 +436,9 @@ class DispatcherHarness(Elaboratable):
             *(blocks[f"accumulator_{half}"].idle.eq(AnySeq(1)) for half in range(2)),
         ]
         half_bit = (core.accumulator_rows // 2 - 1).bit_length()
+        compute_ended = Signal(2, name="compute_ended")     # bit h: its `end` row is in half h
         units = {
-            "compute": self._compute_unit(m, blocks, half_bit, compute_ended := Signal(2)),
+            "compute": self._compute_unit(m, blocks, half_bit, compute_ended),
             "store": self._unit(m, "store", blocks["store"], half_bit),
             "binary": self._unit(m, "binary", blocks["binary"], None),
         }
