@@ -271,12 +271,12 @@ class ComputeUnit(wiring.Component):
         written = self.acc_write.valid & self.acc_write.ready
         outstanding = Signal(range(array.result_fifo_depth + 3))
         m.d.sync += outstanding.eq(outstanding + sent - written)
-        # Registered (timing: the array's handshakes and the unit's state reach the dispatcher
-        # and the counters from flip-flops). What the unit still has to do is registered once
-        # (`pending`) and `busy` again, together with an offered command: `busy` rises the cycle
-        # after a command is offered (the dispatcher offers only what the unit takes at once),
-        # stays high while the command's work is in flight and falls two cycles after its last
-        # effect lands.
+        # Registered (timing: the array's handshakes and the unit's state reach the counters from
+        # flip-flops; the dispatcher retires a GEMM/CONV by its `end` row, not by `busy`). What
+        # the unit still has to do is registered once (`pending`) and `busy` again, together with
+        # an offered command: `busy` rises the cycle after a command is offered (the dispatcher
+        # offers only what the unit takes at once), stays high while any command's work is in
+        # the unit and falls two cycles after the last of it has left.
         pending = Signal()
         offered = Signal()
         m.d.sync += [
